@@ -1,0 +1,15 @@
+"""Shared building blocks every model family is assembled from. Plain constructor arguments only."""
+from .attention import KVCache, LayerKV, MultiHeadAttention, causal_mask
+from .block import PostNormBlock, PreNormBlock
+from .heads import LMHead, MaskedLMHead, NoHead, PretrainingHead, SequenceHead, TokenHead, pool
+from .masks import combine_masks, document_mask, padding_mask
+from .mlp import MLP, SwiGLU
+from .norms import make_norm
+from .positions import LearnedPositions, RotaryEmbedding, SinusoidalPositions, apply_rotary, sinusoidal_table
+
+__all__ = [
+    "KVCache", "LayerKV", "MultiHeadAttention", "causal_mask", "PostNormBlock", "PreNormBlock",
+    "LMHead", "MaskedLMHead", "NoHead", "PretrainingHead", "SequenceHead", "TokenHead", "pool",
+    "combine_masks", "document_mask", "padding_mask", "MLP", "SwiGLU", "make_norm",
+    "LearnedPositions", "RotaryEmbedding", "SinusoidalPositions", "apply_rotary", "sinusoidal_table",
+]

@@ -1,0 +1,62 @@
+"""Transformer blocks assembled from injected attention, feed-forward and norm modules.
+
+PreNormBlock (GPT-2, Llama):  x + attn(norm1(x)),  x + mlp(norm2(x))
+PostNormBlock (BERT, the original Transformer): norm1(x + attn(x)),  norm2(x + mlp(x))
+An optional cross-attention sub-layer (encoder-decoder models) sits between the two.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .attention import LayerKV, MultiHeadAttention
+
+
+class _Block(nn.Module):
+    def __init__(
+        self,
+        attn: MultiHeadAttention,
+        mlp: nn.Module,
+        norm1: nn.Module,
+        norm2: nn.Module,
+        dropout: float = 0.0,
+        cross_attn: MultiHeadAttention | None = None,
+        norm_cross: nn.Module | None = None,
+    ):
+        super().__init__()
+        self.norm1, self.attn = norm1, attn
+        self.norm_cross, self.cross_attn = norm_cross, cross_attn
+        self.norm2, self.mlp = norm2, mlp
+        self.dropout = nn.Dropout(dropout)
+
+
+class PreNormBlock(_Block):
+    def forward(
+        self,
+        x: torch.Tensor,  # (B, T, C)
+        mask: torch.Tensor | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: LayerKV | None = None,
+        context: torch.Tensor | None = None,  # (B, S, C) encoder output
+        context_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        x = x + self.dropout(self.attn(self.norm1(x), mask=mask, rope=rope, cache=cache))
+        if self.cross_attn is not None:
+            x = x + self.dropout(self.cross_attn(self.norm_cross(x), context=context, mask=context_mask))
+        return x + self.mlp(self.norm2(x))
+
+
+class PostNormBlock(_Block):
+    def forward(
+        self,
+        x: torch.Tensor,  # (B, T, C)
+        mask: torch.Tensor | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: LayerKV | None = None,
+        context: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        x = self.norm1(x + self.dropout(self.attn(x, mask=mask, rope=rope, cache=cache)))
+        if self.cross_attn is not None:
+            x = self.norm_cross(x + self.dropout(self.cross_attn(x, context=context, mask=context_mask)))
+        return self.norm2(x + self.mlp(x))

@@ -1,0 +1,65 @@
+"""Model families and named presets, resolved through registries (never import paths)."""
+from __future__ import annotations
+
+import dataclasses
+
+from ..config import Registry, from_dict
+from ..errors import ConfigError
+from .base import ModelBase
+from .decoder import Decoder, DecoderConfig
+from .encoder import Encoder, EncoderConfig
+
+FAMILIES = Registry("model family")  # name -> (config class, model class)
+FAMILIES.register("encoder", (EncoderConfig, Encoder))
+FAMILIES.register("decoder", (DecoderConfig, Decoder))
+
+PRESETS = Registry("model preset")  # name -> (family, config fields)
+PRESETS.register("bert-tiny", ("encoder", dict(dim=128, layers=2, heads=2, mlp_dim=512)))
+PRESETS.register("bert-mini", ("encoder", dict(dim=256, layers=4, heads=4, mlp_dim=1024)))
+PRESETS.register("bert-small", ("encoder", dict(dim=512, layers=4, heads=8, mlp_dim=2048)))
+PRESETS.register("bert-base", ("encoder", dict()))
+PRESETS.register("gpt-mini", ("decoder", dict(dim=256, layers=4, heads=4, mlp_dim=1024, max_positions=512)))
+PRESETS.register("gpt2-small", ("decoder", dict()))
+_LLAMA = dict(position="rope", norm="rmsnorm", mlp="swiglu", attention_bias=False, mlp_bias=False)
+PRESETS.register("llama-tiny", ("decoder", dict(_LLAMA, dim=256, layers=4, heads=8, kv_heads=2, mlp_dim=688,
+                                                  max_positions=2048, norm_eps=1e-6)))
+PRESETS.register("smollm2-135m", ("decoder", dict(_LLAMA, vocab_size=49152, dim=576, layers=30, heads=9, kv_heads=3,
+                                                    mlp_dim=1536, max_positions=8192, rope_base=100000.0,
+                                                    norm_eps=1e-5)))
+
+
+def family_of(config) -> str:
+    for name in FAMILIES.names():
+        if isinstance(config, FAMILIES.get(name)[0]):
+            return name
+    raise TypeError(f"not a model config: {type(config).__name__}")
+
+
+def model_config(section: dict) -> EncoderConfig | DecoderConfig:
+    """YAML `model:` section -> config. Either `preset: NAME` plus field overrides, or `family: NAME` plus fields."""
+    section = dict(section or {})
+    preset, family = section.pop("preset", None), section.pop("family", None)
+    if preset is None and family is None:
+        raise ConfigError(f"model: give 'preset' (one of {', '.join(PRESETS.names())}) or 'family' (encoder | decoder).")
+    fields = {}
+    if preset is not None:
+        family_of_preset, fields = PRESETS.get(str(preset), key="model.preset")
+        if family is not None and family != family_of_preset:
+            raise ConfigError(f"model.family: preset {preset!r} is a {family_of_preset}, not a {family}.")
+        family = family_of_preset
+    config_cls, _ = FAMILIES.get(str(family), key="model.family")
+    return from_dict(config_cls, {**fields, **section}, prefix="model")
+
+
+def create_model(config) -> ModelBase:
+    """A randomly initialised model for an EncoderConfig or DecoderConfig."""
+    return FAMILIES.get(family_of(config))[1](config)
+
+
+def preset(name: str, **changes) -> EncoderConfig | DecoderConfig:
+    family, fields = PRESETS.get(name, key="model.preset")
+    return dataclasses.replace(FAMILIES.get(family)[0](**fields), **changes)
+
+
+__all__ = ["Encoder", "EncoderConfig", "Decoder", "DecoderConfig", "ModelBase", "FAMILIES", "PRESETS",
+           "create_model", "model_config", "preset", "family_of"]
