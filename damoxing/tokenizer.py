@@ -1,0 +1,445 @@
+"""Tokenizer: a thin class over the Hugging Face `tokenizers` library.
+
+Loads a Hugging Face model folder (tokenizer.json, or vocab.txt for BERT WordPiece, or vocab.json +
+merges.txt for GPT-2 byte-level BPE) or a GGUF file, encodes batches to tensors, decodes, and trains
+new WordPiece and byte-level BPE vocabularies. It saves the Hugging Face layout, so
+`transformers.AutoTokenizer` reads what it writes and it reads what transformers writes.
+
+Padding and truncation are done per call: the backend's own stored settings are switched off on load.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer as Backend
+
+from damoxing.atomic import atomic_open, atomic_path
+from damoxing.errors import CheckpointError, DataError, UserError
+
+SPECIAL_NAMES = ("pad", "cls", "sep", "mask", "unk", "bos", "eos")
+BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+# Special tokens transformers assumes when a folder has only vocab.txt (BERT) or vocab.json + merges.txt (GPT-2).
+BERT_DEFAULTS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
+                 "mask_token": "[MASK]"}
+GPT2_DEFAULTS = {"unk_token": "<|endoftext|>", "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}
+HUGE = 10**12  # transformers writes a huge model_max_length to mean "no limit"
+
+# llama.cpp's `tokenizer.ggml.pre` names whose split regex differs from GPT-2's (as transformers maps them).
+_LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+GGUF_SPLITS = {"llama3": _LLAMA3_SPLIT, "llama-v3": _LLAMA3_SPLIT, "llama-bpe": _LLAMA3_SPLIT,
+               "smaug-bpe": _LLAMA3_SPLIT, "dbrx": _LLAMA3_SPLIT, "qwen2": _QWEN2_SPLIT,
+               "deepseek-r1-qwen": _QWEN2_SPLIT}
+
+
+class Tokenizer:
+    """Text to ids and back. `backend` is a `tokenizers.Tokenizer`; the named special tokens are strings."""
+
+    def __init__(self, backend: Backend, *, pad_token: str | None = None, cls_token: str | None = None,
+                 sep_token: str | None = None, mask_token: str | None = None, unk_token: str | None = None,
+                 bos_token: str | None = None, eos_token: str | None = None, model_max_length: int | None = None,
+                 use_token_type_ids: bool = False, chat_template: str | None = None):
+        backend.no_padding()
+        backend.no_truncation()
+        self.backend = backend
+        self.special_tokens = {name: token for name, token in zip(SPECIAL_NAMES, (
+            pad_token, cls_token, sep_token, mask_token, unk_token, bos_token, eos_token)) if token is not None}
+        for name, token in self.special_tokens.items():
+            if backend.token_to_id(token) is None:
+                raise ValueError(f"{name}_token {token!r} is not in the vocabulary")
+        self.model_max_length = model_max_length if model_max_length and model_max_length < HUGE else None
+        self.use_token_type_ids = use_token_type_ids
+        self.chat_template = chat_template
+
+    # ----- vocabulary -----
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids, added tokens included."""
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.backend.token_to_id(token)
+
+    def id_to_token(self, index: int) -> str | None:
+        return self.backend.id_to_token(index)
+
+    def _special_id(self, name: str) -> int | None:
+        token = self.special_tokens.get(name)
+        return None if token is None else self.backend.token_to_id(token)
+
+    pad_id = property(lambda self: self._special_id("pad"))
+    cls_id = property(lambda self: self._special_id("cls"))
+    sep_id = property(lambda self: self._special_id("sep"))
+    mask_id = property(lambda self: self._special_id("mask"))
+    unk_id = property(lambda self: self._special_id("unk"))
+    bos_id = property(lambda self: self._special_id("bos"))
+    eos_id = property(lambda self: self._special_id("eos"))
+
+    @property
+    def special_ids(self) -> set[int]:
+        """Ids of the named special tokens and of every added token marked special."""
+        ids = {i for i, token in self.backend.get_added_tokens_decoder().items() if token.special}
+        return ids | {self._special_id(name) for name in self.special_tokens}
+
+    # ----- encoding and decoding -----
+    def encode(self, text: str, pair: str | None = None, add_special_tokens: bool = True) -> list[int]:
+        """Ids of one text (or text pair), untruncated."""
+        return self.backend.encode(text, pair, add_special_tokens=add_special_tokens).ids
+
+    def __call__(self, texts: str | Sequence[str], pairs: str | Sequence[str] | None = None, *,
+                 max_length: int | None = None, padding: bool | str = True, truncation: bool = True,
+                 add_special_tokens: bool = True, padding_side: str = "right",
+                 return_tensors: str | None = "pt") -> dict:
+        """Encode a batch: `input_ids`, `attention_mask` (and `token_type_ids` for encoders).
+
+        padding: True/"longest" pads to the longest in the batch, "max_length" to `max_length`, False
+        not at all (then `return_tensors` must be None unless all lengths agree). truncation cuts to
+        `max_length` (default: `model_max_length`), counting the special tokens, longest text first.
+        Without a pad token, padding uses the eos token (the attention mask hides it).
+        """
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if pairs is not None:
+            pairs = [pairs] if isinstance(pairs, str) else list(pairs)
+            if len(pairs) != len(texts):
+                raise ValueError(f"got {len(texts)} texts but {len(pairs)} pairs")
+        max_length = max_length or self.model_max_length
+        inputs = texts if pairs is None else list(zip(texts, pairs))
+        if truncation and max_length:
+            self.backend.enable_truncation(max_length, strategy="longest_first")
+        try:
+            encodings = self.backend.encode_batch(inputs, add_special_tokens=add_special_tokens)
+        finally:
+            self.backend.no_truncation()
+        batch = {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings]}
+        if self.use_token_type_ids:
+            batch["token_type_ids"] = [e.type_ids for e in encodings]
+        if padding:
+            longest = max((len(row) for row in batch["input_ids"]), default=0)
+            if padding == "max_length" and not max_length:
+                raise ValueError('padding="max_length" needs max_length (or a model_max_length)')
+            batch = self._pad(batch, max(longest, max_length) if padding == "max_length" else longest, padding_side)
+        if return_tensors == "pt":
+            return {key: torch.tensor(value, dtype=torch.long) for key, value in batch.items()}
+        if return_tensors is not None:
+            raise ValueError(f'return_tensors must be "pt" or None, not {return_tensors!r}')
+        return batch
+
+    def _pad(self, batch: dict[str, list[list[int]]], length: int, side: str) -> dict[str, list[list[int]]]:
+        """Pad every row to `length` on `side` ("right" or "left")."""
+        if side not in ("right", "left"):
+            raise ValueError(f'padding_side must be "right" or "left", not {side!r}')
+        pad_id = self.pad_id if self.pad_id is not None else self.eos_id
+        if pad_id is None and any(len(row) != length for row in batch["input_ids"]):
+            raise ValueError("this tokenizer has no pad or eos token; pass padding=False or give it a pad_token")
+        fill = {"input_ids": pad_id, "attention_mask": 0, "token_type_ids": 0}
+        padded = {}
+        for key, rows in batch.items():
+            extra = [[fill[key]] * (length - len(row)) for row in rows]
+            padded[key] = [row + e if side == "right" else e + row for row, e in zip(rows, extra)]
+        return padded
+
+    def decode(self, ids: Sequence[int] | torch.Tensor, skip_special_tokens: bool = True) -> str:
+        """Text of one sequence of ids."""
+        ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+        return self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def batch_decode(self, batch: Sequence[Sequence[int]] | torch.Tensor,
+                     skip_special_tokens: bool = True) -> list[str]:
+        """Texts of a batch of id sequences."""
+        batch = batch.tolist() if isinstance(batch, torch.Tensor) else [list(ids) for ids in batch]
+        return self.backend.decode_batch(batch, skip_special_tokens=skip_special_tokens)
+
+    def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """Render `messages` ([{"role": ..., "content": ...}]) with the chat template (needs jinja2)."""
+        if not self.chat_template:
+            raise UserError("this tokenizer has no chat template; load one from a chat model's folder or GGUF file")
+        import jinja2.sandbox
+
+        def raise_exception(message: str):
+            raise UserError(f"chat template: {message}")
+
+        env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                                           extensions=["jinja2.ext.loopcontrols"])
+        env.globals["raise_exception"] = raise_exception
+        env.filters["tojson"] = lambda value, indent=None: json.dumps(value, ensure_ascii=False, indent=indent)
+        tokens = {f"{name}_token": token for name, token in self.special_tokens.items()}
+        return env.from_string(self.chat_template).render(
+            messages=messages, add_generation_prompt=add_generation_prompt, **tokens)
+
+    # ----- loading -----
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Tokenizer:
+        """Load a Hugging Face model folder or a .gguf file."""
+        path = Path(path)
+        if path.is_file() and path.suffix == ".gguf":
+            return cls.from_gguf(path)
+        if not path.is_dir():
+            what = "is not a tokenizer folder" if path.exists() else "does not exist"
+            raise CheckpointError(f"{path} {what}: pass a model folder (tokenizer.json, vocab.txt or "
+                                  "vocab.json + merges.txt) or a .gguf file")
+        config = _read_json(path / "tokenizer_config.json")
+        for name, value in _read_json(path / "special_tokens_map.json").items():
+            config.setdefault(name, value)
+        specials = {f"{n}_token": _content(config.get(f"{n}_token")) for n in SPECIAL_NAMES}
+        if (path / "tokenizer.json").is_file():
+            try:
+                backend = Backend.from_file(str(path / "tokenizer.json"))
+            except Exception as error:
+                raise CheckpointError(f"{path / 'tokenizer.json'} is not a valid tokenizer file ({error}); "
+                                      "replace it with a good copy or delete it to use vocab.txt") from None
+        elif (path / "vocab.txt").is_file():
+            specials = {**BERT_DEFAULTS, **{key: value for key, value in specials.items() if value}}
+            backend = _bert_backend(path / "vocab.txt", specials, config)
+        elif (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
+            specials = {**GPT2_DEFAULTS, **{key: value for key, value in specials.items() if value}}
+            backend = _gpt2_backend(path / "vocab.json", path / "merges.txt", specials)
+        else:
+            raise CheckpointError(f"no tokenizer in {path}: expected tokenizer.json, vocab.txt, or "
+                                  "vocab.json + merges.txt; copy the tokenizer files from the model's source")
+        template = config.get("chat_template")
+        if (path / "chat_template.jinja").is_file():
+            template = (path / "chat_template.jinja").read_text(encoding="utf-8")
+        input_names = config.get("model_input_names")
+        type_ids = "token_type_ids" in input_names if input_names else _has_type_ids(backend)
+        specials = {key: value for key, value in specials.items() if value and backend.token_to_id(value) is not None}
+        return cls(backend, **specials, model_max_length=config.get("model_max_length"),
+                   use_token_type_ids=type_ids, chat_template=template if isinstance(template, str) else None)
+
+    @classmethod
+    def from_gguf(cls, path: str | os.PathLike) -> Tokenizer:
+        """Build the tokenizer described by a GGUF file's metadata (byte-level BPE or sentencepiece BPE)."""
+        import gguf
+
+        try:
+            reader = gguf.GGUFReader(str(path))
+            meta = {key: field.contents() for key, field in reader.fields.items()
+                    if key.startswith("tokenizer.") or key == "general.architecture"}
+        except Exception as error:
+            raise CheckpointError(f"{path} is not a readable GGUF file ({error}); download it again") from None
+        kind = meta.get("tokenizer.ggml.model")
+        tokens = meta.get("tokenizer.ggml.tokens")
+        if kind not in ("gpt2", "llama") or not tokens:
+            raise CheckpointError(f"{path} has no supported tokenizer (tokenizer.ggml.model = {kind!r}; "
+                                  "damoxing reads 'gpt2' and 'llama'); use a folder with tokenizer.json instead")
+        types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
+        if kind == "gpt2":
+            alphabet = set(pre_tokenizers.ByteLevel.alphabet())
+            spelling = _bytes_to_unicode()
+            tokens = [t if set(t) <= alphabet else "".join(spelling[b] for b in t.encode("utf-8")) for t in tokens]
+            backend = _byte_level_bpe({t: i for i, t in enumerate(tokens)}, _merges(meta, tokens))
+            split = GGUF_SPLITS.get(meta.get("tokenizer.ggml.pre"))
+            if split is not None:
+                backend.pre_tokenizer = pre_tokenizers.Sequence([
+                    pre_tokenizers.Split(Regex(split), behavior="isolated"),
+                    pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+            control = [t for t, k in zip(tokens, types) if k == 3 and set(t) <= alphabet]
+        else:
+            backend = _sentencepiece_bpe(tokens, _merges(meta, tokens), meta.get("tokenizer.ggml.unknown_token_id"))
+            control = [t for t, k in zip(tokens, types) if k == 3]
+        backend.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in control])
+        backend.add_tokens([AddedToken(t, normalized=False, special=False) for t, k in zip(tokens, types) if k == 4])
+        ids = {n: meta.get(f"tokenizer.ggml.{key}") for n, key in (
+            ("bos", "bos_token_id"), ("eos", "eos_token_id"), ("pad", "padding_token_id"), ("unk", "unknown_token_id"))}
+        specials = {f"{n}_token": tokens[i] for n, i in ids.items() if i is not None and 0 <= i < len(tokens)}
+        if meta.get("tokenizer.ggml.add_bos_token", kind == "llama") and "bos_token" in specials:
+            bos = specials["bos_token"]
+            backend.post_processor = processors.TemplateProcessing(
+                single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1", special_tokens=[(bos, ids["bos"])])
+        return cls(backend, **specials, chat_template=meta.get("tokenizer.chat_template"))
+
+    # ----- saving -----
+    def save(self, folder: str | os.PathLike) -> None:
+        """Write tokenizer.json, tokenizer_config.json, special_tokens_map.json (and vocab.txt for WordPiece)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / "tokenizer.json") as tmp:
+            self.backend.save(str(tmp))
+        specials = {f"{name}_token": token for name, token in self.special_tokens.items()}
+        config = {"tokenizer_class": "PreTrainedTokenizerFast", **specials, "clean_up_tokenization_spaces": False,
+                  "model_input_names": ["input_ids", "token_type_ids", "attention_mask"] if self.use_token_type_ids
+                  else ["input_ids", "attention_mask"]}
+        if self.model_max_length:
+            config["model_max_length"] = self.model_max_length
+        if self.chat_template:
+            config["chat_template"] = self.chat_template
+        for name, data in (("tokenizer_config.json", config), ("special_tokens_map.json", specials)):
+            with atomic_open(folder / name) as f:
+                json.dump(data, f, indent=2, ensure_ascii=False)
+                f.write("\n")
+        if isinstance(self.backend.model, models.WordPiece):
+            vocab = self.backend.get_vocab(with_added_tokens=True)
+            with atomic_open(folder / "vocab.txt") as f:
+                f.writelines(token + "\n" for token, _ in sorted(vocab.items(), key=lambda item: item[1]))
+
+    # ----- training -----
+    @classmethod
+    def train_wordpiece(cls, files: Iterable[str | os.PathLike], vocab_size: int = 30522, lowercase: bool = True,
+                        min_frequency: int = 2, model_max_length: int = 512) -> Tokenizer:
+        """Train a BERT-style WordPiece vocabulary; CJK characters become one token each."""
+        backend = Backend(models.WordPiece(unk_token="[UNK]"))
+        backend.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                                        strip_accents=None, lowercase=lowercase)
+        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        backend.decoder = decoders.WordPiece(prefix="##")
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                            special_tokens=list(BERT_SPECIALS), continuing_subword_prefix="##")
+        backend.train(_checked_files(files), trainer)
+        backend.post_processor = _bert_template(backend, "[CLS]", "[SEP]")
+        return cls(backend, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+                   mask_token="[MASK]", model_max_length=model_max_length, use_token_type_ids=True)
+
+    @classmethod
+    def train_bpe(cls, files: Iterable[str | os.PathLike], vocab_size: int = 50257, min_frequency: int = 2,
+                  special_tokens: Sequence[str] = ("<|endoftext|>",), model_max_length: int = 1024) -> Tokenizer:
+        """Train a GPT-2 byte-level BPE vocabulary; the first special token is bos, eos and unk."""
+        backend = _byte_level_bpe({}, [])
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                      special_tokens=list(special_tokens),
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        backend.train(_checked_files(files), trainer)
+        first = special_tokens[0] if special_tokens else None
+        return cls(backend, bos_token=first, eos_token=first, unk_token=first, model_max_length=model_max_length)
+
+
+# ----- building backends -----
+def _byte_level_bpe(vocab: dict[str, int], merges: list[tuple[str, str]]) -> Backend:
+    """GPT-2 byte-level BPE, as transformers' GPT2TokenizerFast builds it."""
+    backend = Backend(models.BPE(vocab=vocab, merges=merges, continuing_subword_prefix="", end_of_word_suffix="",
+                                 fuse_unk=False) if vocab else models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.post_processor = processors.ByteLevel(trim_offsets=False)
+    return backend
+
+
+def _gpt2_backend(vocab_file: Path, merges_file: Path, specials: dict[str, str | None]) -> Backend:
+    """Byte-level BPE from vocab.json + merges.txt, with the named special tokens added."""
+    try:
+        vocab, merges = models.BPE.read_file(str(vocab_file), str(merges_file))
+    except Exception as error:
+        raise CheckpointError(f"cannot read {vocab_file} + {merges_file} ({error}); "
+                              "replace them with good copies") from None
+    backend = _byte_level_bpe(vocab, merges)
+    names = dict.fromkeys(t for t in specials.values() if t)
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in names])
+    return backend
+
+
+def _bert_backend(vocab_file: Path, specials: dict[str, str | None], config: dict) -> Backend:
+    """BERT WordPiece from vocab.txt, as transformers' BertTokenizer builds it."""
+    try:
+        vocab = models.WordPiece.read_file(str(vocab_file))
+    except Exception as error:
+        raise CheckpointError(f"cannot read {vocab_file} ({error}); replace it with a good copy") from None
+    backend = Backend(models.WordPiece(vocab, unk_token=specials["unk_token"]))
+    backend.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=config.get("tokenize_chinese_chars", True),
+        strip_accents=config.get("strip_accents"), lowercase=config.get("do_lower_case", True))
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece(prefix="##")
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials.values()
+                                if t and t in vocab])
+    backend.post_processor = _bert_template(backend, specials["cls_token"], specials["sep_token"])
+    return backend
+
+
+def _bert_template(backend: Backend, cls_token: str, sep_token: str) -> processors.TemplateProcessing:
+    """[CLS] A [SEP] and [CLS] A [SEP] B [SEP], with type id 1 on B."""
+    return processors.TemplateProcessing(
+        single=f"{cls_token}:0 $A:0 {sep_token}:0", pair=f"{cls_token}:0 $A:0 {sep_token}:0 $B:1 {sep_token}:1",
+        special_tokens=[(cls_token, backend.token_to_id(cls_token)), (sep_token, backend.token_to_id(sep_token))])
+
+
+def _sentencepiece_bpe(tokens: list[str], merges: list[tuple[str, str]], unk_id: int | None) -> Backend:
+    """Llama-style sentencepiece BPE with byte fallback, as transformers' LlamaTokenizer builds it."""
+    unk = tokens[unk_id] if unk_id is not None else None
+    backend = Backend(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, unk_token=unk,
+                                 byte_fallback=True, fuse_unk=True))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=False)
+    backend.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                         decoders.Strip(content=" ", left=1, right=0)])
+    return backend
+
+
+def _merges(meta: dict, tokens: list[str]) -> list[tuple[str, str]]:
+    """The file's merges, or (sentencepiece files without them) merges rebuilt from the token scores."""
+    if meta.get("tokenizer.ggml.merges"):
+        return [tuple(merge.split(" ", 1)) for merge in meta["tokenizer.ggml.merges"]]
+    scores = meta.get("tokenizer.ggml.scores") or [-float(i) for i in range(len(tokens))]
+    vocab = {t: i for i, t in enumerate(tokens)}
+    found = []  # (score of the merged token, left, right), in the order transformers' generate_merges uses
+    for token, score in dict(zip(tokens, scores)).items():
+        pairs = [(token[:i], token[i:]) for i in range(1, len(token)) if token[:i] in vocab and token[i:] in vocab]
+        found += [(score, a, b) for a, b in sorted(pairs, key=lambda pair: (vocab[pair[0]], vocab[pair[1]]))]
+    found.sort(key=lambda m: (m[0], len(m[1]), len(m[2])), reverse=True)
+    return [(a, b) for _, a, b in found]
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte-to-character table: printable bytes stand for themselves, the rest move above 255."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table, extra = {b: chr(b) for b in printable}, 0
+    for b in range(256):
+        if b not in table:
+            table[b], extra = chr(256 + extra), extra + 1
+    return table
+
+
+def _has_type_ids(backend: Backend) -> bool:
+    """Whether the post-processor marks a pair BERT-style: a special token with type id 1, like [SEP]:1."""
+    processor = json.loads(backend.to_str()).get("post_processor") or {}
+    for step in processor.get("processors", [processor]):
+        if step.get("type") == "BertProcessing":
+            return True
+        if step.get("type") == "TemplateProcessing":
+            if any(piece.get("SpecialToken", {}).get("type_id") for piece in step["pair"]):
+                return True
+    return False
+
+
+def _read_json(path: Path) -> dict:
+    """A JSON file's object, or {} when the file is absent."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path} is not valid JSON ({error}); fix or delete it") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} should hold a JSON object; fix or delete it")
+    return data
+
+
+def _content(value) -> str | None:
+    """A special token as tokenizer_config.json spells it: a string or an AddedToken dict."""
+    return value.get("content") if isinstance(value, dict) else value
+
+
+def _checked_files(files: Iterable[str | os.PathLike]) -> list[str]:
+    """Training files as strings; each must exist."""
+    files = [str(f) for f in ([files] if isinstance(files, (str, os.PathLike)) else files)]
+    for f in files:
+        if not Path(f).is_file():
+            raise DataError(f"training text file {f} does not exist")
+    if not files:
+        raise DataError("no training text files given")
+    return files
+
+
+def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
+    """Load a tokenizer from a Hugging Face model folder or a .gguf file."""
+    return Tokenizer.load(path)
