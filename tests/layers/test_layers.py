@@ -1,0 +1,150 @@
+"""Shared layers against their definitions: positions, causality, padding, GQA, KV cache, attention recording."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from damoxing import DecoderConfig, EncoderConfig, create_model
+from damoxing.layers import MultiHeadAttention, RotaryEmbedding, apply_rotary, sinusoidal_table
+
+GPT2_STYLE = dict(vocab_size=64, dim=32, layers=2, heads=4, mlp_dim=64, max_positions=32)
+LLAMA_STYLE = dict(GPT2_STYLE, position="rope", norm="rmsnorm", mlp="swiglu", kv_heads=2, attention_bias=False,
+                   mlp_bias=False, tie_embeddings=False)
+DECODERS = {"gpt2": GPT2_STYLE, "llama": LLAMA_STYLE}
+
+
+def decoder(style: str, **changes):
+    torch.manual_seed(0)
+    return create_model(DecoderConfig(**{**DECODERS[style], **changes})).eval()
+
+
+def encoder(**changes):
+    torch.manual_seed(0)
+    return create_model(EncoderConfig(**{**dict(vocab_size=64, dim=32, layers=2, heads=4, mlp_dim=64,
+                                                  max_positions=32), **changes})).eval()
+
+
+def test_sinusoidal_table_is_the_papers_formula():
+    length, dim = 50, 16
+    table = sinusoidal_table(length, dim)
+    for pos in range(length):
+        for i in range(dim // 2):
+            angle = pos / 10000 ** (2 * i / dim)
+            assert table[pos, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6)
+            assert table[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
+
+
+def test_rope_is_a_complex_rotation_of_pairs_i_and_i_plus_half():
+    d, base, T = 8, 10000.0, 6
+    torch.manual_seed(0)
+    x = torch.randn(1, 2, T, d)
+    cos, sin = RotaryEmbedding(d, base)(torch.arange(T)[None])
+    out = apply_rotary(x, cos, sin)
+    for t in range(T):
+        for i in range(d // 2):
+            z = complex(x[0, 1, t, i], x[0, 1, t, i + d // 2]) * complex(math.cos(t * base ** (-2 * i / d)),
+                                                                        math.sin(t * base ** (-2 * i / d)))
+            assert out[0, 1, t, i].item() == pytest.approx(z.real, abs=1e-5)
+            assert out[0, 1, t, i + d // 2].item() == pytest.approx(z.imag, abs=1e-5)
+    # a rotation: norms kept, and q.k depends only on the distance between positions
+    assert torch.allclose(out.norm(dim=-1), x.norm(dim=-1), atol=1e-5)
+    q, k = torch.randn(d), torch.randn(d)
+    rot = lambda v, p: apply_rotary(v.view(1, 1, 1, d), *RotaryEmbedding(d, base)(torch.tensor([[p]]))).flatten()  # noqa: E731
+    assert rot(q, 5) @ rot(k, 2) == pytest.approx((rot(q, 13) @ rot(k, 10)).item(), abs=1e-4)
+
+
+@pytest.mark.parametrize("style", ["gpt2", "llama"])
+def test_changing_a_future_token_never_changes_earlier_outputs(style):
+    model = decoder(style)
+    ids = torch.randint(0, 64, (2, 10), generator=torch.Generator().manual_seed(1))
+    changed = ids.clone()
+    changed[:, 6:] = (changed[:, 6:] + 7) % 64
+    with torch.no_grad():
+        a, b = model(ids), model(changed)
+    assert torch.allclose(a[:, :6], b[:, :6], atol=1e-6)
+    assert not torch.allclose(a[:, 6:], b[:, 6:], atol=1e-3)
+
+
+def test_encoder_padding_never_changes_real_positions():
+    model = encoder()
+    ids = torch.randint(1, 64, (1, 7), generator=torch.Generator().manual_seed(2))
+    padded = torch.cat([ids, torch.zeros(1, 5, dtype=torch.long)], dim=1)
+    mask = torch.cat([torch.ones(1, 7), torch.zeros(1, 5)], dim=1).long()
+    with torch.no_grad():
+        alone, with_pad = model(ids), model(padded, mask)
+    assert torch.allclose(alone, with_pad[:, :7], atol=1e-5)
+    padded[:, 7:] = 9  # whatever sits in the padding is ignored
+    with torch.no_grad():
+        assert torch.allclose(model(padded, mask)[:, :7], alone, atol=1e-5)
+
+
+@pytest.mark.parametrize("style", ["gpt2", "llama"])
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_decoder_padding_never_changes_real_positions(style, side):
+    model = decoder(style)
+    ids = torch.randint(0, 64, (1, 6), generator=torch.Generator().manual_seed(3))
+    pad = torch.full((1, 4), 5)
+    padded = torch.cat([ids, pad] if side == "right" else [pad, ids], dim=1)
+    mask = torch.cat([torch.ones(1, 6), torch.zeros(1, 4)] if side == "right" else
+                     [torch.zeros(1, 4), torch.ones(1, 6)], dim=1).long()
+    positions = (mask.cumsum(1) - 1).clamp(min=0)  # real tokens keep positions 0..5 under left padding too
+    with torch.no_grad():
+        alone = model(ids)
+        out = model(padded, mask, position_ids=positions)
+    real = out[:, :6] if side == "right" else out[:, 4:]
+    assert torch.allclose(alone, real, atol=1e-5)
+
+
+def test_grouped_query_attention_equals_mha_with_repeated_kv():
+    torch.manual_seed(0)
+    gqa = MultiHeadAttention(32, heads=4, kv_heads=2, causal=True)
+    mha = MultiHeadAttention(32, heads=4, causal=True)
+    d = 8
+    with torch.no_grad():
+        for name in ("q", "o"):
+            getattr(mha, name).load_state_dict(getattr(gqa, name).state_dict())
+        for name in ("k", "v"):  # kv head j serves query heads 2j and 2j+1
+            w = getattr(gqa, name).weight.view(2, d, 32).repeat_interleave(2, dim=0).reshape(32, 32)
+            b = getattr(gqa, name).bias.view(2, d).repeat_interleave(2, dim=0).reshape(32)
+            getattr(mha, name).weight.copy_(w)
+            getattr(mha, name).bias.copy_(b)
+        x = torch.randn(2, 5, 32)
+        assert torch.allclose(gqa(x), mha(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("style", ["gpt2", "llama"])
+def test_kv_cache_incremental_decoding_equals_full_forward(style):
+    model = decoder(style)
+    ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        full = model(ids)
+        cache = model.new_cache()
+        steps = [model(ids[:, :5], cache=cache)]  # a prompt, then one token at a time
+        for t in range(5, 12):
+            steps.append(model(ids[:, t:t + 1], cache=cache))
+    assert cache.length == 12
+    assert (torch.cat(steps, dim=1) - full).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("make", [lambda: decoder("llama"), lambda: encoder()])
+def test_recorded_attention_probabilities_sum_to_one_and_match_the_fast_path(make):
+    model = make()
+    ids = torch.randint(1, 64, (2, 8), generator=torch.Generator().manual_seed(5))
+    mask = torch.ones(2, 8, dtype=torch.long)
+    mask[1, 6:] = 0
+    with torch.no_grad():
+        fast = model(ids, mask)
+        mods = model.record_attention(True)
+        slow = model(ids, mask)
+    assert len(mods) == 2
+    for m in mods:
+        assert m.probs.shape == (2, 4, 8, 8)
+        assert torch.allclose(m.probs.sum(-1), torch.ones(2, 4, 8), atol=1e-5)
+        assert m.probs[1, :, :, 6:].abs().max() == 0  # padding gets no attention
+        if model.config.__class__ is DecoderConfig:
+            assert m.probs[0].triu(1).abs().max() == 0  # causal: nothing from the future
+    assert torch.allclose(fast, slow, atol=1e-5)
+    model.record_attention(False)
+    assert all(m.probs is None for m in mods)

@@ -1,0 +1,59 @@
+"""Fixtures for checkpoint tests: tiny seeded `transformers` models saved as Hugging Face folders."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+TINY = dict(vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+
+
+def save_hf(model, folder):
+    model.eval().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def transformers():
+    return pytest.importorskip("transformers")
+
+
+def hf_gpt2(transformers, cls="GPT2LMHeadModel", **extra):
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=96, n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=0,
+                                     eos_token_id=0, **extra)
+    return getattr(transformers, cls)(config).eval()
+
+
+def hf_llama(transformers, cls="LlamaForCausalLM", **extra):
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(**TINY, num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-6,
+                                      rope_theta=5000.0, bos_token_id=1, eos_token_id=2, **extra)
+    model = getattr(transformers, cls)(config).eval()
+    with torch.no_grad():  # norms start at 1: make them random so a mixed-up norm shows
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.uniform_(0.5, 1.5)
+    return model
+
+
+def hf_bert(transformers, cls="BertForPreTraining", **extra):
+    torch.manual_seed(0)
+    config = transformers.BertConfig(**TINY, max_position_embeddings=64, **extra)
+    model = getattr(transformers, cls)(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "LayerNorm" in name:
+                p.uniform_(0.5, 1.5)
+    return model
+
+
+@pytest.fixture(scope="session")
+def gpt2_dir(transformers, tmp_path_factory):
+    """A seeded random GPT2LMHeadModel saved by transformers."""
+    return save_hf(hf_gpt2(transformers), tmp_path_factory.mktemp("gpt2"))
+
+
+@pytest.fixture(scope="session")
+def llama_dir(transformers, tmp_path_factory):
+    """A seeded random LlamaForCausalLM with grouped-query attention (4 heads, 2 kv heads), untied."""
+    return save_hf(hf_llama(transformers, tie_word_embeddings=False), tmp_path_factory.mktemp("llama"))
