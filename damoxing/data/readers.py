@@ -1,0 +1,206 @@
+"""Read user files into records, lazily: `{"text"}`, `{"text", "label"}` or `{"text_a", "text_b", "label"}`.
+
+`read_records(path, ...)` dispatches on the file suffix (each optionally `.gz`):
+
+    .txt             plain text: documents separated by blank lines (text_mode="paragraph"),
+                     one per line ("line") or one per file ("file")
+    .jsonl .ndjson   one JSON object per line (also .json, as in HF datasets)
+    .csv .tsv        a header row; columns chosen by name
+    .parquet         columns chosen by name, read one row-group batch at a time
+    a folder         class sub-folders of text files (folder name = label), or else every data file inside
+
+Bad input never crashes with a traceback and is never dropped silently: each bad record raises
+`DataError` naming the file and line, or with `skip_bad=True` is skipped and counted in `.summary`.
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import DataError
+from .formats import (Problem, Row, is_class_folder, read_class_folder, read_csv, read_jsonl, read_parquet,
+                      read_text, strip_suffixes)
+from .labels import LabelMap
+
+TEXT_SUFFIXES = {".txt", ".text"}
+JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
+TABLE_SUFFIXES = {".csv", ".tsv"}
+PARQUET_SUFFIXES = {".parquet", ".pq"}
+KNOWN_SUFFIXES = TEXT_SUFFIXES | JSONL_SUFFIXES | TABLE_SUFFIXES | PARQUET_SUFFIXES
+SKIP_HINT = "fix it, or skip and count bad records with skip_bad=True (--skip-bad)"
+
+
+@dataclass
+class ReadSummary:
+    """What a pass over the data read and skipped; `skipped` counts records by reason."""
+
+    files: int = 0
+    records: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+
+    def skip(self, problem: Problem) -> None:
+        self.skipped[problem.reason] += 1
+        if len(self.examples) < 5:
+            self.examples.append(f"{problem.where}: {problem.message}")
+
+    def as_dict(self) -> dict:
+        return {"files": self.files, "records": self.records, "skipped": dict(sorted(self.skipped.items())),
+                "skipped_total": sum(self.skipped.values()), "skipped_examples": list(self.examples)}
+
+
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")  # surrogateescape turns each undecodable byte into one of these
+
+
+def _bad_bytes(value: str, row: Row, name: str) -> Problem | None:
+    """A lone surrogate marks a byte that was not UTF-8; report its line and byte value."""
+    found = _NOT_UTF8.search(value)
+    if found is None:
+        return None
+    path, _, _ = row.where.rpartition(":")
+    line = row.first_line + value.count("\n", 0, found.start())
+    where = f"{path}:{line}" if path else row.where
+    return Problem(where, "bad_utf8",
+                   f"byte 0x{ord(found.group()) - 0xDC00:02x} in {name!r} is not UTF-8 (re-encode the file as UTF-8)")
+
+
+class RecordReader:
+    """A re-iterable, lazy reader; each pass resets and fills `summary`."""
+
+    def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike], *, text_column: str = "text",
+                 label_column: str | None = None, text_pair_column: str | None = None,
+                 labels: LabelMap | Sequence[str] | None = None, skip_bad: bool = False,
+                 text_mode: str | None = None):
+        many = isinstance(paths, (list, tuple))
+        self.paths = [Path(p) for p in (paths if many else [paths])]
+        self.text_column = text_column
+        self.label_column = label_column
+        self.text_pair_column = text_pair_column
+        self.labels = labels if labels is None or isinstance(labels, LabelMap) else LabelMap(labels)
+        self.skip_bad = skip_bad
+        self.text_mode = text_mode
+        self.summary = ReadSummary()
+        for path in self.paths:
+            if not path.exists():
+                raise DataError(f"{path}: no such file or folder")
+
+    def __iter__(self) -> Iterator[dict]:
+        self.summary = ReadSummary()
+        for path in self.paths:
+            yield from self._read_path(path)
+
+    def _read_path(self, path: Path) -> Iterator[dict]:
+        if path.is_dir() and is_class_folder(path):
+            self.summary.files += 1
+            yield from self._records(read_class_folder(path, self.text_mode or "file"), builtin=True)
+            return
+        files = sorted(p for p in path.rglob("*") if p.is_file() and strip_suffixes(p) in KNOWN_SUFFIXES) \
+            if path.is_dir() else [path]
+        if path.is_dir() and not files:
+            raise DataError(f"{path}: the folder has no data files ({', '.join(sorted(KNOWN_SUFFIXES))}, optionally .gz)")
+        for file in files:
+            self.summary.files += 1
+            before = self.summary.records + sum(self.summary.skipped.values())
+            yield from self._records(self._rows(file), builtin=strip_suffixes(file) in TEXT_SUFFIXES)
+            if self.summary.records + sum(self.summary.skipped.values()) == before:
+                self._problem(Problem(str(file), "empty_file", "the file is empty (no records)"))
+
+    def _rows(self, file: Path) -> Iterator[Row | Problem]:
+        suffix = strip_suffixes(file)
+        columns = [c for c in (self.text_column, self.text_pair_column, self.label_column) if c]
+        if suffix in TEXT_SUFFIXES:
+            if self.label_column or self.text_pair_column:
+                raise DataError(f"{file}: plain text has no columns; use JSONL, CSV, Parquet or a folder of "
+                                "class sub-folders for labelled data")
+            return read_text(file, self.text_mode or "paragraph")
+        if suffix in JSONL_SUFFIXES:
+            return read_jsonl(file)
+        if suffix in TABLE_SUFFIXES:
+            return read_csv(file, columns, "\t" if suffix == ".tsv" else ",")
+        if suffix in PARQUET_SUFFIXES:
+            return read_parquet(file, columns)
+        raise DataError(f"{file}: unknown file type {suffix or '(no suffix)'!r}; "
+                        f"supported: {', '.join(sorted(KNOWN_SUFFIXES))}, each optionally .gz, or a folder")
+
+    def _records(self, rows: Iterator[Row | Problem], builtin: bool) -> Iterator[dict]:
+        """`builtin`: rows from plain text or class folders, whose fields are always `text` (and `label`)."""
+        for row in rows:
+            result = row if isinstance(row, Problem) else self._record(row, builtin)
+            if isinstance(result, Problem):
+                self._problem(result)
+                continue
+            self.summary.records += 1
+            yield result
+
+    def _problem(self, problem: Problem) -> None:
+        if not self.skip_bad:
+            raise DataError(f"{problem.where}: {problem.message}; {SKIP_HINT}")
+        self.summary.skip(problem)
+
+    def _record(self, row: Row, builtin: bool) -> dict | Problem:
+        names = {"text_a" if self.text_pair_column and not builtin else "text": "text" if builtin else self.text_column}
+        if self.text_pair_column and not builtin:
+            names["text_b"] = self.text_pair_column
+        label_column = ("label" if "label" in row.fields else None) if builtin else self.label_column
+        if label_column:
+            names["label"] = label_column
+        record = {}
+        for key, column in names.items():
+            if column not in row.fields:
+                return Problem(row.where, "missing_column", f"no field {column!r}; fields are {sorted(row.fields)}")
+            value = row.fields[column]
+            if value is None:
+                return Problem(row.where, "missing_value", f"field {column!r} is empty (null)")
+            if key == "label":
+                if not isinstance(value, (str, int)) or isinstance(value, bool):
+                    return Problem(row.where, "bad_value", f"label {value!r} is not a string or integer")
+                value = str(value).strip()
+            elif not isinstance(value, str):
+                return Problem(row.where, "bad_value", f"field {column!r} is {type(value).__name__}, not text")
+            bad = _bad_bytes(value, row, column)
+            if bad:
+                return bad
+            record[key] = value
+        if label_column and self.labels is not None:
+            if record["label"] not in self.labels:
+                return Problem(row.where, "unknown_label",
+                               f"unknown label {record['label']!r}; known labels are {self.labels.names}")
+            record["label"] = self.labels.encode(record["label"])
+        return record
+
+
+def read_records(paths: str | os.PathLike | Sequence[str | os.PathLike], *, text_column: str = "text",
+                 label_column: str | None = None, text_pair_column: str | None = None,
+                 labels: LabelMap | Sequence[str] | None = None, skip_bad: bool = False,
+                 text_mode: str | None = None) -> RecordReader:
+    """A lazy, re-iterable reader over one or more files or folders; see the module docstring.
+
+    With `labels` (a LabelMap or a list of names) each record's label becomes its integer id and an
+    unknown label is a bad record; without it labels stay strings (build a map with `load_labelled`).
+    """
+    return RecordReader(paths, text_column=text_column, label_column=label_column, text_pair_column=text_pair_column,
+                        labels=labels, skip_bad=skip_bad, text_mode=text_mode)
+
+
+def read_texts(paths: str | os.PathLike | Sequence[str | os.PathLike], **kwargs) -> Iterator[str]:
+    """Just the document texts, lazily (for pretraining corpora)."""
+    for record in read_records(paths, **kwargs):
+        yield record["text"]
+
+
+def load_labelled(paths: str | os.PathLike | Sequence[str | os.PathLike], *, label_column: str = "label",
+                  labels: LabelMap | Sequence[str] | None = None, **kwargs) -> tuple[list[dict], LabelMap, ReadSummary]:
+    """Read a labelled set into memory with integer labels; the map is `labels` or the sorted labels seen.
+
+    With `labels` given, a label outside it is a bad record (an error naming its line, or skipped and counted).
+    """
+    reader = read_records(paths, label_column=label_column, labels=labels, **kwargs)
+    records = list(reader)
+    if reader.labels is not None:
+        return records, reader.labels, reader.summary
+    label_map = LabelMap.from_labels(r["label"] for r in records)
+    return [{**r, "label": label_map.encode(r["label"])} for r in records], label_map, reader.summary
