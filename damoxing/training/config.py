@@ -1,0 +1,130 @@
+"""Run configs: the YAML sections `model`, `tokenizer`, `data`, `train` as frozen dataclasses.
+
+    run = load_run_config("configs/gpt-mini-clm.yaml", overrides=["train.lr=3e-4"])
+
+Every field is a plain type; every value is checked in __post_init__ with a message naming the key.
+The `model` section stays a dict here: `damoxing.models.model_config` resolves it (presets, families).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import apply_overrides, check, check_choice, check_positive, check_range, from_dict, load_yaml
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULES = ("linear", "cosine", "constant")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    task: str = "clm"  # a name in damoxing.training.tasks.TASKS: mlm_nsp | mlm | clm | ...
+    batch_size: int = 16  # micro-batch per device
+    grad_accum: int = 1  # micro-batches per optimiser step
+    max_steps: int = 1000  # optimiser steps; epochs repeat the data as needed
+    epochs: int = 0  # > 0: stop after this many passes over the data (whichever comes first)
+    optimizer: str = "adamw"
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.0  # the decay ends at lr * min_lr_ratio
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    momentum: float = 0.9  # sgd only
+    schedule: str = "linear"  # decay after warm-up: linear | cosine | constant
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.0  # used when warmup_steps is 0
+    clip_grad: float = 1.0  # max global gradient norm; 0 = off
+    precision: str = "auto"  # auto: bf16 on GPUs that support it, else fp32
+    compile: bool = False  # torch.compile the model
+    seed: int = 0
+    log_every: int = 10  # steps between log lines
+    eval_every: int = 0  # steps between evaluations; 0 = only at the end
+    eval_batches: int = 0  # limit evaluation to this many batches; 0 = all
+    save_every: int = 0  # steps between checkpoints; 0 = only at the end
+    keep_last: int = 2  # checkpoints kept besides the best
+    metric: str = "loss"  # evaluation metric for the best checkpoint and early stopping
+    metric_mode: str = "min"  # min | max
+    patience: int = 0  # stop after this many evaluations without improvement; 0 = never
+    resume: str = "never"  # never | auto (continue from the newest checkpoint in the run folder)
+    distributed: str = "ddp"  # ddp | fsdp (used only under torchrun)
+    plot: bool = True  # loss-curve PNG at the end of the run
+    tensorboard: bool = True
+
+    def __post_init__(self):
+        for key in ("batch_size", "grad_accum", "max_steps", "lr", "log_every"):
+            check_positive(f"train.{key}", getattr(self, key))
+        for key in ("epochs", "eval_every", "eval_batches", "save_every", "warmup_steps", "patience", "clip_grad",
+                    "weight_decay", "eps", "keep_last"):
+            check_positive(f"train.{key}", getattr(self, key), allow_zero=True)
+        check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("train.schedule", self.schedule, SCHEDULES)
+        check_choice("train.precision", self.precision, PRECISIONS)
+        check_choice("train.metric_mode", self.metric_mode, ("min", "max"))
+        check_choice("train.resume", self.resume, ("never", "auto"))
+        check_choice("train.distributed", self.distributed, ("ddp", "fsdp"))
+        check_range("train.warmup_ratio", self.warmup_ratio, 0.0, 1.0)
+        check_range("train.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+        check_range("train.momentum", self.momentum, 0.0, 1.0)
+        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "train.betas",
+              f"two numbers in [0, 1), got {list(self.betas)}.")
+
+    @property
+    def warmup(self) -> int:
+        return self.warmup_steps or round(self.warmup_ratio * self.max_steps)
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    path: str = ""  # load a tokenizer folder (or GGUF file)
+    train: bool = False  # or train one on data.train first
+    kind: str = "wordpiece"  # wordpiece | bpe
+    vocab_size: int = 8000
+    lowercase: bool = True  # wordpiece only
+
+    def __post_init__(self):
+        check(bool(self.path) != self.train, "tokenizer",
+              "give either 'path' (load a tokenizer) or 'train: true' (train one on data.train), not both.")
+        check_choice("tokenizer.kind", self.kind, ("wordpiece", "bpe"))
+        check_positive("tokenizer.vocab_size", self.vocab_size)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: tuple[str, ...] = ()  # files or folders (.txt/.jsonl/.csv/.parquet, optionally .gz)
+    eval: tuple[str, ...] = ()  # held-out files; when empty, eval_fraction of train is held out
+    eval_fraction: float = 0.05
+    text_column: str = "text"
+    text_mode: str = "paragraph"  # .txt files: paragraph | line | file
+    seq_len: int = 128
+    mask_prob: float = 0.15  # mlm: fraction of tokens to predict
+    whole_word: bool = True  # mlm: mask all pieces of a word together
+    nsp_prob: float = 0.5  # mlm_nsp: fraction of pairs whose second segment is random
+    shuffle: bool = True
+
+    def __post_init__(self):
+        check(len(self.train) > 0, "data.train", "list at least one training file or folder.")
+        for key in ("train", "eval"):
+            for p in getattr(self, key):
+                check(Path(p).exists(), f"data.{key}", f"file not found: {p}")
+        check_range("data.eval_fraction", self.eval_fraction, 0.0, 0.5)
+        check_choice("data.text_mode", self.text_mode, ("paragraph", "line", "file"))
+        check_positive("data.seq_len", self.seq_len)
+        check_range("data.mask_prob", self.mask_prob, 0.0, 1.0)
+        check_range("data.nsp_prob", self.nsp_prob, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: dict = field(default_factory=dict)  # resolved by damoxing.models.model_config
+    tokenizer: TokenizerConfig = field(default_factory=lambda: TokenizerConfig(train=True))
+    data: DataConfig | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        check(self.data is not None, "data", "the config needs a 'data' section with 'train' files.")
+
+
+def load_run_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+    """YAML file + `section.key=value` overrides -> RunConfig; relative data paths are kept as written."""
+    return from_dict(RunConfig, apply_overrides(load_yaml(path), overrides))

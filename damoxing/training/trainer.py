@@ -1,0 +1,311 @@
+"""The training loop: one `Trainer.fit()` to read top to bottom.
+
+    trainer = Trainer(model, "clm", train_batches, TrainConfig(...), run_dir="runs/x",
+                      eval_data=eval_batches, tokenizer=tok, run_config=resolved_dict)
+    result = trainer.fit()          # {"step", "stopped_early", "best", "eval": {...}}
+
+What goes in:
+- `model`: any nn.Module. Only parameters with requires_grad=True are optimised, so a fine-tuning
+  method (freezing, LoRA) just chooses what trains before handing the model over.
+- `task`: a name in tasks.TASKS or a tasks.Task: how a batch becomes summed losses and their target
+  counts (see tasks.py for the contract). The loop never looks inside a batch otherwise.
+- `train_data`, `eval_data`: batch sources (`len(src)`, `src.batches(epoch, start)`; see batches.py)
+  that can start at any micro-batch, which makes resume exact.
+- `config`: a TrainConfig (optimiser, schedule, precision, cadence of logs/evals/checkpoints, early stop).
+- `run_dir`: checkpoints `step-NNNNNN/`, `best.json`, `metrics.jsonl`, `tensorboard/`, `loss.png`.
+- `save(folder)` / `load(folder)`: write / read the model's files in a checkpoint folder. By default
+  `damoxing.checkpoint.save_model(model, tokenizer, folder)` (HF layout) and its `load_model`.
+- `metrics_fn(model) -> dict`: optional extra evaluation metrics, merged into each evaluation.
+- `run_config`: the resolved config as a plain dict, saved as config.yaml in every checkpoint.
+- `flops_per_token`: for the MFU figure in the logs (see flops.py); optional.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..errors import DataError, UserError
+from . import distributed, state
+from .config import TrainConfig
+from .flops import device_peak, mfu
+from .logs import RunLog
+from .optim import build_optimizer, lr_at, set_lr
+from .tasks import TASKS, Task
+
+
+class TaskModule(nn.Module):
+    """model + task as one module, so DDP/FSDP/torch.compile see the whole forward pass."""
+
+    def __init__(self, model: nn.Module, loss: Callable):
+        super().__init__()
+        self.model, self.loss = model, loss
+
+    def forward(self, batch: dict):
+        return self.loss(self.model, batch)
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, task: str | Task, train_data, config: TrainConfig, run_dir: str | Path, *,
+                 eval_data=None, metrics_fn: Callable | None = None, save: Callable | None = None,
+                 load: Callable | None = None, tokenizer=None, run_config: dict | None = None,
+                 flops_per_token: float | None = None, dist: distributed.Dist | None = None):
+        self.config, self.run_dir = config, Path(run_dir)
+        self.task = TASKS.get(task, key="train.task") if isinstance(task, str) else task
+        self.dist = dist or distributed.Dist(device=next(model.parameters()).device)
+        self.model = model.to(self.dist.device)
+        self.train_data, self.eval_data, self.metrics_fn = train_data, eval_data, metrics_fn
+        self.save = save or (lambda folder: _save_hf(self.model, tokenizer, folder))
+        self.load = load or (lambda folder: _load_hf(self.model, folder))
+        self.run_config, self.flops_per_token = run_config, flops_per_token
+        if len(train_data) == 0:
+            raise DataError("the training data is too small for one batch per rank: add data or lower train.batch_size")
+        self.optimizer = build_optimizer(self.model, config)
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.dtype = _autocast_dtype(config.precision, self.dist.device)
+        self.scaler = torch.amp.GradScaler(self.dist.device.type, enabled=self.dtype == torch.float16)
+        runner = TaskModule(self.model, self.task.loss)
+        self.runner = distributed.wrap(runner, self.dist, config.distributed)
+        if config.compile:
+            self.runner = torch.compile(self.runner)
+        # progress: optimiser steps done, data position (epoch, micro-batch), best evaluation so far
+        self.step, self.epoch, self.batch_index, self.tokens_seen = 0, 0, 0, 0
+        self.best = {"value": None, "step": -1, "bad_evals": 0}
+        self._batches = None
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, resume: bool | str | Path = False) -> dict:
+        c, d = self.config, self.dist
+        self._start(resume)
+        log = RunLog(self.run_dir, c.max_steps, self.step, enabled=d.main, tensorboard=c.tensorboard)
+        peak = device_peak(d.device, self.dtype) if self.flops_per_token else None
+        sums, n_tokens, n_steps, t0 = {}, 0, 0, time.perf_counter()
+        stop, last_eval = False, None
+        self.runner.train()
+        while self.step < c.max_steps and not stop:
+            # 1. learning rate for this step
+            lr = lr_at(self.step, c)
+            set_lr(self.optimizer, lr)
+
+            # 2. the micro-batches of this step; their target counts normalise the loss of the whole step
+            micro = self._next_micro_batches(c.grad_accum)
+            if not micro:
+                break  # train.epochs reached
+            totals = {}
+            for b in micro:
+                for k, v in self.task.targets(b).items():
+                    totals[k] = totals.get(k, 0) + v
+            totals = distributed.all_sum(totals, d)
+
+            # 3. forward and backward per micro-batch; gradients summed, all-reduced on the last one only
+            for i, batch in enumerate(micro):
+                with distributed.no_sync(self.runner, i < len(micro) - 1), self._autocast():
+                    out = self.runner(batch)
+                    loss = sum(out.losses[k] / totals[k].clamp(min=1).to(out.losses[k].device) for k in out.losses)
+                self.scaler.scale(loss * d.world).backward()  # DDP averages over ranks; we want the sum
+                for k, v in out.losses.items():
+                    sums[k] = sums.get(k, 0.0) + v.detach().double() / totals[k].clamp(min=1).cpu().double()
+                n_tokens += _tokens(batch)
+
+            # 4. clip and step
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = self._clip()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            n_steps += 1
+            log.advance()
+
+            # 5. log, evaluate, checkpoint, early stop
+            if self.step % c.log_every == 0 or self.step == c.max_steps:
+                elapsed = time.perf_counter() - t0
+                terms = {k: float(v) / n_steps for k, v in distributed.all_sum(
+                    {k: torch.as_tensor(v) for k, v in sums.items()}, d).items()}
+                tps = n_tokens * d.world / max(elapsed, 1e-9)
+                record = {"loss": sum(terms.values()), **(terms if len(terms) > 1 else {}), "lr": lr,
+                          "grad_norm": grad_norm, "tokens_per_s": round(tps, 1)}
+                if (u := mfu(tps, self.flops_per_token or 0, peak, d.world)) is not None:
+                    record["mfu"] = round(u, 4)
+                self.tokens_seen += n_tokens * d.world
+                log.log(self.step, "train", record)
+                sums, n_tokens, n_steps, t0 = {}, 0, 0, time.perf_counter()
+            at_end, paused = self.step == c.max_steps, time.perf_counter()
+            if self.eval_data is not None and ((c.eval_every and self.step % c.eval_every == 0) or at_end):
+                last_eval = self.evaluate()
+                log.log(self.step, "eval", last_eval)
+                improved = self._track_best(last_eval)
+                stop = distributed.broadcast_flag(bool(c.patience) and self.best["bad_evals"] >= c.patience, d)
+                if improved or stop or (c.save_every and self.step % c.save_every == 0) or at_end:
+                    self._checkpoint(best=improved)
+            elif (c.save_every and self.step % c.save_every == 0) or at_end:
+                self._checkpoint()
+            t0 += time.perf_counter() - paused  # evaluation and checkpoints do not count against tokens/s
+
+        if self.step < c.max_steps and not stop:  # ran out of epochs: evaluate and save where we are
+            if self.eval_data is not None:
+                last_eval = self.evaluate()
+                log.log(self.step, "eval", last_eval)
+                self._checkpoint(best=self._track_best(last_eval))
+            else:
+                self._checkpoint()
+        if stop:
+            log.write(f"early stop at step {self.step}: no improvement of eval {c.metric} in {c.patience} "
+                      f"evaluations; best {self.best['value']:.4g} at step {self.best['step']}")
+        log.close(plot=c.plot)
+        return {"step": self.step, "stopped_early": stop, "best": dict(self.best), "eval": last_eval}
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Loss (summed over terms), each term, perplexity and the task's metrics over the evaluation data,
+        accumulated batch by batch as sums: no logits are kept."""
+        c, d = self.config, self.dist
+        self.model.eval()
+        sums, counts, metrics = {}, {}, {}
+        for i, batch in enumerate(self.eval_data.batches(0)):
+            if c.eval_batches and i >= c.eval_batches:
+                break
+            batch = _to(batch, d.device)
+            with self._autocast():
+                out = self.task.loss(self.model, batch)
+            for k, v in self.task.targets(batch).items():
+                counts[k] = counts.get(k, 0) + v.double().cpu()
+                sums[k] = sums.get(k, 0) + out.losses[k].double().cpu()
+            for k, (num, den) in out.metrics.items():
+                metrics[f"{k}/num"] = metrics.get(f"{k}/num", 0) + num.double().cpu()
+                metrics[f"{k}/den"] = metrics.get(f"{k}/den", 0) + torch.as_tensor(den).double().cpu()
+        total = distributed.all_sum({**{f"{k}/sum": v for k, v in sums.items()},
+                                     **{f"{k}/count": v for k, v in counts.items()}, **metrics}, d)
+        terms = {k: float(total[f"{k}/sum"] / total[f"{k}/count"].clamp(min=1)) for k in sums}
+        result = {"loss": sum(terms.values()), **(terms if len(terms) > 1 else {})}
+        if self.task.perplexity in terms:
+            result["perplexity"] = math.exp(min(terms[self.task.perplexity], 50.0))
+        for k in {m.rsplit("/", 1)[0] for m in metrics}:
+            result[k] = float(total[f"{k}/num"] / total[f"{k}/den"].clamp(min=1))
+        if self.metrics_fn is not None:
+            result.update(self.metrics_fn(self.model))
+        self.model.train()
+        return result
+
+    # ------------------------------------------------------------------ pieces of the loop
+    def _next_micro_batches(self, n: int) -> list[dict]:
+        """The next n micro-batches, moving the data position (epoch, batch_index) past them."""
+        out = []
+        while len(out) < n:
+            if self._batches is None:
+                if self.config.epochs and self.epoch >= self.config.epochs:
+                    break
+                self._batches = self.train_data.batches(self.epoch, self.batch_index)
+            batch = next(self._batches, None)
+            if batch is None:
+                self.epoch, self.batch_index, self._batches = self.epoch + 1, 0, None
+                continue
+            self.batch_index += 1
+            out.append(_to(batch, self.dist.device))
+        return out
+
+    def _autocast(self):
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.dist.device.type, dtype=self.dtype)
+
+    def _clip(self) -> float:
+        if not self.config.clip_grad:
+            return 0.0
+        if hasattr(self.runner, "clip_grad_norm_"):  # FSDP: the norm of the sharded gradients
+            return float(self.runner.clip_grad_norm_(self.config.clip_grad))
+        return float(nn.utils.clip_grad_norm_(self.params, self.config.clip_grad))
+
+    def _track_best(self, result: dict) -> bool:
+        c = self.config
+        if c.metric not in result:
+            raise UserError(f"train.metric: {c.metric!r} is not an evaluation metric here; "
+                            f"choose one of {', '.join(sorted(result))}.")
+        value, best = result[c.metric], self.best["value"]
+        better = best is None or (value < best if c.metric_mode == "min" else value > best)
+        if better:
+            self.best = {"value": value, "step": self.step, "bad_evals": 0}
+        else:
+            self.best["bad_evals"] += 1
+        return better
+
+    # ------------------------------------------------------------------ checkpoints and resume
+    def _checkpoint(self, best: bool = False) -> None:
+        d = self.dist
+        if d.main:
+            training_state = {
+                "step": self.step, "epoch": self.epoch, "batch_index": self.batch_index,
+                "tokens_seen": self.tokens_seen, "world": d.world, "best": dict(self.best),
+                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "rng": state.rng_state(),
+            }
+            best_dir = state.best_checkpoint(self.run_dir)
+            keep = {best_dir.name} if best_dir is not None and not best else set()
+            path = state.save_checkpoint(self.run_dir, self.step, self.save, training_state, self.run_config,
+                                         self.config.keep_last, keep)
+            if best:
+                state.mark_best(self.run_dir, path, self.config.metric, self.best["value"], self.step)
+        distributed.barrier(d)
+
+    def _start(self, resume: bool | str | Path) -> None:
+        """Fresh start, or restore everything from a checkpoint (the newest one for resume=True/'auto')."""
+        if self.dist.main:
+            state.remove_partial(self.run_dir)
+        if resume in (False, None, "never"):
+            if state.latest_checkpoint(self.run_dir) is not None:
+                raise UserError(f"{self.run_dir} holds checkpoints of an earlier run: resume it (--resume), "
+                                "or write to another folder (--out)")
+            return
+        path = state.latest_checkpoint(self.run_dir) if resume in (True, "auto") else Path(resume)
+        if path is None:
+            return  # nothing to resume from yet: start fresh
+        if self.config.distributed == "fsdp" and self.dist.enabled:
+            raise UserError("resume under train.distributed=fsdp is not supported yet; use ddp to resume")
+        s = state.load_training_state(path)
+        if s["world"] != self.dist.world:
+            raise UserError(f"{path} was written by {s['world']} processes, this run has {self.dist.world}; "
+                            "resume with the same number of processes")
+        self.load(path)
+        self.optimizer.load_state_dict(s["optimizer"])
+        self.scaler.load_state_dict(s["scaler"])
+        self.step, self.epoch, self.batch_index = s["step"], s["epoch"], s["batch_index"]
+        self.tokens_seen, self.best = s["tokens_seen"], dict(s["best"])
+        state.set_rng_state(s["rng"])
+        if self.dist.main:
+            print(f"resuming from {path} (step {self.step}, epoch {self.epoch}, batch {self.batch_index})", flush=True)
+
+
+# ---------------------------------------------------------------------- helpers
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype:
+    if precision == "auto":
+        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if cuda_bf16 else torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def _tokens(batch: dict) -> int:
+    mask = batch.get("attention_mask")
+    return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+
+
+def _save_hf(model: nn.Module, tokenizer, folder: Path) -> None:
+    from ..checkpoint import save_model
+
+    save_model(model, tokenizer, folder)
+
+
+def _load_hf(model: nn.Module, folder: Path) -> None:
+    from ..checkpoint import load_model
+
+    loaded = load_model(folder)
+    with torch.no_grad():
+        model.load_state_dict(loaded.state_dict())

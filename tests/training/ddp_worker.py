@@ -1,0 +1,24 @@
+"""Run by test_ddp.py under torchrun: train the tiny decoder with the rank's shard of the data."""
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from training.tiny import clm_source, tiny_decoder  # noqa: E402
+
+from damoxing.training import TrainConfig, Trainer, distributed  # noqa: E402
+
+
+def main(out: str, batch_size: int) -> None:
+    torch.set_num_threads(1)
+    d = distributed.setup()
+    cfg = TrainConfig(task="clm", batch_size=batch_size, max_steps=20, lr=3e-3, warmup_steps=2, log_every=1,
+                      plot=False, tensorboard=False)
+    train = clm_source(batch_size, n=96, rank=d.rank, world=d.world)
+    Trainer(tiny_decoder(), "clm", train, cfg, out, save=lambda folder: None, dist=d).fit()
+    distributed.teardown()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]))

@@ -1,0 +1,70 @@
+"""Task functions: losses as sums over targets, MLM projected only at masked positions, chunked CE exact."""
+import torch
+import torch.nn.functional as F
+from .tiny import FixedBatches, clm_blocks, mlm_nsp_batch, tiny_decoder, tiny_encoder
+
+from damoxing.training import TrainConfig, Trainer
+from damoxing.training.batches import collate_clm
+from damoxing.training.tasks import TASKS, linear_cross_entropy
+
+
+def _overfit(model, task, batch, tmp_path):
+    cfg = TrainConfig(task=task, max_steps=120, lr=1e-2, warmup_steps=5, schedule="constant", weight_decay=0.0,
+                      log_every=10, plot=False, tensorboard=False)
+    return Trainer(model, task, FixedBatches(batch), cfg, tmp_path, eval_data=FixedBatches(batch),
+                   save=lambda folder: None, load=lambda folder: None).fit()
+
+
+def test_overfit_one_batch_mlm_nsp(tmp_path):
+    result = _overfit(tiny_encoder(), "mlm_nsp", mlm_nsp_batch(), tmp_path)
+    assert result["eval"]["loss"] < 0.05, result
+    assert result["eval"]["mlm_acc"] == 1.0 and result["eval"]["nsp_acc"] == 1.0
+
+
+def test_overfit_one_batch_clm(tmp_path):
+    batch = collate_clm()(clm_blocks(8), None)
+    result = _overfit(tiny_decoder(), "clm", batch, tmp_path)
+    assert result["eval"]["loss"] < 0.05, result
+    assert result["eval"]["perplexity"] < 1.06
+
+
+def test_linear_cross_entropy_matches_full_logits():
+    torch.manual_seed(0)
+    proj = torch.nn.Linear(16, 50)
+    h = torch.randn(37, 16, requires_grad=True)
+    y = torch.randint(0, 50, (37,))
+    ref = F.cross_entropy(proj(h), y, reduction="sum")
+    ref.backward()
+    expected = h.grad.clone(), proj.weight.grad.clone(), proj.bias.grad.clone()
+    h.grad = proj.weight.grad = proj.bias.grad = None
+    ours = linear_cross_entropy(h, proj, y, chunk=8)  # 5 chunks, the last one short
+    (ours * 2).backward()  # the upstream gradient is applied
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    for got, want in zip((h.grad, proj.weight.grad, proj.bias.grad), expected):
+        torch.testing.assert_close(got, 2 * want, rtol=1e-5, atol=1e-5)
+
+
+def test_clm_loss_equals_shifted_full_cross_entropy():
+    model = tiny_decoder()
+    batch = collate_clm()(clm_blocks(4), None)
+    batch["labels"][0, 5] = -100  # an ignored target is skipped
+    out = TASKS.get("clm").loss(model, batch)
+    logits = model(batch["input_ids"])
+    ref = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1),
+                          reduction="sum")
+    torch.testing.assert_close(out.losses["clm"], ref, rtol=1e-5, atol=1e-4)
+    assert int(TASKS.get("clm").targets(batch)["clm"]) == 4 * 15 - 1
+
+
+def test_mlm_projects_only_masked_positions():
+    model, batch = tiny_encoder(), mlm_nsp_batch()
+    rows = []
+    hook = model.head.mlm.decoder.register_forward_hook(lambda m, i, o: rows.append(o.shape[0]))
+    out = TASKS.get("mlm_nsp").loss(model, batch)
+    hook.remove()
+    n_masked = int((batch["labels"] != -100).sum())
+    assert rows == [n_masked]  # (N_masked, V), never (B, T, V)
+    logits, _ = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    where = batch["labels"] != -100
+    ref = F.cross_entropy(logits[where], batch["labels"][where], reduction="sum")
+    torch.testing.assert_close(out.losses["mlm"], ref, rtol=1e-5, atol=1e-4)

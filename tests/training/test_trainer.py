@@ -1,0 +1,91 @@
+"""The loop: accumulation equals the large batch, early stopping keeps the best, optimiser groups, schedules."""
+import json
+
+import pytest
+import torch
+
+import damoxing
+from damoxing.training import Batches, TrainConfig, Trainer
+from damoxing.training.optim import lr_at, parameter_groups
+
+from .tiny import clm_source, mlm_nsp_batch, tiny_decoder, tiny_encoder
+
+
+def _rows(batch: dict) -> list[dict]:
+    return [{k: v[i] for k, v in batch.items()} for i in range(len(batch["input_ids"]))]
+
+
+def _stack(examples, generators) -> dict:
+    return {k: torch.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+def _train(model, task, source, tmp_path, **kw):
+    cfg = TrainConfig(task=task, optimizer="sgd", momentum=0.0, lr=0.5, weight_decay=0.0, clip_grad=0.0,
+                      schedule="constant", plot=False, tensorboard=False, **kw)
+    Trainer(model, task, source, cfg, tmp_path, save=lambda f: None).fit()
+    return model
+
+
+@pytest.mark.parametrize("task", ["mlm_nsp", "clm"])
+def test_grad_accumulation_4x4_equals_batch_16(task, tmp_path):
+    make = tiny_encoder if task == "mlm_nsp" else tiny_decoder
+    if task == "mlm_nsp":  # masked-token counts differ between micro-batches: the normaliser must be global
+        rows = _rows(mlm_nsp_batch(b=32, seed=1))
+        src = lambda bs: Batches(rows, _stack, bs, seed=3)  # noqa: E731
+    else:
+        src = lambda bs: clm_source(bs, n=32)  # noqa: E731
+    big = _train(make(), task, src(16), tmp_path / "a", max_steps=2)
+    acc = _train(make(), task, src(4), tmp_path / "b", max_steps=2, grad_accum=4)
+    start = make()
+    moved = max((p - q).abs().max().item() for p, q in zip(big.parameters(), start.parameters()))
+    assert moved > 1e-3  # the steps did change the weights
+    for (name, p), q in zip(big.named_parameters(), acc.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-5, msg=name)
+
+
+def test_early_stopping_keeps_best_checkpoint(tmp_path):
+    scores = iter([1.0, 2.0, 3.0, 2.5, 2.9, 5.0])
+    cfg = TrainConfig(task="clm", max_steps=100, eval_every=2, patience=2, metric="score", metric_mode="max",
+                      keep_last=1, lr=1e-3, plot=False, tensorboard=False)
+    model = tiny_decoder()
+    result = Trainer(model, "clm", clm_source(8), cfg, tmp_path, eval_data=clm_source(8, n=16),
+                     metrics_fn=lambda m: {"score": next(scores)}).fit()
+    assert result["stopped_early"] and result["step"] == 10
+    assert result["best"]["step"] == 6 and result["best"]["value"] == 3.0
+    best = json.loads((tmp_path / "best.json").read_text())
+    assert best["checkpoint"] == "step-000006"
+    kept = sorted(p.name for p in tmp_path.glob("step-*"))
+    assert kept == ["step-000006", "step-000010"]  # the best and the last one
+    for name in kept:
+        damoxing.load(tmp_path / name)  # HF layout, loadable
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["split"] == "eval"] == [2, 4, 6, 8, 10]
+
+
+def test_optimizer_groups_exclude_biases_norms_embeddings_and_frozen():
+    model = tiny_encoder()
+    model.blocks[1].attn.q.weight.requires_grad_(False)
+    decay, no_decay = parameter_groups(model, 0.01)
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in model.named_parameters()}
+    d = {names[id(p)] for p in decay["params"]}
+    nd = {names[id(p)] for p in no_decay["params"]}
+    assert "blocks.0.attn.q.weight" in d and "blocks.0.mlp.fc1.weight" in d
+    assert "blocks.1.attn.q.weight" not in d | nd  # frozen: not optimised at all
+    assert {"embed.tokens.weight", "embed.norm.weight", "blocks.0.norm1.weight", "blocks.0.attn.q.bias"} <= nd
+    assert not any(n.endswith("bias") or "norm" in n for n in d)
+    assert len(d) + len(nd) == sum(p.requires_grad for p in model.parameters())  # tied weight counted once
+
+
+def test_schedule_shapes():
+    base = dict(lr=1.0, max_steps=110, warmup_steps=10)
+    lin, cos, const = (TrainConfig(schedule=s, **base) for s in ("linear", "cosine", "constant"))
+    assert [lr_at(s, lin) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])  # linear warm-up
+    assert lr_at(10, lin) == 1.0 and lr_at(60, lin) == pytest.approx(0.5) and lr_at(110, lin) == 0.0
+    assert lr_at(60, cos) == pytest.approx(0.5) and lr_at(35, cos) > lr_at(35, lin)  # cosine stays high longer
+    assert lr_at(100, const) == 1.0
+    for cfg in (lin, cos):
+        after = [lr_at(s, cfg) for s in range(10, 111)]
+        assert all(a >= b for a, b in zip(after, after[1:]))
+    floor = TrainConfig(schedule="cosine", min_lr_ratio=0.1, **base)
+    assert lr_at(110, floor) == pytest.approx(0.1)
