@@ -24,6 +24,7 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per optimiser step
     max_steps: int = 1000  # optimiser steps; epochs repeat the data as needed
     epochs: int = 0  # > 0: stop after this many passes over the data (whichever comes first)
+    max_minutes: float = 0.0  # > 0: also stop after this much wall-clock time (the schedule follows max_steps)
     optimizer: str = "adamw"
     lr: float = 3e-4
     min_lr_ratio: float = 0.0  # the decay ends at lr * min_lr_ratio
@@ -54,7 +55,7 @@ class TrainConfig:
     def __post_init__(self):
         for key in ("batch_size", "grad_accum", "max_steps", "lr", "log_every"):
             check_positive(f"train.{key}", getattr(self, key))
-        for key in ("epochs", "eval_every", "eval_batches", "save_every", "warmup_steps", "patience", "clip_grad",
+        for key in ("epochs", "max_minutes", "eval_every", "eval_batches", "save_every", "warmup_steps", "patience", "clip_grad",
                     "weight_decay", "eps", "keep_last"):
             check_positive(f"train.{key}", getattr(self, key), allow_zero=True)
         check_choice("train.optimizer", self.optimizer, OPTIMIZERS)

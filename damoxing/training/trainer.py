@@ -85,9 +85,9 @@ class Trainer:
         log = RunLog(self.run_dir, c.max_steps, self.step, enabled=d.main, tensorboard=c.tensorboard)
         peak = device_peak(d.device, self.dtype) if self.flops_per_token else None
         sums, n_tokens, n_steps, t0 = {}, 0, 0, time.perf_counter()
-        stop, last_eval = False, None
+        stop, out_of_time, last_eval, started = False, False, None, time.perf_counter()
         self.runner.train()
-        while self.step < c.max_steps and not stop:
+        while self.step < c.max_steps and not stop and not out_of_time:
             # 1. learning rate for this step
             lr = lr_at(self.step, c)
             set_lr(self.optimizer, lr)
@@ -146,8 +146,10 @@ class Trainer:
             elif (c.save_every and self.step % c.save_every == 0) or at_end:
                 self._checkpoint()
             t0 += time.perf_counter() - paused  # evaluation and checkpoints do not count against tokens/s
+            if c.max_minutes:
+                out_of_time = distributed.broadcast_flag(time.perf_counter() - started > 60 * c.max_minutes, d)
 
-        if self.step < c.max_steps and not stop:  # ran out of epochs: evaluate and save where we are
+        if self.step < c.max_steps and not stop:  # out of epochs or time: evaluate and save where we are
             if self.eval_data is not None:
                 last_eval = self.evaluate()
                 log.log(self.step, "eval", last_eval)

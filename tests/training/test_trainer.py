@@ -89,3 +89,11 @@ def test_schedule_shapes():
         assert all(a >= b for a, b in zip(after, after[1:]))
     floor = TrainConfig(schedule="cosine", min_lr_ratio=0.1, **base)
     assert lr_at(110, floor) == pytest.approx(0.1)
+
+
+def test_max_minutes_stops_early_and_saves_where_it_is(tmp_path):
+    cfg = TrainConfig(task="clm", max_steps=100_000, max_minutes=1e-9, lr=1e-3, plot=False, tensorboard=False)
+    result = Trainer(tiny_decoder(), "clm", clm_source(8), cfg, tmp_path, eval_data=clm_source(8, n=16)).fit()
+    assert result["step"] == 1 and not result["stopped_early"]
+    assert [p.name for p in tmp_path.glob("step-*")] == ["step-000001"]
+    assert result["eval"] is not None and result["eval"]["loss"] > 0
