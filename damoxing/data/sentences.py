@@ -20,16 +20,21 @@ _TERMINATOR = re.compile(rf"(?:[。！？；!?;]+|…+|\.{{3,}}|\.(?![0-9]))[{re
 _CJK_END = set("。！？；…")
 
 
+_NEXT_WORD = re.compile(r"\s*(\S?)")
+_LAST_WORD = re.compile(r"([A-Za-z][A-Za-z.]*)$")
+
+
 def _english_boundary(text: str, start: int, end: int) -> bool:
-    """Is the ASCII terminator text[start:end] a sentence end? It needs whitespace and a non-lower-case next word."""
-    rest = text[end:]
-    if rest and not rest[0].isspace():
+    """Is the ASCII terminator text[start:end] a sentence end? It needs whitespace and a non-lower-case next word.
+
+    Only a short window around the terminator is read, so splitting stays linear in the text length.
+    """
+    if end < len(text) and not text[end].isspace():
         return False
-    following = rest.lstrip()
-    if following and following[0].islower():
+    if _NEXT_WORD.match(text, end).group(1).islower():
         return False
     if text[start] == "." and not text[start:end].startswith(".."):
-        word = re.search(r"([A-Za-z][A-Za-z.]*)$", text[:start])
+        word = _LAST_WORD.search(text[max(0, start - 40):start])
         if word and (word.group(1).lower() in ABBREVIATIONS or len(word.group(1)) == 1):
             return False
     return True
