@@ -33,11 +33,12 @@ def build_optimizer(model: nn.Module, c: TrainConfig) -> torch.optim.Optimizer:
     groups = parameter_groups(model, c.weight_decay)
     if not groups:
         raise ValueError("the model has no parameter with requires_grad=True: nothing to train")
+    # fused kernels (CPU and GPU): one pass over each tensor instead of a dozen small ops per parameter
     if c.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=c.lr, betas=c.betas, eps=c.eps)
+        return torch.optim.AdamW(groups, lr=c.lr, betas=c.betas, eps=c.eps, fused=True)
     if c.optimizer == "adam":  # L2 penalty in the gradient, as torch's Adam does
-        return torch.optim.Adam(groups, lr=c.lr, betas=c.betas, eps=c.eps)
-    return torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum)
+        return torch.optim.Adam(groups, lr=c.lr, betas=c.betas, eps=c.eps, fused=True)
+    return torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum, foreach=True)
 
 
 def lr_at(step: int, c: TrainConfig) -> float:
