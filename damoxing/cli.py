@@ -44,10 +44,13 @@ def _cmd_finetune(args) -> None:
 
 def _cmd_evaluate(args) -> None:
     import json
+    from pathlib import Path
 
     from .evaluation.evaluate import evaluate_model
 
-    out = args.out if args.out is not None else None
+    # default report folder: beside the model folder, named after the data file (runs/x/eval-test/)
+    data_name = Path(args.data).name.split(".")[0]
+    out = Path(args.out) if args.out is not None else Path(args.model).resolve().parent / f"eval-{data_name}"
     columns = {"text_column": args.text_column, "text_pair_column": args.text_pair_column,
                "label_column": args.label_column}
     metrics = evaluate_model(args.model, args.data, out, batch_size=args.batch_size, max_length=args.max_length,
@@ -58,8 +61,7 @@ def _cmd_evaluate(args) -> None:
         keys = [k for k in ("accuracy", "f1_macro", "f1_micro", "f1_weighted", "precision_macro", "recall_macro",
                             "ece", "loss", "mse", "rmse", "mae", "pearson", "spearman", "perplexity") if k in metrics]
         print("  ".join(f"{k} {metrics[k]:.4f}" for k in keys))
-    if out is not None:
-        print(f"report: {out}/report.md", file=sys.stderr)
+    print(f"report: {out}/report.md", file=sys.stderr)
 
 
 def _cmd_predict(args) -> None:
@@ -82,6 +84,13 @@ def _cmd_predict(args) -> None:
         print(f"wrote {n} predictions to {args.output}", file=sys.stderr)
     else:
         write_jsonl(rows, sys.stdout)
+
+
+def _cmd_quickstart(args) -> None:
+    from .quickstart import quickstart
+
+    quickstart(args.out, model=args.model, pretrain_minutes=args.pretrain_minutes,
+               finetune_examples=args.finetune_examples, max_length=args.max_length, epochs=args.epochs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="metrics and a report (Markdown, HTML, plots) of a fine-tuned model on labelled data")
     ev.add_argument("--model", required=True, help="fine-tuned model folder (e.g. runs/NAME/model)")
     ev.add_argument("--data", required=True, help="labelled .csv/.tsv/.jsonl/.parquet file (optionally .gz) or folder")
-    ev.add_argument("--out", default=None, help="report folder (metrics.json, report.md, report.html, plots)")
+    ev.add_argument("--out", default=None, help="report folder: metrics.json, report.md, report.html, plots "
+                    "(default: eval-<data name>/ beside the model folder)")
     ev.add_argument("--json", action="store_true", help="print every metric as JSON")
     ev.add_argument("--batch-size", type=int, default=32)
     ev.add_argument("--max-length", type=int, default=None, help="default: the length the model was trained with")
@@ -145,6 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, default=32)
     pr.add_argument("--skip-bad", action="store_true", help="skip bad records instead of stopping")
     pr.set_defaults(func=_cmd_predict)
+
+    q = sub.add_parser("quickstart", help="tokenizer -> pretrain -> fine-tune MiniLM -> evaluate, on bundled data")
+    q.add_argument("--out", default="runs/quickstart", help="run folder for every step's output")
+    q.add_argument("--model", default=None, help="pretrained BERT-family HF folder (default: the bundled MiniLM)")
+    q.add_argument("--pretrain-minutes", type=float, default=2.0, help="wall-clock budget of the pretraining step")
+    q.add_argument("--finetune-examples", type=int, default=0, help="use only N training articles (0 = all)")
+    q.add_argument("--max-length", type=int, default=128, help="tokens per article for fine-tuning")
+    q.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs")
+    q.set_defaults(func=_cmd_quickstart)
 
     return p
 
