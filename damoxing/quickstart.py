@@ -76,7 +76,7 @@ def quickstart(out: str | Path = "runs/quickstart", model: str | Path | None = N
         "data": {"train": [str(bundled_path("bbc_news", "train"))], "max_length": max_length,
                  "max_train_examples": finetune_examples, "valid_fraction": 0.1},
         "finetune": {"method": "full", "task": "sequence"},
-        "train": {"lr": 1e-4, "epochs": epochs, "batch_size": 16, "precision": "bf16", "warmup_steps": 10,
+        "train": {"lr": 1e-4, "epochs": epochs, "batch_size": 16, "precision": "auto", "warmup_steps": 10,
                   "schedule": "linear", "eval_every": 1000, "log_every": 10},
     }, out / "finetune", config_name="quickstart")
     print(f"({time.perf_counter() - t:.0f}s)")

@@ -36,7 +36,7 @@ class TrainConfig:
     warmup_steps: int = 0
     warmup_ratio: float = 0.0  # used when warmup_steps is 0
     clip_grad: float = 1.0  # max global gradient norm; 0 = off
-    precision: str = "auto"  # auto: bf16 on GPUs that support it, else fp32
+    precision: str = "auto"  # auto: bf16 on GPUs and CPUs that run it natively (AVX-512 BF16, AMX), else fp32
     compile: bool = False  # torch.compile the model
     seed: int = 0
     log_every: int = 10  # steps between log lines

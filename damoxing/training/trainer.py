@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -283,10 +284,19 @@ class Trainer:
 
 
 # ---------------------------------------------------------------------- helpers
+def _cpu_has_bf16() -> bool:
+    """AVX-512 BF16 or AMX: without them CPU bf16 matmuls are emulated, many times slower than fp32."""
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype:
     if precision == "auto":
-        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if cuda_bf16 else torch.float32
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        return torch.bfloat16 if device.type == "cpu" and _cpu_has_bf16() else torch.float32
+    if precision == "bf16" and device.type == "cpu" and not _cpu_has_bf16():
+        warnings.warn("train.precision: bf16 on a CPU without AVX-512 BF16 or AMX runs emulated and is much "
+                      "slower than fp32 here; use precision: auto (or fp32).", stacklevel=3)
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
