@@ -1,0 +1,133 @@
+"""The fine-tuning config: YAML sections `model`, `tokenizer`, `data`, `finetune`, `train`.
+
+    model:     {path: FOLDER}  a pretrained Hugging Face folder (its tokenizer comes with it),
+               or {preset: bert-tiny, ...fields}  a fresh model (then `tokenizer: {path: ...}` is needed)
+    data:      train / valid / test files, column names, max_length
+    finetune:  method (full | head | features | lora), task (sequence | token | regression), LoRA and
+               classifier settings, layer-wise learning-rate decay
+    train:     the Trainer's TrainConfig (lr, batch_size, epochs, ...); train.task follows finetune.task
+
+Unknown keys are errors with a suggestion; every value is checked with a message naming its key.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import apply_overrides, check, check_choice, check_positive, check_range, from_dict, load_yaml
+from ..errors import ConfigError
+from ..training.config import TrainConfig
+from .methods import METHODS
+
+TASK_NAMES = ("sequence", "token", "regression")
+CLASSIFIERS = ("logreg",)
+
+
+@dataclass(frozen=True)
+class FinetuneDataConfig:
+    train: tuple[str, ...] = ()  # files or folders (.csv/.tsv/.jsonl/.parquet, optionally .gz; class folders)
+    valid: tuple[str, ...] = ()  # when empty, valid_fraction of train is held out
+    test: tuple[str, ...] = ()  # evaluated once at the end, with a report
+    valid_fraction: float = 0.1
+    text_column: str = "text"
+    text_pair_column: str = ""  # set for sentence-pair tasks (e.g. "text_b")
+    label_column: str = "label"
+    tokens_column: str = "tokens"  # token task: JSONL field with the list of words
+    tags_column: str = "tags"  # token task: JSONL field with one tag per word
+    max_length: int = 256
+    max_train_examples: int = 0  # > 0: use only the first N training examples (quick runs)
+    group_by_length: bool = False  # batches of similar lengths: less padding, faster (HF's group_by_length)
+    skip_bad: bool = False  # skip and count bad records instead of stopping at the first
+
+    def __post_init__(self):
+        check(len(self.train) > 0, "data.train", "list at least one training file or folder.")
+        for key in ("train", "valid", "test"):
+            for p in getattr(self, key):
+                check(Path(p).exists(), f"data.{key}", f"file not found: {p}")
+        check_range("data.valid_fraction", self.valid_fraction, 0.0, 0.5)
+        check_positive("data.max_length", self.max_length)
+        check_positive("data.max_train_examples", self.max_train_examples, allow_zero=True)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    method: str = "full"  # full | head | features | lora
+    task: str = "sequence"  # sequence (one text or a pair) | token | regression
+    pooling: str = ""  # what sequence heads see; "" keeps the model's (encoder: pooler|cls|mean, decoder: last|mean)
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.05
+    lora_targets: tuple[str, ...] = ("q", "v")  # module-name suffixes or globs: attn.q, mlp.fc1, blocks.*.attn.o
+    lora_merge: bool = True  # also save the merged model (for serving) besides the adapters
+    classifier: str = "logreg"  # features method: logistic regression (ridge for regression)
+    classifier_c: float = 1.0  # inverse regularisation strength of the classifier
+    cache_dir: str = ""  # features method; "" = $DAMOXING_CACHE/features or ~/.cache/damoxing/features
+    layerwise_lr_decay: float = 1.0  # full method: lr * decay ** (distance from the top layer); 1 = off
+    eval_batch_size: int = 64
+
+    def __post_init__(self):
+        check_choice("finetune.method", self.method, METHODS)
+        check_choice("finetune.task", self.task, TASK_NAMES)
+        if self.pooling:
+            check_choice("finetune.pooling", self.pooling, ("pooler", "cls", "mean", "last"))
+        check_positive("finetune.lora_rank", self.lora_rank)
+        check_positive("finetune.lora_alpha", self.lora_alpha)
+        check_range("finetune.lora_dropout", self.lora_dropout, 0.0, 1.0)
+        check(len(self.lora_targets) > 0, "finetune.lora_targets", "name at least one layer, e.g. [q, v].")
+        check_choice("finetune.classifier", self.classifier, CLASSIFIERS)
+        check_positive("finetune.classifier_c", self.classifier_c)
+        check_range("finetune.layerwise_lr_decay", self.layerwise_lr_decay, 0.0, 1.0)
+        check(self.layerwise_lr_decay > 0, "finetune.layerwise_lr_decay", "must be > 0 (1 = off).")
+        check_positive("finetune.eval_batch_size", self.eval_batch_size)
+        check(self.method != "features" or self.task != "token", "finetune.method",
+              "'features' fits a classifier on pooled sequence features; use head, lora or full for token tasks.")
+
+
+@dataclass(frozen=True)
+class FinetuneRunConfig:
+    model: dict = field(default_factory=dict)  # {path: FOLDER} or a preset section
+    tokenizer: dict = field(default_factory=dict)  # {path: FOLDER}; only for preset models
+    data: FinetuneDataConfig | None = None
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(task="sequence", lr=5e-5, epochs=3,
+                                                                   max_steps=100_000, batch_size=16))
+
+    def __post_init__(self):
+        check(self.data is not None, "data", "the config needs a 'data' section with 'train' files.")
+        if "path" in self.model:  # a preset section is checked when the model is built (model_config)
+            extra = sorted(set(self.model) - {"path"})
+            check(not extra, "model", f"with 'path', the other keys ({', '.join(extra)}) have no effect; remove them.")
+            check(Path(str(self.model["path"])).exists(), "model.path", f"not found: {self.model['path']}")
+        extra = sorted(set(self.tokenizer) - {"path"})
+        check(not extra, "tokenizer", f"only 'path' is read here, not {', '.join(extra)}.")
+
+
+TRAIN_DEFAULTS = {"lr": 5e-5, "epochs": 3, "max_steps": 100_000, "batch_size": 16, "plot": False,
+                  "tensorboard": False, "metric": "accuracy", "metric_mode": "max"}
+
+
+def load_finetune_config(source: str | Path | dict | FinetuneRunConfig, overrides=()) -> FinetuneRunConfig:
+    """A YAML path, a plain dict or a FinetuneRunConfig (+ `section.key=value` overrides) -> FinetuneRunConfig."""
+    if isinstance(source, FinetuneRunConfig):
+        if not overrides:
+            return source
+        from ..config import to_dict
+
+        source = to_dict(source)
+    data = load_yaml(source) if isinstance(source, (str, Path)) else dict(source)
+    data = apply_overrides(data, overrides)
+    finetune = dict(data.get("finetune") or {})
+    task = finetune.get("task", "sequence")
+    train = {**TRAIN_DEFAULTS, **dict(data.get("train") or {})}
+    if "task" in train and train["task"] != task:
+        raise ConfigError(f"train.task: fine-tuning sets it from finetune.task ({task!r}); remove train.task.")
+    train["task"] = task
+    if task == "regression" and "metric" not in (data.get("train") or {}):
+        train.update(metric="loss", metric_mode="min")
+    data["train"] = train
+    return from_dict(FinetuneRunConfig, data)
+
+
+def replace_section(cfg: FinetuneRunConfig, section: str, **changes) -> FinetuneRunConfig:
+    return dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **changes)})

@@ -1,0 +1,151 @@
+"""The `features` method: embed once with the frozen model, cache on disk, fit a small classifier.
+
+    feats = cached_features(model, tokenizer, records, max_length=256, cache_dir=".cache/features")
+    fit_linear_head(model, feats.x, feats.y, task="sequence")   # logistic regression -> model.head
+
+The cache file is keyed by a hash of everything the features depend on: the body's weights, the
+pooling, the tokenizer, max_length and the records' texts. A second run with the same inputs reads the
+file and runs no forward pass; any change gives a new key (stale features are never reused).
+
+A logistic regression *is* a linear layer, so its coefficients are written into the model's own
+`SequenceHead.classifier` (standardisation folded in): the result is an ordinary checkpoint that
+`evaluate` and `predict` use like any other. Regression fits a ridge regression the same way.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..atomic import atomic_path
+from ..errors import ConfigError
+from .encode import chunks, encode, model_inputs, pooled_features
+from .methods import body_parameters
+
+CACHE_VERSION = "1"
+
+
+@dataclass
+class Features:
+    x: torch.Tensor  # (N, C) float32
+    y: torch.Tensor | None  # (N,) labels
+    path: Path | None  # the cache file
+    from_cache: bool
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("DAMOXING_CACHE", Path.home() / ".cache" / "damoxing")) / "features"
+
+
+def cache_key(model: nn.Module, tokenizer, records: list[dict], max_length: int | None) -> str:
+    """Hex digest of body weights, model config, tokenizer, max_length and the records' texts and labels."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(CACHE_VERSION.encode())
+    for name, p in sorted(body_parameters(model).items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    for name, b in sorted(model.named_buffers()):
+        if not name.startswith("head."):
+            h.update(name.encode())
+            h.update(b.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    config = getattr(model, "config", None)
+    if config is not None:  # the head fields do not change the features
+        fields = {k: v for k, v in vars(config).items() if k not in ("head", "num_labels")}
+        h.update(repr(sorted(fields.items())).encode())
+    h.update(tokenizer.backend.to_str().encode())
+    h.update(repr(max_length).encode())
+    for r in records:
+        h.update(repr((r.get("text"), r.get("text_a"), r.get("text_b"), r.get("label"))).encode())
+    return h.hexdigest()
+
+
+@torch.no_grad()
+def embed(model: nn.Module, tokenizer, records: list[dict], max_length: int | None, batch_size: int = 64) -> torch.Tensor:
+    """Pooled features (N, C) of `records` in their order; batches are length-sorted to cut padding."""
+    was_training = model.training
+    model.eval()
+    lengths = [len(r.get("text") or r.get("text_a", "")) + len(r.get("text_b", "")) for r in records]
+    order = sorted(range(len(records)), key=lambda i: lengths[i])
+    out = None
+    for idx in chunks(order, batch_size):
+        batch = encode(tokenizer, [records[i] for i in idx], max_length, task="sequence")
+        batch.pop("labels", None)
+        batch = {k: v.to(model.device) for k, v in batch.items()}
+        hidden = model.forward_features(**model_inputs(model, batch))
+        pooled = pooled_features(model, hidden, batch.get("attention_mask")).float().cpu()  # (B, C)
+        if out is None:
+            out = torch.empty(len(records), pooled.shape[1])
+        out[torch.tensor(idx)] = pooled
+    model.train(was_training)
+    return out if out is not None else torch.empty(0, 0)
+
+
+def cached_features(model: nn.Module, tokenizer, records: list[dict], max_length: int | None,
+                    cache_dir: str | os.PathLike | None = None, batch_size: int = 64) -> Features:
+    """Features of `records`, from the cache when the key matches, else embedded and cached."""
+    folder = Path(cache_dir) if cache_dir else default_cache_dir()
+    path = folder / f"{cache_key(model, tokenizer, records, max_length)}.safetensors"
+    has_labels = bool(records) and "label" in records[0]
+    if path.is_file():
+        try:
+            data = load_file(str(path))
+            return Features(data["x"], data.get("y"), path, from_cache=True)
+        except Exception:  # a damaged cache file is recomputed, never trusted
+            pass
+    x = embed(model, tokenizer, records, max_length, batch_size)
+    y = torch.tensor([r["label"] for r in records]) if has_labels else None
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file({"x": x, **({"y": y} if y is not None else {})}, str(tmp))
+    return Features(x, y, path, from_cache=False)
+
+
+def fit_linear_head(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str = "sequence",
+                    c: float = 1.0, max_iter: int = 1000, seed: int = 0) -> nn.Module:
+    """Fit logistic (or ridge, for regression) regression on features and write it into model.head.
+
+    The model's head must be a SequenceHead (`model.reset_head(num_labels, "sequence")` first).
+    """
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    if task not in ("sequence", "regression"):
+        raise ConfigError(f"finetune.method: 'features' supports the sequence and regression tasks, not {task!r}; "
+                          "use head, lora or full for token classification.")
+    linear = getattr(model.head, "classifier", None)
+    if not isinstance(linear, nn.Linear):
+        raise ConfigError("finetune.method: 'features' needs a sequence head; call model.reset_head(n, 'sequence').")
+    X = x.double().numpy()
+    has_bias = linear.bias is not None
+    mean = X.mean(0) if has_bias else np.zeros(X.shape[1])
+    std = X.std(0) + 1e-6 if has_bias else np.ones(X.shape[1])
+    Z = (X - mean) / std
+    if task == "regression":
+        reg = Ridge(alpha=1.0 / c, fit_intercept=has_bias).fit(Z, y.double().numpy())
+        coef, intercept = np.atleast_2d(reg.coef_), np.atleast_1d(reg.intercept_)
+    else:
+        num_classes = linear.out_features
+        clf = LogisticRegression(C=c, max_iter=max_iter, fit_intercept=has_bias, random_state=seed)
+        clf.fit(Z, y.long().numpy())
+        coef = np.zeros((num_classes, X.shape[1]))
+        intercept = np.zeros(num_classes)
+        seen = clf.classes_.astype(int)
+        if len(seen) == 2:  # sklearn's binary form: one score; split it symmetrically into two logits
+            coef[seen[0]], coef[seen[1]] = -clf.coef_[0] / 2, clf.coef_[0] / 2
+            intercept[seen[0]], intercept[seen[1]] = -clf.intercept_[0] / 2, clf.intercept_[0] / 2
+        else:
+            coef[seen], intercept[seen] = clf.coef_, clf.intercept_
+        unseen = [k for k in range(num_classes) if k not in seen]
+        intercept[unseen] = -1e4 if has_bias else 0.0  # a class absent from training is never predicted
+    weight = coef / std  # fold the standardisation: w.(x - m)/s + b = (w/s).x + (b - (w/s).m)
+    bias = intercept - weight @ mean
+    with torch.no_grad():
+        linear.weight.copy_(torch.from_numpy(weight).to(linear.weight.dtype))
+        if has_bias:
+            linear.bias.copy_(torch.from_numpy(bias).to(linear.bias.dtype))
+    return model

@@ -1,0 +1,248 @@
+"""`damoxing finetune CONFIG.yaml`: config -> model -> new head -> method -> Trainer -> save -> evaluate.
+
+    result = finetune("configs/finetune-minilm-bbc.yaml", "runs/bbc", overrides=["finetune.method=lora"])
+    result.metrics["accuracy"], result.trainable_parameters, result.model_dir
+
+The run folder holds
+    config.yaml             the resolved config
+    step-NNNNNN/            the Trainer's checkpoints (full, head and lora methods)
+    model/                  the fine-tuned model, HF layout + finetune.json (LoRA: adapters merged in)
+    adapter/                LoRA only: adapter_model.safetensors (adapters + head) + adapter_config.json
+    eval/, test/            reports on the validation and test data (metrics.json, report.md/html, plots)
+    result.json             method, parameter counts, wall time, headline metrics
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..atomic import atomic_open
+from ..config import save_yaml, to_dict
+from ..data.buckets import LengthBucketSampler
+from ..data.collators import PaddingCollator
+from ..data.splits import train_val_split
+from ..errors import ConfigError, DataError
+from ..training.batches import Batches
+from . import tasks as _tasks  # noqa: F401  (registers the sequence, token and regression tasks)
+from .artifacts import save_finetuned
+from .config import FinetuneRunConfig, load_finetune_config
+from .encode import pretokenize
+from .features import cached_features, fit_linear_head
+from .lora import load_adapters, merge_lora, save_adapters
+from .methods import layerwise_param_groups, prepare
+from .records import load_task_records
+
+
+@dataclass
+class FinetuneResult:
+    method: str
+    task: str
+    trainable_parameters: int
+    total_parameters: int
+    wall_time: float  # seconds spent fitting: training, or embedding + classifier for `features`
+    metrics: dict  # on the validation data (full evaluation)
+    test_metrics: dict | None
+    out_dir: Path
+    model_dir: Path | None
+    adapter_dir: Path | None = None
+    from_cache: bool | None = None  # features: whether the training features came from the cache
+    model: nn.Module | None = field(default=None, repr=False)  # the fine-tuned model (LoRA: unmerged)
+
+    def summary(self) -> dict:
+        keys = ("accuracy", "f1_macro", "loss", "mse", "pearson")
+        pick = lambda m: {k: m[k] for k in keys if m and k in m}  # noqa: E731
+        return {"method": self.method, "task": self.task, "trainable_parameters": self.trainable_parameters,
+                "total_parameters": self.total_parameters, "wall_time_s": round(self.wall_time, 2),
+                "valid": pick(self.metrics), "test": pick(self.test_metrics) if self.test_metrics else None,
+                "model_dir": str(self.model_dir) if self.model_dir else None, "adapter_dir": str(self.adapter_dir) if self.adapter_dir else None,
+                "features_from_cache": self.from_cache}
+
+
+def build_model(cfg: FinetuneRunConfig):
+    """(model, tokenizer) from `model.path` (a pretrained folder) or a preset section + `tokenizer.path`."""
+    from .. import load, load_tokenizer
+    from ..models import create_model, model_config
+
+    if "path" in cfg.model:
+        path = cfg.model["path"]
+        return load(path), load_tokenizer(path)
+    if not cfg.model:
+        raise ConfigError("model: give 'path' (a pretrained folder) or 'preset' (a fresh model).")
+    if not cfg.tokenizer.get("path"):
+        raise ConfigError("tokenizer.path: a preset model needs a tokenizer folder (tokenizer: {path: FOLDER}).")
+    return create_model(model_config(cfg.model)), load_tokenizer(cfg.tokenizer["path"])
+
+
+def finetune(config, out_dir: str | Path | None = None, overrides=(), *, model: nn.Module | None = None,
+             tokenizer=None, config_name: str | None = None, verbose: bool = True) -> FinetuneResult:
+    """Fine-tune as `config` says (YAML path, dict or FinetuneRunConfig) into `out_dir` (default runs/<name>/).
+
+    `model` and `tokenizer` replace the config's model section (the model is changed in place).
+    """
+    cfg = load_finetune_config(config, overrides)
+    name = config_name or (Path(config).stem if isinstance(config, (str, Path)) else "finetune")
+    out = Path(out_dir) if out_dir is not None else Path("runs") / name
+    ft, data = cfg.finetune, cfg.data
+    if model is None:
+        model, tokenizer = build_model(cfg)
+    elif tokenizer is None:
+        raise ConfigError("finetune(model=...) needs the tokenizer too (tokenizer=...).")
+
+    # data: labels come from the training set; validation and test must use only those labels
+    train, labels = load_task_records(ft.task, data.train, data=data)
+    if data.max_train_examples:
+        train = train[: data.max_train_examples]
+    if data.valid:
+        valid, _ = load_task_records(ft.task, data.valid, data=data, labels=labels)
+    else:
+        train, valid = train_val_split(train, data.valid_fraction, seed=cfg.train.seed)
+    test = load_task_records(ft.task, data.test, data=data, labels=labels)[0] if data.test else None
+    if not train or not valid:
+        raise DataError(f"data: {len(train)} training and {len(valid)} validation records; need at least one of each")
+    if labels is not None and len(labels) < 2:
+        raise DataError(f"data.train: only one label ({labels.names[0]!r}); classification needs at least two")
+
+    # model: the task's pooling and a fresh head
+    if ft.pooling:
+        model.config = dataclasses.replace(model.config, pooling=ft.pooling)
+    kind = "token" if ft.task == "token" else "sequence"
+    torch.manual_seed(cfg.train.seed)  # the new head's initialisation
+    model.reset_head(1 if ft.task == "regression" else len(labels), kind)
+    model.labels = list(labels.names) if labels is not None else ["score"]
+    meta = {"task": ft.task, "method": ft.method, "max_length": data.max_length, "labels": model.labels,
+            **{k: getattr(data, k) for k in ("text_column", "text_pair_column", "label_column", "tokens_column",
+                                             "tags_column")}}
+    out.mkdir(parents=True, exist_ok=True)
+    save_yaml(to_dict(cfg), out / "config.yaml")
+    total = model.num_parameters()
+
+    start = time.perf_counter()
+    adapter_dir, from_cache = None, None
+    if ft.method == "features":
+        trainable = prepare(model, "features")
+        feats = cached_features(model, tokenizer, train, data.max_length, ft.cache_dir or None, ft.eval_batch_size)
+        fit_linear_head(model, feats.x, feats.y, ft.task, c=ft.classifier_c, seed=cfg.train.seed)
+        trainable, from_cache = sum(p.numel() for p in model.head.parameters()), feats.from_cache
+        _log(verbose, f"features: {len(train)} examples {'from cache' if from_cache else 'embedded'} ({feats.path})")
+    else:
+        trainable = prepare(model, ft.method, lora_rank=ft.lora_rank, lora_alpha=ft.lora_alpha,
+                            lora_dropout=ft.lora_dropout, lora_targets=ft.lora_targets)
+        _train(model, tokenizer, cfg, train, valid, out, meta)
+    wall = time.perf_counter() - start
+    _log(verbose, f"{ft.method}: {trainable:,} trainable of {total:,} parameters; fitted in {wall:.1f}s")
+
+    # save: LoRA writes the adapters (with the head) and a merged copy for serving
+    model.eval()
+    if ft.method == "lora":
+        adapter_dir = save_adapters(model, out / "adapter")
+        if ft.lora_merge:
+            save_finetuned(merge_lora(copy.deepcopy(model)), tokenizer, out / "model", meta)
+    if ft.method != "lora":
+        save_finetuned(model, tokenizer, out / "model", meta)
+
+    from ..evaluation.evaluate import evaluate_records
+    from ..evaluation.report import write_report
+
+    metrics = evaluate_records(model, tokenizer, meta, valid, ft.eval_batch_size)
+    write_report(metrics, out / "eval", title=f"{name}: {ft.method} fine-tuning, validation data")
+    test_metrics = None
+    if test is not None:
+        test_metrics = evaluate_records(model, tokenizer, meta, test, ft.eval_batch_size)
+        write_report(test_metrics, out / "test", title=f"{name}: {ft.method} fine-tuning, test data")
+    model_dir = out / "model" if ft.method != "lora" or ft.lora_merge else None
+    result = FinetuneResult(ft.method, ft.task, trainable, total, wall, metrics, test_metrics, out, model_dir,
+                            adapter_dir, from_cache, model)
+    with atomic_open(out / "result.json") as f:
+        json.dump(result.summary(), f, indent=2)
+        f.write("\n")
+    _log(verbose, "valid: " + ", ".join(f"{k} {v:.4f}" for k, v in result.summary()["valid"].items()))
+    return result
+
+
+def _log(verbose: bool, message: str) -> None:
+    if verbose:
+        print(message, flush=True)
+
+
+def _train(model, tokenizer, cfg: FinetuneRunConfig, train: list[dict], valid: list[dict], out: Path, meta: dict):
+    """Pre-tokenize, build batch sources and run the Trainer (dynamic padding, the config's precision)."""
+    from ..training.trainer import Trainer
+
+    ft, data, tc = cfg.finetune, cfg.data, cfg.train
+    pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else (tokenizer.eos_id or 0)
+    collator = PaddingCollator(pad_id)
+    collate = lambda examples, generators: collator(examples)  # noqa: E731
+    train_ex = pretokenize(tokenizer, train, data.max_length, ft.task)
+    valid_ex = pretokenize(tokenizer, valid, data.max_length, ft.task)
+    if data.group_by_length:
+        train_batches = LengthGroupedBatches(train_ex, collate, tc.batch_size, seed=tc.seed)
+    else:
+        train_batches = Batches(train_ex, collate, tc.batch_size, seed=tc.seed, shuffle=True, drop_last=False)
+    valid_batches = Batches(valid_ex, collate, ft.eval_batch_size, shuffle=False, drop_last=False)
+    if tc.epochs:  # the schedule spans the run that will happen (as the HF Trainer computes it)
+        steps = tc.epochs * math.ceil(len(train_batches) / tc.grad_accum)
+        tc = dataclasses.replace(tc, max_steps=min(tc.max_steps, steps))
+    if ft.method == "lora":
+        save, load = (lambda folder: save_adapters(model, folder)), (lambda folder: load_adapters(model, folder))
+    else:
+        save, load = (lambda folder: save_finetuned(model, tokenizer, folder, meta)), None
+    trainer = Trainer(model, ft.task, train_batches, tc, out, eval_data=valid_batches, save=save, load=load,
+                      tokenizer=tokenizer, run_config=to_dict(cfg))
+    if ft.method == "full" and ft.layerwise_lr_decay < 1.0:
+        _use_layerwise_lr(trainer, tc, ft.layerwise_lr_decay)
+    return trainer.fit(resume=tc.resume)
+
+
+class LengthGroupedBatches:
+    """A Trainer batch source whose batches hold examples of similar length (HF's `group_by_length`).
+
+    The order comes from `LengthBucketSampler` (shuffled pools of 50 batches, each sorted by length), so
+    dynamic padding adds few pad tokens; it depends only on (seed, epoch), which keeps resume exact.
+    """
+
+    def __init__(self, examples: list[dict], collate, batch_size: int, seed: int = 0):
+        self.examples, self.collate = examples, collate
+        self.sampler = LengthBucketSampler([len(e["input_ids"]) for e in examples], batch_size, seed=seed)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def batches(self, epoch: int, start: int = 0):
+        self.sampler.set_epoch(epoch)
+        for i, index in enumerate(self.sampler):
+            if i >= start:
+                yield self.collate([self.examples[j] for j in index], None)
+
+
+class _ScaledLRGroup(dict):
+    """An optimizer param group whose `lr` is always stored times its `lr_scale` (layer-wise decay).
+
+    The Trainer sets one learning rate for every group each step; this keeps each group's ratio to it.
+    """
+
+    def __setitem__(self, key, value):
+        if key == "lr" and "lr_scale" in self:
+            value = value * self["lr_scale"]
+        super().__setitem__(key, value)
+
+
+def _use_layerwise_lr(trainer, tc, decay: float) -> None:
+    groups = layerwise_param_groups(trainer.model, tc.lr, decay, tc.weight_decay)
+    scaled = []
+    for g in groups:
+        group = _ScaledLRGroup(params=g["params"], weight_decay=g["weight_decay"])
+        group["lr_scale"] = g["lr"] / tc.lr
+        group["lr"] = tc.lr
+        scaled.append(group)
+    if tc.optimizer != "adamw":
+        raise ConfigError("finetune.layerwise_lr_decay: supported with train.optimizer=adamw only.")
+    trainer.optimizer = torch.optim.AdamW(scaled, lr=tc.lr, betas=tc.betas, eps=tc.eps, fused=True)
+    trainer.params = [p for g in trainer.optimizer.param_groups for p in g["params"]]

@@ -1,0 +1,192 @@
+"""`damoxing evaluate` and `damoxing predict`: metrics and reports, clear messages on bad input, streaming."""
+from __future__ import annotations
+
+import csv
+import json
+import random
+import tracemalloc
+
+import pytest
+import torch
+
+import damoxing
+from damoxing.cli import main
+from damoxing.evaluation.evaluate import evaluate_model
+from damoxing.evaluation.predict import input_records, predict, predict_records
+from damoxing.finetune import finetune
+from damoxing.finetune.artifacts import load_finetuned
+from damoxing.tokenizer import Tokenizer
+
+WORDS = {"pos": ["good", "great", "love", "nice"], "neg": ["bad", "awful", "hate", "broken"]}
+FILLER = ["the", "phone", "it", "is", "was", "very", "this", "a", "day"]
+
+
+def rows(n, seed):
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        label = rng.choice(["pos", "neg"])
+        words = rng.choices(FILLER, k=rng.randint(2, 6)) + rng.choices(WORDS[label], k=2)
+        rng.shuffle(words)
+        out.append((" ".join(words), label))
+    return out
+
+
+def write_csv(path, data, header=("text", "label")):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(data)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny encoder fine-tuned with the features method (no training loop: fast), and its data."""
+    folder = tmp_path_factory.mktemp("cmd")
+    corpus = folder / "corpus.txt"
+    corpus.write_text(" ".join(FILLER + WORDS["pos"] + WORDS["neg"]) + "\n", encoding="utf-8")
+    tok = Tokenizer.train_wordpiece([corpus], vocab_size=120, min_frequency=1, model_max_length=64)
+    torch.manual_seed(0)
+    model = damoxing.create_model(damoxing.preset("bert-tiny", vocab_size=tok.vocab_size, dim=32, layers=2, heads=2,
+                                                  mlp_dim=64, max_positions=64))
+    train, valid = write_csv(folder / "train.csv", rows(200, 1)), write_csv(folder / "valid.csv", rows(80, 2))
+    cfg = {"data": {"train": [str(train)], "valid": [str(valid)], "max_length": 32},
+           "finetune": {"method": "features", "pooling": "mean", "cache_dir": str(folder / "cache")}}
+    result = finetune(cfg, folder / "run", model=model, tokenizer=tok, verbose=False)
+    return {"model": result.model_dir, "valid": valid, "folder": folder, "result": result}
+
+
+def test_evaluate_writes_metrics_and_a_report(trained, tmp_path):
+    metrics = evaluate_model(trained["model"], trained["valid"], tmp_path / "report")
+    assert metrics["n"] == 80 and metrics["accuracy"] > 0.8
+    assert metrics["accuracy"] == pytest.approx(trained["result"].metrics["accuracy"])
+    for key in ("precision_macro", "recall_weighted", "f1_micro", "ece", "confusion_matrix", "per_class", "loss"):
+        assert key in metrics
+    assert [row["class"] for row in metrics["per_class"]] == ["neg", "pos"]
+    for name in ("metrics.json", "report.md", "report.html", "confusion_matrix.png", "calibration.png"):
+        assert (tmp_path / "report" / name).is_file(), name
+    assert "Most confident mistakes" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_evaluate_cli_json(trained, capsys):
+    assert main(["evaluate", "--model", str(trained["model"]), "--data", str(trained["valid"]), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["n"] == 80 and "f1_macro" in printed
+    assert (trained["model"].parent / "eval-valid" / "report.html").is_file()  # default report folder
+
+
+def test_bad_row_names_file_and_line(trained, tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\ngood phone,pos\nbad day,neg,extra\n", encoding="utf-8")
+    for argv in (["evaluate", "--model", str(trained["model"]), "--data", str(bad)],
+                 ["predict", "--model", str(trained["model"]), "--data", str(bad)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{bad}:3" in err and "3 fields but the header has 2" in err and "Traceback" not in err
+
+
+def test_unseen_label_is_a_clear_error(trained, tmp_path, capsys):
+    data = write_csv(tmp_path / "unseen.csv", [("good phone", "pos"), ("meh", "neutral")])
+    assert main(["evaluate", "--model", str(trained["model"]), "--data", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert f"{data}:3" in err and "unknown label 'neutral'" in err and "['neg', 'pos']" in err
+
+
+@pytest.mark.parametrize("content", ["", "text,label\n"])
+def test_empty_file_is_a_clear_error(trained, tmp_path, capsys, content):
+    empty = tmp_path / "empty.csv"
+    empty.write_text(content, encoding="utf-8")
+    for argv in (["evaluate", "--model", str(trained["model"]), "--data", str(empty)],
+                 ["predict", "--model", str(trained["model"]), "--data", str(empty)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert str(empty) in err and "empty" in err
+
+
+def test_missing_file_and_missing_column(trained, tmp_path, capsys):
+    assert main(["evaluate", "--model", str(trained["model"]), "--data", str(tmp_path / "nope.csv")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    data = write_csv(tmp_path / "cols.csv", [("good", "pos")], header=("review", "label"))
+    assert main(["evaluate", "--model", str(trained["model"]), "--data", str(data)]) == 2
+    assert "no column 'text'" in capsys.readouterr().err
+
+
+def test_predict_texts_prints_labels_with_probabilities(trained, capsys):
+    assert main(["predict", "--model", str(trained["model"]), "great love it", "awful broken phone"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["pos", "neg"]
+    assert all(0.5 <= float(line.split("\t")[1]) <= 1.0 for line in lines)
+
+
+def test_predict_file_writes_jsonl(trained, tmp_path):
+    out = tmp_path / "pred.jsonl"
+    assert main(["predict", "--model", str(trained["model"]), "--data", str(trained["valid"]), "-o", str(out)]) == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == 80
+    assert set(lines[0]) == {"text", "label", "probability", "probabilities"}
+    assert abs(sum(lines[0]["probabilities"].values()) - 1) < 1e-4
+
+
+def test_predict_is_lazy(trained):
+    """Predictions come out while the input is still being read: one batch in, one batch out."""
+    loaded = load_finetuned(trained["model"])
+    pulled = 0
+
+    def source():
+        nonlocal pulled
+        for i in range(10_000):
+            pulled += 1
+            yield {"text": f"good phone {i}"}
+
+    stream = predict_records(*loaded, source(), batch_size=32)
+    next(stream)
+    assert pulled <= 33
+    assert next(iter(input_records(loaded[2], data=trained["valid"])))["text"]
+
+
+def test_predict_10k_lines_streams_with_flat_memory(trained, tmp_path):
+    """Peak Python memory for 10k lines is about that for 1k lines: nothing accumulates per line."""
+    loaded = load_finetuned(trained["model"])
+    peaks = {}
+    for n in (1_000, 10_000):
+        path = tmp_path / f"lines{n}.txt"
+        rng = random.Random(n)
+        path.write_text("".join(" ".join(rng.choices(FILLER + WORDS["pos"], k=8)) + "\n" for _ in range(n)))
+        out = tmp_path / f"out{n}.jsonl"
+        tracemalloc.start()
+        with open(out, "w", encoding="utf-8") as f:
+            from damoxing.evaluation.predict import write_jsonl
+
+            count = write_jsonl(predict(None, data=path, batch_size=256, loaded=loaded), f)
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert count == n
+    assert peaks[10_000] < 1.5 * peaks[1_000] + 256 * 1024, peaks
+
+
+def test_evaluate_rejects_a_model_without_a_task_head(tmp_path, capsys):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("good bad phone\n")
+    tok = Tokenizer.train_wordpiece([corpus], vocab_size=60, min_frequency=1)
+    model = damoxing.create_model(damoxing.preset("bert-tiny", vocab_size=tok.vocab_size, dim=32, layers=1, heads=2,
+                                                  mlp_dim=64))
+    damoxing.save(model, tok, tmp_path / "plain")
+    data = write_csv(tmp_path / "d.csv", [("good", "pos")])
+    assert main(["evaluate", "--model", str(tmp_path / "plain"), "--data", str(data)]) == 2
+    assert "fine-tune it first" in capsys.readouterr().err
+
+
+def test_evaluate_language_model_reports_loss_and_perplexity(tmp_path, capsys):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the phone is good\n\nthe day was bad\n")
+    tok = Tokenizer.train_wordpiece([corpus], vocab_size=60, min_frequency=1)
+    torch.manual_seed(0)
+    model = damoxing.create_model(damoxing.preset("gpt-mini", vocab_size=tok.vocab_size, dim=32, layers=1, heads=2,
+                                                  mlp_dim=64, max_positions=64))
+    damoxing.save(model, tok, tmp_path / "lm")
+    assert main(["evaluate", "--model", str(tmp_path / "lm"), "--data", str(corpus), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["task"] == "language_model" and metrics["tokens"] > 0
+    assert metrics["perplexity"] == pytest.approx(2.718281828 ** metrics["loss"], rel=1e-6)
+    assert 1 < metrics["perplexity"] < 2 * tok.vocab_size  # a random model: about the vocabulary size

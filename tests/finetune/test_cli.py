@@ -1,0 +1,37 @@
+"""`damoxing finetune CONFIG.yaml --out DIR --section.key=value`: the whole command on a tiny preset model."""
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from damoxing.cli import main
+
+from .conftest import config
+
+
+def test_finetune_command_end_to_end(tokenizer, topic_data, tmp_path, capsys):
+    tokenizer.save(tmp_path / "tok")
+    cfg = config(topic_data, "head")
+    cfg["model"] = {"preset": "bert-tiny", "vocab_size": tokenizer.vocab_size, "dim": 32, "layers": 2, "heads": 2,
+                    "mlp_dim": 64, "max_positions": 64}
+    cfg["tokenizer"] = {"path": str(tmp_path / "tok")}
+    cfg["train"]["epochs"] = 1
+    (tmp_path / "ft.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    assert main(["finetune", str(tmp_path / "ft.yaml"), "--out", str(out), "--finetune.method=features",
+                 f"--finetune.cache_dir={tmp_path / 'cache'}"]) == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["finetune"]["method"] == "features" and saved["train"]["task"] == "sequence"
+    result = json.loads((out / "result.json").read_text())
+    assert result["trainable_parameters"] == 32 * 3 + 3 and result["valid"]["accuracy"] > topic_data["majority"]
+    meta = json.loads((out / "model" / "finetune.json").read_text())
+    assert meta["labels"] == ["food", "sport", "tech"] and meta["pooling"] == "mean"
+    capsys.readouterr()
+
+    assert main(["predict", "--model", str(out / "model"), "a goal for the team"]) == 0
+    assert capsys.readouterr().out.startswith("sport\t")
+
+    assert main(["finetune", str(tmp_path / "ft.yaml"), "--finetune.methd=lora"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'finetune.methd'" in err and "Did you mean 'finetune.method'" in err

@@ -1,0 +1,56 @@
+"""The features method caches embeddings on disk: a re-run embeds nothing; any change misses the cache."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from damoxing.finetune import features as features_module
+from damoxing.finetune import finetune
+from damoxing.finetune.features import cached_features, fit_linear_head
+
+from .conftest import config
+
+
+def test_second_run_reads_the_cache_and_runs_no_forward_pass(make_encoder, tokenizer, topic_data, tmp_path,
+                                                             monkeypatch):
+    cfg = config(topic_data, "features", cache_dir=str(tmp_path / "cache"))
+    first = finetune(cfg, tmp_path / "a", model=make_encoder(), tokenizer=tokenizer, verbose=False)
+    assert first.from_cache is False and len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
+
+    def no_embedding(*args, **kwargs):
+        raise AssertionError("embedded again despite the cache")
+
+    monkeypatch.setattr(features_module, "embed", no_embedding)
+    second = finetune(cfg, tmp_path / "b", model=make_encoder(), tokenizer=tokenizer, verbose=False)
+    assert second.from_cache is True
+    assert second.metrics["accuracy"] == first.metrics["accuracy"]
+    for a, b in zip(first.model.head.parameters(), second.model.head.parameters()):
+        assert torch.equal(a, b)
+    with pytest.raises(AssertionError, match="embedded again"):  # other weights: a new key, so it must embed
+        finetune(cfg, tmp_path / "c", model=make_encoder(seed=1), tokenizer=tokenizer, verbose=False)
+
+
+def test_cache_key_depends_on_data_and_max_length(make_encoder, tokenizer, tmp_path):
+    model = make_encoder()
+    records = [{"text": "a goal", "label": 0}, {"text": "new code", "label": 1}]
+    a = cached_features(model, tokenizer, records, 32, tmp_path)
+    assert cached_features(model, tokenizer, records, 32, tmp_path).from_cache
+    assert not cached_features(model, tokenizer, records, 16, tmp_path).from_cache
+    assert not cached_features(model, tokenizer, records[:1], 32, tmp_path).from_cache
+    assert a.x.shape == (2, 32) and a.y.tolist() == [0, 1]
+
+
+def test_linear_head_equals_the_logistic_regression(make_encoder):
+    from sklearn.linear_model import LogisticRegression
+
+    model = make_encoder()
+    model.reset_head(3, "sequence")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(90, 32, generator=g) * 3 + 1
+    y = torch.arange(90) % 3
+    fit_linear_head(model, x, y)
+    logits = model.head.classifier(x)
+    mean, std = x.double().mean(0), x.double().std(0, unbiased=False) + 1e-6
+    clf = LogisticRegression(max_iter=1000, random_state=0).fit(((x.double() - mean) / std).numpy(), y.numpy())
+    expected = torch.from_numpy(clf.predict_proba(((x.double() - mean) / std).numpy()))
+    torch.testing.assert_close(logits.softmax(-1).double(), expected, atol=1e-4, rtol=1e-4)
