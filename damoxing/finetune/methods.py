@@ -73,8 +73,13 @@ def layer_depth(name: str, num_layers: int) -> int:
 def layerwise_param_groups(model: nn.Module, lr: float, decay: float, weight_decay: float = 0.0) -> list[dict]:
     """Optimizer groups with lr * decay ** (num_layers + 1 - depth): the top keeps `lr`, embeddings get the least.
 
-    Biases and norm weights (1-D tensors) get no weight decay, as in the usual AdamW recipe.
+    Each group also carries `lr_scale` = decay ** (num_layers + 1 - depth), which the Trainer's schedule
+    multiplies in (`Trainer(..., param_groups=groups)`). Weight decay follows the Trainer's rule
+    (`training.optim.decay_flags`): none for biases, norm weights and embedding tables.
     """
+    from ..training.optim import decay_flags
+
+    flags = decay_flags(model)
     num_layers = getattr(getattr(model, "config", None), "layers", None)
     if num_layers is None:
         num_layers = max((layer_depth(n, 0) - 1 for n, _ in model.named_parameters() if _BLOCK.search(n)), default=-1) + 1
@@ -85,9 +90,10 @@ def layerwise_param_groups(model: nn.Module, lr: float, decay: float, weight_dec
             continue
         seen.add(id(p))
         depth = layer_depth(name, num_layers)
-        no_decay = p.ndim < 2
+        no_decay = not flags[id(p)]
+        scale = decay ** (num_layers + 1 - depth)
         group = groups.setdefault((depth, no_decay), {
-            "params": [], "names": [], "lr": lr * decay ** (num_layers + 1 - depth),
+            "params": [], "names": [], "lr": lr * scale, "lr_scale": scale,
             "weight_decay": 0.0 if no_decay else weight_decay})
         group["params"].append(p)
         group["names"].append(name)

@@ -194,10 +194,11 @@ def _train(model, tokenizer, cfg: FinetuneRunConfig, train: list[dict], valid: l
         save, load = (lambda folder: save_adapters(model, folder)), (lambda folder: load_adapters(model, folder))
     else:
         save, load = (lambda folder: save_finetuned(model, tokenizer, folder, meta)), None
+    groups = None  # the Trainer's decay / no-decay groups
+    if ft.method == "full" and ft.layerwise_lr_decay < 1.0:  # groups with an lr_scale per depth
+        groups = layerwise_param_groups(model, tc.lr, ft.layerwise_lr_decay, tc.weight_decay)
     trainer = Trainer(model, ft.task, train_batches, tc, out, eval_data=valid_batches, save=save, load=load,
-                      tokenizer=tokenizer, run_config=to_dict(cfg))
-    if ft.method == "full" and ft.layerwise_lr_decay < 1.0:
-        _use_layerwise_lr(trainer, tc, ft.layerwise_lr_decay)
+                      tokenizer=tokenizer, run_config=to_dict(cfg), param_groups=groups)
     return trainer.fit(resume=tc.resume)
 
 
@@ -220,29 +221,3 @@ class LengthGroupedBatches:
         for i, index in enumerate(self.sampler):
             if i >= start:
                 yield self.collate([self.examples[j] for j in index], None)
-
-
-class _ScaledLRGroup(dict):
-    """An optimizer param group whose `lr` is always stored times its `lr_scale` (layer-wise decay).
-
-    The Trainer sets one learning rate for every group each step; this keeps each group's ratio to it.
-    """
-
-    def __setitem__(self, key, value):
-        if key == "lr" and "lr_scale" in self:
-            value = value * self["lr_scale"]
-        super().__setitem__(key, value)
-
-
-def _use_layerwise_lr(trainer, tc, decay: float) -> None:
-    groups = layerwise_param_groups(trainer.model, tc.lr, decay, tc.weight_decay)
-    scaled = []
-    for g in groups:
-        group = _ScaledLRGroup(params=g["params"], weight_decay=g["weight_decay"])
-        group["lr_scale"] = g["lr"] / tc.lr
-        group["lr"] = tc.lr
-        scaled.append(group)
-    if tc.optimizer != "adamw":
-        raise ConfigError("finetune.layerwise_lr_decay: supported with train.optimizer=adamw only.")
-    trainer.optimizer = torch.optim.AdamW(scaled, lr=tc.lr, betas=tc.betas, eps=tc.eps, fused=True)
-    trainer.params = [p for g in trainer.optimizer.param_groups for p in g["params"]]

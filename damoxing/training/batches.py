@@ -17,7 +17,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-IGNORE = -100
+from ..data.collators import MLMCollator, PackedCLMCollator
 
 
 def example_generator(seed: int, epoch: int, index: int) -> torch.Generator:
@@ -53,34 +53,17 @@ class Batches:
 
 
 # ---------------------------------------------------------------- causal LM: packed blocks
-def pack_blocks(docs: Sequence[Sequence[int]], seq_len: int, eos_id: int | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Concatenate documents (each followed by eos) and cut into blocks of seq_len: (ids, document index)."""
-    ids, doc = [], []
-    for d, toks in enumerate(docs):
-        toks = list(toks) + ([eos_id] if eos_id is not None else [])
-        ids.extend(toks)
-        doc.extend([d] * len(toks))
-    ids, doc = torch.tensor(ids, dtype=torch.long), torch.tensor(doc, dtype=torch.long)
-    n = len(ids) // seq_len
-    return list(zip(ids[:n * seq_len].view(n, seq_len), doc[:n * seq_len].view(n, seq_len)))
-
-
 def collate_clm(document_mask: bool = False) -> Callable:
-    """Blocks -> input_ids, labels (aligned; the task shifts). With document_mask, attention stays inside
-    each packed document, positions restart per document and no token is predicted across a boundary."""
+    """Blocks from `damoxing.data.pack_documents` -> input_ids, labels (= input_ids; the task shifts), attention
+    across the whole block. With document_mask, `PackedCLMCollator`'s batch: attention stays inside each packed
+    document, positions restart per document and no token is predicted across a boundary."""
+    packed = PackedCLMCollator()
 
     def collate(examples, generators):
-        ids = torch.stack([e[0] for e in examples])  # (B, T)
-        batch = {"input_ids": ids, "labels": ids.clone()}
+        batch = packed(examples)
         if document_mask:
-            doc = torch.stack([e[1] for e in examples])
-            doc = doc - doc[:, :1]  # (B, T), 0 for the first document of each block
-            first = torch.ones_like(doc, dtype=torch.bool)
-            first[:, 1:] = doc[:, 1:] != doc[:, :-1]
-            batch["labels"][first] = IGNORE
-            start = torch.where(first, torch.arange(ids.shape[1]).expand_as(ids), 0).cummax(1).values
-            batch.update(document_ids=doc, position_ids=torch.arange(ids.shape[1]) - start)
-        return batch
+            return batch
+        return {"input_ids": batch["input_ids"], "labels": batch["input_ids"].clone()}
 
     return collate
 
@@ -104,36 +87,15 @@ def segment_chunks(docs: Sequence[Sequence[Sequence[int]]], max_tokens: int) -> 
     return chunks, nxt
 
 
-def mask_tokens(ids: torch.Tensor, can_mask: torch.Tensor, word_start: torch.Tensor, g: torch.Generator, *,
-                prob: float, mask_id: int, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT masking of one sequence: choose ~prob of the words (all their pieces), then 80% [MASK],
-    10% a random token, 10% unchanged. Returns (input ids, labels with -100 where nothing is predicted)."""
-    word = word_start.long().cumsum(0)  # word index per position
-    n_words = int(word[-1]) + 1 if len(word) else 0
-    chosen = (torch.rand(n_words, generator=g) < prob)[word] & can_mask
-    if can_mask.any() and not chosen.any():  # at least one target per sequence
-        candidates = can_mask.nonzero().squeeze(1)
-        chosen = (word == word[candidates[torch.randint(len(candidates), (1,), generator=g)]]) & can_mask
-    labels = torch.where(chosen, ids, IGNORE)
-    r = torch.rand(len(ids), generator=g)
-    random_ids = torch.randint(vocab_size, (len(ids),), generator=g)
-    out = torch.where(chosen & (r < 0.8), mask_id, ids)
-    out = torch.where(chosen & (r >= 0.8) & (r < 0.9), random_ids, out)
-    return out, labels
+class MLMChunkCollator:
+    """Chunk indices -> [CLS] A [SEP] (B [SEP]) rows with token_type_ids, masked and padded by `mlm` (a
+    `damoxing.data.MLMCollator`, one generator per row). With `nsp`, B is the next chunk (label 0) or, with
+    probability nsp_prob or at a document's end, a random chunk (label 1), as in BERT."""
 
-
-class MLMCollator:
-    """Chunks -> [CLS] A [SEP] (B [SEP]) with masking; with `nsp`, B is the next chunk (label 0) or,
-    with probability nsp_prob or at a document's end, a random chunk (label 1), as in BERT."""
-
-    def __init__(self, chunks: list[list[int]], next_chunk: list[int], *, seq_len: int, cls_id: int, sep_id: int,
-                 pad_id: int, mask_id: int, vocab_size: int, continuation: torch.Tensor | None = None,
-                 special: Sequence[int] = (), mask_prob: float = 0.15, nsp: bool = True, nsp_prob: float = 0.5):
-        self.chunks, self.next_chunk, self.seq_len = chunks, next_chunk, seq_len
-        self.cls_id, self.sep_id, self.pad_id, self.mask_id, self.vocab_size = cls_id, sep_id, pad_id, mask_id, vocab_size
-        self.continuation = continuation  # (V,) bool: id is a word-piece continuation ("##ing")
-        self.special = torch.tensor(sorted(special), dtype=torch.long)
-        self.mask_prob, self.nsp, self.nsp_prob = mask_prob, nsp, nsp_prob
+    def __init__(self, chunks: list[list[int]], next_chunk: list[int], mlm: MLMCollator, *, seq_len: int,
+                 cls_id: int, sep_id: int, nsp: bool = True, nsp_prob: float = 0.5):
+        self.chunks, self.next_chunk, self.mlm, self.seq_len = chunks, next_chunk, mlm, seq_len
+        self.cls_id, self.sep_id, self.nsp, self.nsp_prob = cls_id, sep_id, nsp, nsp_prob
 
     def _pair(self, i: int, g: torch.Generator) -> tuple[list[int], list[int], int]:
         a = self.chunks[i]
@@ -149,22 +111,12 @@ class MLMCollator:
         return a, b, label
 
     def __call__(self, examples, generators) -> dict[str, torch.Tensor]:
-        rows, types, labels, nsp = [], [], [], []
+        rows = []
         for i, g in zip(examples, generators):
             a, b, label = self._pair(i, g)
-            ids = torch.tensor([self.cls_id, *a, self.sep_id, *b] + ([self.sep_id] if b else []), dtype=torch.long)
-            can_mask = ~torch.isin(ids, self.special)
-            word_start = ~self.continuation[ids] if self.continuation is not None else torch.ones_like(can_mask)
-            masked, y = mask_tokens(ids, can_mask, word_start, g, prob=self.mask_prob, mask_id=self.mask_id,
-                                    vocab_size=self.vocab_size)
-            rows.append(masked)
-            labels.append(y)
-            types.append(torch.tensor([0] * (len(a) + 2) + [1] * (len(ids) - len(a) - 2), dtype=torch.long))
-            nsp.append(label)
-        T = max(len(r) for r in rows)  # dynamic padding: to the longest row of this batch
-        pad = lambda xs, v: torch.stack([torch.nn.functional.pad(x, (0, T - len(x)), value=v) for x in xs])  # noqa: E731
-        batch = {"input_ids": pad(rows, self.pad_id), "attention_mask": pad([torch.ones_like(r) for r in rows], 0),
-                 "token_type_ids": pad(types, 0), "labels": pad(labels, IGNORE)}
-        if self.nsp:
-            batch["next_sentence_label"] = torch.tensor(nsp, dtype=torch.long)
-        return batch
+            ids = [self.cls_id, *a, self.sep_id, *b] + ([self.sep_id] if b else [])
+            row = {"input_ids": ids, "token_type_ids": [0] * (len(a) + 2) + [1] * (len(ids) - len(a) - 2)}
+            if self.nsp:
+                row["next_sentence_label"] = label
+            rows.append(row)
+        return self.mlm(rows, generators)  # each row masked with its own generator, after its pairing draws

@@ -111,7 +111,7 @@ class DataConfig:
         check_range("data.eval_fraction", self.eval_fraction, 0.0, 0.5)
         check_choice("data.text_mode", self.text_mode, ("paragraph", "line", "file"))
         check_positive("data.seq_len", self.seq_len)
-        check_range("data.mask_prob", self.mask_prob, 0.0, 1.0)
+        check(0.0 < self.mask_prob < 1.0, "data.mask_prob", f"must be between 0 and 1 (exclusive), got {self.mask_prob!r}.")
         check_range("data.nsp_prob", self.nsp_prob, 0.0, 1.0)
 
 

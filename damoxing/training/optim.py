@@ -16,21 +16,32 @@ from .config import TrainConfig
 NO_DECAY_MODULES = (nn.LayerNorm, nn.RMSNorm, nn.Embedding, nn.GroupNorm, nn.BatchNorm1d)
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Trainable parameters split into a decay group (Linear weights) and a no-decay group (the rest)."""
-    decay, no_decay, seen = [], [], set()
+def decay_flags(model: nn.Module) -> dict[int, bool]:
+    """id(parameter) -> whether weight decay applies: matrices yes; biases, norm weights, embedding tables no.
+    A tied parameter is judged by the first module that holds it."""
+    flags: dict[int, bool] = {}
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
-            if not p.requires_grad or id(p) in seen:
-                continue
-            seen.add(id(p))
-            (no_decay if isinstance(module, NO_DECAY_MODULES) or name == "bias" or p.ndim < 2 else decay).append(p)
+            if id(p) not in flags:
+                flags[id(p)] = not (isinstance(module, NO_DECAY_MODULES) or name == "bias" or p.ndim < 2)
+    return flags
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Trainable parameters split into a decay group (Linear weights) and a no-decay group (the rest)."""
+    flags = decay_flags(model)
+    decay, no_decay = [], []
+    for p in model.parameters():  # each parameter once, tied ones included
+        if p.requires_grad:
+            (decay if flags[id(p)] else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(model: nn.Module, c: TrainConfig) -> torch.optim.Optimizer:
-    groups = parameter_groups(model, c.weight_decay)
+def build_optimizer(model: nn.Module, c: TrainConfig, groups: list[dict] | None = None) -> torch.optim.Optimizer:
+    """The configured optimiser over `groups` (default: `parameter_groups`). A group may carry `lr_scale`:
+    `set_lr` then gives it lr * lr_scale (layer-wise learning rates, e.g. `finetune.layerwise_param_groups`)."""
+    groups = parameter_groups(model, c.weight_decay) if groups is None else [g for g in groups if g["params"]]
     if not groups:
         raise ValueError("the model has no parameter with requires_grad=True: nothing to train")
     # fused kernels (CPU and GPU): one pass over each tensor instead of a dozen small ops per parameter
@@ -54,5 +65,7 @@ def lr_at(step: int, c: TrainConfig) -> float:
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Every group gets lr times its `lr_scale` (1 when absent). The scale is part of the group, so the
+    optimiser's state_dict keeps it and a resumed run has it back."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)

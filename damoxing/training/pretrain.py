@@ -16,10 +16,11 @@ from pathlib import Path
 import torch
 
 from ..config import to_dict
+from ..data.collators import MLMCollator, pack_documents
 from ..errors import ConfigError, DataError
 from ..models import EncoderConfig, create_model, family_of, model_config
 from . import distributed
-from .batches import Batches, MLMCollator, collate_clm, pack_blocks, segment_chunks
+from .batches import Batches, MLMChunkCollator, collate_clm, segment_chunks
 from .config import RunConfig, load_run_config
 from .flops import flops_per_token
 from .trainer import Trainer
@@ -130,7 +131,8 @@ def build_batches(run: RunConfig, tok, d) -> tuple[Batches, Batches | None]:
         if c.task == "clm":
             if tok.eos_id is None:
                 raise ConfigError("tokenizer: causal-LM pretraining needs an end-of-text token (eos).")
-            return pack_blocks(_encode(tok, docs), data.seq_len, tok.eos_id)
+            return [{k: torch.tensor(v, dtype=torch.long) for k, v in block.items()}
+                    for block in pack_documents(_encode(tok, docs), data.seq_len, tok.eos_id)]
         from ..data.sentences import split_sentences
 
         sentences = [split_sentences(doc) for doc in docs]
@@ -166,7 +168,7 @@ def build_batches(run: RunConfig, tok, d) -> tuple[Batches, Batches | None]:
     return train_batches, eval_batches
 
 
-def _mlm_collator(chunks_and_next, tok, run: RunConfig) -> MLMCollator:
+def _mlm_collator(chunks_and_next, tok, run: RunConfig) -> MLMChunkCollator:
     chunks, nxt = chunks_and_next
     if tok.mask_id is None or tok.cls_id is None or tok.sep_id is None:
         raise ConfigError("tokenizer: masked-LM pretraining needs [MASK], [CLS] and [SEP] tokens (a WordPiece "
@@ -175,7 +177,8 @@ def _mlm_collator(chunks_and_next, tok, run: RunConfig) -> MLMCollator:
     continuation = None
     if run.data.whole_word:
         continuation = torch.tensor([(tok.id_to_token(i) or "").startswith("##") for i in range(vocab)])
-    return MLMCollator(chunks, nxt, seq_len=run.data.seq_len, cls_id=tok.cls_id, sep_id=tok.sep_id,
-                       pad_id=tok.pad_id if tok.pad_id is not None else 0, mask_id=tok.mask_id, vocab_size=vocab,
-                       continuation=continuation, special=[i for i in tok.special_ids if i is not None],
-                       mask_prob=run.data.mask_prob, nsp=run.train.task == "mlm_nsp", nsp_prob=run.data.nsp_prob)
+    mlm = MLMCollator(vocab, tok.mask_id, tok.pad_id if tok.pad_id is not None else 0,
+                      special_ids=[i for i in tok.special_ids if i is not None], continuation=continuation,
+                      mlm_probability=run.data.mask_prob, seed=run.train.seed, at_least_one=True)
+    return MLMChunkCollator(chunks, nxt, mlm, seq_len=run.data.seq_len, cls_id=tok.cls_id, sep_id=tok.sep_id,
+                            nsp=run.train.task == "mlm_nsp", nsp_prob=run.data.nsp_prob)

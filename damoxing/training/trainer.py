@@ -55,7 +55,8 @@ class Trainer:
     def __init__(self, model: nn.Module, task: str | Task, train_data, config: TrainConfig, run_dir: str | Path, *,
                  eval_data=None, metrics_fn: Callable | None = None, save: Callable | None = None,
                  load: Callable | None = None, tokenizer=None, run_config: dict | None = None,
-                 flops_per_token: float | None = None, dist: distributed.Dist | None = None):
+                 flops_per_token: float | None = None, dist: distributed.Dist | None = None,
+                 param_groups: list[dict] | None = None):
         self.config, self.run_dir = config, Path(run_dir)
         self.task = TASKS.get(task, key="train.task") if isinstance(task, str) else task
         self.dist = dist or distributed.Dist(device=next(model.parameters()).device)
@@ -66,7 +67,7 @@ class Trainer:
         self.run_config, self.flops_per_token = run_config, flops_per_token
         if len(train_data) == 0:
             raise DataError("the training data is too small for one batch per rank: add data or lower train.batch_size")
-        self.optimizer = build_optimizer(self.model, config)
+        self.optimizer = build_optimizer(self.model, config, param_groups)  # groups may carry an lr_scale
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.dtype = _autocast_dtype(config.precision, self.dist.device)
         self.scaler = torch.amp.GradScaler(self.dist.device.type, enabled=self.dtype == torch.float16)

@@ -71,9 +71,7 @@ def test_full_with_layerwise_decay_trains_and_keeps_ratios(make_encoder, tokeniz
     result = finetune(config(topic_data, "full", layerwise_lr_decay=0.5), tmp_path / "run", model=make_encoder(),
                       tokenizer=tokenizer, verbose=False)
     assert result.metrics["accuracy"] > topic_data["majority"] + 0.15
-    from damoxing.finetune.run import _ScaledLRGroup
-
-    group = _ScaledLRGroup(params=[], lr_scale=0.25)
+    group = {"params": [], "lr_scale": 0.25}
     opt = torch.optim.AdamW([group], lr=1.0)
     set_lr(opt, 2.0)
     assert opt.param_groups[0]["lr"] == 0.5

@@ -97,3 +97,30 @@ def test_max_minutes_stops_early_and_saves_where_it_is(tmp_path):
     assert result["step"] == 1 and not result["stopped_early"]
     assert [p.name for p in tmp_path.glob("step-*")] == ["step-000001"]
     assert result["eval"] is not None and result["eval"]["loss"] > 0
+
+
+def test_scaled_param_groups_get_lr_times_scale_after_a_step_and_after_resume(tmp_path):
+    from damoxing.finetune.methods import layerwise_param_groups
+
+    def run(max_steps, resume, keep_scale=True):
+        model = tiny_decoder()
+        groups = layerwise_param_groups(model, 0.1, decay=0.5, weight_decay=0.01)
+        if not keep_scale:  # the scales must come back from the checkpoint
+            groups = [{k: v for k, v in g.items() if k != "lr_scale"} for g in groups]
+        cfg = TrainConfig(task="clm", max_steps=max_steps, lr=0.1, schedule="constant", weight_decay=0.01,
+                          plot=False, tensorboard=False)
+        trainer = Trainer(model, "clm", clm_source(8), cfg, tmp_path, param_groups=groups)
+        trainer.fit(resume=resume)
+        return trainer, model
+
+    trainer, model = run(1, False)
+    scales = [g["lr_scale"] for g in trainer.optimizer.param_groups]
+    assert min(scales) < max(scales) == 1.0
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == pytest.approx([0.1 * s for s in scales])
+    decay = {id(p) for p in parameter_groups(model, 0.01)[0]["params"]}  # the Trainer's decay rule holds
+    for g in trainer.optimizer.param_groups:
+        assert {id(p) in decay for p in g["params"]} == {g["weight_decay"] > 0}
+    resumed, _ = run(2, True, keep_scale=False)
+    assert resumed.step == 2
+    assert [g["lr_scale"] for g in resumed.optimizer.param_groups] == scales
+    assert [g["lr"] for g in resumed.optimizer.param_groups] == pytest.approx([0.1 * s for s in scales])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from damoxing.data import pack_documents
 from damoxing.models import DecoderConfig, EncoderConfig, create_model
 from damoxing.training.batches import Batches, collate_clm
 
@@ -24,7 +25,7 @@ def tiny_decoder(seed: int = 0, dropout: float = 0.0):
 def clm_blocks(n: int = 64, seq_len: int = 16, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(1, VOCAB, (n, seq_len), generator=g)
-    return [(row, torch.zeros(seq_len, dtype=torch.long)) for row in ids]
+    return list(pack_documents(ids.tolist(), seq_len, eos_id=None))  # one block per row
 
 
 def mlm_nsp_batch(b: int = 8, t: int = 16, seed: int = 0) -> dict:

@@ -62,15 +62,15 @@ def packed_attention_mask(document_ids: torch.Tensor) -> torch.Tensor:
 
 
 class PackedCLMCollator:
-    """Stack blocks from `pack_documents` into `input_ids`, `position_ids`, `document_ids`, `labels` (B, T)."""
+    """Stack blocks from `pack_documents` (lists or 1-D tensors) into `input_ids`, `position_ids`,
+    `document_ids`, `labels` (B, T)."""
 
     def __call__(self, blocks: Sequence[dict]) -> dict[str, torch.Tensor]:
         lengths = {len(b["input_ids"]) for b in blocks}
         if len(lengths) != 1:
             raise ValueError(f"packed blocks must all have the same length, got {sorted(lengths)}")
-        input_ids = torch.tensor([b["input_ids"] for b in blocks], dtype=torch.long)
-        position_ids = torch.tensor([b["position_ids"] for b in blocks], dtype=torch.long)
-        document_ids = torch.tensor([b["document_ids"] for b in blocks], dtype=torch.long)
+        stack = lambda key: torch.stack([torch.as_tensor(b[key], dtype=torch.long) for b in blocks])  # noqa: E731
+        input_ids, position_ids, document_ids = stack("input_ids"), stack("position_ids"), stack("document_ids")
         return {"input_ids": input_ids, "position_ids": position_ids, "document_ids": document_ids,
                 "labels": packed_labels(input_ids, position_ids)}
 
