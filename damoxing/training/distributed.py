@@ -53,20 +53,54 @@ def teardown() -> None:
 
 
 def wrap(model: nn.Module, d: Dist, kind: str = "ddp") -> nn.Module:
-    """DistributedDataParallel (a full copy per rank) or FSDP (parameters sharded across ranks)."""
+    """DistributedDataParallel (a full copy per rank) or FSDP2 (parameters sharded across ranks).
+
+    FSDP shards each Transformer block separately, so a block's full weights exist only while it runs.
+    """
     if not d.enabled:
         return model
     if kind == "fsdp":
-        from torch.distributed.fsdp import FullyShardedDataParallel
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
 
-        return FullyShardedDataParallel(model, device_id=d.device if d.device.type == "cuda" else None,
-                                        use_orig_params=True)
+        from ..layers import PostNormBlock, PreNormBlock
+
+        mesh = init_device_mesh(d.device.type, (d.world,))
+        for module in model.modules():
+            if isinstance(module, (PreNormBlock, PostNormBlock)):
+                fully_shard(module, mesh=mesh)
+        return fully_shard(model, mesh=mesh)
     return nn.parallel.DistributedDataParallel(model, device_ids=[d.device] if d.device.type == "cuda" else None)
+
+
+def is_sharded(model: nn.Module) -> bool:
+    return hasattr(model, "set_requires_gradient_sync")  # an FSDP2 module
 
 
 def no_sync(model: nn.Module, skip: bool):
     """Skip the gradient all-reduce on micro-steps before the last of an accumulated step."""
+    if is_sharded(model):
+        model.set_requires_gradient_sync(not skip)
+        return contextlib.nullcontext()
     return model.no_sync() if skip and hasattr(model, "no_sync") else contextlib.nullcontext()
+
+
+def full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """FSDP: the unsharded model and optimiser state dicts, gathered on rank 0 (collective: every rank calls it)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    return get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer, model_state: dict, optim_state: dict) -> None:
+    """FSDP: shard full state dicts onto every rank (collective). The model state comes from rank 0 (others
+    pass {}); the optimiser state is the full one on every rank (each reads the training-state file)."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions, set_model_state_dict, set_optimizer_state_dict,
+    )
+
+    set_model_state_dict(model, model_state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    set_optimizer_state_dict(model, optimizer, optim_state, options=StateDictOptions(full_state_dict=True))
 
 
 def all_sum(values: dict[str, torch.Tensor], d: Dist) -> dict[str, torch.Tensor]:

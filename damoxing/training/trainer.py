@@ -22,6 +22,7 @@ What goes in:
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 import warnings
@@ -62,17 +63,22 @@ class Trainer:
         self.dist = dist or distributed.Dist(device=next(model.parameters()).device)
         self.model = model.to(self.dist.device)
         self.train_data, self.eval_data, self.metrics_fn = train_data, eval_data, metrics_fn
-        self.save = save or (lambda folder: _save_hf(self.model, tokenizer, folder))
-        self.load = load or (lambda folder: _load_hf(self.model, folder))
+        # FSDP shards the parameters; rank 0 writes and reads HF checkpoints through an unsharded copy
+        self.sharded = config.distributed == "fsdp" and self.dist.enabled
+        if self.sharded and param_groups is not None:
+            raise UserError("train.distributed: fsdp does not take custom parameter groups; use ddp")
+        self.full_model = copy.deepcopy(self.model) if self.sharded and self.dist.main else None
+        self.save = save or (lambda folder: _save_hf(self.full_model or self.model, tokenizer, folder))
+        self.load = load or (lambda folder: _load_hf(self.full_model or self.model, folder))
         self.run_config, self.flops_per_token = run_config, flops_per_token
         if len(train_data) == 0:
             raise DataError("the training data is too small for one batch per rank: add data or lower train.batch_size")
+        # wrap first: FSDP replaces the parameters, and the optimiser must hold the new ones
+        self.runner = distributed.wrap(TaskModule(self.model, self.task.loss), self.dist, config.distributed)
         self.optimizer = build_optimizer(self.model, config, param_groups)  # groups may carry an lr_scale
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.dtype = _autocast_dtype(config.precision, self.dist.device)
         self.scaler = torch.amp.GradScaler(self.dist.device.type, enabled=self.dtype == torch.float16)
-        runner = TaskModule(self.model, self.task.loss)
-        self.runner = distributed.wrap(runner, self.dist, config.distributed)
         if config.compile:
             self.runner = torch.compile(self.runner)
         # progress: optimiser steps done, data position (epoch, micro-batch), best evaluation so far
@@ -176,8 +182,8 @@ class Trainer:
             if c.eval_batches and i >= c.eval_batches:
                 break
             batch = _to(batch, d.device)
-            with self._autocast():
-                out = self.task.loss(self.model, batch)
+            with self._autocast():  # sharded models run through the FSDP root, which gathers its weights
+                out = self.runner(batch) if self.sharded else self.task.loss(self.model, batch)
             for k, v in self.task.targets(batch).items():
                 counts[k] = counts.get(k, 0) + v.double().cpu()
                 sums[k] = sums.get(k, 0) + out.losses[k].double().cpu()
@@ -222,9 +228,8 @@ class Trainer:
     def _clip(self) -> float:
         if not self.config.clip_grad:
             return 0.0
-        if hasattr(self.runner, "clip_grad_norm_"):  # FSDP: the norm of the sharded gradients
-            return float(self.runner.clip_grad_norm_(self.config.clip_grad))
-        return float(nn.utils.clip_grad_norm_(self.params, self.config.clip_grad))
+        norm = nn.utils.clip_grad_norm_(self.params, self.config.clip_grad)
+        return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # FSDP: a sharded norm
 
     def _track_best(self, result: dict) -> bool:
         c = self.config
@@ -242,11 +247,16 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints and resume
     def _checkpoint(self, best: bool = False) -> None:
         d = self.dist
+        optimizer_state = self.optimizer.state_dict() if not self.sharded else None
+        if self.sharded:  # gather the full weights and optimiser state on rank 0 (every rank takes part)
+            model_state, optimizer_state = distributed.full_state(self.runner, self.optimizer)
+            if d.main:
+                self.full_model.load_state_dict({k.removeprefix("model."): v for k, v in model_state.items()})
         if d.main:
             training_state = {
                 "step": self.step, "epoch": self.epoch, "batch_index": self.batch_index,
                 "tokens_seen": self.tokens_seen, "world": d.world, "best": dict(self.best),
-                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "rng": state.rng_state(),
+                "optimizer": optimizer_state, "scaler": self.scaler.state_dict(), "rng": state.rng_state(),
             }
             best_dir = state.best_checkpoint(self.run_dir)
             keep = {best_dir.name} if best_dir is not None and not best else set()
@@ -268,14 +278,19 @@ class Trainer:
         path = state.latest_checkpoint(self.run_dir) if resume in (True, "auto") else Path(resume)
         if path is None:
             return  # nothing to resume from yet: start fresh
-        if self.config.distributed == "fsdp" and self.dist.enabled:
-            raise UserError("resume under train.distributed=fsdp is not supported yet; use ddp to resume")
         s = state.load_training_state(path)
         if s["world"] != self.dist.world:
             raise UserError(f"{path} was written by {s['world']} processes, this run has {self.dist.world}; "
                             "resume with the same number of processes")
-        self.load(path)
-        self.optimizer.load_state_dict(s["optimizer"])
+        if self.sharded:  # rank 0 reads the full state; every rank receives its shards
+            model_state = {}
+            if self.dist.main:
+                self.load(path)
+                model_state = {f"model.{k}": v for k, v in self.full_model.state_dict().items()}
+            distributed.load_full_state(self.runner, self.optimizer, model_state, s["optimizer"])
+        else:
+            self.load(path)
+            self.optimizer.load_state_dict(s["optimizer"])
         self.scaler.load_state_dict(s["scaler"])
         self.step, self.epoch, self.batch_index = s["step"], s["epoch"], s["batch_index"]
         self.tokens_seen, self.best = s["tokens_seen"], dict(s["best"])
