@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--model", default=None, help="pretrained BERT-family HF folder (default: the bundled MiniLM)")
     q.add_argument("--pretrain-minutes", type=float, default=2.0, help="wall-clock budget of the pretraining step")
     q.add_argument("--finetune-examples", type=int, default=0, help="use only N training articles (0 = all)")
-    q.add_argument("--max-length", type=int, default=128, help="tokens per article for fine-tuning")
+    q.add_argument("--max-length", type=int, default=96, help="tokens per article for fine-tuning")
     q.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs")
     q.set_defaults(func=_cmd_quickstart)
 

@@ -38,7 +38,7 @@ def _step(n: int, title: str) -> float:
 
 
 def quickstart(out: str | Path = "runs/quickstart", model: str | Path | None = None, pretrain_minutes: float = 2.0,
-               finetune_examples: int = 0, max_length: int = 128, epochs: int = 1) -> dict:
+               finetune_examples: int = 0, max_length: int = 96, epochs: int = 1) -> dict:
     from .data.bundled import bundled_path
     from .data.readers import read_texts
     from .evaluation.evaluate import evaluate_model
