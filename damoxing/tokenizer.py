@@ -100,6 +100,15 @@ class Tokenizer:
         """Ids of one text (or text pair), untruncated."""
         return self.backend.encode(text, pair, add_special_tokens=add_special_tokens).ids
 
+    def encode_words(self, words: Sequence[Sequence[str]], max_length: int | None = None) -> list:
+        """Pre-split words (token classification) -> backend encodings; `word_ids` map tokens to words."""
+        if max_length:
+            self.backend.enable_truncation(max_length)
+        try:
+            return self.backend.encode_batch([list(w) for w in words], is_pretokenized=True)
+        finally:
+            self.backend.no_truncation()
+
     def __call__(self, texts: str | Sequence[str], pairs: str | Sequence[str] | None = None, *,
                  max_length: int | None = None, padding: bool | str = True, truncation: bool = True,
                  add_special_tokens: bool = True, padding_side: str = "right",

@@ -286,3 +286,16 @@ def test_training_on_missing_file(tmp_path: Path):
     with pytest.raises(DataError, match="does not exist") as info:
         Tokenizer.train_bpe([tmp_path / "absent.txt"], vocab_size=300)
     assert str(tmp_path / "absent.txt") in str(info.value)
+
+
+def test_encode_words_maps_pieces_to_words_and_truncates(minilm_dir: Path, minilm_hf):
+    tok = Tokenizer.load(minilm_dir)
+    words = [["Tokenization", "is", "fun"], ["北京", "欢迎", "你"]]
+    ours = tok.encode_words(words)
+    theirs = minilm_hf(words, is_split_into_words=True)
+    for i, enc in enumerate(ours):
+        assert enc.ids == theirs["input_ids"][i]
+        assert enc.word_ids == theirs.word_ids(i)
+    cut = tok.encode_words(words, max_length=4)
+    assert all(len(e.ids) == 4 for e in cut)
+    assert len(tok.encode_words(words)[0].ids) > 4  # truncation was only for that call

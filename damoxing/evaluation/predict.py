@@ -77,13 +77,7 @@ def _text_of(record: dict) -> dict:
 
 def _token_rows(tokenizer, records, probs, names, max_length) -> Iterator[dict]:
     """Per word: the prediction at its first sub-word (words cut off by max_length get no label)."""
-    backend = tokenizer.backend
-    if max_length:
-        backend.enable_truncation(max_length)
-    try:
-        encodings = backend.encode_batch([r["tokens"] for r in records], is_pretokenized=True)
-    finally:
-        backend.no_truncation()
+    encodings = tokenizer.encode_words([r["tokens"] for r in records], max_length)
     for record, enc, p in zip(records, encodings, probs):
         first = {}
         for position, word in enumerate(enc.word_ids):

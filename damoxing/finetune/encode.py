@@ -39,13 +39,7 @@ def encode_tokens(tokenizer, records: Sequence[dict], max_length: int | None) ->
     Records are `{"tokens": [word, ...], "labels": [tag id, ...]}`; other sub-words, special tokens and
     padding get IGNORE_INDEX, as in Hugging Face's token-classification recipe.
     """
-    backend = tokenizer.backend
-    if max_length:
-        backend.enable_truncation(max_length)
-    try:
-        encodings = backend.encode_batch([r["tokens"] for r in records], is_pretokenized=True)
-    finally:
-        backend.no_truncation()
+    encodings = tokenizer.encode_words([r["tokens"] for r in records], max_length)
     length = max(len(e.ids) for e in encodings)
     pad = tokenizer.pad_id if tokenizer.pad_id is not None else (tokenizer.eos_id or 0)
     ids = torch.full((len(records), length), pad, dtype=torch.long)
