@@ -13,19 +13,12 @@ are never stored; transformers materialises the logits, copies the shifted slice
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
 from damoxing.models import create_model, preset
+from side_by_side import compare  # bench/side_by_side.py
 from damoxing.training.tasks import TASKS
-
-
-def timed(step, n: int) -> float:
-    t = time.perf_counter()
-    for _ in range(n):
-        step()
-    return (time.perf_counter() - t) / n
 
 
 def main() -> None:
@@ -68,20 +61,9 @@ def main() -> None:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    for s in (step_ours, step_hf):  # warm-up
-        timed(s, 2)
-    t_ours, t_hf = [], []
-    for _ in range(a.rounds):
-        t_ours.append(timed(step_ours, a.steps))
-        t_hf.append(timed(step_hf, a.steps))
-    tokens = a.batch * a.seq
-    ours_tps, hf_tps = tokens / min(t_ours), tokens / min(t_hf)
-    print(f"GPT causal-LM step, batch {a.batch} x seq {a.seq}, {'bf16' if a.bf16 else 'fp32'}, "
-          f"{torch.get_num_threads()} threads, {cfg.layers} layers dim {cfg.dim} vocab {cfg.vocab_size}")
-    print(f"  damoxing     {ours_tps:9.0f} tokens/s  ({min(t_ours) * 1e3:.0f} ms/step)")
-    print(f"  transformers {hf_tps:9.0f} tokens/s  ({min(t_hf) * 1e3:.0f} ms/step)")
-    print(f"  ratio        {ours_tps / hf_tps:.2f}x")
-
+    title = (f"GPT causal-LM step, batch {a.batch} x seq {a.seq}, {'bf16' if a.bf16 else 'fp32'}, "
+             f"{torch.get_num_threads()} threads, {cfg.layers} layers dim {cfg.dim} vocab {cfg.vocab_size}")
+    compare(title, step_ours, step_hf, a.batch * a.seq, a.steps, a.rounds)
 
 if __name__ == "__main__":
     main()
