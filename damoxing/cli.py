@@ -93,6 +93,14 @@ def _cmd_quickstart(args) -> None:
                finetune_examples=args.finetune_examples, max_length=args.max_length, epochs=args.epochs)
 
 
+def _run_arguments(parser: argparse.ArgumentParser, sections: str, func) -> None:
+    """What every config-driven run takes: CONFIG.yaml, --out, --resume and --section.key=value overrides."""
+    parser.add_argument("config", help=f"YAML config with {sections} sections")
+    parser.add_argument("--out", default=None, help="run folder (default runs/<config name>/)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
+    parser.set_defaults(func=func, accepts_overrides=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="damoxing", description="Build, pretrain, fine-tune, evaluate and use Transformer models.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -105,10 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pt = sub.add_parser("pretrain", help="pretrain an encoder (MLM + NSP) or a decoder (next token) from a YAML config",
                         epilog="Any config value can be overridden: --train.lr=3e-4 --data.seq_len=256")
-    pt.add_argument("config", help="YAML config with model, tokenizer, data and train sections")
-    pt.add_argument("--out", default=None, help="run folder (default runs/<config name>/)")
-    pt.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
-    pt.set_defaults(func=_cmd_pretrain, accepts_overrides=True)
+    _run_arguments(pt, "model, tokenizer, data and train", _cmd_pretrain)
 
     d = sub.add_parser("data", help="prepare data sets")
     data_sub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -128,10 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ft = sub.add_parser("finetune", help="fine-tune a model for classification or regression (full, head, features, lora)",
                         epilog="Any config value can be overridden: --finetune.method=lora --train.lr=1e-4")
-    ft.add_argument("config", help="YAML config with model, data, finetune and train sections")
-    ft.add_argument("--out", default=None, help="run folder (default runs/<config name>/)")
-    ft.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
-    ft.set_defaults(func=_cmd_finetune, accepts_overrides=True)
+    _run_arguments(ft, "model, data, finetune and train", _cmd_finetune)
 
     ev = sub.add_parser("evaluate", help="metrics and a report (Markdown, HTML, plots) of a fine-tuned model on labelled data")
     ev.add_argument("--model", required=True, help="fine-tuned model folder (e.g. runs/NAME/model)")
