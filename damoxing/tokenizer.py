@@ -5,7 +5,8 @@ merges.txt for GPT-2 byte-level BPE) or a GGUF file, encodes batches to tensors,
 new WordPiece and byte-level BPE vocabularies. It saves the Hugging Face layout, so
 `transformers.AutoTokenizer` reads what it writes and it reads what transformers writes.
 
-Padding and truncation are done per call: the backend's own stored settings are switched off on load.
+Padding and truncation are done per call, in this file: the backend's own stored settings are switched
+off on load and never changed afterwards, so one Tokenizer can be shared between threads.
 """
 from __future__ import annotations
 
@@ -102,12 +103,7 @@ class Tokenizer:
 
     def encode_words(self, words: Sequence[Sequence[str]], max_length: int | None = None) -> list:
         """Pre-split words (token classification) -> backend encodings; `word_ids` map tokens to words."""
-        if max_length:
-            self.backend.enable_truncation(max_length)
-        try:
-            return self.backend.encode_batch([list(w) for w in words], is_pretokenized=True)
-        finally:
-            self.backend.no_truncation()
+        return self._encode_batch([list(w) for w in words], None, max_length, is_pretokenized=True)
 
     def __call__(self, texts: str | Sequence[str], pairs: str | Sequence[str] | None = None, *,
                  max_length: int | None = None, padding: bool | str = True, truncation: bool = True,
@@ -126,13 +122,7 @@ class Tokenizer:
             if len(pairs) != len(texts):
                 raise ValueError(f"got {len(texts)} texts but {len(pairs)} pairs")
         max_length = max_length or self.model_max_length
-        inputs = texts if pairs is None else list(zip(texts, pairs))
-        if truncation and max_length:
-            self.backend.enable_truncation(max_length, strategy="longest_first")
-        try:
-            encodings = self.backend.encode_batch(inputs, add_special_tokens=add_special_tokens)
-        finally:
-            self.backend.no_truncation()
+        encodings = self._encode_batch(texts, pairs, max_length if truncation else None, add_special_tokens)
         batch = {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings]}
         if self.use_token_type_ids:
             batch["token_type_ids"] = [e.type_ids for e in encodings]
@@ -146,6 +136,33 @@ class Tokenizer:
         if return_tensors is not None:
             raise ValueError(f'return_tensors must be "pt" or None, not {return_tensors!r}')
         return batch
+
+    def _encode_batch(self, texts: list, pairs: list[str] | None, max_length: int | None,
+                      add_special_tokens: bool = True, is_pretokenized: bool = False) -> list:
+        """Backend encodings, each cut to `max_length` tokens counting the special tokens (None: not cut).
+
+        The cut is made here, as the tokenizers library makes it, and not by switching on the backend's
+        truncation, which other threads share: encode each text and pair text without special tokens, cut
+        the longest first, then let `post_process` add the special tokens (and their type ids).
+        """
+        specials = self.backend.num_special_tokens_to_add(pairs is not None) if add_special_tokens else 0
+        budget = max_length - specials if max_length else -1
+        if budget < 0:  # no limit, or one shorter than the special tokens: the library leaves such texts whole
+            inputs = texts if pairs is None else list(zip(texts, pairs))
+            return self.backend.encode_batch(inputs, add_special_tokens=add_special_tokens,
+                                             is_pretokenized=is_pretokenized)
+        firsts = self.backend.encode_batch(texts, add_special_tokens=False, is_pretokenized=is_pretokenized)
+        # Pair texts are encoded behind an empty first text, so each keeps type id 1 as in a real pair.
+        seconds = ([None] * len(texts) if pairs is None
+                   else self.backend.encode_batch([("", pair) for pair in pairs], add_special_tokens=False))
+        encodings = []
+        for first, second in zip(firsts, seconds):
+            keep_first, keep_second = _longest_first(len(first), 0 if second is None else len(second), budget)
+            first.truncate(keep_first)
+            if second is not None:
+                second.truncate(keep_second)
+            encodings.append(self.backend.post_process(first, second, add_special_tokens=add_special_tokens))
+        return encodings
 
     def _pad(self, batch: dict[str, list[list[int]]], length: int, side: str) -> dict[str, list[list[int]]]:
         """Pad every row to `length` on `side` ("right" or "left")."""
@@ -322,6 +339,21 @@ class Tokenizer:
         backend.train(_checked_files(files), trainer)
         first = special_tokens[0] if special_tokens else None
         return cls(backend, bos_token=first, eos_token=first, unk_token=first, model_max_length=model_max_length)
+
+
+# ----- truncation -----
+def _longest_first(first: int, second: int, budget: int) -> tuple[int, int]:
+    """How many tokens a text and its pair text (0 without one) keep to fit `budget`, the longer cut first.
+
+    The tokenizers library's `longest_first` rule: the longer keeps what the shorter leaves; when the shorter
+    alone is over half the budget, both keep half (the odd token goes to the longer, or to the pair on a tie).
+    """
+    if first + second <= budget:
+        return first, second
+    shorter = min(first, second)
+    keep_shorter, keep_longer = (shorter, budget - shorter) if 2 * shorter <= budget else (
+        budget // 2, budget - budget // 2)
+    return (keep_longer, keep_shorter) if first > second else (keep_shorter, keep_longer)
 
 
 # ----- building backends -----

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -211,6 +213,41 @@ def test_transformers_saved_folder_loads_in_damoxing(source, request, tmp_path: 
     assert_same(ours(texts, max_length=40), theirs(texts, padding=True, truncation=True, max_length=40,
                                                    return_tensors="pt"))
     assert ours.chat_template == theirs.chat_template
+
+
+# ----- one tokenizer shared between threads -----
+THREAD_SETTINGS = [  # (max_length, truncation, with pairs): one per thread, each different
+    (5, True, False), (9, True, True), (14, False, True), (20, True, False),
+    (27, True, True), (33, False, False), (48, True, False), (64, True, True)]
+
+
+@pytest.mark.parametrize("source", ["minilm", "gpt2"])
+def test_one_tokenizer_shared_between_threads_gives_serial_results(source, request):
+    """Eight threads encode at once with different lengths and settings: each gets what it gets alone."""
+    tok = load_tokenizer(request.getfixturevalue({"minilm": "minilm_dir", "gpt2": "gpt2_bpe_dir"}[source]))
+    texts = ENGLISH_AND_CHINESE + TRICKY
+    pairs = texts[::-1]
+    words = [text.split() for text in texts]
+
+    def encode(max_length: int, truncation: bool, paired: bool):
+        batch = tok(texts, pairs if paired else None, max_length=max_length, truncation=truncation,
+                    padding="max_length" if max_length > 30 else True, return_tensors=None)
+        encodings = tok.encode_words(words, max_length if truncation else None)
+        return batch, [(e.ids, e.word_ids) for e in encodings]
+
+    serial = [encode(*setting) for setting in THREAD_SETTINGS]
+    assert len({repr(result) for result in serial}) == len(THREAD_SETTINGS)  # every thread's answer differs
+    start = threading.Barrier(len(THREAD_SETTINGS))
+
+    def worker(setting) -> list:
+        start.wait(timeout=60)
+        return [encode(*setting) for _ in range(40)]
+
+    with ThreadPoolExecutor(len(THREAD_SETTINGS)) as pool:
+        threaded = list(pool.map(worker, THREAD_SETTINGS))
+    for setting, want, got in zip(THREAD_SETTINGS, serial, threaded):
+        wrong = sum(result != want for result in got)
+        assert wrong == 0, f"{setting}: {wrong} of {len(got)} threaded encodings differ from the serial one"
 
 
 # ----- training -----
