@@ -34,7 +34,7 @@ import torch  # noqa: E402
 
 import damoxing  # noqa: E402
 from damoxing.data import bundled_path, read_records  # noqa: E402
-from damoxing.finetune import finetune  # noqa: E402
+from damoxing.recipes.finetune import finetune  # noqa: E402
 
 
 def minilm_folder(given: str | None) -> Path:

@@ -18,7 +18,7 @@ import torch
 
 from damoxing.models import create_model, preset
 from side_by_side import compare  # bench/side_by_side.py
-from damoxing.training.tasks import TASKS
+from damoxing.tasks import TASKS
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from .errors import UserError
 
 
 def _cmd_convert(args) -> None:
-    from .checkpoint import convert
+    from .io.checkpoint import convert
 
     convert(args.src, args.dst, dtype=args.dtype)
     print(f"wrote {args.dst}")
@@ -29,13 +29,13 @@ def _cmd_data_clean(args) -> None:
 
 
 def _cmd_pretrain(args) -> None:
-    from .training.pretrain import pretrain
+    from .recipes.pretrain import pretrain
 
     pretrain(args.config, out=args.out, resume=args.resume, overrides=args.overrides)
 
 
 def _cmd_finetune(args) -> None:
-    from .finetune.run import finetune
+    from .recipes.finetune import finetune
 
     overrides = list(args.overrides) + (["train.resume=auto"] if args.resume else [])
     result = finetune(args.config, args.out, overrides=overrides)
@@ -46,7 +46,7 @@ def _cmd_evaluate(args) -> None:
     import json
     from pathlib import Path
 
-    from .evaluation.evaluate import evaluate_model
+    from .recipes.evaluate import evaluate_model
 
     # default report folder: beside the model folder, named after the data file (runs/x/eval-test/)
     data_name = Path(args.data).name.split(".")[0]
@@ -65,7 +65,8 @@ def _cmd_evaluate(args) -> None:
 
 
 def _cmd_predict(args) -> None:
-    from .evaluation.predict import format_row, predict, write_jsonl
+    from .inference.predict import format_row, write_jsonl
+    from .recipes.evaluate import predict
 
     if args.data is None and not args.texts:
         raise UserError("give texts to classify, or --data FILE")
@@ -87,7 +88,7 @@ def _cmd_predict(args) -> None:
 
 
 def _cmd_quickstart(args) -> None:
-    from .quickstart import quickstart
+    from .recipes.quickstart import quickstart
 
     quickstart(args.out, model=args.model, pretrain_minutes=args.pretrain_minutes,
                finetune_examples=args.finetune_examples, max_length=args.max_length, epochs=args.epochs)

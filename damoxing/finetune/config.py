@@ -3,7 +3,8 @@
     model:     {path: FOLDER}  a pretrained Hugging Face folder (its tokenizer comes with it),
                or {preset: bert-tiny, ...fields}  a fresh model (then `tokenizer: {path: ...}` is needed)
     data:      train / valid / test files, column names, max_length
-    finetune:  method (full | head | features | lora), task (sequence | token | regression), LoRA and
+    finetune:  method (full | head | features | lora), task (classification | pair | token_classification |
+               regression; the earlier names sequence and token still read), LoRA and
                classifier settings, layer-wise learning-rate decay
     train:     the Trainer's TrainConfig (lr, batch_size, epochs, ...); train.task follows finetune.task
 
@@ -17,10 +18,10 @@ from pathlib import Path
 
 from ..config import apply_overrides, check, check_choice, check_positive, check_range, from_dict, load_yaml
 from ..errors import ConfigError
+from ..tasks import ALIASES, finetune_tasks, get_task
 from ..training.config import TrainConfig
 from .methods import METHODS
 
-TASK_NAMES = ("sequence", "token", "regression")
 CLASSIFIERS = ("logreg",)
 
 
@@ -53,7 +54,7 @@ class FinetuneDataConfig:
 @dataclass(frozen=True)
 class FinetuneConfig:
     method: str = "full"  # full | head | features | lora
-    task: str = "sequence"  # sequence (one text or a pair) | token | regression
+    task: str = "classification"  # classification (one text, or a pair) | pair | token_classification | regression
     pooling: str = ""  # what sequence heads see; "" keeps the model's (encoder: pooler|cls|mean, decoder: last|mean)
     lora_rank: int = 8
     lora_alpha: float = 16.0
@@ -68,7 +69,8 @@ class FinetuneConfig:
 
     def __post_init__(self):
         check_choice("finetune.method", self.method, METHODS)
-        check_choice("finetune.task", self.task, TASK_NAMES)
+        check_choice("finetune.task", ALIASES.get(self.task, self.task), finetune_tasks())
+        object.__setattr__(self, "task", get_task(self.task).name)  # earlier names -> the registered one
         if self.pooling:
             check_choice("finetune.pooling", self.pooling, ("pooler", "cls", "mean", "last"))
         check_positive("finetune.lora_rank", self.lora_rank)
@@ -80,8 +82,9 @@ class FinetuneConfig:
         check_range("finetune.layerwise_lr_decay", self.layerwise_lr_decay, 0.0, 1.0)
         check(self.layerwise_lr_decay > 0, "finetune.layerwise_lr_decay", "must be > 0 (1 = off).")
         check_positive("finetune.eval_batch_size", self.eval_batch_size)
-        check(self.method != "features" or self.task != "token", "finetune.method",
-              "'features' fits a classifier on pooled sequence features; use head, lora or full for token tasks.")
+        check(self.method != "features" or get_task(self.task).linear_probe is not None, "finetune.method",
+              f"'features' fits a classifier on pooled sequence features, which the {self.task} task has not; "
+              "use head, lora or full.")
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ class FinetuneRunConfig:
     tokenizer: dict = field(default_factory=dict)  # {path: FOLDER}; only for preset models
     data: FinetuneDataConfig | None = None
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(task="sequence", lr=5e-5, epochs=3,
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(task="classification", lr=5e-5, epochs=3,
                                                                    max_steps=100_000, batch_size=16))
 
     def __post_init__(self):
@@ -118,16 +121,14 @@ def load_finetune_config(source: str | Path | dict | FinetuneRunConfig, override
     data = load_yaml(source) if isinstance(source, (str, Path)) else dict(source)
     data = apply_overrides(data, overrides)
     finetune = dict(data.get("finetune") or {})
-    task = finetune.get("task", "sequence")
+    task = finetune.get("task", "classification")
     train = {**TRAIN_DEFAULTS, **dict(data.get("train") or {})}
     if "task" in train and train["task"] != task:
         raise ConfigError(f"train.task: fine-tuning sets it from finetune.task ({task!r}); remove train.task.")
     train["task"] = task
-    if task == "regression" and "metric" not in (data.get("train") or {}):
-        train.update(metric="loss", metric_mode="min")
+    if task in finetune_tasks() or task in ALIASES:
+        train["task"] = get_task(task).name
+        if "metric" not in (data.get("train") or {}):  # the task's own selection metric
+            train["metric"], train["metric_mode"] = get_task(task).metric
     data["train"] = train
     return from_dict(FinetuneRunConfig, data)
-
-
-def replace_section(cfg: FinetuneRunConfig, section: str, **changes) -> FinetuneRunConfig:
-    return dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **changes)})

@@ -1,7 +1,8 @@
 """The `features` method: embed once with the frozen model, cache on disk, fit a small classifier.
 
-    feats = cached_features(model, tokenizer, records, max_length=256, cache_dir=".cache/features")
-    fit_linear_head(model, feats.x, feats.y, task="sequence")   # logistic regression -> model.head
+    task = get_task("classification")
+    feats = cached_features(model, tokenizer, task, records, max_length=256, cache_dir=".cache/features")
+    fit_linear_head(model, feats.x, feats.y, task)   # logistic regression -> model.head
 
 The cache file is keyed by a hash of everything the features depend on: the body's weights, the
 pooling, the tokenizer, max_length and the records' texts. A second run with the same inputs reads the
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from torch import nn
 
 from ..atomic import atomic_path
 from ..errors import ConfigError
-from .encode import chunks, encode, model_inputs, pooled_features
+from ..tasks import SupervisedTask, chunks, model_inputs
 from .methods import body_parameters
 
 CACHE_VERSION = "1"
@@ -66,7 +68,8 @@ def cache_key(model: nn.Module, tokenizer, records: list[dict], max_length: int 
 
 
 @torch.no_grad()
-def embed(model: nn.Module, tokenizer, records: list[dict], max_length: int | None, batch_size: int = 64) -> torch.Tensor:
+def embed(model: nn.Module, tokenizer, task: SupervisedTask, records: list[dict], max_length: int | None,
+          batch_size: int = 64) -> torch.Tensor:
     """Pooled features (N, C) of `records` in their order; batches are length-sorted to cut padding."""
     was_training = model.training
     model.eval()
@@ -74,11 +77,11 @@ def embed(model: nn.Module, tokenizer, records: list[dict], max_length: int | No
     order = sorted(range(len(records)), key=lambda i: lengths[i])
     out = None
     for idx in chunks(order, batch_size):
-        batch = encode(tokenizer, [records[i] for i in idx], max_length, task="sequence")
+        batch = task.encode(tokenizer, [records[i] for i in idx], max_length)
         batch.pop("labels", None)
         batch = {k: v.to(model.device) for k, v in batch.items()}
         hidden = model.forward_features(**model_inputs(model, batch))
-        pooled = pooled_features(model, hidden, batch.get("attention_mask")).float().cpu()  # (B, C)
+        pooled = model.pool(hidden, batch.get("attention_mask")).float().cpu()  # (B, C): what the head sees
         if out is None:
             out = torch.empty(len(records), pooled.shape[1])
         out[torch.tensor(idx)] = pooled
@@ -86,7 +89,7 @@ def embed(model: nn.Module, tokenizer, records: list[dict], max_length: int | No
     return out if out is not None else torch.empty(0, 0)
 
 
-def cached_features(model: nn.Module, tokenizer, records: list[dict], max_length: int | None,
+def cached_features(model: nn.Module, tokenizer, task: SupervisedTask, records: list[dict], max_length: int | None,
                     cache_dir: str | os.PathLike | None = None, batch_size: int = 64) -> Features:
     """Features of `records`, from the cache when the key matches, else embedded and cached."""
     folder = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -96,9 +99,9 @@ def cached_features(model: nn.Module, tokenizer, records: list[dict], max_length
         try:
             data = load_file(str(path))
             return Features(data["x"], data.get("y"), path, from_cache=True)
-        except Exception:  # a damaged cache file is recomputed, never trusted
-            pass
-    x = embed(model, tokenizer, records, max_length, batch_size)
+        except Exception as error:  # a damaged cache file is recomputed, never trusted
+            warnings.warn(f"feature cache {path} is unreadable ({error}); recomputing it", stacklevel=2)
+    x = embed(model, tokenizer, task, records, max_length, batch_size)
     y = torch.tensor([r["label"] for r in records]) if has_labels else None
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
@@ -106,7 +109,7 @@ def cached_features(model: nn.Module, tokenizer, records: list[dict], max_length
     return Features(x, y, path, from_cache=False)
 
 
-def fit_linear_head(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str = "sequence",
+def fit_linear_head(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: SupervisedTask,
                     c: float = 1.0, max_iter: int = 1000, seed: int = 0) -> nn.Module:
     """Fit logistic (or ridge, for regression) regression on features and write it into model.head.
 
@@ -114,9 +117,9 @@ def fit_linear_head(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: st
     """
     from sklearn.linear_model import LogisticRegression, Ridge
 
-    if task not in ("sequence", "regression"):
-        raise ConfigError(f"finetune.method: 'features' supports the sequence and regression tasks, not {task!r}; "
-                          "use head, lora or full for token classification.")
+    if task.linear_probe is None:
+        raise ConfigError(f"finetune.method: 'features' fits a classifier on pooled sequence features, which the "
+                          f"{task.name} task has not; use head, lora or full.")
     linear = getattr(model.head, "classifier", None)
     if not isinstance(linear, nn.Linear):
         raise ConfigError("finetune.method: 'features' needs a sequence head; call model.reset_head(n, 'sequence').")
@@ -125,7 +128,7 @@ def fit_linear_head(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: st
     mean = X.mean(0) if has_bias else np.zeros(X.shape[1])
     std = X.std(0) + 1e-6 if has_bias else np.ones(X.shape[1])
     Z = (X - mean) / std
-    if task == "regression":
+    if task.linear_probe == "ridge":
         reg = Ridge(alpha=1.0 / c, fit_intercept=has_bias).fit(Z, y.double().numpy())
         coef, intercept = np.atleast_2d(reg.coef_), np.atleast_1d(reg.intercept_)
     else:

@@ -18,7 +18,6 @@ without its head is useless for classification (a pitfall of adapter libraries t
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import json
 import math
 import os
@@ -32,6 +31,7 @@ from torch import nn
 
 from ..atomic import atomic_open, atomic_path
 from ..errors import CheckpointError, ConfigError
+from ..models.swap import matches, swap_modules
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -83,17 +83,6 @@ class LoRALinear(nn.Module):
         return f"in={self.in_features}, out={self.out_features}, rank={self.rank}, alpha={self.alpha}"
 
 
-def _matches(name: str, pattern: str) -> bool:
-    """`pattern` is a glob over the full module name or a dotted suffix: 'q', 'attn.q', 'blocks.*.mlp.fc1'."""
-    return name == pattern or name.endswith("." + pattern) or fnmatch.fnmatchcase(name, pattern)
-
-
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, module)
-
-
 def linear_names(model: nn.Module) -> list[str]:
     """Names of the body's nn.Linear modules (the head is excluded): the candidates for LoRA targets."""
     return [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and not _in_head(n)]
@@ -110,13 +99,13 @@ def apply_lora(model: nn.Module, rank: int = 8, alpha: float = 16.0, dropout: fl
     Returns the wrapped module names. Works on any model: matching is by module name only.
     """
     targets = [targets] if isinstance(targets, str) else list(targets)
-    names = [n for n in linear_names(model) if any(_matches(n, t) for t in targets)]
+    names = swap_modules(
+        model, lambda n, m: isinstance(m, nn.Linear) and not _in_head(n) and any(matches(n, t) for t in targets),
+        lambda n, m: LoRALinear(m, rank, alpha, dropout))
     if not names:
         suffixes = sorted({".".join(n.split(".")[-2:]) for n in linear_names(model)})
         raise ConfigError(f"finetune.lora_targets: {targets} match no Linear layer of this model; "
                           f"layer names end in {', '.join(suffixes)}.")
-    for name in names:
-        _set_module(model, name, LoRALinear(model.get_submodule(name), rank, alpha, dropout))
     model.lora_config = {"rank": rank, "alpha": alpha, "dropout": dropout, "targets": targets}
     return names
 
@@ -127,8 +116,7 @@ def lora_modules(model: nn.Module) -> dict[str, LoRALinear]:
 
 def merge_lora(model: nn.Module) -> nn.Module:
     """Fold every adapter into its base weight and swap a plain nn.Linear back; returns the model."""
-    for name, module in lora_modules(model).items():
-        _set_module(model, name, module.merged())
+    swap_modules(model, lambda n, m: isinstance(m, LoRALinear), lambda n, m: m.merged())
     if hasattr(model, "lora_config"):
         del model.lora_config
     return model

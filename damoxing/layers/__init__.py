@@ -1,6 +1,7 @@
 """Shared building blocks every model family is assembled from. Plain constructor arguments only."""
 from .attention import KVCache, LayerKV, MultiHeadAttention, causal_mask
 from .block import PostNormBlock, PreNormBlock
+from .losses import IGNORE_INDEX, linear_cross_entropy
 from .heads import LMHead, MaskedLMHead, NoHead, PretrainingHead, SequenceHead, TokenHead, pool
 from .masks import combine_masks, document_mask, padding_mask
 from .mlp import MLP, SwiGLU
@@ -8,7 +9,7 @@ from .norms import make_norm
 from .positions import LearnedPositions, RotaryEmbedding, SinusoidalPositions, apply_rotary, sinusoidal_table
 
 __all__ = [
-    "KVCache", "LayerKV", "MultiHeadAttention", "causal_mask", "PostNormBlock", "PreNormBlock",
+    "IGNORE_INDEX", "linear_cross_entropy", "KVCache", "LayerKV", "MultiHeadAttention", "causal_mask", "PostNormBlock", "PreNormBlock",
     "LMHead", "MaskedLMHead", "NoHead", "PretrainingHead", "SequenceHead", "TokenHead", "pool",
     "combine_masks", "document_mask", "padding_mask", "MLP", "SwiGLU", "make_norm",
     "LearnedPositions", "RotaryEmbedding", "SinusoidalPositions", "apply_rotary", "sinusoidal_table",

@@ -20,7 +20,7 @@ PRESETS.register("bert-small", ("encoder", dict(dim=512, layers=4, heads=8, mlp_
 PRESETS.register("bert-base", ("encoder", dict()))
 PRESETS.register("gpt-mini", ("decoder", dict(dim=256, layers=4, heads=4, mlp_dim=1024, max_positions=512)))
 PRESETS.register("gpt2-small", ("decoder", dict()))
-_LLAMA = dict(position="rope", norm="rmsnorm", mlp="swiglu", attention_bias=False, mlp_bias=False)
+_LLAMA = dict(position="rope", norm="rmsnorm", mlp="swiglu", activation="silu", attention_bias=False, mlp_bias=False)
 PRESETS.register("llama-tiny", ("decoder", dict(_LLAMA, dim=256, layers=4, heads=8, kv_heads=2, mlp_dim=688,
                                                   max_positions=2048, norm_eps=1e-6)))
 PRESETS.register("smollm2-135m", ("decoder", dict(_LLAMA, vocab_size=49152, dim=576, layers=30, heads=9, kv_heads=3,

@@ -48,6 +48,14 @@ class ModelBase(nn.Module):
     def tie_weights(self) -> None:
         """Families with tied embeddings override this."""
 
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, C) features -> (B, C): what a sequence head sees. Each family defines it."""
+        raise NotImplementedError
+
+    def fsdp_units(self) -> list[nn.Module]:
+        """The modules FSDP shards one by one (each family's repeated blocks)."""
+        return list(self.blocks)
+
     def record_attention(self, on: bool = True) -> list[MultiHeadAttention]:
         """Keep attention probabilities in each attention module's `.probs` (slower path while on)."""
         mods = [m for m in self.modules() if isinstance(m, MultiHeadAttention)]

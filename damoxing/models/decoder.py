@@ -143,11 +143,15 @@ class Decoder(ModelBase):
             x = block(x, mask=mask, rope=rope, cache=cache[i] if cache is not None else None)  # (B, T, C)
         return self.norm(x)
 
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, C) -> (B, C) as chosen by config.pooling (the mask may also cover cached positions)."""
+        mask = attention_mask[:, -hidden.shape[1]:] if attention_mask is not None else None
+        return pool(hidden, mask, self.config.pooling)
+
     def forward_head(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         if isinstance(self.head, (LMHead, TokenHead, NoHead)):
             return self.head(hidden)  # (B, T, V | labels | C)
-        mask = attention_mask[:, -hidden.shape[1]:] if attention_mask is not None else None
-        return self.head(hidden, pool(hidden, mask, self.config.pooling))  # (B, labels)
+        return self.head(hidden, self.pool(hidden, attention_mask))  # (B, labels)
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, document_ids=None, cache=None):
         hidden = self.forward_features(input_ids, attention_mask, position_ids, document_ids, cache)

@@ -19,7 +19,7 @@ SCHEDULES = ("linear", "cosine", "constant")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    task: str = "clm"  # a name in damoxing.training.tasks.TASKS: mlm_nsp | mlm | clm | ...
+    task: str = "clm"  # a name in damoxing.tasks.TASKS: mlm_nsp | masked_lm | clm | classification | ...
     batch_size: int = 16  # micro-batch per device
     grad_accum: int = 1  # micro-batches per optimiser step
     max_steps: int = 1000  # optimiser steps; epochs repeat the data as needed

@@ -52,10 +52,11 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
-def wrap(model: nn.Module, d: Dist, kind: str = "ddp") -> nn.Module:
+def wrap(model: nn.Module, d: Dist, kind: str = "ddp", units: list[nn.Module] = ()) -> nn.Module:
     """DistributedDataParallel (a full copy per rank) or FSDP2 (parameters sharded across ranks).
 
-    FSDP shards each Transformer block separately, so a block's full weights exist only while it runs.
+    FSDP shards each of `units` (the model's blocks) separately, so a block's full weights exist only
+    while it runs; the rest is sharded as one unit.
     """
     if not d.enabled:
         return model
@@ -63,12 +64,9 @@ def wrap(model: nn.Module, d: Dist, kind: str = "ddp") -> nn.Module:
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
-        from ..layers import PostNormBlock, PreNormBlock
-
         mesh = init_device_mesh(d.device.type, (d.world,))
-        for module in model.modules():
-            if isinstance(module, (PreNormBlock, PostNormBlock)):
-                fully_shard(module, mesh=mesh)
+        for module in units:
+            fully_shard(module, mesh=mesh)
         return fully_shard(model, mesh=mesh)
     return nn.parallel.DistributedDataParallel(model, device_ids=[d.device] if d.device.type == "cuda" else None)
 

@@ -1,23 +1,25 @@
 """The training loop: one `Trainer.fit()` to read top to bottom.
 
-    trainer = Trainer(model, "clm", train_batches, TrainConfig(...), run_dir="runs/x",
-                      eval_data=eval_batches, tokenizer=tok, run_config=resolved_dict)
+    trainer = Trainer(model, "clm", train_batches, TrainConfig(...), run_dir="runs/x", save=save, load=load,
+                      eval_data=eval_batches, run_config=resolved_dict)
     result = trainer.fit()          # {"step", "stopped_early", "best", "eval": {...}}
 
 What goes in:
 - `model`: any nn.Module. Only parameters with requires_grad=True are optimised, so a fine-tuning
   method (freezing, LoRA) just chooses what trains before handing the model over.
-- `task`: a name in tasks.TASKS or a tasks.Task: how a batch becomes summed losses and their target
-  counts (see tasks.py for the contract). The loop never looks inside a batch otherwise.
+- `task`: a registered task name or a `damoxing.tasks.Task`: how a batch becomes summed losses, their
+  target counts and its number of items (tokens, images, rows; see tasks/base.py for the contract).
+  The loop never looks inside a batch otherwise.
 - `train_data`, `eval_data`: batch sources (`len(src)`, `src.batches(epoch, start)`; see batches.py)
   that can start at any micro-batch, which makes resume exact.
 - `config`: a TrainConfig (optimiser, schedule, precision, cadence of logs/evals/checkpoints, early stop).
 - `run_dir`: checkpoints `step-NNNNNN/`, `best.json`, `metrics.jsonl`, `tensorboard/`, `loss.png`.
-- `save(folder)` / `load(folder)`: write / read the model's files in a checkpoint folder. By default
-  `damoxing.checkpoint.save_model(model, tokenizer, folder)` (HF layout) and its `load_model`.
+- `save(model, folder)` / `load(model, folder)`: write the model's files into a checkpoint folder / read
+  them back into `model` (the recipes pass the Hugging Face layout, or LoRA adapters). The Trainer never
+  chooses a file format itself.
 - `metrics_fn(model) -> dict`: optional extra evaluation metrics, merged into each evaluation.
 - `run_config`: the resolved config as a plain dict, saved as config.yaml in every checkpoint.
-- `flops_per_token`: for the MFU figure in the logs (see flops.py); optional.
+- `flops_per_token`: FLOPs per item, for the MFU figure in the logs (see flops.py); optional.
 """
 from __future__ import annotations
 
@@ -33,12 +35,13 @@ import torch
 from torch import nn
 
 from ..errors import DataError, UserError
+from ..models.base import ModelBase
+from ..tasks import Task, get_task
 from . import distributed, state
 from .config import TrainConfig
 from .flops import device_peak, mfu
 from .logs import RunLog
 from .optim import build_optimizer, lr_at, set_lr
-from .tasks import TASKS, Task
 
 
 class TaskModule(nn.Module):
@@ -54,12 +57,12 @@ class TaskModule(nn.Module):
 
 class Trainer:
     def __init__(self, model: nn.Module, task: str | Task, train_data, config: TrainConfig, run_dir: str | Path, *,
-                 eval_data=None, metrics_fn: Callable | None = None, save: Callable | None = None,
-                 load: Callable | None = None, tokenizer=None, run_config: dict | None = None,
+                 save: Callable, load: Callable, eval_data=None, metrics_fn: Callable | None = None,
+                 run_config: dict | None = None,
                  flops_per_token: float | None = None, dist: distributed.Dist | None = None,
                  param_groups: list[dict] | None = None):
         self.config, self.run_dir = config, Path(run_dir)
-        self.task = TASKS.get(task, key="train.task") if isinstance(task, str) else task
+        self.task = get_task(task, key="train.task")
         self.dist = dist or distributed.Dist(device=next(model.parameters()).device)
         self.model = model.to(self.dist.device)
         self.train_data, self.eval_data, self.metrics_fn = train_data, eval_data, metrics_fn
@@ -68,13 +71,14 @@ class Trainer:
         if self.sharded and param_groups is not None:
             raise UserError("train.distributed: fsdp does not take custom parameter groups; use ddp")
         self.full_model = copy.deepcopy(self.model) if self.sharded and self.dist.main else None
-        self.save = save or (lambda folder: _save_hf(self.full_model or self.model, tokenizer, folder))
-        self.load = load or (lambda folder: _load_hf(self.full_model or self.model, folder))
+        self.save = lambda folder: save(self.full_model or self.model, folder)
+        self.load = lambda folder: load(self.full_model or self.model, folder)
         self.run_config, self.flops_per_token = run_config, flops_per_token
         if len(train_data) == 0:
             raise DataError("the training data is too small for one batch per rank: add data or lower train.batch_size")
         # wrap first: FSDP replaces the parameters, and the optimiser must hold the new ones
-        self.runner = distributed.wrap(TaskModule(self.model, self.task.loss), self.dist, config.distributed)
+        units = self.model.fsdp_units() if isinstance(self.model, ModelBase) else []
+        self.runner = distributed.wrap(TaskModule(self.model, self.task.loss), self.dist, config.distributed, units)
         self.optimizer = build_optimizer(self.model, config, param_groups)  # groups may carry an lr_scale
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.dtype = _autocast_dtype(config.precision, self.dist.device)
@@ -92,7 +96,7 @@ class Trainer:
         self._start(resume)
         log = RunLog(self.run_dir, c.max_steps, self.step, enabled=d.main, tensorboard=c.tensorboard)
         peak = device_peak(d.device, self.dtype) if self.flops_per_token else None
-        sums, n_tokens, n_steps, t0 = {}, 0, 0, time.perf_counter()
+        sums, n_items, n_steps, t0 = {}, 0, 0, time.perf_counter()
         stop, out_of_time, last_eval, started = False, False, None, time.perf_counter()
         self.runner.train()
         while self.step < c.max_steps and not stop and not out_of_time:
@@ -118,7 +122,7 @@ class Trainer:
                 self.scaler.scale(loss * d.world).backward()  # DDP averages over ranks; we want the sum
                 for k, v in out.losses.items():
                     sums[k] = sums.get(k, 0.0) + v.detach().double() / totals[k].clamp(min=1).cpu().double()
-                n_tokens += _tokens(batch)
+                n_items += self.task.items(batch)
 
             # 4. clip and step
             self.scaler.unscale_(self.optimizer)
@@ -135,14 +139,14 @@ class Trainer:
                 elapsed = time.perf_counter() - t0
                 terms = {k: float(v) / n_steps for k, v in distributed.all_sum(
                     {k: torch.as_tensor(v) for k, v in sums.items()}, d).items()}
-                tps = n_tokens * d.world / max(elapsed, 1e-9)
+                ips = n_items * d.world / max(elapsed, 1e-9)
                 record = {"loss": sum(terms.values()), **(terms if len(terms) > 1 else {}), "lr": lr,
-                          "grad_norm": grad_norm, "tokens_per_s": round(tps, 1)}
-                if (u := mfu(tps, self.flops_per_token or 0, peak, d.world)) is not None:
+                          "grad_norm": grad_norm, f"{self.task.unit}_per_s": round(ips, 1)}
+                if (u := mfu(ips, self.flops_per_token or 0, peak, d.world)) is not None:
                     record["mfu"] = round(u, 4)
-                self.tokens_seen += n_tokens * d.world
+                self.tokens_seen += n_items * d.world  # items: tokens for text tasks
                 log.log(self.step, "train", record)
-                sums, n_tokens, n_steps, t0 = {}, 0, 0, time.perf_counter()
+                sums, n_items, n_steps, t0 = {}, 0, 0, time.perf_counter()
             at_end, paused = self.step == c.max_steps, time.perf_counter()
             if self.eval_data is not None and ((c.eval_every and self.step % c.eval_every == 0) or at_end):
                 last_eval = self.evaluate()
@@ -318,22 +322,3 @@ def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 def _to(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
-def _tokens(batch: dict) -> int:
-    mask = batch.get("attention_mask")
-    return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
-
-
-def _save_hf(model: nn.Module, tokenizer, folder: Path) -> None:
-    from ..checkpoint import save_model
-
-    save_model(model, tokenizer, folder)
-
-
-def _load_hf(model: nn.Module, folder: Path) -> None:
-    from ..checkpoint import load_model
-
-    loaded = load_model(folder)
-    with torch.no_grad():
-        model.load_state_dict(loaded.state_dict())

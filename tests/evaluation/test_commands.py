@@ -11,10 +11,12 @@ import torch
 
 import damoxing
 from damoxing.cli import main
-from damoxing.evaluation.evaluate import evaluate_model
-from damoxing.evaluation.predict import input_records, predict, predict_records
-from damoxing.finetune import finetune
-from damoxing.finetune.artifacts import load_finetuned
+from damoxing.recipes.evaluate import evaluate_model
+from damoxing.inference.predict import predict_records
+from damoxing.recipes.evaluate import input_records, predict
+from damoxing.tasks import get_task
+from damoxing.recipes.finetune import finetune
+from damoxing.io.finetuned import load_finetuned
 from damoxing.tokenizer import Tokenizer
 
 WORDS = {"pos": ["good", "great", "love", "nice"], "neg": ["bad", "awful", "hate", "broken"]}
@@ -139,10 +141,12 @@ def test_predict_is_lazy(trained):
             pulled += 1
             yield {"text": f"good phone {i}"}
 
-    stream = predict_records(*loaded, source(), batch_size=32)
+    model, tokenizer, meta = loaded
+    task = get_task(meta["task"])
+    stream = predict_records(model, tokenizer, task, source(), meta["labels"], meta["max_length"], batch_size=32)
     next(stream)
     assert pulled <= 33
-    assert next(iter(input_records(loaded[2], data=trained["valid"])))["text"]
+    assert next(iter(input_records(task, meta, data=trained["valid"])))["text"]
 
 
 def test_predict_10k_lines_streams_with_flat_memory(trained, tmp_path):
@@ -156,7 +160,7 @@ def test_predict_10k_lines_streams_with_flat_memory(trained, tmp_path):
         out = tmp_path / f"out{n}.jsonl"
         tracemalloc.start()
         with open(out, "w", encoding="utf-8") as f:
-            from damoxing.evaluation.predict import write_jsonl
+            from damoxing.inference.predict import write_jsonl
 
             count = write_jsonl(predict(None, data=path, batch_size=256, loaded=loaded), f)
         peaks[n] = tracemalloc.get_traced_memory()[1]

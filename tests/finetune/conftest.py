@@ -87,7 +87,7 @@ def topic_data(tmp_path_factory) -> dict:
             "majority": max(counts.values()) / len(valid)}
 
 
-def config(data: dict, method: str, task: str = "sequence", **finetune) -> dict:
+def config(data: dict, method: str, task: str = "classification", **finetune) -> dict:
     """A fine-tuning config dict for the tiny models (the caller passes model= and tokenizer=)."""
     lr = {"full": 3e-3, "head": 0.3, "lora": 2e-2}.get(method, 1e-3)
     finetune = {"pooling": "mean", **finetune}  # random tiny bodies: mean pooling carries the keywords best

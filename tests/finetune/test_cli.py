@@ -22,7 +22,7 @@ def test_finetune_command_end_to_end(tokenizer, topic_data, tmp_path, capsys):
     assert main(["finetune", str(tmp_path / "ft.yaml"), "--out", str(out), "--finetune.method=features",
                  f"--finetune.cache_dir={tmp_path / 'cache'}"]) == 0
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    assert saved["finetune"]["method"] == "features" and saved["train"]["task"] == "sequence"
+    assert saved["finetune"]["method"] == "features" and saved["train"]["task"] == "classification"
     result = json.loads((out / "result.json").read_text())
     assert result["trainable_parameters"] == 32 * 3 + 3 and result["valid"]["accuracy"] > topic_data["majority"]
     meta = json.loads((out / "model" / "finetune.json").read_text())

@@ -5,8 +5,11 @@ import pytest
 import torch
 
 from damoxing.finetune import features as features_module
-from damoxing.finetune import finetune
+from damoxing.recipes.finetune import finetune
 from damoxing.finetune.features import cached_features, fit_linear_head
+from damoxing.tasks import get_task
+
+CLASSIFICATION = get_task("classification")
 
 from .conftest import config
 
@@ -33,10 +36,10 @@ def test_second_run_reads_the_cache_and_runs_no_forward_pass(make_encoder, token
 def test_cache_key_depends_on_data_and_max_length(make_encoder, tokenizer, tmp_path):
     model = make_encoder()
     records = [{"text": "a goal", "label": 0}, {"text": "new code", "label": 1}]
-    a = cached_features(model, tokenizer, records, 32, tmp_path)
-    assert cached_features(model, tokenizer, records, 32, tmp_path).from_cache
-    assert not cached_features(model, tokenizer, records, 16, tmp_path).from_cache
-    assert not cached_features(model, tokenizer, records[:1], 32, tmp_path).from_cache
+    a = cached_features(model, tokenizer, CLASSIFICATION, records, 32, tmp_path)
+    assert cached_features(model, tokenizer, CLASSIFICATION, records, 32, tmp_path).from_cache
+    assert not cached_features(model, tokenizer, CLASSIFICATION, records, 16, tmp_path).from_cache
+    assert not cached_features(model, tokenizer, CLASSIFICATION, records[:1], 32, tmp_path).from_cache
     assert a.x.shape == (2, 32) and a.y.tolist() == [0, 1]
 
 
@@ -48,7 +51,7 @@ def test_linear_head_equals_the_logistic_regression(make_encoder):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(90, 32, generator=g) * 3 + 1
     y = torch.arange(90) % 3
-    fit_linear_head(model, x, y)
+    fit_linear_head(model, x, y, CLASSIFICATION)
     logits = model.head.classifier(x)
     mean, std = x.double().mean(0), x.double().std(0, unbiased=False) + 1e-6
     clf = LogisticRegression(max_iter=1000, random_state=0).fit(((x.double() - mean) / std).numpy(), y.numpy())

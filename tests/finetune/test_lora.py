@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import load_file
 
 from damoxing.errors import ConfigError
-from damoxing.finetune import finetune
-from damoxing.finetune.artifacts import load_finetuned
+from damoxing.recipes.finetune import finetune
+from damoxing.io.finetuned import load_finetuned
 from damoxing.finetune.lora import LoRALinear, apply_lora, load_adapters, lora_state_dict, merge_lora, save_adapters
 
 from .conftest import config

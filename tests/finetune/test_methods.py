@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from damoxing.finetune import finetune
+from damoxing.recipes.finetune import finetune
 from damoxing.finetune.methods import body_parameters, layerwise_param_groups, prepare
 
 from .conftest import config
@@ -78,7 +78,7 @@ def test_full_with_layerwise_decay_trains_and_keeps_ratios(make_encoder, tokeniz
 
 
 def test_group_by_length_batches_cover_every_example_once(make_encoder, tokenizer, topic_data, tmp_path):
-    from damoxing.finetune.run import LengthGroupedBatches
+    from damoxing.training.batches import LengthGroupedBatches
 
     examples = [{"input_ids": list(range(n % 17 + 1)), "label": 0} for n in range(100)]
     source = LengthGroupedBatches(examples, lambda ex, g: ex, batch_size=8, seed=0)

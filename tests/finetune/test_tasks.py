@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from damoxing.errors import ConfigError
-from damoxing.finetune import finetune, load_finetune_config
-from damoxing.finetune.artifacts import load_finetuned
-from damoxing.evaluation.predict import predict
+from damoxing.finetune import load_finetune_config
+from damoxing.recipes.finetune import finetune
+from damoxing.io.finetuned import load_finetuned
+from damoxing.recipes.evaluate import predict
 
 from .conftest import FILLER, KEYWORDS, TAGS, config, sentence, write_csv
 
@@ -66,7 +67,7 @@ def test_token_classification_trains(make_encoder, tokenizer, tmp_path):
     assert result.metrics["loss"] < 0.5 * math.log(4)  # 4 tags: O, SPORT, TECH, FOOD
     assert result.metrics["accuracy"] > 0.9
     model, tok, meta = load_finetuned(result.model_dir)
-    assert meta["task"] == "token" and model.config.head == "token"
+    assert meta["task"] == "token_classification" and model.config.head == "token"
     row = next(predict(result.model_dir, texts=["we saw a goal"]))
     assert row["tokens"] == ["we", "saw", "a", "goal"] and len(row["labels"]) == 4
 
@@ -107,4 +108,4 @@ def test_config_errors_name_the_key(topic_data):
     with pytest.raises(ConfigError, match="token"):
         load_finetune_config(cfg, ["finetune.method=features", "finetune.task=token"])
     resolved = load_finetune_config(cfg, ["--train.lr=0.5"])
-    assert resolved.train.lr == 0.5 and resolved.train.task == "sequence"
+    assert resolved.train.lr == 0.5 and resolved.train.task == "classification"

@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from training.tiny import clm_source, tiny_decoder  # noqa: E402
+from training.tiny import HF, NO_SAVE, clm_source, tiny_decoder  # noqa: E402,F401
 
 from damoxing.training import TrainConfig, Trainer, distributed  # noqa: E402
 
@@ -16,7 +16,7 @@ def main(out: str, batch_size: int) -> None:
     cfg = TrainConfig(task="clm", batch_size=batch_size, max_steps=20, lr=3e-3, warmup_steps=2, log_every=1,
                       plot=False, tensorboard=False)
     train = clm_source(batch_size, n=96, rank=d.rank, world=d.world)
-    Trainer(tiny_decoder(), "clm", train, cfg, out, save=lambda folder: None, dist=d).fit()
+    Trainer(tiny_decoder(), "clm", train, cfg, out, **NO_SAVE, dist=d).fit()
     distributed.teardown()
 
 

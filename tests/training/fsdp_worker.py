@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from training.tiny import clm_source, tiny_decoder  # noqa: E402
+from training.tiny import HF, NO_SAVE, clm_source, tiny_decoder  # noqa: E402,F401
 
 from damoxing.training import TrainConfig, Trainer, distributed  # noqa: E402
 
@@ -18,7 +18,7 @@ def main(out: str, kind: str, resume: bool) -> None:
                       tensorboard=False, distributed=kind, save_every=4, keep_last=5)
     train = clm_source(8, n=96, rank=d.rank, world=d.world)
     evaluate = clm_source(8, n=32, rank=d.rank, world=d.world)
-    Trainer(tiny_decoder(), "clm", train, cfg, out, eval_data=evaluate, dist=d).fit(resume=resume)
+    Trainer(tiny_decoder(), "clm", train, cfg, out, eval_data=evaluate, dist=d, **HF).fit(resume=resume)
     distributed.teardown()
 
 

@@ -1,18 +1,19 @@
 """Task functions: losses as sums over targets, MLM projected only at masked positions, chunked CE exact."""
 import torch
 import torch.nn.functional as F
-from .tiny import FixedBatches, clm_blocks, mlm_nsp_batch, tiny_decoder, tiny_encoder
+from .tiny import NO_SAVE, FixedBatches, clm_blocks, mlm_nsp_batch, tiny_decoder, tiny_encoder
 
 from damoxing.training import TrainConfig, Trainer
-from damoxing.training.batches import collate_clm
-from damoxing.training.tasks import TASKS, linear_cross_entropy
+from damoxing.data.collators import collate_clm
+from damoxing.layers.losses import linear_cross_entropy
+from damoxing.tasks import TASKS
 
 
 def _overfit(model, task, batch, tmp_path):
     cfg = TrainConfig(task=task, max_steps=120, lr=1e-2, warmup_steps=5, schedule="constant", weight_decay=0.0,
                       log_every=10, plot=False, tensorboard=False)
     return Trainer(model, task, FixedBatches(batch), cfg, tmp_path, eval_data=FixedBatches(batch),
-                   save=lambda folder: None, load=lambda folder: None).fit()
+                   **NO_SAVE).fit()
 
 
 def test_overfit_one_batch_mlm_nsp(tmp_path):

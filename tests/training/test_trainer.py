@@ -8,7 +8,7 @@ import damoxing
 from damoxing.training import Batches, TrainConfig, Trainer
 from damoxing.training.optim import lr_at, parameter_groups
 
-from .tiny import clm_source, mlm_nsp_batch, tiny_decoder, tiny_encoder
+from .tiny import HF, NO_SAVE, clm_source, mlm_nsp_batch, tiny_decoder, tiny_encoder
 
 
 def _rows(batch: dict) -> list[dict]:
@@ -22,7 +22,7 @@ def _stack(examples, generators) -> dict:
 def _train(model, task, source, tmp_path, **kw):
     cfg = TrainConfig(task=task, optimizer="sgd", momentum=0.0, lr=0.5, weight_decay=0.0, clip_grad=0.0,
                       schedule="constant", plot=False, tensorboard=False, **kw)
-    Trainer(model, task, source, cfg, tmp_path, save=lambda f: None).fit()
+    Trainer(model, task, source, cfg, tmp_path, **NO_SAVE).fit()
     return model
 
 
@@ -49,7 +49,7 @@ def test_early_stopping_keeps_best_checkpoint(tmp_path):
                       keep_last=1, lr=1e-3, plot=False, tensorboard=False)
     model = tiny_decoder()
     result = Trainer(model, "clm", clm_source(8), cfg, tmp_path, eval_data=clm_source(8, n=16),
-                     metrics_fn=lambda m: {"score": next(scores)}).fit()
+                     metrics_fn=lambda m: {"score": next(scores)}, **HF).fit()
     assert result["stopped_early"] and result["step"] == 10
     assert result["best"]["step"] == 6 and result["best"]["value"] == 3.0
     best = json.loads((tmp_path / "best.json").read_text())
@@ -93,7 +93,7 @@ def test_schedule_shapes():
 
 def test_max_minutes_stops_early_and_saves_where_it_is(tmp_path):
     cfg = TrainConfig(task="clm", max_steps=100_000, max_minutes=1e-9, lr=1e-3, plot=False, tensorboard=False)
-    result = Trainer(tiny_decoder(), "clm", clm_source(8), cfg, tmp_path, eval_data=clm_source(8, n=16)).fit()
+    result = Trainer(tiny_decoder(), "clm", clm_source(8), cfg, tmp_path, eval_data=clm_source(8, n=16), **HF).fit()
     assert result["step"] == 1 and not result["stopped_early"]
     assert [p.name for p in tmp_path.glob("step-*")] == ["step-000001"]
     assert result["eval"] is not None and result["eval"]["loss"] > 0
@@ -109,7 +109,7 @@ def test_scaled_param_groups_get_lr_times_scale_after_a_step_and_after_resume(tm
             groups = [{k: v for k, v in g.items() if k != "lr_scale"} for g in groups]
         cfg = TrainConfig(task="clm", max_steps=max_steps, lr=0.1, schedule="constant", weight_decay=0.01,
                           plot=False, tensorboard=False)
-        trainer = Trainer(model, "clm", clm_source(8), cfg, tmp_path, param_groups=groups)
+        trainer = Trainer(model, "clm", clm_source(8), cfg, tmp_path, param_groups=groups, **HF)
         trainer.fit(resume=resume)
         return trainer, model
 

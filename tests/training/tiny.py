@@ -4,8 +4,10 @@ from __future__ import annotations
 import torch
 
 from damoxing.data import pack_documents
+from damoxing.io.checkpoint import load_into, save_model
 from damoxing.models import DecoderConfig, EncoderConfig, create_model
-from damoxing.training.batches import Batches, collate_clm
+from damoxing.data.collators import collate_clm
+from damoxing.training.batches import Batches
 
 VOCAB = 97
 
@@ -61,3 +63,8 @@ class FixedBatches:
     def batches(self, epoch: int, start: int = 0):
         if start == 0:
             yield self.batch
+
+
+# What the recipes hand the Trainer: checkpoints in the Hugging Face layout (no tokenizer here).
+HF = {"save": lambda model, folder: save_model(model, None, folder), "load": load_into}
+NO_SAVE = {"save": lambda model, folder: None, "load": lambda model, folder: None}

@@ -12,7 +12,7 @@ the first token of every piece has label -100, so no token learns to predict acr
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 
@@ -91,3 +91,18 @@ class CausalLMCollator:
         attention_mask = attention_mask_for(ids, input_ids.shape[1])
         labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def collate_clm(document_mask: bool = False) -> Callable:
+    """Blocks from `damoxing.data.pack_documents` -> input_ids, labels (= input_ids; the task shifts), attention
+    across the whole block. With document_mask, `PackedCLMCollator`'s batch: attention stays inside each packed
+    document, positions restart per document and no token is predicted across a boundary."""
+    packed = PackedCLMCollator()
+
+    def collate(examples, generators):
+        batch = packed(examples)
+        if document_mask:
+            return batch
+        return {"input_ids": batch["input_ids"], "labels": batch["input_ids"].clone()}
+
+    return collate

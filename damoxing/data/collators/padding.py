@@ -5,7 +5,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-IGNORE_INDEX = -100
+from ...layers.losses import IGNORE_INDEX
 
 Example = Sequence[int] | torch.Tensor | Mapping[str, object]
 

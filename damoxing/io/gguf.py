@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
-from .decoder import DecoderConfig
+from ..models.decoder import DecoderConfig
 
 ARCHITECTURES = ("llama",)  # general.architecture values read here
 

@@ -1,6 +1,6 @@
 """A fine-tuned model folder: the Hugging Face layout plus `finetune.json`, and how to read it back.
 
-    model/config.json          id2label / label2id (HF style), written by damoxing.checkpoint.save_model
+    model/config.json          id2label / label2id (HF style), written by damoxing.io.checkpoint.save_model
     model/model.safetensors    weights (LoRA runs: the merged weights)
     model/tokenizer.json ...   the tokenizer
     model/finetune.json        task, method, max_length, column names, pooling: what evaluate and predict
@@ -20,19 +20,21 @@ from torch import nn
 
 from ..atomic import atomic_open
 from ..errors import CheckpointError
+from ..models import family_of
+from ..tasks import get_task, task_for_head
+from ..tokenizer import Tokenizer
+from .checkpoint import load_model, save_model
 
 META_FILE = "finetune.json"
 SAVABLE_POOLING = {"encoder": "pooler", "decoder": "last"}  # what the HF sequence heads read
 
 
 def _family(model: nn.Module) -> str:
-    return "encoder" if hasattr(model, "pool") else "decoder"
+    return family_of(model.config)
 
 
 def save_finetuned(model: nn.Module, tokenizer, path: str | os.PathLike, meta: dict) -> Path:
     """save_model + finetune.json. A pooling the HF head cannot express is recorded in finetune.json."""
-    from ..checkpoint import save_model
-
     path = Path(path)
     config = model.config
     meta = {**meta, "pooling": config.pooling}
@@ -62,11 +64,9 @@ def read_meta(path: str | os.PathLike) -> dict:
 
 def load_finetuned(path: str | os.PathLike):
     """(model in eval mode, tokenizer, meta) of a fine-tuned folder; meta always has task and label names."""
-    from .. import load, load_tokenizer
-
     path = Path(path)
-    model = load(path)
-    tokenizer = load_tokenizer(path)
+    model = load_model(path)
+    tokenizer = Tokenizer.load(path)
     return model, tokenizer, finetuned_meta(model, tokenizer, path)
 
 
@@ -80,13 +80,7 @@ def finetuned_meta(model: nn.Module, tokenizer, path: str | os.PathLike) -> dict
     if meta.get("pooling") and meta["pooling"] != config.pooling:
         model.config = dataclasses.replace(config, pooling=meta["pooling"])
     labels = getattr(model, "labels", None)
-    if "task" not in meta:
-        if config.head == "token":
-            meta["task"] = "token"
-        elif config.num_labels == 1 and (not labels or labels == ["LABEL_0"]):
-            meta["task"] = "regression"
-        else:
-            meta["task"] = "sequence"
+    meta["task"] = get_task(meta["task"]).name if "task" in meta else task_for_head(config, labels).name
     meta.setdefault("labels", labels or [f"LABEL_{i}" for i in range(config.num_labels)])
     meta.setdefault("max_length", tokenizer.model_max_length or 512)
     for key, default in (("text_column", "text"), ("text_pair_column", ""), ("label_column", "label"),

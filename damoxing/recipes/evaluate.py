@@ -1,0 +1,81 @@
+"""`damoxing evaluate` and `damoxing predict`: a saved model folder + a data file -> a report, or predictions.
+
+    metrics = evaluate_model("runs/x/model", "data/test.csv.gz", out_dir="runs/x/eval")
+    for row in predict("runs/x/model", texts=["great phone", "broke in a day"]): ...
+
+A fine-tuned folder says its task in finetune.json (a plain Hugging Face classification folder is read
+from its head); a language model (an `lm` head) is evaluated with the `clm` task: loss and perplexity.
+Files are read lazily and batch by batch: memory does not grow with the file. Bad input (a malformed
+row, a label the model does not know, an empty file) is a DataError naming the file and line.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from ..errors import DataError, UserError
+from ..evaluation.evaluate import evaluate_records
+from ..evaluation.report import write_report
+from ..inference.predict import predict_records
+from ..io.checkpoint import load_model
+from ..io.finetuned import finetuned_meta, load_finetuned
+from ..tasks import get_task
+from ..tokenizer import Tokenizer
+
+
+def load_for_evaluation(model_dir):
+    """A saved folder -> (model, tokenizer, meta); a language model gets the clm task."""
+    model, tokenizer = load_model(model_dir), Tokenizer.load(model_dir)
+    if model.config.head == get_task("clm").head:
+        limit = min(tokenizer.model_max_length or 1024, model.config.max_positions)
+        return model, tokenizer, {"task": "clm", "text_column": "text", "max_length": limit, "labels": []}
+    return model, tokenizer, finetuned_meta(model, tokenizer, model_dir)
+
+
+def evaluate_model(model_dir: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+                   *, batch_size: int = 32, max_length: int | None = None, skip_bad: bool = False,
+                   worst_k: int = 20, columns: dict | None = None) -> dict:
+    """Load a model folder, evaluate it on `data`, and write a report into `out_dir` (if given).
+
+    `columns` overrides the column names saved with the model (text_column, text_pair_column, label_column).
+    """
+    data = Path(data)
+    if not data.exists():
+        raise DataError(f"{data}: no such file or folder")
+    model, tokenizer, meta = load_for_evaluation(model_dir)
+    meta.update({k: v for k, v in (columns or {}).items() if v is not None})
+    if max_length:
+        meta["max_length"] = max_length
+    task = get_task(meta["task"])
+    records = task.read(data, meta, labels=task.known_labels(meta["labels"]), skip_bad=skip_bad)
+    metrics = evaluate_records(model, tokenizer, task, records, meta["labels"], meta["max_length"], batch_size,
+                               worst_k)
+    metrics = {"model": str(model_dir), "data": str(data), **metrics}
+    if out_dir is not None:
+        write_report(metrics, out_dir, title=f"Evaluation of {Path(model_dir).name} on {data.name}")
+    return metrics
+
+
+def input_records(task, meta: dict, texts: Sequence[str] | None = None, data: str | os.PathLike | None = None,
+                  skip_bad: bool = False) -> Iterator[dict]:
+    """Unlabelled records from command-line texts or a file (lazily); a label column, if any, is ignored."""
+    if (texts is None) == (data is None):
+        raise UserError("give either texts or a data file to predict, not both")
+    if texts is not None:
+        if not texts:
+            raise UserError("nothing to predict: give one or more texts, or --data FILE")
+        return task.inputs(texts)
+    path = Path(data)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    return task.read(path, meta, skip_bad=skip_bad, with_labels=False)
+
+
+def predict(model_dir: str | os.PathLike, texts: Sequence[str] | None = None, data: str | os.PathLike | None = None,
+            *, batch_size: int = 32, skip_bad: bool = False, loaded=None) -> Iterator[dict]:
+    """Predictions for `texts` or the records of `data`, lazily. `loaded` = (model, tokenizer, meta) to reuse."""
+    model, tokenizer, meta = loaded if loaded is not None else load_finetuned(model_dir)
+    task = get_task(meta["task"])
+    records = input_records(task, meta, texts, data, skip_bad)
+    return predict_records(model, tokenizer, task, records, meta["labels"], meta.get("max_length"), batch_size)

@@ -1,0 +1,142 @@
+"""`damoxing pretrain CONFIG.yaml`: config -> tokenizer -> data -> model -> Trainer.fit().
+
+    damoxing pretrain configs/gpt-mini-clm.yaml --out runs/gpt --train.max_steps=200
+    torchrun --nproc-per-node 2 -m damoxing pretrain configs/bert-mini-mlm-nsp.yaml
+
+Tasks: `mlm_nsp` and `masked_lm` train an encoder (preset bert-*), `clm` a decoder (gpt-*, llama-*); each
+task prepares its own examples and collator (tasks/masked_lm.py, tasks/causal_lm.py).
+The tokenizer is loaded (`tokenizer.path`) or trained on data.train first (`tokenizer.train: true`) and
+saved to RUN/tokenizer/; a resumed run reuses that one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..config import to_dict
+from ..data.readers import read_texts
+from ..data.splits import train_val_split
+from ..errors import ConfigError, DataError
+from ..io.checkpoint import load_into, save_model
+from ..models import EncoderConfig, create_model, family_of, model_config
+from ..tasks import TASKS, Task, get_task
+from ..tokenizer import Tokenizer
+from ..training import distributed
+from ..training.batches import Batches
+from ..training.config import RunConfig, load_run_config
+from ..training.flops import flops_per_token
+from ..training.trainer import Trainer
+
+
+def pretraining_task(name: str) -> Task:
+    task = get_task(name, key="train.task")
+    if not task.pretraining:
+        known = ", ".join(n for n in TASKS.names() if TASKS.get(n).pretraining)
+        raise ConfigError(f"train.task: pretraining knows {known}, not {name!r}.")
+    return task
+
+
+def pretrain(config_path: str | Path, out: str | Path | None = None, resume: bool = False,
+             overrides: list[str] = ()) -> dict:
+    run = load_run_config(config_path, overrides)
+    c = run.train
+    task = pretraining_task(c.task)
+    model_config(run.model)  # a wrong model section fails now, before any tokenizer training
+    run_dir = Path(out) if out else Path("runs") / Path(config_path).stem
+    resume = resume or c.resume == "auto"
+    d = distributed.setup()
+    try:
+        tok = prepare_tokenizer(run, run_dir, resume, d)
+        model_cfg = resolve_model(run, task, tok)
+        torch.manual_seed(c.seed)
+        model = create_model(model_cfg)
+        train_data, eval_data = build_batches(run, task, tok, d)
+        resolved = {**to_dict(run), "model": {"family": family_of(model_cfg), **to_dict(model_cfg)}}
+        if d.main:
+            n = sum(p.numel() for p in model.parameters())
+            print(f"{task.name}: {n / 1e6:.2f}M parameters, vocabulary {tok.vocab_size}, "
+                  f"{len(train_data)} batches of {c.batch_size} per epoch and rank; run folder {run_dir}", flush=True)
+        flops = flops_per_token(model, run.data.seq_len, task.head_fraction(run.data))
+        trainer = Trainer(model, task, train_data, c, run_dir, eval_data=eval_data, run_config=resolved, dist=d,
+                          save=lambda m, folder: save_model(m, tok, folder), load=load_into, flops_per_token=flops)
+        result = trainer.fit(resume=resume)
+        if d.main:
+            final = result["eval"] or {}
+            print(f"done: step {result['step']}, eval loss {final.get('loss', float('nan')):.4f}; "
+                  f"checkpoints in {run_dir}", flush=True)
+        return result
+    finally:
+        distributed.teardown()
+
+
+# ---------------------------------------------------------------------- the pieces
+def prepare_tokenizer(run: RunConfig, run_dir: Path, resume: bool, d) -> Tokenizer:
+    t, saved = run.tokenizer, run_dir / "tokenizer"
+    if t.path:
+        return Tokenizer.load(t.path)
+    if not (resume and (saved / "tokenizer.json").is_file()):
+        if d.main:
+            with tempfile.TemporaryDirectory() as tmp:  # the trainer reads plain files; our data may be gzipped
+                corpus = Path(tmp) / "corpus.txt"
+                corpus.write_text("\n".join(read_documents(run.data.train, run)), encoding="utf-8")
+                if t.kind == "wordpiece":
+                    tok = Tokenizer.train_wordpiece([corpus], vocab_size=t.vocab_size, lowercase=t.lowercase)
+                else:
+                    tok = Tokenizer.train_bpe([corpus], vocab_size=t.vocab_size)
+            tok.save(saved)
+        distributed.barrier(d)
+    return Tokenizer.load(saved)
+
+
+def resolve_model(run: RunConfig, task: Task, tok):
+    section = dict(run.model)
+    cfg = model_config(section)
+    if family_of(cfg) != task.family:
+        wants = {"encoder": "an encoder (preset bert-*)", "decoder": "a decoder (preset gpt-* or llama-*)"}
+        raise ConfigError(f"model: train.task {task.name!r} needs {wants.get(task.family, 'a ' + task.family)}, "
+                          f"but the model is a {family_of(cfg)}.")
+    if "vocab_size" in section and section["vocab_size"] < tok.vocab_size:
+        raise ConfigError(f"model.vocab_size: {section['vocab_size']} is smaller than the tokenizer's "
+                          f"vocabulary ({tok.vocab_size}).")
+    changes = {"vocab_size": section.get("vocab_size", tok.vocab_size), "head": task.head}
+    if isinstance(cfg, EncoderConfig):
+        changes.update(pad_id=tok.pad_id if tok.pad_id is not None else 0)
+    else:
+        changes.update(eos_id=tok.eos_id, bos_id=tok.bos_id, pad_id=tok.pad_id)
+    cfg = dataclasses.replace(cfg, **changes)
+    if cfg.max_positions < run.data.seq_len:
+        raise ConfigError(f"data.seq_len: {run.data.seq_len} is longer than model.max_positions ({cfg.max_positions}).")
+    return cfg
+
+
+def read_documents(paths, run: RunConfig) -> list[str]:
+    docs = [t for t in read_texts(list(paths), text_column=run.data.text_column, text_mode=run.data.text_mode)
+            if t.strip()]
+    if not docs:
+        raise DataError(f"{', '.join(paths)}: no text found")
+    return docs
+
+
+def build_batches(run: RunConfig, task: Task, tok, d) -> tuple[Batches, Batches | None]:
+    """The task's examples and collator for the training files, a held-out part, and their batch sources."""
+    c, data = run.train, run.data
+    train, collate_train = task.prepare(tok, read_documents(data.train, run), run)
+    held, collate_eval = None, collate_train
+    if data.eval:
+        held, collate_eval = task.prepare(tok, read_documents(data.eval, run), run)
+    elif data.eval_fraction > 0:
+        train, held = train_val_split(train, data.eval_fraction, seed=c.seed)
+
+    def batches(examples, collate, shuffle: bool, drop_last: bool) -> Batches:
+        return Batches(examples, collate, c.batch_size, seed=c.seed, shuffle=shuffle, drop_last=drop_last,
+                       rank=d.rank, world=d.world)
+
+    train_batches = batches(train, collate_train, data.shuffle, True)
+    eval_batches = batches(held, collate_eval, False, False) if held else None
+    if len(train_batches) == 0:
+        raise DataError(f"data.train: {len(train)} examples of {data.seq_len} tokens are fewer than one batch "
+                        f"({c.batch_size} x {d.world} processes); add data or lower train.batch_size")
+    return train_batches, eval_batches

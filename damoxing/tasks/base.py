@@ -1,0 +1,143 @@
+"""The task contract. A task owns its whole chain: records -> batch -> loss -> metrics -> prediction row.
+
+Training (the Trainer knows nothing else about the objective):
+
+    targets(batch) -> {"mlm": n_masked, "nsp": n_pairs}      counts, known before the forward pass
+    loss(model, batch) -> TaskOutput(losses={"mlm": summed_ce, "nsp": summed_ce},
+                                     metrics={"mlm_acc": (n_correct, n_masked), ...})
+    items(batch) -> int                                       what throughput counts: tokens, images, rows
+
+`losses` are *sums* over targets, never means. The Trainer adds up `targets` over every micro-batch of
+an optimiser step (and over all ranks) first, then back-propagates sum(losses[k] / total[k]), so
+4 micro-batches of 4 give the same update as one batch of 16. `metrics` are (numerator, denominator)
+pairs summed over a whole evaluation.
+
+Supervised tasks (fine-tuning, `evaluate`, `predict`) add, in `SupervisedTask`:
+
+    read(paths, columns, labels, skip_bad, with_labels) -> records     from files (lazily)
+    inputs(texts) -> records                                           from command-line strings
+    encode(tokenizer, records, max_length) -> batch                    padded tensors (+ labels)
+    examples(tokenizer, records, max_length) -> [example]              tokenized once, for PaddingCollator
+    metrics(names) -> accumulator; score(acc, outputs, labels, records) -> (loss sum, count)
+    rows(tokenizer, records, outputs, names, max_length) -> prediction dicts
+
+A new task is one file with one class, registered in `tasks/__init__.py`.
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..data.labels import LabelMap
+from ..layers.losses import IGNORE_INDEX
+
+
+@dataclass
+class TaskOutput:
+    losses: dict[str, torch.Tensor]  # term -> loss summed over its targets in this micro-batch
+    metrics: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # name -> (sum, count)
+
+
+class Task:
+    """What the Trainer needs: summed losses, their target counts, and how many items a batch holds."""
+
+    name = ""
+    head: str | None = None  # the head kind the model needs ("sequence", "token", "pretraining", "lm", ...)
+    perplexity: str | None = None  # term whose mean loss is exponentiated into a perplexity
+    metric: tuple[str, str] = ("loss", "min")  # default model-selection metric and its mode
+    family: str | None = None  # the model family it needs ("encoder", "decoder", "seq2seq"); None: any
+    pretraining = False  # whether `damoxing pretrain` runs it (it has `prepare(tokenizer, docs, run)`)
+    unit = "tokens"  # what `items` counts; the logs report {unit}_per_s
+    finetune = False  # whether `damoxing finetune` trains it (a new head over labelled records)
+
+    def loss(self, model: nn.Module, batch: dict) -> TaskOutput:
+        raise NotImplementedError
+
+    def targets(self, batch: dict) -> dict[str, torch.Tensor]:
+        return {"loss": (batch["labels"] != IGNORE_INDEX).sum()}
+
+    def items(self, batch: dict) -> int:
+        """Tokens in the batch (non-padding); image and tabular tasks count rows instead."""
+        mask = batch.get("attention_mask")
+        return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+
+
+class SupervisedTask(Task):
+    """A task over labelled records that fine-tuning, evaluation and prediction all share."""
+
+    linear_probe: str | None = None  # the `features` method's classifier: "logistic", "ridge", or None
+
+    def read(self, paths, columns: dict, labels: LabelMap | None = None, skip_bad: bool = False,
+             with_labels: bool = True) -> Iterator[dict]:
+        raise NotImplementedError
+
+    def label_map(self, records: list[dict]) -> tuple[list[dict], LabelMap | None]:
+        """Training records with label ids, and the label map built from them (None: no classes)."""
+        return records, None
+
+    def known_labels(self, names: list[str]) -> LabelMap | None:
+        """The label map a saved model's label names give (evaluation rejects labels outside it)."""
+        return LabelMap(names)
+
+    def num_outputs(self, labels: LabelMap | None) -> int:
+        return len(labels)
+
+    def inputs(self, texts: Sequence[str]) -> Iterator[dict]:
+        return iter({"text": t} for t in texts)
+
+    def encode(self, tokenizer, records: Sequence[dict], max_length: int | None) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def examples(self, tokenizer, records: Sequence[dict], max_length: int | None) -> list[dict]:
+        raise NotImplementedError
+
+    def metrics(self, names: list[str], worst_k: int = 20):
+        raise NotImplementedError
+
+    def score(self, metrics, outputs: torch.Tensor, labels: torch.Tensor, records: Sequence[dict]) -> tuple[float, int]:
+        raise NotImplementedError
+
+    def rows(self, tokenizer, records: Sequence[dict], outputs: torch.Tensor, names: list[str],
+             max_length: int | None) -> Iterator[dict]:
+        raise NotImplementedError
+
+    def outputs(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        """The head's output for a batch: (B, labels), (B, T, labels) or (B, 1)."""
+        hidden = model.forward_features(**model_inputs(model, batch))
+        return model.forward_head(hidden, batch.get("attention_mask"))
+
+
+# ---------------------------------------------------------------------- helpers the task files share
+def model_inputs(model: nn.Module, batch: dict) -> dict:
+    """The entries of `batch` that `model.forward_features` takes."""
+    accepted = inspect.signature(model.forward_features).parameters
+    return {k: v for k, v in batch.items() if k in accepted}
+
+
+def count(n: int, like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(n, device=like.device)
+
+
+def accuracy(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return (logits.argmax(-1) == y).sum(), count(len(y), y)
+
+
+def chunks(items: Iterable, size: int) -> Iterator[list]:
+    """Lists of `size` items (the last may be shorter), lazily."""
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def as_paths(paths) -> list[Path]:
+    return [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
