@@ -121,7 +121,22 @@ def fold_text(text: str) -> tuple[str, list[int]]:
 # Letters of Han, kana and bopomofo: scripts written without spaces, where the start of a word cannot be seen.
 _HAN = ("\u3005-\u3007\u3021-\u3029\u3031-\u3035\u3038-\u303c\u3040-\u30fa\u30fc-\u30ff\u3100-\u312f"
         "\u31a0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003ffff")
-_WORD = rf"[^\W_{_HAN}]"  # a letter or digit of a script written with spaces
+
+
+def _mark_ranges() -> str:
+    """A character-class body of the combining marks in the Basic Multilingual Plane (Python's `\\w` leaves them
+    out, so without them an address in Devanagari or Thai would break at every vowel sign)."""
+    marks = [c for c in range(0x300, 0x10000) if unicodedata.category(chr(c))[0] == "M"]
+    ranges, start = [], marks[0]
+    for prev, code in zip(marks, marks[1:] + [-1]):
+        if code != prev + 1:
+            ranges.append(f"\\u{start:04x}-\\u{prev:04x}")
+            start = code
+    return "".join(ranges)
+
+
+_MARKS = _mark_ranges()
+_WORD = rf"(?:[^\W_{_HAN}]|[{_MARKS}])"  # a letter, digit or mark of a script written with spaces
 # Chinese top-level domains (IANA root zone); any other top-level domain is a run of letters.
 _HAN_TLDS = ("中文网", "我爱你", "新加坡", "中国", "中國", "公司", "网络", "網絡", "香港", "台湾", "台灣", "澳門",
              "集团", "在线", "商城", "网址", "网店", "网站", "信息", "移动", "手机", "游戏", "商标", "企业", "娱乐",
@@ -132,7 +147,7 @@ _HAN_TLDS = ("中文网", "我爱你", "新加坡", "中国", "中國", "公司"
 _LOCAL_SPACED = rf"(?<!{_WORD}|[_.%+-])_*(?P<spaced>{_WORD}(?:{_WORD}|[._%+-])*)"
 _LOCAL_HAN = rf"(?<![{_HAN}0-9._%+-])(?P<han>[{_HAN}][{_HAN}0-9._%+-]*)"
 _LABEL = rf"(?:{_WORD}(?:{_WORD}|-)*|[{_HAN}]+)"
-_TLD = rf"(?:xn--[A-Za-z0-9-]+|[^\W\d_{_HAN}]{{2,63}}|{'|'.join(_HAN_TLDS)})"
+_TLD = rf"(?:xn--[A-Za-z0-9-]+|(?:[^\W\d_{_HAN}]|[{_MARKS}]){{2,63}}|{'|'.join(_HAN_TLDS)})"
 _EMAIL = re.compile(rf"(?:{_LOCAL_SPACED}|{_LOCAL_HAN})@(?:{_LABEL}\.)+{_TLD}(?!{_WORD}|[@-])")
 _PHONE_INTL = re.compile(
     r"(?<![\w+])\+[1-9][0-9]*(?:[ .-]?\([0-9]{1,4}\)[ .-]?[0-9]+|[ .-][0-9]+)*(?![\w])", re.ASCII)
