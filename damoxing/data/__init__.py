@@ -2,8 +2,8 @@
 from .buckets import LengthBucketSampler
 from .bundled import bundled_path
 from .clean import clean_corpus, normalize_text
-from .collators import (IGNORE_INDEX, CausalLMCollator, MLMCollator, NSPExampleBuilder, PackedCLMCollator,
-                        PaddingCollator, SpanCorruptionCollator, pack_documents, packed_attention_mask)
+from .collators import (IGNORE_INDEX, CausalLMCollator, MLMCollator, PackedCLMCollator, PaddingCollator,
+                        SpanCorruptionCollator, pack_documents, packed_attention_mask)
 from .labels import LabelMap
 from .pii import find_pii, redact_pii
 from .readers import ReadSummary, RecordReader, load_labelled, read_records, read_texts
@@ -11,7 +11,7 @@ from .sentences import split_sentences
 from .splits import StreamingDataset, buffer_shuffle, shuffled, stream_split, train_val_split
 
 __all__ = [
-    "IGNORE_INDEX", "CausalLMCollator", "LabelMap", "LengthBucketSampler", "MLMCollator", "NSPExampleBuilder",
+    "IGNORE_INDEX", "CausalLMCollator", "LabelMap", "LengthBucketSampler", "MLMCollator",
     "PackedCLMCollator", "PaddingCollator", "ReadSummary", "RecordReader", "SpanCorruptionCollator",
     "StreamingDataset", "buffer_shuffle", "bundled_path", "clean_corpus", "find_pii", "load_labelled",
     "normalize_text", "pack_documents", "packed_attention_mask", "read_records", "read_texts", "redact_pii",

@@ -18,7 +18,7 @@ class MLMCollator:
     `mask_fraction` / `random_fraction` (of chosen tokens; the rest stay unchanged), `seed`.
 
     Examples are id lists or dicts with `input_ids` and optionally `token_type_ids` and
-    `next_sentence_label` (as built by `NSPExampleBuilder`), which are padded / passed through.
+    `next_sentence_label` (as built by `MLMChunkCollator`), which are padded / passed through.
     Returns `input_ids`, `attention_mask`, `labels` (the original id at chosen positions, -100 elsewhere)
     and `masked_positions`: a (N, 2) long tensor of (row, column) of the chosen positions in row-major
     order, equal to `(labels != -100).nonzero()`, so `hidden[mp[:, 0], mp[:, 1]]` gives the (N, C)
