@@ -1,11 +1,11 @@
-"""Causal-LM batches: packed blocks without padding, or dynamically padded single documents.
+"""Causal-LM batches: documents packed into full blocks without padding.
 
 Packing (`pack_documents`) joins documents with EOS and cuts the stream into full blocks of `block_size`
 tokens; the remainder shorter than a block is dropped, so no block holds padding. Inside a block each
 document piece gets its own `document_ids` value (0, 1, 2, ... per block) and `position_ids` that start
-at 0, so a model that attends only within a document (`packed_attention_mask`) computes for each token
-exactly what it would compute for the document run alone. A document cut by a block boundary continues
-in the next block as a new piece, with positions from 0.
+at 0, so a model that attends only within a document (the decoder given `document_ids`, see
+layers.masks.document_mask) computes for each token exactly what it would compute for the document run alone.
+A document cut by a block boundary continues in the next block as a new piece, with positions from 0.
 
 Labels follow HF: `labels` equal `input_ids` and the model shifts them (token t predicts label t + 1);
 the first token of every piece has label -100, so no token learns to predict across a boundary.
@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 
-from .padding import IGNORE_INDEX, Example, attention_mask_for, example_ids, pad_sequences
+from .padding import IGNORE_INDEX
 
 
 def pack_documents(documents: Iterable[Sequence[int]], block_size: int, eos_id: int | None) -> Iterator[dict]:
@@ -54,13 +54,6 @@ def packed_labels(input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.
     return torch.where(position_ids == 0, torch.full_like(input_ids, IGNORE_INDEX), input_ids)
 
 
-def packed_attention_mask(document_ids: torch.Tensor) -> torch.Tensor:
-    """(B, T, T) bool, True where query t may attend to key s: s <= t and both in the same document."""
-    same = document_ids[:, :, None] == document_ids[:, None, :]
-    causal = torch.ones(document_ids.shape[1], document_ids.shape[1], dtype=torch.bool).tril()
-    return same & causal
-
-
 class PackedCLMCollator:
     """Stack blocks from `pack_documents` (lists or 1-D tensors) into `input_ids`, `position_ids`,
     `document_ids`, `labels` (B, T)."""
@@ -73,24 +66,6 @@ class PackedCLMCollator:
         input_ids, position_ids, document_ids = stack("input_ids"), stack("position_ids"), stack("document_ids")
         return {"input_ids": input_ids, "position_ids": position_ids, "document_ids": document_ids,
                 "labels": packed_labels(input_ids, position_ids)}
-
-
-class CausalLMCollator:
-    """Unpacked causal-LM batches with dynamic padding (like HF's collator with `mlm=False`).
-
-    Returns `input_ids`, `attention_mask` and `labels` (= input_ids, -100 on padding).
-    """
-
-    def __init__(self, pad_id: int, pad_to_multiple_of: int | None = None):
-        self.pad_id = pad_id
-        self.pad_to_multiple_of = pad_to_multiple_of
-
-    def __call__(self, examples: Sequence[Example]) -> dict[str, torch.Tensor]:
-        ids = [example_ids(e) for e in examples]
-        input_ids = pad_sequences(ids, self.pad_id, self.pad_to_multiple_of)
-        attention_mask = attention_mask_for(ids, input_ids.shape[1])
-        labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
 def collate_clm(document_mask: bool = False) -> Callable:
