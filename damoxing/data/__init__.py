@@ -8,12 +8,11 @@ from .labels import LabelMap
 from .pii import find_pii, redact_pii
 from .readers import ReadSummary, RecordReader, load_labelled, read_records, read_texts
 from .sentences import split_sentences
-from .splits import StreamingDataset, buffer_shuffle, shuffled, stream_split, train_val_split
+from .splits import buffer_shuffle, shuffled, stream_split, train_val_split
 
 __all__ = [
-    "IGNORE_INDEX", "LabelMap", "LengthBucketSampler", "MLMCollator",
-    "PackedCLMCollator", "PaddingCollator", "ReadSummary", "RecordReader", "SpanCorruptionCollator",
-    "StreamingDataset", "buffer_shuffle", "bundled_path", "clean_corpus", "find_pii", "load_labelled",
-    "normalize_text", "pack_documents", "read_records", "read_texts", "redact_pii",
+    "IGNORE_INDEX", "LabelMap", "LengthBucketSampler", "MLMCollator", "PackedCLMCollator", "PaddingCollator",
+    "ReadSummary", "RecordReader", "SpanCorruptionCollator", "buffer_shuffle", "bundled_path", "clean_corpus",
+    "find_pii", "load_labelled", "normalize_text", "pack_documents", "read_records", "read_texts", "redact_pii",
     "shuffled", "split_sentences", "stream_split", "train_val_split",
 ]

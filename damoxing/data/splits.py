@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TypeVar
 
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
 
 T = TypeVar("T")
 
@@ -73,39 +72,6 @@ def stream_split(items: Iterable[T], part: str, val_fraction: float = 0.1, seed:
     for index, item in enumerate(items):
         if in_validation(index, val_fraction, seed) == want_val:
             yield item
-
-
-class StreamingDataset(IterableDataset):
-    """An `IterableDataset` over a re-openable stream, with seeded buffer shuffling per epoch.
-
-    `source` is a zero-argument callable returning a fresh iterator (e.g. `lambda: read_texts(path)`),
-    or a re-iterable such as the reader from `read_records`. `transform` maps each item (e.g. tokenize).
-    With several DataLoader workers, worker k takes items k, k + n, k + 2n, ... so none is seen twice.
-    Call `set_epoch(e)` between epochs for a different (still reproducible) shuffle.
-    """
-
-    def __init__(self, source: Callable[[], Iterable] | Iterable, *, transform: Callable | None = None,
-                 shuffle_buffer: int = 0, seed: int = 0):
-        self.source = source
-        self.transform = transform
-        self.shuffle_buffer = shuffle_buffer
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator:
-        items = self.source() if callable(self.source) else iter(self.source)
-        worker = get_worker_info()
-        if worker is not None and worker.num_workers > 1:
-            items = (x for i, x in enumerate(items) if i % worker.num_workers == worker.id)
-        if self.transform is not None:
-            items = map(self.transform, items)
-        if self.shuffle_buffer > 1:
-            worker_id = worker.id if worker is not None else 0
-            items = buffer_shuffle(items, self.shuffle_buffer, seed=f"{self.seed}:{self.epoch}:{worker_id}")
-        return iter(items)
 
 
 def seeded_generator(seed: int) -> torch.Generator:

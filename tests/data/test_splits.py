@@ -1,8 +1,5 @@
 """Seeded shuffles and splits: reproducible from the seed, nothing lost or duplicated."""
-import torch
-from torch.utils.data import DataLoader
-
-from damoxing.data import StreamingDataset, buffer_shuffle, shuffled, stream_split, train_val_split
+from damoxing.data import buffer_shuffle, shuffled, stream_split, train_val_split
 
 
 def test_buffer_shuffle_is_a_reproducible_permutation():
@@ -42,15 +39,3 @@ def test_stream_split_parts_partition_the_stream():
     assert sorted(train + val) == list(range(10000))
     assert 1800 < len(val) < 2200
     assert val == list(stream_split(range(10000), "validation", val_fraction=0.2, seed=1))
-
-
-def test_streaming_dataset_epochs_and_workers():
-    dataset = StreamingDataset(lambda: iter(range(200)), transform=lambda x: x * 2, shuffle_buffer=16, seed=0)
-    epoch0 = list(dataset)
-    assert sorted(epoch0) == list(range(0, 400, 2))
-    assert epoch0 == list(dataset)
-    dataset.set_epoch(1)
-    assert list(dataset) != epoch0
-    loader = DataLoader(StreamingDataset(lambda: iter(range(100))), batch_size=None, num_workers=2)
-    assert sorted(int(x) for x in loader) == list(range(100))
-    assert torch.is_tensor(next(iter(DataLoader(StreamingDataset(lambda: iter(range(4))), batch_size=2))))
