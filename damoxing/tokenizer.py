@@ -217,8 +217,8 @@ class Tokenizer:
             what = "is not a tokenizer folder" if path.exists() else "does not exist"
             raise CheckpointError(f"{path} {what}: pass a model folder (tokenizer.json, vocab.txt or "
                                   "vocab.json + merges.txt) or a .gguf file")
-        config = _read_json(path / "tokenizer_config.json")
-        for name, value in _read_json(path / "special_tokens_map.json").items():
+        config = read_json(path / "tokenizer_config.json", optional=True)
+        for name, value in read_json(path / "special_tokens_map.json", optional=True).items():
             config.setdefault(name, value)
         specials = {f"{n}_token": _content(config.get(f"{n}_token")) for n in SPECIAL_NAMES}
         if (path / "tokenizer.json").is_file():
@@ -452,16 +452,20 @@ def _has_type_ids(backend: Backend) -> bool:
     return False
 
 
-def _read_json(path: Path) -> dict:
-    """A JSON file's object, or {} when the file is absent."""
+def read_json(path: Path, optional: bool = False) -> dict:
+    """A JSON file's object. A missing file is an error, or {} when the file is `optional` (a model folder may
+    leave out tokenizer_config.json, not config.json)."""
     if not path.is_file():
-        return {}
+        if optional:
+            return {}
+        raise CheckpointError(f"{path} not found: pass the model folder that holds {path.name} (or a .gguf file)")
+    what_to_do = "fix or delete it" if optional else "fix it or download it again"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path} is not valid JSON ({error}); fix or delete it") from None
+        raise CheckpointError(f"{path} is not valid JSON ({error}); {what_to_do}") from None
     if not isinstance(data, dict):
-        raise CheckpointError(f"{path} should hold a JSON object; fix or delete it")
+        raise CheckpointError(f"{path} should hold a JSON object, not {type(data).__name__}; {what_to_do}")
     return data
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from damoxing.errors import CheckpointError, DataError
-from damoxing.tokenizer import Tokenizer, load_tokenizer
+from damoxing.tokenizer import Tokenizer, load_tokenizer, read_json
 
 transformers = pytest.importorskip("transformers")
 
@@ -309,6 +309,19 @@ def test_corrupt_tokenizer_config(minilm_dir: Path, tmp_path: Path):
     with pytest.raises(CheckpointError, match="not valid JSON") as info:
         load_tokenizer(tmp_path)
     assert str(tmp_path / "tokenizer_config.json") in str(info.value)
+
+
+def test_read_json_required_or_optional(tmp_path: Path):
+    file = tmp_path / "special_tokens_map.json"
+    assert read_json(file, optional=True) == {}
+    with pytest.raises(CheckpointError, match="not found"):
+        read_json(file)
+    file.write_text('["a list"]')
+    for optional in (False, True):
+        with pytest.raises(CheckpointError, match="JSON object, not list"):
+            read_json(file, optional=optional)
+    file.write_text('{"cls_token": "[CLS]"}')
+    assert read_json(file) == read_json(file, optional=True) == {"cls_token": "[CLS]"}
 
 
 def test_corrupt_gguf(tmp_path: Path):

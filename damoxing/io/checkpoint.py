@@ -20,7 +20,7 @@ import torch
 from ..atomic import atomic_dir
 from ..errors import CheckpointError
 from ..models import create_model
-from ..tokenizer import Tokenizer
+from ..tokenizer import Tokenizer, read_json
 from . import hf
 from .gguf import read_gguf
 
@@ -40,19 +40,6 @@ def _dtype(dtype) -> torch.dtype | None:
 
 
 # ------------------------------------------------------------------ reading files
-def read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise CheckpointError(f"{path} not found: a Hugging Face model folder needs config.json "
-                              "(pass the folder that holds it, or a .gguf file)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path} is not valid JSON ({error}); fix it or download it again") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} should hold a JSON object, not {type(data).__name__}")
-    return data
-
-
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
