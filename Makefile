@@ -1,4 +1,6 @@
 # Two commands on a fresh machine:  `make demo` (the quickstart) and `make test` (the suite).
+# `make bench` runs each benchmark's quick smoke run (a few minutes; not part of `make test`);
+# the full runs, their commands and figures are in BENCHMARKS.md.
 # Set-up is idempotent: the venv is (re)built only when pyproject.toml changes.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -25,6 +27,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: $(STAMP)
+	$(PY) bench/pretrain_gpt.py --quick
+	$(PY) bench/pretrain_bert.py --quick
+	$(PY) bench/finetune_methods.py --quick
+	$(PY) bench/stream_memory.py --quick
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

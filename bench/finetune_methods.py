@@ -3,6 +3,7 @@
     python bench/finetune_methods.py                       # both data sets, small subsets (~10 min on 2 cores)
     python bench/finetune_methods.py --datasets bbc_news --train-size 200 --epochs 1
     python bench/finetune_methods.py --minilm /path/to/all-MiniLM-L6-v2
+    python bench/finetune_methods.py --quick               # every method once on 40 BBC articles (~1 min)
 
 Prints one table per data set: method, trainable parameters, accuracy and macro-F1 on a held-out test
 subset, wall time of the fit (training only: model loading and evaluation are excluded on both sides).
@@ -35,6 +36,8 @@ import torch  # noqa: E402
 import damoxing  # noqa: E402
 from damoxing.data import bundled_path, read_records  # noqa: E402
 from damoxing.recipes.finetune import finetune  # noqa: E402
+
+QUICK = {"datasets": "bbc_news", "train_size": 40, "test_size": 40, "epochs": 1}
 
 
 def minilm_folder(given: str | None) -> Path:
@@ -141,7 +144,11 @@ def main() -> None:
                    help="damoxing's training precision (bf16 autocast pays only on CPUs with AVX-512 BF16 / AMX)")
     p.add_argument("--methods", default="full,hf,head,features,lora,full-grouped")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    p.add_argument("--quick", action="store_true", help=f"a short smoke run (make bench): {QUICK}")
     args = p.parse_args()
+    if args.quick:
+        p.set_defaults(**QUICK)
+        args = p.parse_args()
     model_dir = minilm_folder(args.minilm)
     torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])  # the first optimizer imports torch._dynamo (~4 s):
     # pay that here, outside both timings, instead of inside whichever side runs first

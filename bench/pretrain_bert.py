@@ -6,6 +6,7 @@ Same shape (bert-mini: dim 256, 4 layers, 4 heads, MLP 1024, BERT vocabulary 305
 between the two models so that a busy machine slows both alike. Prints tokens/s of each and the ratio.
 
     python bench/pretrain_bert.py [--batch 16] [--seq 128] [--steps 6] [--bf16]
+    python bench/pretrain_bert.py --quick       # a few seconds: shows it runs, measures little
 
 What differs, on purpose: our MLM loss gathers the hidden states of the masked positions before the head
 (transform, LayerNorm, vocabulary projection), so the head runs on ~15% of the tokens; transformers runs it
@@ -21,6 +22,8 @@ from damoxing.models import create_model, preset
 from side_by_side import compare  # bench/side_by_side.py
 from damoxing.tasks import TASKS
 
+QUICK = {"batch": 4, "seq": 64, "steps": 2, "rounds": 1}
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -29,7 +32,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--quick", action="store_true", help=f"a short smoke run (make bench): {QUICK}")
     a = ap.parse_args()
+    if a.quick:
+        ap.set_defaults(**QUICK)
+        a = ap.parse_args()
     from transformers import BertConfig, BertForPreTraining
 
     torch.manual_seed(0)

@@ -5,6 +5,7 @@ length, precision (fp32 unless --bf16), dropout (0), optimiser (AdamW) and data.
 the two models so that a busy machine slows both alike. Prints tokens/s of each and the ratio.
 
     python bench/pretrain_gpt.py [--batch 8] [--seq 256] [--steps 6] [--bf16] [--compile]
+    python bench/pretrain_gpt.py --quick        # a few seconds: shows it runs, measures little
 
 What differs, on purpose: our loss projects hidden states to the vocabulary in chunks of 2048 rows with the
 gradient computed in the same pass (tasks.linear_cross_entropy), so the (B, T, V) logits and their gradient
@@ -20,6 +21,8 @@ from damoxing.models import create_model, preset
 from side_by_side import compare  # bench/side_by_side.py
 from damoxing.tasks import TASKS
 
+QUICK = {"batch": 2, "seq": 64, "steps": 2, "rounds": 1}
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -29,7 +32,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--compile", action="store_true", help="torch.compile our model (transformers stays eager)")
+    ap.add_argument("--quick", action="store_true", help=f"a short smoke run (make bench): {QUICK}")
     a = ap.parse_args()
+    if a.quick:
+        ap.set_defaults(**QUICK)
+        a = ap.parse_args()
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)

@@ -3,6 +3,7 @@
     python bench/stream_memory.py                 # 1 GB plain text, documents separated by blank lines
     python bench/stream_memory.py --format jsonl --size-mb 200
     python bench/stream_memory.py --reader-only   # the reader alone (about 10 MB/s on one core)
+    python bench/stream_memory.py --quick         # 20 MB: seconds
 
 The corpus is written in a temporary folder from repeated chunks of the bundled Shakespeare (fast),
 then read lazily with `read_records`, pushed through a 1000-document shuffle buffer, split into
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from damoxing.data import buffer_shuffle, bundled_path, pack_documents, read_records  # noqa: E402
 
 LIMIT_MB = 300
+QUICK = {"size_mb": 20}
 
 
 def peak_rss_mb() -> float:
@@ -71,7 +73,11 @@ def main() -> int:
     parser.add_argument("--format", choices=["txt", "jsonl"], default="txt")
     parser.add_argument("--reader-only", action="store_true", help="only read the records (no shuffle or packing)")
     parser.add_argument("--dir", default=None, help="where to write the corpus (default: a temporary folder)")
+    parser.add_argument("--quick", action="store_true", help=f"a short smoke run (make bench): {QUICK}")
     args = parser.parse_args()
+    if args.quick:
+        parser.set_defaults(**QUICK)
+        args = parser.parse_args()
     baseline = peak_rss_mb()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         path = Path(tmp) / f"corpus.{args.format}"
