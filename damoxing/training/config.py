@@ -1,6 +1,6 @@
 """Run configs: the YAML sections `model`, `tokenizer`, `data`, `train` as frozen dataclasses.
 
-    run = load_run_config("configs/gpt-mini-clm.yaml", overrides=["train.lr=3e-4"])
+    run = load_run_config("damoxing/configs/gpt-mini-clm.yaml", overrides=["train.lr=3e-4"])
 
 Every field is a plain type; every value is checked in __post_init__ with a message naming the key.
 The `model` section stays a dict here: `damoxing.models.model_config` resolves it (presets, families).

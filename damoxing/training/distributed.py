@@ -1,6 +1,6 @@
 """Several processes, one model: set up from torchrun's environment, wrap in DDP or FSDP, reduce sums.
 
-    torchrun --nproc-per-node 2 -m damoxing pretrain configs/gpt-mini-clm.yaml
+    torchrun --nproc-per-node 2 -m damoxing pretrain damoxing/configs/gpt-mini-clm.yaml
 
 Without torchrun (no WORLD_SIZE in the environment) everything here is a no-op and world = 1.
 gloo on CPU, NCCL on GPU. Each rank reads its own shard of the data (see batches.Batches(rank, world));

@@ -1,9 +1,13 @@
-"""The small real data sets shipped in the repository's `data/` folder (sources and licences in data/README.md)."""
+"""The small real data sets that ship inside the package, one sub-folder of this folder each.
+
+pyproject.toml declares them package data, so an installed damoxing has them as a checkout does. Their sources
+and licences are in the repository's data/README.md; data/build.py rebuilds them byte for byte.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import DataError
+from ...errors import DataError
 
 BUNDLED = {
     "shakespeare": "shakespeare",               # 10 plays, one .txt.gz each (public domain)
@@ -13,8 +17,8 @@ BUNDLED = {
 
 
 def data_root() -> Path:
-    """The repository's `data/` folder (next to the `damoxing` package in a source checkout)."""
-    return Path(__file__).resolve().parents[2] / "data"
+    """The folder holding the bundled sets: this package's own folder."""
+    return Path(__file__).resolve().parent
 
 
 def bundled_path(name: str, split: str | None = None) -> Path:
@@ -25,6 +29,6 @@ def bundled_path(name: str, split: str | None = None) -> Path:
     if split is not None:
         path = path / f"{split}.csv.gz"
     if not path.exists():
-        raise DataError(f"{path}: bundled data not found; it ships in the repository's data/ folder "
-                        "(run from a source checkout)")
+        raise DataError(f"{path}: bundled data not found; this damoxing install lacks its package data "
+                        "(reinstall it, from a wheel or a source checkout)")
     return path
