@@ -52,6 +52,11 @@ def label_targets(batch: dict) -> dict[str, torch.Tensor]:
 TASKS = Registry("task")
 
 
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """Logits for the loss in float32, or float64 when the model runs in float64 (exact checks in the tests)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def register_task(name: str, targets=label_targets, perplexity: str | None = None):
     def add(fn):
         TASKS.register(name, Task(fn, targets, perplexity))
@@ -69,17 +74,17 @@ class _LinearCE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h, weight, bias, y, chunk):
-        w = weight.to(h.dtype)
-        loss = h.new_zeros((), dtype=torch.float32)
-        gh, gw = torch.empty_like(h), torch.zeros_like(weight, dtype=torch.float32)
-        gb = torch.zeros_like(bias, dtype=torch.float32) if bias is not None else None
+        w, acc = weight.to(h.dtype), torch.promote_types(h.dtype, torch.float32)  # acc: float32, or float64
+        loss = h.new_zeros((), dtype=acc)
+        gh, gw = torch.empty_like(h), torch.zeros_like(weight, dtype=acc)
+        gb = torch.zeros_like(bias, dtype=acc) if bias is not None else None
         buffer = h.new_empty(min(chunk, h.shape[0]), w.shape[0])  # reused: no fresh pages for every chunk
         for i in range(0, h.shape[0], chunk):
             hi, yi = h[i:i + chunk], y[i:i + chunk]
             logits = torch.mm(hi, w.t(), out=buffer[:len(hi)])  # (n, V)
             if bias is not None:
                 logits += bias.to(h.dtype)
-            logits = logits.float()
+            logits = logits.to(acc)
             target = logits.gather(1, yi[:, None])
             top = logits.amax(-1, keepdim=True)
             p = logits.sub_(top).exp_()  # one exp pass serves the loss and the gradient
@@ -92,9 +97,9 @@ class _LinearCE(torch.autograd.Function):
             if grad.dtype == gw.dtype:
                 gw.addmm_(grad.t(), hi)
             else:
-                gw += (grad.t() @ hi).float()
+                gw += (grad.t() @ hi).to(acc)
             if gb is not None:
-                gb += grad.float().sum(0)
+                gb += grad.to(acc).sum(0)
         ctx.save_for_backward(gh, gw, gb)
         ctx.dtypes = weight.dtype, None if bias is None else bias.dtype
         return loss
@@ -112,9 +117,9 @@ def linear_cross_entropy(h: torch.Tensor, proj: torch.nn.Linear, y: torch.Tensor
         if torch.is_autocast_enabled(h.device.type):
             h = h.to(torch.get_autocast_dtype(h.device.type))
         return _LinearCE.apply(h, proj.weight, proj.bias, y, chunk)
-    total = h.new_zeros((), dtype=torch.float32)
+    total = h.new_zeros((), dtype=torch.promote_types(h.dtype, torch.float32))
     for i in range(0, h.shape[0], chunk):
-        total += F.cross_entropy(proj(h[i:i + chunk]).float(), y[i:i + chunk], reduction="sum")
+        total += F.cross_entropy(_wide(proj(h[i:i + chunk])), y[i:i + chunk], reduction="sum")
     return total
 
 
@@ -131,7 +136,7 @@ def _masked_lm(model, batch, hidden) -> tuple[torch.Tensor, tuple]:
     """Vocabulary projection only at the masked positions: (N_masked, C) -> (N_masked, V)."""
     where = batch["labels"] != IGNORE  # (B, T)
     head = getattr(model.head, "mlm", model.head)
-    logits = head(hidden[where]).float()  # (N, V)
+    logits = _wide(head(hidden[where]))  # (N, V)
     y = batch["labels"][where]
     return F.cross_entropy(logits, y, reduction="sum"), _accuracy(logits, y)
 
@@ -145,7 +150,7 @@ def mlm_nsp(model, batch) -> TaskOutput:
     """BERT pretraining: masked-LM + next-sentence prediction (model.head = PretrainingHead)."""
     hidden = _encoder_hidden(model, batch)  # (B, T, C)
     mlm_loss, mlm_acc = _masked_lm(model, batch, hidden)
-    nsp_logits = model.head.nsp(model.pool(hidden, batch.get("attention_mask"))).float()  # (B, 2)
+    nsp_logits = _wide(model.head.nsp(model.pool(hidden, batch.get("attention_mask"))))  # (B, 2)
     y = batch["next_sentence_label"]
     nsp_loss = F.cross_entropy(nsp_logits, y, reduction="sum")
     return TaskOutput({"mlm": mlm_loss, "nsp": nsp_loss}, {"mlm_acc": mlm_acc, "nsp_acc": _accuracy(nsp_logits, y)})

@@ -7,8 +7,11 @@ import torch
 import damoxing
 from damoxing.training import Batches, TrainConfig, Trainer
 from damoxing.training.optim import lr_at, parameter_groups
+from damoxing.training.tasks import TASKS, Task
 
-from .tiny import clm_source, mlm_nsp_batch, tiny_decoder, tiny_encoder
+from .tiny import VOCAB, clm_source, mlm_nsp_batch, tiny_decoder, tiny_encoder
+
+EPS64 = torch.finfo(torch.float64).eps
 
 
 def _rows(batch: dict) -> list[dict]:
@@ -20,15 +23,24 @@ def _stack(examples, generators) -> dict:
 
 
 def _train(model, task, source, tmp_path, **kw):
+    """SGD steps in the model's own dtype: precision fp32 means no autocast, so a float64 model stays float64."""
     cfg = TrainConfig(task=task, optimizer="sgd", momentum=0.0, lr=0.5, weight_decay=0.0, clip_grad=0.0,
-                      schedule="constant", plot=False, tensorboard=False, **kw)
-    Trainer(model, task, source, cfg, tmp_path, save=lambda f: None).fit()
+                      schedule="constant", precision="fp32", plot=False, tensorboard=False, **kw)
+    dtypes = set()
+
+    def loss(model, batch):  # the task's loss, recording the dtype of what the Trainer back-propagates
+        out = TASKS.get(task).loss(model, batch)
+        dtypes.update(v.dtype for v in out.losses.values())
+        return out
+
+    Trainer(model, Task(loss, TASKS.get(task).targets), source, cfg, tmp_path, save=lambda f: None).fit()
+    assert dtypes == {torch.float64} and {p.dtype for p in model.parameters()} == {torch.float64}
     return model
 
 
 @pytest.mark.parametrize("task", ["mlm_nsp", "clm"])
 def test_grad_accumulation_4x4_equals_batch_16(task, tmp_path):
-    make = tiny_encoder if task == "mlm_nsp" else tiny_decoder
+    make = lambda: (tiny_encoder() if task == "mlm_nsp" else tiny_decoder()).double()  # noqa: E731  exact check
     if task == "mlm_nsp":  # masked-token counts differ between micro-batches: the normaliser must be global
         rows = _rows(mlm_nsp_batch(b=32, seed=1))
         src = lambda bs: Batches(rows, _stack, bs, seed=3)  # noqa: E731
@@ -39,8 +51,11 @@ def test_grad_accumulation_4x4_equals_batch_16(task, tmp_path):
     start = make()
     moved = max((p - q).abs().max().item() for p, q in zip(big.parameters(), start.parameters()))
     assert moved > 1e-3  # the steps did change the weights
+    # float64 rounding: a reordered sum of n terms moves by <= n*eps*sum|terms|; n = 16*16 tokens x VOCAB classes,
+    # |w| ~ 1, 2 steps: <= 2.4e-11, x10 room; a wrong loss normaliser moves weights by > 1e-4
+    tol = 10 * 2 * 16 * 16 * VOCAB * EPS64
     for (name, p), q in zip(big.named_parameters(), acc.parameters()):
-        torch.testing.assert_close(p, q, rtol=0, atol=1e-5, msg=name)
+        torch.testing.assert_close(p, q, rtol=0, atol=tol, msg=name)
 
 
 def test_early_stopping_keeps_best_checkpoint(tmp_path):
