@@ -95,7 +95,7 @@ def test_transformers_loads_what_damoxing_saves(arch, tmp_path, transformers):
     # and damoxing reads its own output back
     again = damoxing.load(tmp_path / "out")
     assert again.config == ours.config
-    assert_same(our_outputs(again, encoder), our_outputs(ours, encoder), atol=0)
+    assert_same(our_outputs(again, encoder), our_outputs(ours, encoder), atol=0)  # same weights, same code: exact
 
 
 HF = {
@@ -137,7 +137,7 @@ def test_bert_weights_load_with_or_without_the_bert_prefix(tmp_path, transformer
     save_file(state, tmp_path / "prefixed" / "model.safetensors")  # ...and prefixed weights as a BertModel
     (tmp_path / "prefixed" / "config.json").write_text(json.dumps({**config, "architectures": ["BertModel"]}))
     a, b = damoxing.load(tmp_path / "bare"), damoxing.load(tmp_path / "prefixed")
-    assert_same(our_outputs(a, True), our_outputs(b, True), atol=0)
+    assert_same(our_outputs(a, True), our_outputs(b, True), atol=0)  # same weights, same code: exact
     assert_same(our_outputs(f64(a), True), hf_outputs(f64(base), True))
 
 
