@@ -70,8 +70,8 @@ class LoRALinear(nn.Module):
         linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
                            device=self.weight.device, dtype=self.weight.dtype)
         with torch.no_grad():
-            delta = self.delta_weight().to(torch.float32)
-            linear.weight.copy_((self.weight.to(torch.float32) + delta).to(self.weight.dtype))
+            wide = torch.promote_types(self.weight.dtype, torch.float32)  # float32, or float64 for a float64 model
+            linear.weight.copy_((self.weight.to(wide) + self.delta_weight().to(wide)).to(self.weight.dtype))
             if self.bias is not None:
                 linear.bias.copy_(self.bias)
         linear.weight.requires_grad_(self.weight.requires_grad)

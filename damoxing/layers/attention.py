@@ -132,6 +132,6 @@ class MultiHeadAttention(nn.Module):
             mask = causal_mask(q.shape[2], k.shape[2], q.device)
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
-        probs = scores.float().softmax(-1).to(q.dtype)
+        probs = scores.to(torch.promote_types(scores.dtype, torch.float32)).softmax(-1).to(q.dtype)  # fp32+
         self.probs = probs.detach()
         return F.dropout(probs, p) @ v

@@ -7,6 +7,11 @@ import torch.nn.functional as F
 IGNORE_INDEX = -100  # the label of positions without a target (padding, special tokens, unmasked tokens)
 
 
+def wide(x: torch.Tensor) -> torch.Tensor:
+    """Logits for a loss in float32, or float64 when the model runs in float64 (the exact checks of the tests)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 # ---------------------------------------------------------------- chunked linear + cross-entropy
 class _LinearCE(torch.autograd.Function):
     """sum(CE(h @ W.T + b, y)) over rows, `chunk` rows at a time, with gradients computed in the forward.
@@ -16,17 +21,17 @@ class _LinearCE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h, weight, bias, y, chunk):
-        w = weight.to(h.dtype)
-        loss = h.new_zeros((), dtype=torch.float32)
-        gh, gw = torch.empty_like(h), torch.zeros_like(weight, dtype=torch.float32)
-        gb = torch.zeros_like(bias, dtype=torch.float32) if bias is not None else None
+        w, acc = weight.to(h.dtype), torch.promote_types(h.dtype, torch.float32)  # acc: float32, or float64
+        loss = h.new_zeros((), dtype=acc)
+        gh, gw = torch.empty_like(h), torch.zeros_like(weight, dtype=acc)
+        gb = torch.zeros_like(bias, dtype=acc) if bias is not None else None
         buffer = h.new_empty(min(chunk, h.shape[0]), w.shape[0])  # reused: no fresh pages for every chunk
         for i in range(0, h.shape[0], chunk):
             hi, yi = h[i:i + chunk], y[i:i + chunk]
             logits = torch.mm(hi, w.t(), out=buffer[:len(hi)])  # (n, V)
             if bias is not None:
                 logits += bias.to(h.dtype)
-            logits = logits.float()
+            logits = logits.to(acc)
             target = logits.gather(1, yi[:, None])
             top = logits.amax(-1, keepdim=True)
             p = logits.sub_(top).exp_()  # one exp pass serves the loss and the gradient
@@ -39,9 +44,9 @@ class _LinearCE(torch.autograd.Function):
             if grad.dtype == gw.dtype:
                 gw.addmm_(grad.t(), hi)
             else:
-                gw += (grad.t() @ hi).float()
+                gw += (grad.t() @ hi).to(acc)
             if gb is not None:
-                gb += grad.float().sum(0)
+                gb += grad.to(acc).sum(0)
         ctx.save_for_backward(gh, gw, gb)
         ctx.dtypes = weight.dtype, None if bias is None else bias.dtype
         return loss
@@ -59,7 +64,7 @@ def linear_cross_entropy(h: torch.Tensor, proj: torch.nn.Linear, y: torch.Tensor
         if torch.is_autocast_enabled(h.device.type):
             h = h.to(torch.get_autocast_dtype(h.device.type))
         return _LinearCE.apply(h, proj.weight, proj.bias, y, chunk)
-    total = h.new_zeros((), dtype=torch.float32)
+    total = h.new_zeros((), dtype=torch.promote_types(h.dtype, torch.float32))
     for i in range(0, h.shape[0], chunk):
-        total += F.cross_entropy(proj(h[i:i + chunk]).float(), y[i:i + chunk], reduction="sum")
+        total += F.cross_entropy(wide(proj(h[i:i + chunk])), y[i:i + chunk], reduction="sum")
     return total

@@ -11,6 +11,7 @@ from ..data.formats import strip_suffixes
 from ..data.labels import LabelMap
 from ..data.readers import TEXT_SUFFIXES, read_records
 from ..evaluation.metrics import ClassificationMetrics
+from ..layers.losses import wide
 from .base import SupervisedTask, TaskOutput, accuracy, as_paths
 
 
@@ -74,7 +75,7 @@ class Classification(SupervisedTask):
 
     # ----- training
     def loss(self, model, batch: dict) -> TaskOutput:
-        logits = self.outputs(model, batch).float()  # (B, labels)
+        logits = wide(self.outputs(model, batch))  # (B, labels)
         y = batch["labels"]
         return TaskOutput({"loss": F.cross_entropy(logits, y, reduction="sum")}, {"accuracy": accuracy(logits, y)})
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ..data.collators import MLMChunkCollator, MLMCollator, segment_chunks
 from ..data.sentences import split_sentences
 from ..errors import ConfigError
-from ..layers.losses import IGNORE_INDEX
+from ..layers.losses import IGNORE_INDEX, wide
 from .base import Task, TaskOutput, accuracy
 
 
@@ -34,7 +34,7 @@ class MaskedLM(Task):
         """Vocabulary projection only at the masked positions: (N_masked, C) -> (N_masked, V)."""
         where = batch["labels"] != IGNORE_INDEX  # (B, T)
         head = getattr(model.head, "mlm", model.head)
-        logits = head(hidden[where]).float()  # (N, V)
+        logits = wide(head(hidden[where]))  # (N, V)
         y = batch["labels"][where]
         return F.cross_entropy(logits, y, reduction="sum"), accuracy(logits, y)
 
@@ -85,7 +85,7 @@ class MaskedLMNextSentence(MaskedLM):
         """model.head is a PretrainingHead: `mlm` over masked positions, `nsp` over the pooled [CLS]."""
         hidden = self.hidden(model, batch)  # (B, T, C)
         mlm_loss, mlm_acc = self.masked_lm(model, batch, hidden)
-        nsp_logits = model.head.nsp(model.pool(hidden, batch.get("attention_mask"))).float()  # (B, 2)
+        nsp_logits = wide(model.head.nsp(model.pool(hidden, batch.get("attention_mask"))))  # (B, 2)
         y = batch["next_sentence_label"]
         nsp_loss = F.cross_entropy(nsp_logits, y, reduction="sum")
         return TaskOutput({"mlm": mlm_loss, "nsp": nsp_loss}, {"mlm_acc": mlm_acc, "nsp_acc": accuracy(nsp_logits, y)})

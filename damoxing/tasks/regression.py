@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from ..errors import DataError
 from ..evaluation.metrics import RegressionMetrics
+from ..layers.losses import wide
 from .base import TaskOutput, as_paths, count
 from .classification import Classification, text_of
 
@@ -53,8 +54,8 @@ class Regression(Classification):
         return {"loss": torch.tensor(len(batch["labels"]))}
 
     def loss(self, model, batch: dict) -> TaskOutput:
-        pred = self.outputs(model, batch).float().squeeze(-1)  # (B,)
-        y = batch["labels"].float()
+        pred = wide(self.outputs(model, batch)).squeeze(-1)  # (B,)
+        y = batch["labels"].to(pred.dtype)
         loss = F.mse_loss(pred, y, reduction="sum")
         return TaskOutput({"loss": loss}, {"mae": ((pred - y).abs().sum().detach(), count(len(y), y))})
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from ..data.collators import SpanCorruptionCollator
 from ..errors import ConfigError
-from ..layers.losses import IGNORE_INDEX
+from ..layers.losses import IGNORE_INDEX, wide
 from .base import Task, TaskOutput, accuracy
 
 
@@ -26,7 +26,8 @@ class SpanCorruption(Task):
 
     def loss(self, model, batch: dict) -> TaskOutput:
         logits = model(batch["input_ids"], batch["attention_mask"], batch["decoder_input_ids"],
-                       batch.get("decoder_attention_mask")).float()  # (B, T, V)
+                       batch.get("decoder_attention_mask"))  # (B, T, V)
+        logits = wide(logits)
         y = batch["labels"]
         where = y != IGNORE_INDEX
         loss = F.cross_entropy(logits[where], y[where], reduction="sum")

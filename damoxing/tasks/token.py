@@ -15,7 +15,7 @@ from ..data.labels import LabelMap
 from ..data.readers import SKIP_HINT
 from ..errors import DataError
 from ..evaluation.metrics import ClassificationMetrics
-from ..layers.losses import IGNORE_INDEX
+from ..layers.losses import IGNORE_INDEX, wide
 from .base import SupervisedTask, TaskOutput, as_paths, chunks
 
 
@@ -101,7 +101,7 @@ class TokenClassification(SupervisedTask):
 
     # ----- training
     def loss(self, model, batch: dict) -> TaskOutput:
-        logits = self.outputs(model, batch).float()  # (B, T, labels)
+        logits = wide(self.outputs(model, batch))  # (B, T, labels)
         y = batch["labels"][:, : logits.shape[1]]
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
         where = y != IGNORE_INDEX

@@ -5,9 +5,11 @@ from damoxing.inference import generate
 
 
 def tiny_llama(vocab=50):
+    """In float64: cached and full decoding differ only in summation order (~1e-16), so no near-tie of two logits
+    can flip an argmax between them, as a float32 difference (~1e-7) could on some CPU."""
     torch.manual_seed(0)
     cfg = damoxing.preset("llama-tiny", vocab_size=vocab, dim=32, layers=2, heads=4, kv_heads=2, mlp_dim=64)
-    return damoxing.create_model(cfg).eval()
+    return damoxing.create_model(cfg).double().eval()
 
 
 def test_greedy_with_cache_equals_full_recompute():

@@ -13,17 +13,22 @@ GPT2_STYLE = dict(vocab_size=64, dim=32, layers=2, heads=4, mlp_dim=64, max_posi
 LLAMA_STYLE = dict(GPT2_STYLE, position="rope", norm="rmsnorm", mlp="swiglu", kv_heads=2, attention_bias=False,
                    mlp_bias=False, tie_embeddings=False)
 DECODERS = {"gpt2": GPT2_STYLE, "llama": LLAMA_STYLE}
+EPS32 = torch.finfo(torch.float32).eps
+# The equivalence checks run in float64 (eps 2.2e-16), where two ways of computing the same thing differ only in
+# summation order: <= n * eps * sum|terms| per sum, n <= 64 here, through 2 layers of outputs |y| <= ~10.
+# 1e-10 is > 1000x that bound and < 1e-3 of any float32 rounding (1.2e-7), let alone a real difference.
+F64_TOL = 1e-10
 
 
 def decoder(style: str, **changes):
     torch.manual_seed(0)
-    return create_model(DecoderConfig(**{**DECODERS[style], **changes})).eval()
+    return create_model(DecoderConfig(**{**DECODERS[style], **changes})).double().eval()
 
 
 def encoder(**changes):
     torch.manual_seed(0)
     return create_model(EncoderConfig(**{**dict(vocab_size=64, dim=32, layers=2, heads=4, mlp_dim=64,
-                                                  max_positions=32), **changes})).eval()
+                                                  max_positions=32), **changes})).double().eval()
 
 
 def test_sinusoidal_table_is_the_papers_formula():
@@ -31,9 +36,9 @@ def test_sinusoidal_table_is_the_papers_formula():
     table = sinusoidal_table(length, dim)
     for pos in range(length):
         for i in range(dim // 2):
-            angle = pos / 10000 ** (2 * i / dim)
-            assert table[pos, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6)
-            assert table[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
+            angle = pos / 10000 ** (2 * i / dim)  # the table is float64 rounded once to float32: <= eps/2 of |v| <= 1
+            assert table[pos, 2 * i].item() == pytest.approx(math.sin(angle), abs=EPS32 / 2)
+            assert table[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=EPS32 / 2)
 
 
 def test_rope_is_a_complex_rotation_of_pairs_i_and_i_plus_half():
@@ -42,17 +47,23 @@ def test_rope_is_a_complex_rotation_of_pairs_i_and_i_plus_half():
     x = torch.randn(1, 2, T, d)
     cos, sin = RotaryEmbedding(d, base)(torch.arange(T)[None])
     out = apply_rotary(x, cos, sin)
+    # float32 rope: the angle t * theta (theta <= 1) is rounded twice (<= t * eps rad), cos and sin are within 1 ulp,
+    # and x * cos + y * sin rounds 3 times: each output is within (t + 5) * eps * |(x, y)| of the exact rotation
+    size = x.abs().max().item() * math.sqrt(2)
     for t in range(T):
         for i in range(d // 2):
             z = complex(x[0, 1, t, i], x[0, 1, t, i + d // 2]) * complex(math.cos(t * base ** (-2 * i / d)),
                                                                         math.sin(t * base ** (-2 * i / d)))
-            assert out[0, 1, t, i].item() == pytest.approx(z.real, abs=1e-5)
-            assert out[0, 1, t, i + d // 2].item() == pytest.approx(z.imag, abs=1e-5)
-    # a rotation: norms kept, and q.k depends only on the distance between positions
-    assert torch.allclose(out.norm(dim=-1), x.norm(dim=-1), atol=1e-5)
+            assert out[0, 1, t, i].item() == pytest.approx(z.real, abs=(t + 5) * EPS32 * size)
+            assert out[0, 1, t, i + d // 2].item() == pytest.approx(z.imag, abs=(t + 5) * EPS32 * size)
+    # a rotation: norms kept (cos^2 + sin^2 = 1 within 4 eps, the norm's sum of d squares within d eps)...
+    torch.testing.assert_close(out.norm(dim=-1), x.norm(dim=-1), rtol=(d + 4) * EPS32, atol=0)
+    # ...and q.k depends only on the distance between positions: angles up to 13 rad rounded (13 eps each, q and k),
+    # the rotations (4 eps), the dot product's sum of d terms (d eps), all relative to |q| |k|
     q, k = torch.randn(d), torch.randn(d)
     rot = lambda v, p: apply_rotary(v.view(1, 1, 1, d), *RotaryEmbedding(d, base)(torch.tensor([[p]]))).flatten()  # noqa: E731
-    assert rot(q, 5) @ rot(k, 2) == pytest.approx((rot(q, 13) @ rot(k, 10)).item(), abs=1e-4)
+    bound = 2 * (2 * 13 + 4 + d) * EPS32 * (q.norm() * k.norm()).item()
+    assert (rot(q, 5) @ rot(k, 2)).item() == pytest.approx((rot(q, 13) @ rot(k, 10)).item(), abs=bound)
 
 
 @pytest.mark.parametrize("style", ["gpt2", "llama"])
@@ -63,8 +74,8 @@ def test_changing_a_future_token_never_changes_earlier_outputs(style):
     changed[:, 6:] = (changed[:, 6:] + 7) % 64
     with torch.no_grad():
         a, b = model(ids), model(changed)
-    assert torch.allclose(a[:, :6], b[:, :6], atol=1e-6)
-    assert not torch.allclose(a[:, 6:], b[:, 6:], atol=1e-3)
+    torch.testing.assert_close(a[:, :6], b[:, :6], rtol=0, atol=F64_TOL)
+    assert (a[:, 6:] - b[:, 6:]).abs().max() > 1e-3  # the changed tokens' own outputs do change
 
 
 def test_encoder_padding_never_changes_real_positions():
@@ -74,10 +85,10 @@ def test_encoder_padding_never_changes_real_positions():
     mask = torch.cat([torch.ones(1, 7), torch.zeros(1, 5)], dim=1).long()
     with torch.no_grad():
         alone, with_pad = model(ids), model(padded, mask)
-    assert torch.allclose(alone, with_pad[:, :7], atol=1e-5)
+    torch.testing.assert_close(alone, with_pad[:, :7], rtol=0, atol=F64_TOL)
     padded[:, 7:] = 9  # whatever sits in the padding is ignored
     with torch.no_grad():
-        assert torch.allclose(model(padded, mask)[:, :7], alone, atol=1e-5)
+        torch.testing.assert_close(model(padded, mask)[:, :7], alone, rtol=0, atol=F64_TOL)
 
 
 @pytest.mark.parametrize("style", ["gpt2", "llama"])
@@ -94,13 +105,13 @@ def test_decoder_padding_never_changes_real_positions(style, side):
         alone = model(ids)
         out = model(padded, mask, position_ids=positions)
     real = out[:, :6] if side == "right" else out[:, 4:]
-    assert torch.allclose(alone, real, atol=1e-5)
+    torch.testing.assert_close(alone, real, rtol=0, atol=F64_TOL)
 
 
 def test_grouped_query_attention_equals_mha_with_repeated_kv():
     torch.manual_seed(0)
-    gqa = MultiHeadAttention(32, heads=4, kv_heads=2, causal=True)
-    mha = MultiHeadAttention(32, heads=4, causal=True)
+    gqa = MultiHeadAttention(32, heads=4, kv_heads=2, causal=True).double()
+    mha = MultiHeadAttention(32, heads=4, causal=True).double()
     d = 8
     with torch.no_grad():
         for name in ("q", "o"):
@@ -110,8 +121,8 @@ def test_grouped_query_attention_equals_mha_with_repeated_kv():
             b = getattr(gqa, name).bias.view(2, d).repeat_interleave(2, dim=0).reshape(32)
             getattr(mha, name).weight.copy_(w)
             getattr(mha, name).bias.copy_(b)
-        x = torch.randn(2, 5, 32)
-        assert torch.allclose(gqa(x), mha(x), atol=1e-6)
+        x = torch.randn(2, 5, 32, dtype=torch.float64)
+        torch.testing.assert_close(gqa(x), mha(x), rtol=0, atol=F64_TOL)
 
 
 @pytest.mark.parametrize("style", ["gpt2", "llama"])
@@ -125,7 +136,7 @@ def test_kv_cache_incremental_decoding_equals_full_forward(style):
         for t in range(5, 12):
             steps.append(model(ids[:, t:t + 1], cache=cache))
     assert cache.length == 12
-    assert (torch.cat(steps, dim=1) - full).abs().max() < 1e-5
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=0, atol=F64_TOL)
 
 
 @pytest.mark.parametrize("make", [lambda: decoder("llama"), lambda: encoder()])
@@ -141,10 +152,11 @@ def test_recorded_attention_probabilities_sum_to_one_and_match_the_fast_path(mak
     assert len(mods) == 2
     for m in mods:
         assert m.probs.shape == (2, 4, 8, 8)
-        assert torch.allclose(m.probs.sum(-1), torch.ones(2, 4, 8), atol=1e-5)
+        assert m.probs.dtype == torch.float64  # recorded in the model's dtype, so both paths below are float64
+        torch.testing.assert_close(m.probs.sum(-1), torch.ones(2, 4, 8, dtype=torch.float64), rtol=0, atol=F64_TOL)
         assert m.probs[1, :, :, 6:].abs().max() == 0  # padding gets no attention
         if model.config.__class__ is DecoderConfig:
             assert m.probs[0].triu(1).abs().max() == 0  # causal: nothing from the future
-    assert torch.allclose(fast, slow, atol=1e-5)
+    torch.testing.assert_close(fast, slow, rtol=0, atol=F64_TOL)
     model.record_attention(False)
     assert all(m.probs is None for m in mods)

@@ -5,6 +5,20 @@ import pytest
 import torch
 
 TINY = dict(vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+EPS32 = torch.finfo(torch.float32).eps
+# Outputs compared in float64 (eps 2.2e-16) differ only in summation order: <= n * eps * sum|terms| per sum, n <= 1536
+# (MiniLM's MLP), 6 layers, |outputs| <= ~10: ~1e-11 at worst. 1e-9 leaves room and is far below float32 (~1e-7).
+F64_TOL = 1e-9
+
+
+def llama_float32_tolerance(layers: int, dim: int, length: int, outputs: torch.Tensor) -> float:
+    """What transformers' Llama moves a float64 comparison by: it runs RMSNorm and rope in float32 in any dtype.
+
+    Each of the 2 * layers + 1 norms is off by <= (dim / 2 + 3) eps32 of its output (input rounding, a float32 sum
+    of dim squares, rsqrt, product); each layer's rope angles (<= length rad) rotate q and k by <= (length + 2) eps32.
+    Taken relative to |outputs| (the layers do not amplify relative error here: 1e-5 bound vs ~4e-8 seen).
+    """
+    return ((2 * layers + 1) * (dim / 2 + 3) + layers * (length + 2)) * EPS32 * outputs.abs().max().item()
 
 
 def save_hf(model, folder):

@@ -5,6 +5,8 @@ transformers needs ~45 s on 2 cores to read this GGUF (it parses the file twice)
 """
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -45,8 +47,12 @@ def test_config_read_from_gguf_metadata(model):
 def test_logits_match_transformers(model, reference):
     with torch.no_grad():
         logits = model(torch.tensor([PROMPT]))[0]
+        exact = copy.deepcopy(model).double()(torch.tensor([PROMPT]))[0]  # the same weights in float64
+    # Both sides run these weights in float32 and each lands about `err` from the float64 logits (err: ours, measured,
+    # ~9e-5 at |logits| ~ 36 after 30 layers); a different op order can at most add up two such errors; x2 for room
+    err = (logits - exact).abs().max().item()
     diff = (logits - reference["logits"]).abs().max().item()
-    assert diff <= 1e-3, diff
+    assert diff <= 4 * err, (diff, err)
 
 
 def greedy(model, prompt: list[int], steps: int) -> list[int]:
@@ -61,5 +67,6 @@ def greedy(model, prompt: list[int], steps: int) -> list[int]:
 
 def test_greedy_decoding_with_kv_cache_matches_transformers_generate(model, reference):
     tokens = greedy(model, PROMPT, NEW_TOKENS)
+    # exact in float32: along this path the top two logits are >= 0.05 apart, ~100x the float32 error bound above
     assert tokens == reference["tokens"].tolist()
     assert len(set(tokens)) > 3  # a real continuation, not one token repeated

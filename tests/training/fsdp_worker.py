@@ -15,7 +15,7 @@ def main(out: str, kind: str, resume: bool) -> None:
     torch.manual_seed(0)
     d = distributed.setup()
     cfg = TrainConfig(task="clm", batch_size=8, max_steps=8, lr=3e-3, warmup_steps=2, log_every=1, plot=False,
-                      tensorboard=False, distributed=kind, save_every=4, keep_last=5)
+                      tensorboard=False, distributed=kind, save_every=4, keep_last=5, precision="fp32")  # no autocast
     train = clm_source(8, n=96, rank=d.rank, world=d.world)
     evaluate = clm_source(8, n=32, rank=d.rank, world=d.world)
     Trainer(tiny_decoder(), "clm", train, cfg, out, eval_data=evaluate, dist=d, **HF).fit(resume=resume)

@@ -33,10 +33,14 @@ def test_fsdp_matches_ddp_saves_hf_checkpoints_and_resumes_bitwise(tmp_path):
     _launch(tmp_path / "fsdp", "fsdp")
     _launch(tmp_path / "ddp", "ddp")
     fsdp, ddp = _losses(tmp_path / "fsdp"), _losses(tmp_path / "ddp")
-    assert len(fsdp) == 8 and max(abs(a - b) for a, b in zip(fsdp, ddp)) < 1e-5
+    # float32, 2 ranks: the same local batches and a commutative 2-way gradient sum; only the gradient-norm reduction
+    # (whole tensors vs shards) is ordered differently, which may round a weight by 1 ulp more per step: <= 8 * 2 eps
+    rtol = 8 * 2 * torch.finfo(torch.float32).eps
+    assert len(fsdp) == 8 and max(abs(a - b) / abs(b) for a, b in zip(fsdp, ddp)) <= rtol
     final = load_file(tmp_path / "fsdp" / "step-000008" / "model.safetensors")  # full, unsharded weights
     reference = load_file(tmp_path / "ddp" / "step-000008" / "model.safetensors")
-    assert max((final[k] - reference[k]).abs().max().item() for k in final) < 1e-5
+    for k in final:
+        torch.testing.assert_close(final[k], reference[k], rtol=rtol, atol=rtol * reference[k].abs().max().item())
     damoxing.load(tmp_path / "fsdp" / "step-000008")
 
     # lose the last checkpoint, resume from step 4 under FSDP: the same final weights, bit for bit
