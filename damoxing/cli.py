@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .errors import UserError
 
@@ -42,15 +43,18 @@ def _cmd_finetune(args) -> None:
     print(f"wrote {result.out_dir} (model: {result.model_dir or result.adapter_dir})")
 
 
+def _report_folder(args) -> Path:
+    """evaluate's --out; by default beside the model folder, named after the data file (runs/x/eval-test/)."""
+    data_name = Path(args.data).name.split(".")[0]
+    return Path(args.out) if args.out is not None else Path(args.model).resolve().parent / f"eval-{data_name}"
+
+
 def _cmd_evaluate(args) -> None:
     import json
-    from pathlib import Path
 
     from .recipes.evaluate import evaluate_model
 
-    # default report folder: beside the model folder, named after the data file (runs/x/eval-test/)
-    data_name = Path(args.data).name.split(".")[0]
-    out = Path(args.out) if args.out is not None else Path(args.model).resolve().parent / f"eval-{data_name}"
+    out = _report_folder(args)
     columns = {"text_column": args.text_column, "text_pair_column": args.text_pair_column,
                "label_column": args.label_column}
     metrics = evaluate_model(args.model, args.data, out, batch_size=args.batch_size, max_length=args.max_length,
@@ -61,11 +65,15 @@ def _cmd_evaluate(args) -> None:
         keys = [k for k in ("accuracy", "f1_macro", "f1_micro", "f1_weighted", "precision_macro", "recall_macro",
                             "ece", "loss", "mse", "rmse", "mae", "pearson", "spearman", "perplexity") if k in metrics]
         print("  ".join(f"{k} {metrics[k]:.4f}" for k in keys))
+    if metrics["skipped_total"]:
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in metrics["records_skipped"].items())
+        print(f"skipped {metrics['skipped_total']} bad records ({reasons})", file=sys.stderr)
     print(f"report: {out}/report.md", file=sys.stderr)
 
 
 def _cmd_predict(args) -> None:
-    from .inference.predict import format_row, write_jsonl
+    from .data.readers import ReadSummary
+    from .inference.predict import PredictionCounts, format_row, plural, write_jsonl
     from .recipes.evaluate import predict
 
     if args.data is None and not args.texts:
@@ -73,7 +81,12 @@ def _cmd_predict(args) -> None:
     texts = None if args.data is not None else args.texts
     if args.data is not None and args.texts:
         raise UserError("give texts or --data FILE, not both")
-    rows = predict(args.model, texts, args.data, batch_size=args.batch_size, skip_bad=args.skip_bad)
+    if args.output and Path(args.output).is_dir():
+        raise UserError(f"{args.output}: --output is a folder; give the path of a file, "
+                        f"e.g. {Path(args.output) / 'predictions.jsonl'}")
+    read, counts = ReadSummary(), PredictionCounts()
+    rows = counts.count(predict(args.model, texts, args.data, batch_size=args.batch_size, skip_bad=args.skip_bad,
+                                summary=read))
     if args.data is None:
         for row in rows:
             print(format_row(row))
@@ -81,10 +94,14 @@ def _cmd_predict(args) -> None:
         from .atomic import atomic_open
 
         with atomic_open(args.output) as f:
-            n = write_jsonl(rows, f)
-        print(f"wrote {n} predictions to {args.output}", file=sys.stderr)
+            write_jsonl(rows, f)
     else:
         write_jsonl(rows, sys.stdout)
+    if args.data is not None or counts.errors:
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(read.skipped.items()))
+        files = f"; skipped {plural(sum(read.skipped.values()), 'file')} ({reasons})" if read.skipped else ""
+        where = f"wrote {args.output}: " if args.output else ""
+        print(f"{where}{counts.summary()}{files}", file=sys.stderr)
 
 
 def _cmd_quickstart(args) -> None:
@@ -156,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--data", default=None, help="a file to predict (.txt: one text per line; .csv/.jsonl/...)")
     pr.add_argument("--output", "-o", default=None, help="write the JSON Lines here instead of stdout")
     pr.add_argument("--batch-size", type=int, default=32)
-    pr.add_argument("--skip-bad", action="store_true", help="skip bad records instead of stopping")
+    pr.add_argument("--skip-bad", action="store_true",
+                    help="write a row with 'error' set for each bad record, and count them, instead of stopping")
     pr.set_defaults(func=_cmd_predict)
 
     q = sub.add_parser("quickstart", help="tokenizer -> pretrain -> fine-tune MiniLM -> evaluate, on bundled data")
