@@ -64,7 +64,8 @@ def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
     except (gzip.BadGzipFile, EOFError, zlib.error) as e:
         raise DataError(f"{path}: not a readable gzip file ({e}); re-compress it or remove the .gz suffix") from None
     except OSError as e:  # an I/O error part-way through (a failing disk, a network drive that went away)
-        raise DataError(f"{path}: reading failed ({e.strerror or e}); check the disk or copy the file elsewhere") from None
+        raise DataError(f"{path}: reading failed ({e.strerror or e}); check the disk, or copy the file "
+                        "elsewhere") from None
 
 
 def read_text(path: Path, mode: str, keep_blank: bool = False) -> Iterator[Row]:

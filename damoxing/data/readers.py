@@ -53,7 +53,7 @@ class ReadSummary:
         if len(self.examples) < 5:
             self.examples.append(f"{problem.where}: {problem.message}")
 
-    def add(self, other: "ReadSummary") -> None:
+    def add(self, other: ReadSummary) -> None:
         """Add the counts of another pass (one summary over several readers)."""
         self.files += other.files
         self.records += other.records

@@ -88,9 +88,10 @@ def _read_bin(path: Path) -> dict[str, torch.Tensor]:
         # PyTorch's own message suggests weights_only=False, which runs whatever code the file holds: never that
         refused = [line.strip() for line in str(error).splitlines() if "Unsupported global" in line]
         what = f" ({refused[0].split(' was not')[0].removeprefix('WeightsUnpickler error: ')})" if refused else ""
-        raise CheckpointError(f"{path} holds Python objects besides tensors{what}; loading them could run code, "
-                              "and damoxing never unpickles code. Use a safetensors copy of these weights from a source you "
-                              "trust, or convert this file to safetensors only if you trust where it came from") from None
+        raise CheckpointError(f"{path} holds Python objects besides tensors{what}; loading them could run "
+                              "code, and damoxing never unpickles code. Use a safetensors copy of these weights from "
+                              "a source you trust, or convert this file to safetensors only if you trust where it "
+                              "came from") from None
     except OSError as error:
         raise CheckpointError(f"{path}: cannot read it ({error.strerror}); {READ_ADVICE}") from None
     except Exception as error:

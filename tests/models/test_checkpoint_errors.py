@@ -98,7 +98,8 @@ def test_pickled_code_is_never_run(good, tmp_path):
     assert "weights_only" not in msg  # PyTorch's advice, weights_only=False, would run the code
 
 
-@pytest.mark.parametrize("shard", ["../outside.safetensors", "/ABS/outside.safetensors", "sub/../../outside.safetensors"])
+@pytest.mark.parametrize("shard", ["../outside.safetensors", "/ABS/outside.safetensors",
+                                   "sub/../../outside.safetensors"])
 def test_sharded_index_stays_inside_the_folder(good, tmp_path, shard):
     """An index naming a file outside the model folder is refused before anything is read, even a valid file."""
     outside = tmp_path / "outside.safetensors"
