@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 141  # 128 + SIGPIPE, as a shell reports it
     except Exception as e:
-        message = system_failure(e, args)
+        message = _system_failure(e, args)
         if message is None:
             raise  # a bug: the traceback is for us
         print(f"damoxing {args.command}: error: {message}", file=sys.stderr)
@@ -263,7 +263,7 @@ def _user_path(name) -> str | None:
     return str(Path(*parts)) if parts else str(path)
 
 
-def system_failure(error: Exception, args) -> str | None:
+def _system_failure(error: Exception, args) -> str | None:
     """One line for a failure of the file system (a path that may not be read or written, a full disk), else None."""
     text = str(error)
     target = _destination(args)
