@@ -1,11 +1,19 @@
 """The `damoxing` command line. Each subcommand is a small `_cmd_*` function over library calls.
 
-User errors (bad files, configs, requests) print one message and exit 2, never a traceback.
+User errors (bad files, configs, requests) print one message and exit 2, never a traceback. So do failures
+of the file system (a file that may not be read, an output folder that may not be written, a full disk):
+one line naming the path and what to do.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import io
+import os
+import re
 import sys
+from pathlib import Path
 
 from .errors import UserError
 
@@ -31,26 +39,31 @@ def _cmd_data_clean(args) -> None:
 def _cmd_pretrain(args) -> None:
     from .recipes.pretrain import pretrain
 
-    pretrain(args.config, out=args.out, resume=args.resume, overrides=args.overrides)
+    overrides = list(args.overrides) + (["data.skip_bad=true"] if args.skip_bad else [])
+    pretrain(args.config, out=args.out, resume=args.resume, overrides=overrides)
 
 
 def _cmd_finetune(args) -> None:
     from .recipes.finetune import finetune
 
-    overrides = list(args.overrides) + (["train.resume=auto"] if args.resume else [])
+    overrides = list(args.overrides) + (["train.resume=auto"] if args.resume else []) + \
+        (["data.skip_bad=true"] if args.skip_bad else [])
     result = finetune(args.config, args.out, overrides=overrides)
     print(f"wrote {result.out_dir} (model: {result.model_dir or result.adapter_dir})")
 
 
+def _report_folder(args) -> Path:
+    """evaluate's --out; by default beside the model folder, named after the data file (runs/x/eval-test/)."""
+    data_name = Path(args.data).name.split(".")[0]
+    return Path(args.out) if args.out is not None else Path(args.model).resolve().parent / f"eval-{data_name}"
+
+
 def _cmd_evaluate(args) -> None:
     import json
-    from pathlib import Path
 
     from .recipes.evaluate import evaluate_model
 
-    # default report folder: beside the model folder, named after the data file (runs/x/eval-test/)
-    data_name = Path(args.data).name.split(".")[0]
-    out = Path(args.out) if args.out is not None else Path(args.model).resolve().parent / f"eval-{data_name}"
+    out = _report_folder(args)
     columns = {"text_column": args.text_column, "text_pair_column": args.text_pair_column,
                "label_column": args.label_column}
     metrics = evaluate_model(args.model, args.data, out, batch_size=args.batch_size, max_length=args.max_length,
@@ -61,11 +74,15 @@ def _cmd_evaluate(args) -> None:
         keys = [k for k in ("accuracy", "f1_macro", "f1_micro", "f1_weighted", "precision_macro", "recall_macro",
                             "ece", "loss", "mse", "rmse", "mae", "pearson", "spearman", "perplexity") if k in metrics]
         print("  ".join(f"{k} {metrics[k]:.4f}" for k in keys))
+    if metrics["skipped_total"]:
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in metrics["records_skipped"].items())
+        print(f"skipped {metrics['skipped_total']} bad records ({reasons})", file=sys.stderr)
     print(f"report: {out}/report.md", file=sys.stderr)
 
 
 def _cmd_predict(args) -> None:
-    from .inference.predict import format_row, write_jsonl
+    from .data.readers import ReadSummary
+    from .inference.predict import PredictionCounts, format_row, plural, write_jsonl
     from .recipes.evaluate import predict
 
     if args.data is None and not args.texts:
@@ -73,7 +90,12 @@ def _cmd_predict(args) -> None:
     texts = None if args.data is not None else args.texts
     if args.data is not None and args.texts:
         raise UserError("give texts or --data FILE, not both")
-    rows = predict(args.model, texts, args.data, batch_size=args.batch_size, skip_bad=args.skip_bad)
+    if args.output and Path(args.output).is_dir():
+        raise UserError(f"{args.output}: --output is a folder; give the path of a file, "
+                        f"e.g. {Path(args.output) / 'predictions.jsonl'}")
+    read, counts = ReadSummary(), PredictionCounts()
+    rows = counts.count(predict(args.model, texts, args.data, batch_size=args.batch_size, skip_bad=args.skip_bad,
+                                summary=read))
     if args.data is None:
         for row in rows:
             print(format_row(row))
@@ -81,10 +103,14 @@ def _cmd_predict(args) -> None:
         from .atomic import atomic_open
 
         with atomic_open(args.output) as f:
-            n = write_jsonl(rows, f)
-        print(f"wrote {n} predictions to {args.output}", file=sys.stderr)
+            write_jsonl(rows, f)
     else:
         write_jsonl(rows, sys.stdout)
+    if args.data is not None or counts.errors:
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(read.skipped.items()))
+        files = f"; skipped {plural(sum(read.skipped.values()), 'file')} ({reasons})" if read.skipped else ""
+        where = f"wrote {args.output}: " if args.output else ""
+        print(f"{where}{counts.summary()}{files}", file=sys.stderr)
 
 
 def _cmd_quickstart(args) -> None:
@@ -99,6 +125,8 @@ def _run_arguments(parser: argparse.ArgumentParser, sections: str, func) -> None
     parser.add_argument("config", help=f"YAML config with {sections} sections")
     parser.add_argument("--out", default=None, help="run folder (default runs/<config name>/)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="skip and count bad records instead of stopping at the first (data.skip_bad)")
     parser.set_defaults(func=func, accepts_overrides=True)
 
 
@@ -156,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--data", default=None, help="a file to predict (.txt: one text per line; .csv/.jsonl/...)")
     pr.add_argument("--output", "-o", default=None, help="write the JSON Lines here instead of stdout")
     pr.add_argument("--batch-size", type=int, default=32)
-    pr.add_argument("--skip-bad", action="store_true", help="skip bad records instead of stopping")
+    pr.add_argument("--skip-bad", action="store_true",
+                    help="write a row with 'error' set for each bad record, and count them, instead of stopping")
     pr.set_defaults(func=_cmd_predict)
 
     q = sub.add_parser("quickstart", help="tokenizer -> pretrain -> fine-tune MiniLM -> evaluate, on bundled data")
@@ -185,7 +214,74 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `damoxing predict ... | head`: the reader has all it wanted
+        with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141  # 128 + SIGPIPE, as a shell reports it
+    except Exception as e:
+        message = _system_failure(e, args)
+        if message is None:
+            raise  # a bug: the traceback is for us
+        print(f"damoxing {args.command}: error: {message}", file=sys.stderr)
+        return 2
     return 0
+
+
+# ---------------------------------------------------------------- failures of the file system
+# How a full disk shows: OSError 28 from Python, "os error 28" from Rust (safetensors, tokenizers), and
+# PyTorch's zip writer, which says only that the file position is not where it should be.
+_DISK_FULL = ("No space left on device", "os error 28", "Disk quota exceeded", "os error 122")
+_WRITE_FAILED = ("unexpected pos", "file write failed")
+_ADVICE = {
+    errno.EACCES: "check the permissions of the file and its folder (ls -ld), or choose another path",
+    errno.EPERM: "check the permissions of the file and its folder (ls -ld), or choose another path",
+    errno.EROFS: "the file system is read-only; choose another path",
+    errno.EISDIR: "that is a folder; give the path of a file",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
+    errno.EEXIST: "a file is in the way; remove it or choose another path",
+    errno.ENOENT: "check the path",
+    errno.ENAMETOOLONG: "choose a shorter path",
+}
+_TEMPORARY = re.compile(r"^\.(.+)\.[A-Za-z0-9_]{8}\.tmp$")  # atomic.py writes NAME through .NAME.XXXXXXXX.tmp
+
+
+def _destination(args) -> str | None:
+    """The file or folder the command writes (None: standard output)."""
+    if args.command in ("pretrain", "finetune"):
+        return args.out or str(Path("runs") / Path(args.config).stem)
+    if args.command == "evaluate":
+        return str(_report_folder(args))
+    return getattr(args, "output", None) or getattr(args, "dst", None) or getattr(args, "out", None)
+
+
+def _user_path(name) -> str | None:
+    """The path the user knows: a temporary name that atomic.py writes through becomes the final name."""
+    if name is None:
+        return None
+    path = Path(name.decode(errors="replace") if isinstance(name, bytes) else str(name))
+    parts = [_TEMPORARY.sub(r"\1", part) for part in path.parts]
+    return str(Path(*parts)) if parts else str(path)
+
+
+def _system_failure(error: Exception, args) -> str | None:
+    """One line for a failure of the file system (a path that may not be read or written, a full disk), else None."""
+    text = str(error)
+    target = _destination(args)
+    resume = " with --resume to continue from the last checkpoint" if args.command in ("pretrain", "finetune") else ""
+    if (isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)) or \
+            any(s in text for s in _DISK_FULL):
+        where = target or _user_path(getattr(error, "filename", None)) or "standard output"
+        return f"{where}: no space left on the device; free some space, then run the command again{resume}"
+    if isinstance(error, RuntimeError) and any(s in text for s in _WRITE_FAILED):
+        first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+        return (f"{target or 'the output'}: writing failed, most likely because the disk is full ({first}); "
+                f"free some space, then run the command again{resume}")
+    if isinstance(error, OSError):
+        path = _user_path(error.filename2 or error.filename) or target or "standard output"
+        reason = error.strerror or type(error).__name__
+        advice = _ADVICE.get(error.errno, "check the path and the disk")
+        return f"{path}: {reason}; {advice}"
+    return None
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -30,12 +31,20 @@ def check_choice(key: str, value: Any, allowed: Iterable[Any]) -> None:
         raise ConfigError(f"{key}: {value!r} is not allowed; choose one of {', '.join(map(repr, allowed))}.{near}")
 
 
+def check_finite(key: str, value: float) -> None:
+    """NaN and infinity are never a setting: a NaN learning rate trains nothing and reports nothing."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: must be a finite number, got {value!r}.")
+
+
 def check_positive(key: str, value: float, allow_zero: bool = False) -> None:
+    check_finite(key, value)
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"{key}: must be {'>= 0' if allow_zero else '> 0'}, got {value!r}.")
 
 
 def check_range(key: str, value: float, low: float, high: float) -> None:
+    check_finite(key, value)
     if not (low <= value <= high):
         raise ConfigError(f"{key}: must be between {low} and {high}, got {value!r}.")
 
@@ -144,9 +153,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"{key}: expected a number, got {value!r}.")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key}: expected a number, got {value!r}.") from None
+        check_finite(key, number)
+        return number
     if tp is str:
         if isinstance(value, (dict, list)):
             raise ConfigError(f"{key}: expected text, got {value!r}.")
@@ -154,17 +165,53 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+# Names other tools (Hugging Face TrainingArguments, Lightning) give our run-config keys.
+ALIASES = {
+    "learning_rate": "train.lr",
+    "num_train_epochs": "train.epochs",
+    "max_epochs": "train.epochs",
+    "per_device_train_batch_size": "train.batch_size",
+    "train_batch_size": "train.batch_size",
+    "gradient_accumulation_steps": "train.grad_accum",
+    "accumulate_grad_batches": "train.grad_accum",
+    "warmup_ratio": "train.warmup_ratio",
+    "warmup_steps": "train.warmup_steps",
+    "num_warmup_steps": "train.warmup_steps",
+    "lr_scheduler_type": "train.schedule",
+    "max_grad_norm": "train.clip_grad",
+    "gradient_clip_val": "train.clip_grad",
+    "weight_decay": "train.weight_decay",
+    "adam_epsilon": "train.eps",
+    "logging_steps": "train.log_every",
+    "eval_steps": "train.eval_every",
+    "save_steps": "train.save_every",
+    "save_total_limit": "train.keep_last",
+    "metric_for_best_model": "train.metric",
+    "seed": "train.seed",
+    "max_steps": "train.max_steps",
+}
+
+
+def _unknown_key(key: str, prefix: str, fields: list[str]) -> ConfigError:
+    """The error for an unknown key: our name for a known alias, else the nearest valid key of the section."""
+    full = f"{prefix}.{key}" if prefix else key
+    ours = ALIASES.get(key)
+    if ours is not None and ours != full:
+        near = f" Did you mean '{ours}'? ({key!r} is another tool's name for it.)"
+    else:
+        hint = difflib.get_close_matches(key, fields, n=1, cutoff=0.5)
+        near = f" Did you mean '{(prefix + '.') if prefix else ''}{hint[0]}'?" if hint else ""
+    return ConfigError(f"unknown key '{full}'.{near} Valid keys here: {', '.join(fields)}.")
+
+
 def from_dict(cls, data: dict | None, prefix: str = ""):
-    """Build dataclass `cls` from a plain dict; unknown keys are errors naming the nearest valid key."""
+    """Build dataclass `cls` from a plain dict; unknown keys are errors naming our key for it or the nearest one."""
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for k in data:
         if k not in fields:
-            full = f"{prefix}.{k}" if prefix else k
-            hint = difflib.get_close_matches(k, list(fields), n=1, cutoff=0.5)
-            near = f" Did you mean '{(prefix + '.') if prefix else ''}{hint[0]}'?" if hint else ""
-            raise ConfigError(f"unknown key '{full}'.{near} Valid keys here: {', '.join(fields)}.")
+            raise _unknown_key(k, prefix, list(fields))
     kwargs = {}
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else name
@@ -203,6 +250,9 @@ def load_yaml(path: str | Path) -> dict:
         raise ConfigError(f"{where}: not valid YAML ({getattr(e, 'problem', e)}).") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text.") from None
+    except OSError as e:  # PermissionError, a folder, an I/O error
+        raise ConfigError(f"{path}: cannot read the config ({e.strerror}); check that you may read it "
+                          "(ls -l, chmod a+r), or pass another file.") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

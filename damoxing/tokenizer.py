@@ -462,7 +462,10 @@ def read_json(path: Path, optional: bool = False) -> dict:
     what_to_do = "fix or delete it" if optional else "fix it or download it again"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot read it ({error.strerror or error}); check that you may read it "
+                              "(ls -l; chmod a+r), or copy the model folder somewhere you can") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{path} is not valid JSON ({error}); {what_to_do}") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} should hold a JSON object, not {type(data).__name__}; {what_to_do}")

@@ -2,7 +2,8 @@
 
 Each document goes through, in order: Unicode NFKC; control and invisible characters removed (below);
 whitespace normalised (runs of spaces and tabs become one space, lines are stripped, runs of blank lines
-become one); blank documents dropped (counted as `blank`); PII redaction; the length filter (in characters);
+become one); blank documents dropped (counted as `blank`: also the blank lines of plain text read line by
+line, and CSV rows of blank fields); PII redaction; the length filter (in characters);
 exact-duplicate removal. Duplicates are found on the text before redaction, together with the label, so two
 records that differ only in their personal data, or only in their label, are both kept (`identical_after_redaction`
 counts the kept ones that came out the same as an earlier one). The output is written atomically: an interrupted
@@ -139,10 +140,12 @@ def clean_corpus(in_path: str | os.PathLike, out_path: str | os.PathLike, *, min
     out_format = strip_suffixes(out_path)
     if out_format not in (".txt", ".jsonl"):
         raise DataError(f"{out_path}: the output must end in .txt or .jsonl (optionally .gz)")
+    if out_path.is_dir():
+        raise DataError(f"{out_path}: the output is a folder; give the path of a file, e.g. {out_path / 'clean.jsonl'}")
     if max_length is not None and max_length < min_length:
         raise DataError(f"max_length ({max_length}) is smaller than min_length ({min_length})")
     reader = read_records(in_path, text_column=text_column, label_column=label_column, skip_bad=skip_bad,
-                          text_mode=text_mode)
+                          text_mode=text_mode, keep_blank=True)
     stats = Counter()
     redactions: Counter = Counter()
     duplicates_by_label: Counter = Counter()

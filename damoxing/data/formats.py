@@ -47,7 +47,12 @@ def strip_suffixes(path: Path) -> str:
 
 
 def open_binary(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+    """The file's bytes (decompressed for `.gz`); a file that cannot be opened is a DataError naming it."""
+    try:
+        return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+    except OSError as e:  # PermissionError above all; a missing file is caught earlier, by the reader
+        raise DataError(f"{path}: cannot read the file ({e.strerror}); check that you may read it "
+                        "(ls -l, chmod a+r), or pass another file") from None
 
 
 def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -58,10 +63,16 @@ def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
                 yield number, raw.decode("utf-8", "surrogateescape").rstrip("\r\n")
     except (gzip.BadGzipFile, EOFError, zlib.error) as e:
         raise DataError(f"{path}: not a readable gzip file ({e}); re-compress it or remove the .gz suffix") from None
+    except OSError as e:  # an I/O error part-way through (a failing disk, a network drive that went away)
+        raise DataError(f"{path}: reading failed ({e.strerror or e}); check the disk, or copy the file "
+                        "elsewhere") from None
 
 
-def read_text(path: Path, mode: str) -> Iterator[Row]:
-    """Plain text. `paragraph`: documents separated by blank lines; `line`: one per line; `file`: one per file."""
+def read_text(path: Path, mode: str, keep_blank: bool = False) -> Iterator[Row]:
+    """Plain text. `paragraph`: documents separated by blank lines; `line`: one per line; `file`: one per file.
+
+    In `line` mode a blank line is passed over, or with `keep_blank` is a row with empty text (every line a row).
+    """
     if mode not in TEXT_MODES:
         raise DataError(f"unknown text mode {mode!r}; choose one of {TEXT_MODES}")
     if mode == "file":
@@ -74,7 +85,7 @@ def read_text(path: Path, mode: str) -> Iterator[Row]:
     start = 0
     for number, line in iter_lines(path):
         if mode == "line":
-            if line.strip():
+            if line.strip() or keep_blank:
                 yield Row(f"{path}:{number}", {"text": line.strip()}, number)
             continue
         if line.strip():
@@ -107,8 +118,11 @@ def read_jsonl(path: Path) -> Iterator[Row | Problem]:
         yield Row(where, obj, number)
 
 
-def read_csv(path: Path, columns: list[str], delimiter: str) -> Iterator[Row | Problem]:
-    """CSV or TSV with a header row; quoted fields may span lines. Missing header columns stop the read."""
+def read_csv(path: Path, columns: list[str], delimiter: str, keep_blank: bool = False) -> Iterator[Row | Problem]:
+    """CSV or TSV with a header row; quoted fields may span lines. Missing header columns stop the read.
+
+    Empty lines are not rows; a row of blank fields is passed over too, or with `keep_blank` is a row.
+    """
     csv.field_size_limit(1 << 30)  # articles are longer than csv's 128 KiB default field limit
     lines = (line + "\n" for _, line in iter_lines(path))
     reader = csv.reader(lines, delimiter=delimiter)
@@ -134,8 +148,8 @@ def read_csv(path: Path, columns: list[str], delimiter: str) -> Iterator[Row | P
         except csv.Error as e:
             yield Problem(f"{path}:{start}", "malformed_row", f"cannot parse the row ({e})")
             continue
-        if not any(v.strip() for v in values):
-            continue
+        if not any(v.strip() for v in values) and not (keep_blank and len(values) == len(header)):
+            continue  # an empty line; a row of blank fields too, unless every row counts
         where = f"{path}:{start}"
         if len(values) != len(header):
             yield Problem(where, "missing_column" if len(values) < len(header) else "malformed_row",

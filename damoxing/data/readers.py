@@ -11,6 +11,10 @@
 
 Bad input never crashes with a traceback and is never dropped silently: each bad record raises
 `DataError` naming the file and line, or with `skip_bad=True` is skipped and counted in `.summary`.
+
+Prediction needs one record per input row, in order: `keep_blank=True` turns blank rows (a blank line of
+plain text read line by line, a CSV row whose fields are all blank) into records with empty text, and
+`error_records=True` turns each bad record (with `skip_bad`) into `{"error": reason, "where", "message"}`.
 """
 from __future__ import annotations
 
@@ -31,7 +35,8 @@ JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 TABLE_SUFFIXES = {".csv", ".tsv"}
 PARQUET_SUFFIXES = {".parquet", ".pq"}
 KNOWN_SUFFIXES = TEXT_SUFFIXES | JSONL_SUFFIXES | TABLE_SUFFIXES | PARQUET_SUFFIXES
-SKIP_HINT = "fix it, or skip and count bad records with skip_bad=True (--skip-bad)"
+SKIP_HINT = ("fix it, or skip and count bad records: --skip-bad on the command line, data.skip_bad: true in a "
+             "config, skip_bad=True in Python")
 
 
 @dataclass
@@ -48,24 +53,36 @@ class ReadSummary:
         if len(self.examples) < 5:
             self.examples.append(f"{problem.where}: {problem.message}")
 
+    def add(self, other: ReadSummary) -> None:
+        """Add the counts of another pass (one summary over several readers)."""
+        self.files += other.files
+        self.records += other.records
+        self.skipped.update(other.skipped)
+        self.examples.extend(other.examples[:max(0, 5 - len(self.examples))])
+
     def as_dict(self) -> dict:
         return {"files": self.files, "records": self.records, "skipped": dict(sorted(self.skipped.items())),
                 "skipped_total": sum(self.skipped.values()), "skipped_examples": list(self.examples)}
 
 
-_NOT_UTF8 = re.compile("[\udc80-\udcff]")  # surrogateescape turns each undecodable byte into one of these
+_SURROGATE = re.compile("[\ud800-\udfff]")  # never text: no encoder writes it, the tokenizer refuses it
 
 
-def _bad_bytes(value: str, row: Row, name: str) -> Problem | None:
-    """A lone surrogate marks a byte that was not UTF-8; report its line and byte value."""
-    found = _NOT_UTF8.search(value)
+def bad_text(value: str, row: Row, name: str) -> Problem | None:
+    """A lone surrogate in a value: a byte that was not UTF-8 (surrogateescape maps bytes 0x80-0xff to
+    U+DC80-U+DCFF), or a JSON escape such as "\\ud800" that is half of a pair. Report its line."""
+    found = _SURROGATE.search(value)
     if found is None:
         return None
     path, _, _ = row.where.rpartition(":")
     line = row.first_line + value.count("\n", 0, found.start())
     where = f"{path}:{line}" if path else row.where
-    return Problem(where, "bad_utf8",
-                   f"byte 0x{ord(found.group()) - 0xDC00:02x} in {name!r} is not UTF-8 (re-encode the file as UTF-8)")
+    code = ord(found.group())
+    if 0xDC80 <= code <= 0xDCFF:
+        return Problem(where, "bad_utf8",
+                       f"byte 0x{code - 0xDC00:02x} in {name!r} is not UTF-8 (re-encode the file as UTF-8)")
+    return Problem(where, "lone_surrogate", f"{name!r} holds a lone surrogate \\u{code:04x}, half of a UTF-16 pair "
+                   "and no character (fix the escape, or remove it)")
 
 
 class RecordReader:
@@ -74,7 +91,7 @@ class RecordReader:
     def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike], *, text_column: str = "text",
                  label_column: str | None = None, text_pair_column: str | None = None,
                  labels: LabelMap | Sequence[str] | None = None, skip_bad: bool = False,
-                 text_mode: str | None = None):
+                 text_mode: str | None = None, keep_blank: bool = False, error_records: bool = False):
         many = isinstance(paths, (list, tuple))
         self.paths = [Path(p) for p in (paths if many else [paths])]
         self.text_column = text_column
@@ -83,6 +100,8 @@ class RecordReader:
         self.labels = labels if labels is None or isinstance(labels, LabelMap) else LabelMap(labels)
         self.skip_bad = skip_bad
         self.text_mode = text_mode
+        self.keep_blank = keep_blank
+        self.error_records = error_records
         self.summary = ReadSummary()
         for path in self.paths:
             if not path.exists():
@@ -116,11 +135,11 @@ class RecordReader:
             if self.label_column or self.text_pair_column:
                 raise DataError(f"{file}: plain text has no columns; use JSONL, CSV, Parquet or a folder of "
                                 "class sub-folders for labelled data")
-            return read_text(file, self.text_mode or "paragraph")
+            return read_text(file, self.text_mode or "paragraph", keep_blank=self.keep_blank)
         if suffix in JSONL_SUFFIXES:
             return read_jsonl(file)
         if suffix in TABLE_SUFFIXES:
-            return read_csv(file, columns, "\t" if suffix == ".tsv" else ",")
+            return read_csv(file, columns, "\t" if suffix == ".tsv" else ",", keep_blank=self.keep_blank)
         if suffix in PARQUET_SUFFIXES:
             return read_parquet(file, columns)
         raise DataError(f"{file}: unknown file type {suffix or '(no suffix)'!r}; "
@@ -130,7 +149,9 @@ class RecordReader:
         """`builtin`: rows from plain text or class folders, whose fields are always `text` (and `label`)."""
         for row in rows:
             result = row if isinstance(row, Problem) else self._record(row, builtin)
-            if isinstance(result, Problem):
+            if isinstance(result, Problem) and self.error_records and self.skip_bad:
+                result = {"error": result.reason, "where": result.where, "message": result.message}
+            elif isinstance(result, Problem):
                 self._problem(result)
                 continue
             self.summary.records += 1
@@ -161,7 +182,7 @@ class RecordReader:
                 value = str(value).strip()
             elif not isinstance(value, str):
                 return Problem(row.where, "bad_value", f"field {column!r} is {type(value).__name__}, not text")
-            bad = _bad_bytes(value, row, column)
+            bad = bad_text(value, row, column)
             if bad:
                 return bad
             record[key] = value
@@ -176,14 +197,15 @@ class RecordReader:
 def read_records(paths: str | os.PathLike | Sequence[str | os.PathLike], *, text_column: str = "text",
                  label_column: str | None = None, text_pair_column: str | None = None,
                  labels: LabelMap | Sequence[str] | None = None, skip_bad: bool = False,
-                 text_mode: str | None = None) -> RecordReader:
+                 text_mode: str | None = None, keep_blank: bool = False, error_records: bool = False) -> RecordReader:
     """A lazy, re-iterable reader over one or more files or folders; see the module docstring.
 
     With `labels` (a LabelMap or a list of names) each record's label becomes its integer id and an
     unknown label is a bad record; without it labels stay strings (build a map with `load_labelled`).
     """
     return RecordReader(paths, text_column=text_column, label_column=label_column, text_pair_column=text_pair_column,
-                        labels=labels, skip_bad=skip_bad, text_mode=text_mode)
+                        labels=labels, skip_bad=skip_bad, text_mode=text_mode, keep_blank=keep_blank,
+                        error_records=error_records)
 
 
 def read_texts(paths: str | os.PathLike | Sequence[str | os.PathLike], **kwargs) -> Iterator[str]:

@@ -146,6 +146,10 @@ def _sections(metrics: dict[str, Any], images: dict[str, str]) -> list[tuple[str
         sections.append(("Per class", "table", (["class", "precision", "recall", "f1", "support"], rows)))
     if images:
         sections.append(("Plots", "images", images))
+    if metrics.get("records_skipped"):
+        rows = [[reason, str(n)] for reason, n in metrics["records_skipped"].items()]
+        rows += [["example", _fmt(example)] for example in metrics.get("skipped_examples", [])]
+        sections.append(("Skipped records", "table", (["reason", "records"], rows)))
     if "worst_examples" in metrics:
         rows = [[str(ex["index"]), _fmt(ex["text"]), ex["true"], ex["predicted"], _fmt(ex["confidence"])]
                 for ex in metrics["worst_examples"]]

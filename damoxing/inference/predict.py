@@ -6,11 +6,17 @@
 Each row is a dict: classification {"text", "label", "probability", "probabilities": {name: p}},
 regression {"text", "score"}, token classification {"tokens", "labels", "probabilities"}. Records are
 read lazily and `write_jsonl` writes each line as soon as its batch is done: any file runs in flat memory.
+
+One rule everywhere: one output row per input record, in order. An empty input (blank text, no words)
+gives {"text": "", "error": "empty"} and a bad record that was read with skip_bad keeps its
+{"error": reason, "where", "message"}; `PredictionCounts` counts both for the summary.
 """
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import IO
 
 import torch
@@ -21,13 +27,52 @@ from ..tasks import SupervisedTask, chunks
 @torch.no_grad()
 def predict_records(model, tokenizer, task: SupervisedTask, records: Iterable[dict], names: list[str],
                     max_length: int | None, batch_size: int = 32) -> Iterator[dict]:
-    """One prediction dict per record, in order, computed a batch at a time."""
+    """One row per record, in order, computed a batch at a time; empty and bad records give an `error` row."""
     model.eval()
     for part in chunks(records, batch_size):
-        batch = task.encode(tokenizer, part, max_length)
-        batch.pop("labels", None)
-        batch = {k: v.to(model.device) for k, v in batch.items()}
-        yield from task.rows(tokenizer, part, task.outputs(model, batch).float().cpu(), list(names), max_length)
+        errors = {i: error_row(r) for i, r in enumerate(part) if "error" in r or is_empty(r)}
+        todo = [r for i, r in enumerate(part) if i not in errors]
+        predicted: Iterator[dict] = iter(())
+        if todo:
+            batch = task.encode(tokenizer, todo, max_length)
+            batch.pop("labels", None)
+            batch = {k: v.to(model.device) for k, v in batch.items()}
+            predicted = task.rows(tokenizer, todo, task.outputs(model, batch).float().cpu(), list(names), max_length)
+        for i in range(len(part)):
+            yield errors[i] if i in errors else next(predicted)
+
+
+def is_empty(record: dict) -> bool:
+    """No text to predict: every text field blank (or an empty word list)."""
+    return not any(value.strip() if isinstance(value, str) else value for value in record.values())
+
+
+def error_row(record: dict) -> dict:
+    """The output row of an input that has no prediction: a bad record as read, or an empty one."""
+    return record if "error" in record else {**record, "error": "empty"}
+
+
+@dataclass
+class PredictionCounts:
+    """Counts the rows that pass through `count`: how many, and how many have an `error`, by reason."""
+
+    rows: int = 0
+    errors: Counter = field(default_factory=Counter)
+
+    def count(self, rows: Iterable[dict]) -> Iterator[dict]:
+        for row in rows:
+            self.rows += 1
+            if "error" in row:
+                self.errors[row["error"]] += 1
+            yield row
+
+    def summary(self) -> str:
+        """'7 rows: 5 predictions, 2 errors (empty: 2)'."""
+        failed = sum(self.errors.values())
+        text = f"{plural(self.rows, 'row')}: {plural(self.rows - failed, 'prediction')}, {plural(failed, 'error')}"
+        if failed:
+            text += " (" + ", ".join(f"{reason}: {n}" for reason, n in sorted(self.errors.items())) + ")"
+        return text
 
 
 def write_jsonl(rows: Iterable[dict], out: IO[str]) -> int:
@@ -42,8 +87,14 @@ def write_jsonl(rows: Iterable[dict], out: IO[str]) -> int:
     return n
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def format_row(row: dict) -> str:
     """One human-readable line for a command-line text."""
+    if "error" in row:
+        return f"error: {row['error']}\t{row.get('text', row.get('text_a', ''))}"
     if "score" in row:
         return f"{row['score']:.4f}\t{row.get('text', '')}"
     if "tokens" in row:

@@ -40,12 +40,28 @@ def _dtype(dtype) -> torch.dtype | None:
 
 
 # ------------------------------------------------------------------ reading files
+READ_ADVICE = "check that you may read it (ls -l; chmod a+r), or copy the model folder somewhere you can"
+
+
+def _cannot_open(path: Path) -> str | None:
+    """Why `path` cannot be opened for reading (e.g. 'Permission denied'), or None if it can."""
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as error:
+        return error.strerror or str(error)
+    return None
+
+
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     try:
         return load_file(str(path))
-    except Exception as error:  # SafetensorError, or OSError for unreadable files
+    except Exception as error:  # SafetensorError: its message says "no such file" for any failure to open
+        problem = _cannot_open(path)
+        if problem is not None:
+            raise CheckpointError(f"{path}: cannot read it ({problem}); {READ_ADVICE}") from None
         raise CheckpointError(f"{path} is not a valid safetensors file ({error}); it may be truncated or "
                               "corrupt: download it again") from None
 
@@ -54,8 +70,15 @@ def _read_bin(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise CheckpointError(f"{path} holds more than plain tensors, and damoxing never unpickles code "
-                              f"({str(error).splitlines()[0]}); convert it to safetensors with a tool you trust") from None
+        # PyTorch's own message suggests weights_only=False, which runs whatever code the file holds: never that
+        refused = [line.strip() for line in str(error).splitlines() if "Unsupported global" in line]
+        what = f" ({refused[0].split(' was not')[0].removeprefix('WeightsUnpickler error: ')})" if refused else ""
+        raise CheckpointError(f"{path} holds Python objects besides tensors{what}; loading them could run "
+                              "code, and damoxing never unpickles code. Use a safetensors copy of these weights from "
+                              "a source you trust, or convert this file to safetensors only if you trust where it "
+                              "came from") from None
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot read it ({error.strerror}); {READ_ADVICE}") from None
     except Exception as error:
         raise CheckpointError(f"{path} is not a readable PyTorch weights file ({error}); download it again") from None
     if not isinstance(state, dict):
@@ -63,15 +86,25 @@ def _read_bin(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _shard_path(index: Path, shard) -> Path:
+    """A shard named in an index: a relative path inside the model folder, never '..' or an absolute path."""
+    name = Path(str(shard))
+    if not isinstance(shard, str) or not shard or name.is_absolute() or ".." in name.parts:
+        raise CheckpointError(f"{index}: shard {shard!r} is not a file name inside the model folder, and an "
+                              "index may only name files there. Download the checkpoint again from a source you trust")
+    return index.parent / name
+
+
 def _read_sharded(index: Path, read) -> dict[str, torch.Tensor]:
     weight_map = read_json(index).get("weight_map")
     if not isinstance(weight_map, dict):
         raise CheckpointError(f"{index} has no 'weight_map'; download it again")
+    shards = [_shard_path(index, shard) for shard in weight_map.values()]  # every name checked before any read
     state = {}
-    for shard in sorted(set(weight_map.values())):
-        if not (index.parent / shard).is_file():
-            raise CheckpointError(f"{index.parent / shard} is missing (listed in {index.name}); download it")
-        state.update(read(index.parent / shard))
+    for path in sorted(set(shards)):
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing (listed in {index.name}); download it")
+        state.update(read(path))
     return state
 
 

@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from ..data.readers import ReadSummary
 from ..errors import DataError, UserError
 from ..evaluation.evaluate import evaluate_records
 from ..evaluation.report import write_report
@@ -39,27 +40,34 @@ def evaluate_model(model_dir: str | os.PathLike, data: str | os.PathLike, out_di
     """Load a model folder, evaluate it on `data`, and write a report into `out_dir` (if given).
 
     `columns` overrides the column names saved with the model (text_column, text_pair_column, label_column).
+    Records skipped with `skip_bad` are counted, by reason, in `records_skipped` (and `skipped_examples`).
     """
     data = Path(data)
     if not data.exists():
         raise DataError(f"{data}: no such file or folder")
+    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise UserError(f"{out_dir}: a file is in the way of the report folder; remove it or choose another --out")
     model, tokenizer, meta = load_for_evaluation(model_dir)
     meta.update({k: v for k, v in (columns or {}).items() if v is not None})
     if max_length:
         meta["max_length"] = max_length
     task = get_task(meta["task"])
-    records = task.read(data, meta, labels=task.known_labels(meta["labels"]), skip_bad=skip_bad)
+    summary = ReadSummary()
+    records = task.read(data, meta, labels=task.known_labels(meta["labels"]), skip_bad=skip_bad, summary=summary)
     metrics = evaluate_records(model, tokenizer, task, records, meta["labels"], meta["max_length"], batch_size,
                                worst_k)
-    metrics = {"model": str(model_dir), "data": str(data), **metrics}
+    read = summary.as_dict()
+    metrics = {"model": str(model_dir), "data": str(data), **metrics, "records_skipped": read["skipped"],
+               "skipped_total": read["skipped_total"], "skipped_examples": read["skipped_examples"]}
     if out_dir is not None:
         write_report(metrics, out_dir, title=f"Evaluation of {Path(model_dir).name} on {data.name}")
     return metrics
 
 
 def input_records(task, meta: dict, texts: Sequence[str] | None = None, data: str | os.PathLike | None = None,
-                  skip_bad: bool = False) -> Iterator[dict]:
-    """Unlabelled records from command-line texts or a file (lazily); a label column, if any, is ignored."""
+                  skip_bad: bool = False, summary: ReadSummary | None = None) -> Iterator[dict]:
+    """Unlabelled records from command-line texts or a file (lazily), one per input row; a label column, if
+    any, is ignored. Files skipped with `skip_bad` (an empty file has no row) are counted in `summary`."""
     if (texts is None) == (data is None):
         raise UserError("give either texts or a data file to predict, not both")
     if texts is not None:
@@ -69,13 +77,15 @@ def input_records(task, meta: dict, texts: Sequence[str] | None = None, data: st
     path = Path(data)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
-    return task.read(path, meta, skip_bad=skip_bad, with_labels=False)
+    return task.read(path, meta, skip_bad=skip_bad, with_labels=False, summary=summary)
 
 
 def predict(model_dir: str | os.PathLike, texts: Sequence[str] | None = None, data: str | os.PathLike | None = None,
-            *, batch_size: int = 32, skip_bad: bool = False, loaded=None) -> Iterator[dict]:
-    """Predictions for `texts` or the records of `data`, lazily. `loaded` = (model, tokenizer, meta) to reuse."""
+            *, batch_size: int = 32, skip_bad: bool = False, loaded=None,
+            summary: ReadSummary | None = None) -> Iterator[dict]:
+    """Predictions for `texts` or the records of `data`, lazily: one row per input row, in order, an empty or
+    (with `skip_bad`) bad one with `error` set. `loaded` = (model, tokenizer, meta) to reuse."""
     model, tokenizer, meta = loaded if loaded is not None else load_finetuned(model_dir)
     task = get_task(meta["task"])
-    records = input_records(task, meta, texts, data, skip_bad)
+    records = input_records(task, meta, texts, data, skip_bad, summary)
     return predict_records(model, tokenizer, task, records, meta["labels"], meta.get("max_length"), batch_size)

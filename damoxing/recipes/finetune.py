@@ -27,6 +27,7 @@ from torch import nn
 from ..atomic import atomic_open
 from ..config import save_yaml, to_dict
 from ..data.collators import PaddingCollator
+from ..data.readers import ReadSummary
 from ..data.splits import train_val_split
 from ..errors import ConfigError, DataError
 from ..evaluation.evaluate import evaluate_records
@@ -100,14 +101,18 @@ def finetune(config, out_dir: str | Path | None = None, overrides=(), *, model: 
 
     # data: labels come from the training set; validation and test must use only those labels
     columns = columns_of(data)
-    train, labels = task.label_map(list(task.read(data.train, columns, skip_bad=data.skip_bad)))
+    read = ReadSummary()  # what data.skip_bad skipped, in all three sets
+    train, labels = task.label_map(list(task.read(data.train, columns, skip_bad=data.skip_bad, summary=read)))
     if data.max_train_examples:
         train = train[: data.max_train_examples]
     if data.valid:
-        valid = list(task.read(data.valid, columns, labels=labels, skip_bad=data.skip_bad))
+        valid = list(task.read(data.valid, columns, labels=labels, skip_bad=data.skip_bad, summary=read))
     else:
         train, valid = train_val_split(train, data.valid_fraction, seed=cfg.train.seed)
-    test = list(task.read(data.test, columns, labels=labels, skip_bad=data.skip_bad)) if data.test else None
+    test = list(task.read(data.test, columns, labels=labels, skip_bad=data.skip_bad, summary=read)) if data.test else None
+    if read.skipped:
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(read.skipped.items()))
+        _log(verbose, f"skipped {sum(read.skipped.values())} bad records ({reasons}); first: {read.examples[0]}")
     if not train or not valid:
         raise DataError(f"data: {len(train)} training and {len(valid)} validation records; need at least one of each")
     if labels is not None and len(labels) < 2:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..config import to_dict
-from ..data.readers import read_texts
+from ..data.readers import read_records
 from ..data.splits import train_val_split
 from ..errors import ConfigError, DataError
 from ..io.checkpoint import load_into, save_model
@@ -112,9 +112,16 @@ def resolve_model(run: RunConfig, task: Task, tok):
     return cfg
 
 
-def read_documents(paths, run: RunConfig) -> list[str]:
-    docs = [t for t in read_texts(list(paths), text_column=run.data.text_column, text_mode=run.data.text_mode)
-            if t.strip()]
+def read_documents(paths, run: RunConfig, verbose: bool = False) -> list[str]:
+    """The non-blank documents of `paths`; with data.skip_bad bad records are skipped, and counted if `verbose`."""
+    reader = read_records(list(paths), text_column=run.data.text_column, text_mode=run.data.text_mode,
+                          skip_bad=run.data.skip_bad)
+    docs = [r["text"] for r in reader if r["text"].strip()]
+    skipped = reader.summary.as_dict()
+    if verbose and skipped["skipped_total"]:
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in skipped["skipped"].items())
+        print(f"{', '.join(map(str, paths))}: skipped {skipped['skipped_total']} bad records ({reasons}); "
+              f"first: {skipped['skipped_examples'][0]}", flush=True)
     if not docs:
         raise DataError(f"{', '.join(paths)}: no text found")
     return docs
@@ -123,10 +130,10 @@ def read_documents(paths, run: RunConfig) -> list[str]:
 def build_batches(run: RunConfig, task: Task, tok, d) -> tuple[Batches, Batches | None]:
     """The task's examples and collator for the training files, a held-out part, and their batch sources."""
     c, data = run.train, run.data
-    train, collate_train = task.prepare(tok, read_documents(data.train, run), run)
+    train, collate_train = task.prepare(tok, read_documents(data.train, run, verbose=d.main), run)
     held, collate_eval = None, collate_train
     if data.eval:
-        held, collate_eval = task.prepare(tok, read_documents(data.eval, run), run)
+        held, collate_eval = task.prepare(tok, read_documents(data.eval, run, verbose=d.main), run)
     elif data.eval_fraction > 0:
         train, held = train_val_split(train, data.eval_fraction, seed=c.seed)
 

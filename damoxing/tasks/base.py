@@ -14,7 +14,7 @@ pairs summed over a whole evaluation.
 
 Supervised tasks (fine-tuning, `evaluate`, `predict`) add, in `SupervisedTask`:
 
-    read(paths, columns, labels, skip_bad, with_labels) -> records     from files (lazily)
+    read(paths, columns, labels, skip_bad, with_labels, summary)       records from files (lazily)
     inputs(texts) -> records                                           from command-line strings
     encode(tokenizer, records, max_length) -> batch                    padded tensors (+ labels)
     examples(tokenizer, records, max_length) -> [example]              tokenized once, for PaddingCollator
@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from ..data.labels import LabelMap
+from ..data.readers import ReadSummary
 from ..layers.losses import IGNORE_INDEX
 
 
@@ -73,7 +74,10 @@ class SupervisedTask(Task):
     linear_probe: str | None = None  # the `features` method's classifier: "logistic", "ridge", or None
 
     def read(self, paths, columns: dict, labels: LabelMap | None = None, skip_bad: bool = False,
-             with_labels: bool = True) -> Iterator[dict]:
+             with_labels: bool = True, summary: ReadSummary | None = None) -> Iterator[dict]:
+        """Records from files, lazily; bad records stop with a DataError, or with `skip_bad` are counted in
+        `summary` (a ReadSummary). `with_labels=False` reads prediction input: one record per input row, in
+        order, a blank row with empty text and (with `skip_bad`) a bad one as {"error", "where", "message"}."""
         raise NotImplementedError
 
     def label_map(self, records: list[dict]) -> tuple[list[dict], LabelMap | None]:

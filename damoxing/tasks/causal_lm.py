@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.collators import collate_clm, pack_documents
-from ..data.readers import read_texts
+from ..data.readers import read_records
 from ..errors import ConfigError
 from ..evaluation.metrics import LanguageModelMetrics
 from ..layers.losses import IGNORE_INDEX, linear_cross_entropy
@@ -54,9 +54,13 @@ class CausalLM(SupervisedTask):
     def known_labels(self, names) -> None:
         return None
 
-    def read(self, paths, columns: dict, labels=None, skip_bad: bool = False, with_labels: bool = True) -> Iterator[dict]:
+    def read(self, paths, columns: dict, labels=None, skip_bad: bool = False, with_labels: bool = True,
+             summary=None) -> Iterator[dict]:
         for path in as_paths(paths):
-            yield from ({"text": t} for t in read_texts(path, text_column=columns.get("text_column", "text")))
+            reader = read_records(path, text_column=columns.get("text_column", "text"), skip_bad=skip_bad)
+            yield from ({"text": r["text"]} for r in reader)
+            if summary is not None:
+                summary.add(reader.summary)
 
     def encode(self, tokenizer, records: Sequence[dict], max_length: int | None) -> dict[str, torch.Tensor]:
         batch = tokenizer([r["text"] for r in records], max_length=max_length, padding=True, truncation=True)

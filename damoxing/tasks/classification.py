@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from ..data.formats import strip_suffixes
 from ..data.labels import LabelMap
-from ..data.readers import TEXT_SUFFIXES, read_records
+from ..data.readers import TEXT_SUFFIXES, ReadSummary, read_records
 from ..evaluation.metrics import ClassificationMetrics
 from ..layers.losses import wide
 from .base import SupervisedTask, TaskOutput, accuracy, as_paths
@@ -25,15 +25,20 @@ class Classification(SupervisedTask):
 
     # ----- records
     def read(self, paths, columns: dict, labels: LabelMap | None = None, skip_bad: bool = False,
-             with_labels: bool = True) -> Iterator[dict]:
-        """Records with label ids (when `labels` is given), raw label strings, or (with_labels=False) no label."""
+             with_labels: bool = True, summary: ReadSummary | None = None) -> Iterator[dict]:
+        """Records with label ids (when `labels` is given), raw label strings, or (with_labels=False) no label:
+        then a plain-text file is one record per line, blank lines included (see SupervisedTask.read)."""
         pair = columns.get("text_pair_column") or None
         for path in as_paths(paths):
-            is_text = not with_labels and path.is_file() and strip_suffixes(path) in TEXT_SUFFIXES
-            yield from read_records(path, text_column=columns.get("text_column", "text"), text_pair_column=pair,
-                                    label_column=columns.get("label_column", "label") if with_labels else None,
-                                    labels=labels if with_labels else None, skip_bad=skip_bad,
-                                    text_mode="line" if is_text else None)
+            is_text = not with_labels and is_text_file(path)
+            reader = read_records(path, text_column=columns.get("text_column", "text"), text_pair_column=pair,
+                                  label_column=columns.get("label_column", "label") if with_labels else None,
+                                  labels=labels if with_labels else None, skip_bad=skip_bad,
+                                  text_mode="line" if is_text else None, keep_blank=not with_labels,
+                                  error_records=not with_labels)
+            yield from reader
+            if summary is not None:
+                summary.add(reader.summary)
 
     def label_map(self, records: list[dict]) -> tuple[list[dict], LabelMap]:
         label_map = LabelMap.from_labels(r["label"] for r in records)

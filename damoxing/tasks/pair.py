@@ -15,15 +15,19 @@ class Pair(Classification):
     name = "pair"
     pairs = True
 
-    def read(self, paths, columns: dict, labels=None, skip_bad: bool = False, with_labels: bool = True) -> Iterator[dict]:
+    def read(self, paths, columns: dict, labels=None, skip_bad: bool = False, with_labels: bool = True,
+             summary=None) -> Iterator[dict]:
         if not columns.get("text_pair_column"):
             raise ConfigError("data.text_pair_column: the pair task needs the column of the second text.")
-        return super().read(paths, columns, labels, skip_bad, with_labels)
+        return super().read(paths, columns, labels, skip_bad, with_labels, summary)
 
     def inputs(self, texts: Sequence[str]) -> Iterator[dict]:
         """Command-line pairs are written 'first text ||| second text'."""
         for text in texts:
             first, sep, second = text.partition("|||")
+            if not text.strip():
+                yield {"text_a": "", "text_b": ""}  # an empty input: its prediction row says so
+                continue
             if not sep:
                 raise ConfigError(f"a pair model needs two texts: write 'first ||| second', not {text!r}")
             yield {"text_a": first.strip(), "text_b": second.strip()}

@@ -22,9 +22,10 @@ class Regression(Classification):
     def known_labels(self, names) -> None:
         return None
 
-    def read(self, paths, columns: dict, labels=None, skip_bad: bool = False, with_labels: bool = True) -> Iterator[dict]:
+    def read(self, paths, columns: dict, labels=None, skip_bad: bool = False, with_labels: bool = True,
+             summary=None) -> Iterator[dict]:
         """Records whose label is a finite number; anything else is an error naming the record."""
-        records = super().read(paths, columns, None, skip_bad, with_labels)
+        records = super().read(paths, columns, None, skip_bad, with_labels, summary)
         if not with_labels:
             yield from records
             return

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ..data.formats import Problem, read_jsonl, strip_suffixes
 from ..data.labels import LabelMap
-from ..data.readers import SKIP_HINT
+from ..data.readers import SKIP_HINT, ReadSummary, bad_text
 from ..errors import DataError
 from ..evaluation.metrics import ClassificationMetrics
 from ..layers.losses import IGNORE_INDEX, wide
@@ -27,15 +27,20 @@ class TokenClassification(SupervisedTask):
 
     # ----- records
     def read(self, paths, columns: dict, labels: LabelMap | None = None, skip_bad: bool = False,
-             with_labels: bool = True) -> Iterator[dict]:
-        """Records {"tokens", "tags"} (tag names), {"tokens", "labels"} (with `labels`), or {"tokens"}."""
+             with_labels: bool = True, summary: ReadSummary | None = None) -> Iterator[dict]:
+        """Records {"tokens", "tags"} (tag names), {"tokens", "labels"} (with `labels`), or {"tokens"}.
+
+        Without labels (prediction) every line is a record: an empty word list too, and with `skip_bad` a bad
+        line is {"error", "where", "message"}; otherwise bad lines stop the read, or are skipped and counted."""
         tokens_column, tags_column = columns.get("tokens_column", "tokens"), columns.get("tags_column", "tags")
+        summary = summary if summary is not None else ReadSummary()
         for path in as_paths(paths):
             if not path.exists():
                 raise DataError(f"{path}: no such file")
             if strip_suffixes(path) not in (".jsonl", ".ndjson"):
                 raise DataError(f"{path}: token classification reads JSON Lines ({{\"{tokens_column}\": [words], "
                                 f"\"{tags_column}\": [tags]}} per line), not {strip_suffixes(path) or 'this file'}")
+            summary.files += 1
             empty = True
             for row in read_jsonl(path):
                 problem = row if isinstance(row, Problem) else _problem(row, tokens_column, tags_column, with_labels)
@@ -44,18 +49,25 @@ class TokenClassification(SupervisedTask):
                     if unknown:
                         problem = Problem(row.where, "unknown_label",
                                           f"unknown tag {unknown[0]!r}; known tags are {labels.names}")
-                if problem is not None:
-                    if skip_bad:
-                        continue
+                if problem is not None and not skip_bad:
                     raise DataError(f"{problem.where}: {problem.message}; {SKIP_HINT}")
                 empty = False
+                if problem is not None and with_labels:
+                    summary.skip(problem)
+                    continue
+                summary.records += 1
+                if problem is not None:
+                    yield {"error": problem.reason, "where": problem.where, "message": problem.message}
+                    continue
                 record = {"tokens": [str(t) for t in row.fields[tokens_column]]}
                 if with_labels:
                     tags = [str(t) for t in row.fields[tags_column]]
                     record.update({"labels": [labels.encode(t) for t in tags]} if labels is not None else {"tags": tags})
                 yield record
             if empty:
-                raise DataError(f"{path}: the file is empty (no records)")
+                if not skip_bad:
+                    raise DataError(f"{path}: the file is empty (no records); {SKIP_HINT}")
+                summary.skip(Problem(str(path), "empty_file", "the file is empty (no records)"))
 
     def label_map(self, records: list[dict]) -> tuple[list[dict], LabelMap]:
         label_map = LabelMap.from_labels(t for r in records for t in r["tags"])
@@ -140,9 +152,13 @@ class TokenClassification(SupervisedTask):
 
 
 def _problem(row, tokens_column: str, tags_column: str, with_tags: bool) -> Problem | None:
+    """What is wrong with a line; without tags (prediction input) an empty word list is allowed."""
     tokens = row.fields.get(tokens_column)
-    if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
+    if not isinstance(tokens, list) or not (tokens or not with_tags) or not all(isinstance(t, str) for t in tokens):
         return Problem(row.where, "bad_value", f"field {tokens_column!r} must be a non-empty list of words")
+    bad = bad_text("".join(tokens), row, tokens_column)
+    if bad is not None:
+        return bad
     if with_tags:
         tags = row.fields.get(tags_column)
         if not isinstance(tags, list) or len(tags) != len(tokens):

@@ -102,6 +102,7 @@ class DataConfig:
     whole_word: bool = True  # mlm: mask all pieces of a word together
     nsp_prob: float = 0.5  # mlm_nsp: fraction of pairs whose second segment is random
     shuffle: bool = True
+    skip_bad: bool = False  # skip and count bad records (malformed rows, bad UTF-8) instead of stopping at the first
 
     def __post_init__(self):
         check(len(self.train) > 0, "data.train", "list at least one training file or folder.")

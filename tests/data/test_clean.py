@@ -158,3 +158,15 @@ def test_cli_bad_input_message_without_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "in.jsonl:1: no field 'text'" in err and "Traceback" not in err
     assert main(["data", "clean", str(src), str(tmp_path / "o.jsonl"), "--text-column", "body"]) == 0
+
+
+def test_blank_lines_and_rows_are_counted(tmp_path):
+    """Plain text read line by line, and CSV rows of blank fields: every dropped blank row is counted."""
+    lines = tmp_path / "lines.txt"
+    lines.write_text("first doc\n\nsecond doc\n  \t \nthird doc\n\n", encoding="utf-8")
+    summary = clean_corpus(lines, tmp_path / "out.txt", text_mode="line")
+    assert summary["documents_in"] == 6 and summary["blank"] == 3 and summary["documents_out"] == 3
+    table = tmp_path / "rows.csv"
+    table.write_text("text,label\nfirst,a\n , \n\nsecond,b\n,a\n", encoding="utf-8")
+    summary = clean_corpus(table, tmp_path / "out.jsonl", label_column="label")
+    assert summary["blank"] == 2 and summary["documents_out"] == 2  # the empty line is no row

@@ -199,3 +199,18 @@ def test_folder_of_data_files_is_not_a_class_folder(tmp_path):
     write(tmp_path / "part1" / "a.jsonl", json.dumps({"text": "one"}) + "\n")
     write(tmp_path / "b.csv", "text\ntwo\n", gz=True)
     assert sorted(read_texts(tmp_path)) == ["one", "two"]
+
+
+def test_prediction_input_keeps_a_record_per_row(tmp_path):
+    """keep_blank: blank lines are records; error_records (with skip_bad): a bad record holds its place."""
+    text = write(tmp_path / "t.txt", b"one\n\n  \ntwo\n")
+    assert [r["text"] for r in read_records(text, text_mode="line", keep_blank=True)] == ["one", "", "", "two"]
+    assert [r["text"] for r in read_records(text, text_mode="line")] == ["one", "two"]
+    bad = write(tmp_path / "b.jsonl", b'{"text": "one"}\nnot json\n{"text": "\\ud800"}\n{"text": "two"}\n')
+    reader = read_records(bad, skip_bad=True, error_records=True)
+    records = list(reader)
+    assert [r.get("error") for r in records] == [None, "malformed_json", "lone_surrogate", None]
+    assert records[1]["where"] == f"{bad}:2" and records[2]["where"] == f"{bad}:3"
+    assert reader.summary.skipped == {} and reader.summary.records == 4
+    with pytest.raises(DataError, match=r"b\.jsonl:2: malformed JSON"):
+        list(read_records(bad, error_records=True))

@@ -196,3 +196,58 @@ def test_evaluate_language_model_reports_loss_and_perplexity(tmp_path, capsys):
     assert metrics["task"] == "language_model" and metrics["tokens"] > 0
     assert metrics["perplexity"] == math.exp(metrics["loss"])  # exactly: JSON keeps every bit of a float
     assert 1 < metrics["perplexity"] < 2 * tok.vocab_size  # a random model: about the vocabulary size
+
+
+# ---------------------------------------------------------------- nothing is dropped without a count
+def test_predict_gives_one_row_per_input_line(trained, tmp_path, capsys):
+    """7 lines in, 7 rows out, in order: the blank ones say `error: empty`, and the summary counts them."""
+    texts = tmp_path / "seven.txt"
+    texts.write_text("good phone\n\nbad day\n   \ngreat love\n\nawful broken\n", encoding="utf-8")
+    out = tmp_path / "pred.jsonl"
+    assert main(["predict", "--model", str(trained["model"]), "--data", str(texts), "-o", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r.get("error") for r in rows] == [None, "empty", None, "empty", None, "empty", None]
+    assert [r["text"] for r in rows] == ["good phone", "", "bad day", "", "great love", "", "awful broken"]
+    assert [r["label"] for r in rows if "label" in r] == ["pos", "neg", "pos", "neg"]
+    err = capsys.readouterr().err
+    assert f"wrote {out}: 7 rows: 4 predictions, 3 errors (empty: 3)" in err
+    assert main(["predict", "--model", str(trained["model"]), "great love", ""]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[1] == "error: empty\t"
+    assert "2 rows: 1 prediction, 1 error (empty: 1)" in captured.err
+
+
+def test_predict_skip_bad_keeps_a_row_for_each_bad_record(trained, tmp_path, capsys):
+    data = tmp_path / "mixed.csv"
+    data.write_text('text,label\ngood phone,pos\nbad day,neg,extra\n"",neg\ngreat love,pos\n', encoding="utf-8")
+    empty = tmp_path / "folder"
+    empty.mkdir()
+    (empty / "a.csv").write_text(data.read_text(), encoding="utf-8")
+    (empty / "b.csv").write_text("text,label\n", encoding="utf-8")
+    assert main(["predict", "--model", str(trained["model"]), "--data", str(data), "--skip-bad"]) == 0
+    captured = capsys.readouterr()
+    rows = [json.loads(line) for line in captured.out.splitlines()]
+    assert [r.get("error") for r in rows] == [None, "malformed_row", "empty", None]
+    assert rows[1]["where"] == f"{data}:3" and "3 fields" in rows[1]["message"]
+    assert "4 rows: 2 predictions, 2 errors (empty: 1, malformed_row: 1)" in captured.err
+    assert main(["predict", "--model", str(trained["model"]), "--data", str(empty), "--skip-bad"]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 4  # the empty file has no rows: the summary counts it
+    assert "skipped 1 file (empty_file: 1)" in captured.err
+
+
+def test_evaluate_skip_bad_counts_in_summary_metrics_and_report(trained, tmp_path, capsys):
+    data = write_csv(tmp_path / "mixed.csv", [("good phone", "pos"), ("meh", "neutral"), ("bad day", "neg")])
+    with open(data, "a", encoding="utf-8") as f:
+        f.write("awful,neg,extra\n")
+    out = tmp_path / "report"
+    assert main(["evaluate", "--model", str(trained["model"]), "--data", str(data), "--out", str(out),
+                 "--skip-bad"]) == 0
+    err = capsys.readouterr().err
+    assert "skipped 2 bad records (malformed_row: 1, unknown_label: 1)" in err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == 2 and metrics["skipped_total"] == 2
+    assert metrics["records_skipped"] == {"malformed_row": 1, "unknown_label": 1}
+    assert any(f"{data}:3" in example for example in metrics["skipped_examples"])
+    report = (out / "report.md").read_text()
+    assert "## Skipped records" in report and "| unknown_label | 1 |" in report and "| malformed_row | 1 |" in report

@@ -35,3 +35,20 @@ def test_finetune_command_end_to_end(tokenizer, topic_data, tmp_path, capsys):
     assert main(["finetune", str(tmp_path / "ft.yaml"), "--finetune.methd=lora"]) == 2
     err = capsys.readouterr().err
     assert "unknown key 'finetune.methd'" in err and "Did you mean 'finetune.method'" in err
+
+
+def test_finetune_skip_bad_counts_what_it_skips(tokenizer, topic_data, tmp_path, capsys):
+    tokenizer.save(tmp_path / "tok")
+    train = tmp_path / "train.csv"
+    train.write_text(topic_data["train"].read_text() + "a row,with,too many fields\n")
+    cfg = config({**topic_data, "train": train}, "features")
+    cfg["model"] = {"preset": "bert-tiny", "vocab_size": tokenizer.vocab_size, "dim": 32, "layers": 1, "heads": 2,
+                    "mlp_dim": 64, "max_positions": 64}
+    cfg["tokenizer"] = {"path": str(tmp_path / "tok")}
+    cfg["finetune"]["cache_dir"] = str(tmp_path / "cache")
+    (tmp_path / "ft.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["finetune", str(tmp_path / "ft.yaml"), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert f"{train}:242: " in err and "--skip-bad" in err and len(err.strip().splitlines()) == 1
+    assert main(["finetune", str(tmp_path / "ft.yaml"), "--out", str(tmp_path / "run"), "--skip-bad"]) == 0
+    assert "skipped 1 bad records (malformed_row: 1)" in capsys.readouterr().out

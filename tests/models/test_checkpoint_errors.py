@@ -96,6 +96,39 @@ def test_pickled_code_is_never_run(good, tmp_path):
     torch.save({"transformer.wte.weight": Evil()}, good / "pytorch_model.bin")
     msg = error_of(good)
     assert "pytorch_model.bin" in msg and "never unpickles" in msg
+    assert "Unsupported global: GLOBAL " in msg and "print" in msg and "safetensors" in msg and "trust" in msg
+    assert "weights_only" not in msg  # PyTorch's advice, weights_only=False, would run the code
+
+
+@pytest.mark.parametrize("shard", ["../outside.safetensors", "/ABS/outside.safetensors",
+                                   "sub/../../outside.safetensors"])
+def test_sharded_index_stays_inside_the_folder(good, tmp_path, shard):
+    """An index naming a file outside the model folder is refused before anything is read, even a valid file."""
+    outside = tmp_path / "outside.safetensors"
+    outside.write_bytes((good / "model.safetensors").read_bytes())  # would load, if it were opened
+    (good / "model.safetensors").rename(good / "inside.safetensors")
+    shard = shard.replace("/ABS", str(tmp_path))
+    index = {"weight_map": {"transformer.wte.weight": "inside.safetensors", "transformer.wpe.weight": shard}}
+    (good / "model.safetensors.index.json").write_text(json.dumps(index))
+    msg = error_of(good)
+    assert "model.safetensors.index.json" in msg and repr(shard) in msg and "inside the model folder" in msg
+
+
+def test_sharded_index_in_a_sub_folder_loads(good, gpt2_dir):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(good / "model.safetensors")
+    (good / "model.safetensors").unlink()
+    (good / "shards").mkdir()
+    names = sorted(state)
+    half = len(names) // 2
+    save_file({k: state[k] for k in names[:half]}, good / "shards" / "a.safetensors")
+    save_file({k: state[k] for k in names[half:]}, good / "b.safetensors")
+    weight_map = {k: ("shards/a.safetensors" if i < half else "b.safetensors") for i, k in enumerate(names)}
+    (good / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    ids = torch.tensor([[1, 2, 3]])
+    with torch.no_grad():
+        assert torch.equal(damoxing.load(good)(ids), damoxing.load(gpt2_dir)(ids))
 
 
 def test_pytorch_bin_is_read_with_weights_only(good, gpt2_dir):
