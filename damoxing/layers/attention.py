@@ -130,6 +130,10 @@ class MultiHeadAttention(nn.Module):
         self.o = nn.Linear(heads * self.head_dim, dim, bias=bias)
         self.record_probs = False
         self.probs: torch.Tensor | None = None
+        # Inference: q, k, v weights side by side in one (C, (H + 2 Hkv) d) matrix whose column blocks the three
+        # weights are views of, so self-attention projects with one matmul (set by inference.prepare_for_decoding)
+        self.qkv: torch.Tensor | None = None
+        self.qkv_bias: torch.Tensor | None = None
 
     def forward(
         self,
@@ -140,12 +144,15 @@ class MultiHeadAttention(nn.Module):
         cache: LayerKV | None = None,
     ) -> torch.Tensor:
         B, T, _ = x.shape
-        src = x if context is None else context
-        q = self.q(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, d)
-        k = self.k(src).view(B, src.shape[1], self.kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, S, d)
-        v = self.v(src).view(B, src.shape[1], self.kv_heads, self.head_dim).transpose(1, 2)
-        if rope is not None:
-            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        if context is None and self._fused():
+            q, k, v = self._project_fused(x, rope)
+        else:
+            src = x if context is None else context
+            q = self.q(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, d)
+            k = self.k(src).view(B, src.shape[1], self.kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, S, d)
+            v = self.v(src).view(B, src.shape[1], self.kv_heads, self.head_dim).transpose(1, 2)
+            if rope is not None:
+                q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         if cache is not None:
             k, v = cache.update(k, v)  # (B, Hkv, S_total, d)
         grouped = self.kv_heads != self.heads
@@ -174,6 +181,22 @@ class MultiHeadAttention(nn.Module):
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal)
         return self.o(out.transpose(1, 2).reshape(B, T, self.heads * self.head_dim))  # (B, T, C)
+
+    def _fused(self) -> bool:
+        """Use the fused matrix: set, still shared with the q weight (not replaced by .to() or training), no grads."""
+        return (self.qkv is not None and not torch.is_grad_enabled()
+                and self.q.weight.data_ptr() == self.qkv.data_ptr())
+
+    def _project_fused(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None):
+        B, T, _ = x.shape
+        qkv = x @ self.qkv  # (B, T, (H + 2 Hkv) d)
+        if self.qkv_bias is not None:
+            qkv = qkv + self.qkv_bias
+        heads = qkv.view(B, T, self.heads + 2 * self.kv_heads, self.head_dim).transpose(1, 2)  # (B, H + 2Hkv, T, d)
+        qk, v = heads[:, :self.heads + self.kv_heads], heads[:, self.heads + self.kv_heads:]
+        if rope is not None:
+            qk = apply_rotary(qk, *rope)  # queries and keys rotated in one go
+        return qk[:, :self.heads], qk[:, self.heads:], v  # (B, H, T, d), (B, Hkv, T, d), (B, Hkv, T, d)
 
     def _attend_recording(self, q, k, v, mask, is_causal, p):
         scores = (q @ k.transpose(-2, -1)) * self.head_dim**-0.5  # (B, H, T, S)
