@@ -35,8 +35,9 @@ def fuse_linears(linears: list[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor |
 def prepare_for_decoding(model: nn.Module) -> nn.Module:
     """Fuse q/k/v and gate/up and transpose every Linear weight's layout (see above); returns the model.
 
-    For inference: the fused matrices are used only without autograd, and `.to(dtype)` undoes the sharing
-    (the layers then fall back to their separate weights). Call it again after moving the model.
+    The fused matrices are used only without autograd (training reaches the Parameters as before). Moving or
+    casting the model (`.to`, `.double`) drops them and the layers use their separate weights again: call this
+    again afterwards.
     """
     for module in model.modules():
         if isinstance(module, MultiHeadAttention) and module.q.in_features == module.k.in_features:

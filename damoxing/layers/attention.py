@@ -183,9 +183,12 @@ class MultiHeadAttention(nn.Module):
         return self.o(out.transpose(1, 2).reshape(B, T, self.heads * self.head_dim))  # (B, T, C)
 
     def _fused(self) -> bool:
-        """Use the fused matrix: set, still shared with the q weight (not replaced by .to() or training), no grads."""
-        return (self.qkv is not None and not torch.is_grad_enabled()
-                and self.q.weight.data_ptr() == self.qkv.data_ptr())
+        """Use the fused matrix: it is set and autograd is off (it bypasses the q/k/v Parameters)."""
+        return self.qkv is not None and not torch.is_grad_enabled()
+
+    def _apply(self, fn, recurse=True):
+        self.qkv = self.qkv_bias = None  # .to() and the like give q/k/v new storage: the fused matrix is stale
+        return super()._apply(fn, recurse)
 
     def _project_fused(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None):
         B, T, _ = x.shape

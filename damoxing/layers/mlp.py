@@ -40,10 +40,13 @@ class SwiGLU(nn.Module):
         self.gate_up_bias: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
-        if self.gate_up is not None and not torch.is_grad_enabled() and self.gate.weight.data_ptr() == \
-                self.gate_up.data_ptr():  # one matmul for both (see inference.prepare_for_decoding)
+        if self.gate_up is not None and not torch.is_grad_enabled():  # one matmul for both (inference)
             both = x @ self.gate_up if self.gate_up_bias is None else x @ self.gate_up + self.gate_up_bias
             gate, up = both.chunk(2, dim=-1)
         else:
             gate, up = self.gate(x), self.up(x)
         return self.dropout(self.down(F.silu(gate) * up))
+
+    def _apply(self, fn, recurse=True):
+        self.gate_up = self.gate_up_bias = None  # .to() and the like give gate/up new storage: gate_up is stale
+        return super()._apply(fn, recurse)
