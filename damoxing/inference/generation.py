@@ -35,6 +35,15 @@ class Step:
     top_logprobs: torch.Tensor | None = None  # (B, n) and their log-probabilities
 
 
+def _checked_config(config: GenerationConfig | None) -> GenerationConfig:
+    if config is None:
+        return GenerationConfig()
+    if not isinstance(config, GenerationConfig):
+        raise ConfigError(f"generation: expected a GenerationConfig, got {config!r}; for example "
+                          "generate(model, input_ids, GenerationConfig(max_new_tokens=32))")
+    return config
+
+
 @torch.no_grad()
 def generate_stream(
     model,
@@ -44,7 +53,7 @@ def generate_stream(
     cache: KVCache | None = None,  # may hold the first cache.length tokens already (a continued conversation)
 ) -> Iterator[Step]:
     """Yield one Step per new token until every row stopped or max_new_tokens; greedy or sampling."""
-    config = config or GenerationConfig()
+    config = _checked_config(config)
     if config.num_beams > 1:
         raise ConfigError(f"generation.num_beams: {config.num_beams} beams cannot stream token by token; "
                           "use generate() for beam search, or num_beams: 1")
@@ -84,7 +93,7 @@ def generate(model, input_ids: torch.Tensor, config: GenerationConfig | None = N
 
     Greedy when config.temperature is 0, sampling when it is > 0, beam search when config.num_beams > 1.
     """
-    config = config or GenerationConfig()
+    config = _checked_config(config)
     if config.num_beams > 1:
         return beam_search(model, input_ids, config, attention_mask)
     new = [step.tokens for step in generate_stream(model, input_ids, config, attention_mask)]

@@ -161,3 +161,8 @@ def test_lists_become_tuples():
     config = GenerationConfig(stop_token_ids=[2, 3], stop_strings="###")
     assert config.stop_token_ids == (2, 3) and config.stop_strings == ("###",) and hash(config)
     assert math.isclose(GenerationConfig().top_p, 1.0)
+
+
+def test_a_bare_token_count_is_refused_with_a_hint():
+    with pytest.raises(ConfigError, match="GenerationConfig"):
+        generate(tiny_llama(), torch.tensor([[1, 2]]), 8)
