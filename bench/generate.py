@@ -7,7 +7,7 @@ Prints tokens/s of each, the ratio, and the share of the memory-bandwidth floor 
 must read every weight once (the tied embedding as the output projection), so tokens/s can be at most
 bandwidth / weight bytes.
 
-    python bench/generate.py [--new-tokens 128] [--threads 2] [--rounds 3] [--bandwidth-gbs 25] [--compile]
+    python bench/generate.py [--new-tokens 128] [--threads 2] [--rounds 3] [--bandwidth-gbs 25]
 
 damoxing runs after `prepare_for_decoding` (weights in the (in, out) layout, q/k/v and gate/up fused; see
 damoxing/inference/fast.py); transformers runs as loaded.
@@ -54,7 +54,6 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--bandwidth-gbs", type=float, default=25.0, help="the machine's memory bandwidth, GB/s")
-    ap.add_argument("--compile", action="store_true", help="torch.compile our decoding step")
     a = ap.parse_args()
     import transformers
 
@@ -65,10 +64,6 @@ def main() -> None:
         damoxing.save(ours, damoxing.load_tokenizer(gguf), folder)
         hf = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     prepare_for_decoding(ours)
-    if a.compile:
-        from damoxing.inference.fast import compile_decoding
-
-        compile_decoding(ours)
     ids = torch.tensor([PROMPT])
     config = GenerationConfig(max_new_tokens=a.new_tokens)
     out = {}

@@ -39,12 +39,17 @@ def prepare_for_decoding(model: nn.Module) -> nn.Module:
     casting the model (`.to`, `.double`) drops them and the layers use their separate weights again: call this
     again afterwards.
     """
-    for module in model.modules():
-        if isinstance(module, MultiHeadAttention) and module.q.in_features == module.k.in_features:
+    for module in model.modules():  # (LoRA-wrapped projections stay separate: merge the adapters first)
+        if isinstance(module, MultiHeadAttention) and _plain(module.q, module.k, module.v) \
+                and module.q.in_features == module.k.in_features:
             module.qkv, module.qkv_bias = fuse_linears([module.q, module.k, module.v])
-        elif isinstance(module, SwiGLU):
+        elif isinstance(module, SwiGLU) and _plain(module.gate, module.up):
             module.gate_up, module.gate_up_bias = fuse_linears([module.gate, module.up])
     for module in model.modules():
         if isinstance(module, nn.Linear) and module.weight.is_contiguous():
             module.weight.data = module.weight.data.t().contiguous().t()  # Wt (in, out) in memory
     return model
+
+
+def _plain(*modules: nn.Module) -> bool:
+    return all(type(m) is nn.Linear for m in modules)

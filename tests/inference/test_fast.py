@@ -64,3 +64,15 @@ def test_moving_the_model_falls_back_to_separate_weights():
         model.float()  # new storage for every Parameter: the fused matrices no longer hold them
         assert not model.blocks[0].attn._fused()
         assert torch.allclose(model(ids), expected, atol=1e-5)
+
+
+def test_lora_wrapped_projections_stay_separate():
+    from damoxing.finetune.methods import apply_lora
+
+    model = tiny("llama")
+    apply_lora(model, rank=2)
+    ids = torch.randint(0, 96, (1, 6), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = model(ids)
+        prepare_for_decoding(model)
+        assert torch.allclose(model(ids), expected, rtol=0, atol=1e-12)
