@@ -1,66 +1,100 @@
-"""Autoregressive decoding with a key/value cache: greedy, temperature, top-k and top-p sampling.
+"""Autoregressive decoding with a key/value cache: greedy, sampling, and (in beam.py) beam search.
 
-Prompts may be left-padded: positions come from the attention mask, so each row decodes as if alone.
+    config = GenerationConfig(max_new_tokens=64, temperature=0.7, top_p=0.9, stop_token_ids=(2,), seed=0)
+    ids = generate(model, input_ids, config, attention_mask)         # (B, T + new), finished rows padded
+    for step in generate_stream(model, input_ids, config): ...       # one Step per new token
+
+Prompts of different lengths are left-padded: positions come from the attention mask, so each row decodes as if
+alone, and each row stops on its own (at a stop token). Text, stop strings and streaming text are in streaming.py.
+For speed on a CPU, call `prepare_for_decoding(model)` (fast.py) once after loading.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 
+from ..errors import ConfigError
+from ..layers import KVCache
+from .beam import beam_search
+from .config import GenerationConfig
+from .forward import Forward, checked_inputs
+from .sampling import History, make_generator, pick, process
 
-def _pick(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
-          generator: torch.Generator | None) -> torch.Tensor:
-    """(B, V) logits -> (B,) next token ids."""
-    if temperature <= 0:
-        return logits.argmax(-1)
-    logits = logits.float() / temperature
-    if top_k:
-        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = logits.sort(-1, descending=True)
-        cum = sorted_logits.softmax(-1).cumsum(-1)
-        drop = cum - sorted_logits.softmax(-1) > top_p  # keep the smallest set whose mass reaches top_p
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
+
+@dataclass
+class Step:
+    """One new token per row."""
+
+    tokens: torch.Tensor  # (B,) the new tokens; rows that had already stopped get the pad id
+    active: torch.Tensor  # (B,) bool: the row was still generating (its token is real)
+    finished: torch.Tensor  # (B,) bool: the row has stopped (this token was a stop token, or it stopped before)
+    logprobs: torch.Tensor | None = None  # (B,) log-probability of each token under the model (config.logprobs)
+    top_ids: torch.Tensor | None = None  # (B, n) the n most probable tokens
+    top_logprobs: torch.Tensor | None = None  # (B, n) and their log-probabilities
+
+
+def _checked_config(config: GenerationConfig | None) -> GenerationConfig:
+    if config is None:
+        return GenerationConfig()
+    if not isinstance(config, GenerationConfig):
+        raise ConfigError(f"generation: expected a GenerationConfig, got {config!r}; for example "
+                          "generate(model, input_ids, GenerationConfig(max_new_tokens=32))")
+    return config
 
 
 @torch.no_grad()
 def generate_stream(
     model,
-    input_ids: torch.Tensor,  # (B, T) prompt, left-padded when rows differ in length
-    max_new_tokens: int = 32,
+    input_ids: torch.Tensor,  # (B, T) prompts, left-padded when they differ in length
+    config: GenerationConfig | None = None,
     attention_mask: torch.Tensor | None = None,  # (B, T) 1 = token, 0 = padding
-    temperature: float = 0.0,  # 0 = greedy
-    top_k: int | None = None,
-    top_p: float | None = None,
-    eos_id: int | None = None,
-    generator: torch.Generator | None = None,
-) -> Iterator[torch.Tensor]:
-    """Yield the next token of every row, (B,), one step at a time. Rows that emitted EOS repeat it."""
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
-    cache = model.new_cache()
-    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
-    hidden = model.forward_features(input_ids, attention_mask, positions, cache=cache)  # (B, T, C)
-    logits = model.forward_head(hidden[:, -1:])[:, -1]  # (B, V)
-    done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-    for step in range(max_new_tokens):
-        token = _pick(logits, temperature, top_k, top_p, generator)  # (B,)
-        if eos_id is not None:
-            token = token.masked_fill(done, eos_id)
-            done |= token == eos_id
-        yield token
-        if step == max_new_tokens - 1 or bool(done.all()):
+    cache: KVCache | None = None,  # may hold the first cache.length tokens already (a continued conversation)
+) -> Iterator[Step]:
+    """Yield one Step per new token until every row stopped or max_new_tokens; greedy or sampling."""
+    config = _checked_config(config)
+    if config.num_beams > 1:
+        raise ConfigError(f"generation.num_beams: {config.num_beams} beams cannot stream token by token; "
+                          "use generate() for beam search, or num_beams: 1")
+    attention_mask = checked_inputs(input_ids, attention_mask)
+    forward = Forward(model, input_ids, attention_mask, cache, config.max_new_tokens)
+    logits = forward.prefill(input_ids)  # (B, V)
+    history = History(input_ids, attention_mask, config, logits.shape[-1])
+    stop_ids = torch.tensor(config.stop_token_ids, dtype=torch.long, device=input_ids.device)
+    generator = make_generator(config, input_ids.device)
+    finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+    for new in range(config.max_new_tokens):
+        logits = logits.float()
+        tokens = pick(process(logits, history, new, config, stop_ids), config, generator)  # (B,)
+        active = ~finished
+        tokens = tokens.masked_fill(finished, config.pad_id)
+        finished = finished | torch.isin(tokens, stop_ids)
+        yield Step(tokens, active, finished, *_logprobs(logits, tokens, config.logprobs))
+        if new == config.max_new_tokens - 1 or bool(finished.all()):
             return
-        attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
-        positions = positions[:, -1:] + 1  # (B, 1)
-        hidden = model.forward_features(token[:, None], attention_mask, positions, cache=cache)  # (B, 1, C)
-        logits = model.forward_head(hidden)[:, -1]
+        history.append(tokens)
+        logits = forward.step(tokens)
 
 
-def generate(model, input_ids: torch.Tensor, max_new_tokens: int = 32, **options) -> torch.Tensor:
-    """Prompt plus up to `max_new_tokens` new tokens: (B, T + new)."""
-    new = list(generate_stream(model, input_ids, max_new_tokens, **options))
-    return torch.cat([input_ids, torch.stack(new, dim=1)], dim=1) if new else input_ids
+def _logprobs(logits: torch.Tensor, tokens: torch.Tensor, n: int) -> tuple:
+    """Log-probabilities under the model (before penalties and filters): of `tokens`, and the top n."""
+    if not n:
+        return None, None, None
+    logprobs = logits.log_softmax(-1)  # (B, V)
+    top = logprobs.topk(n, dim=-1)
+    return logprobs.gather(-1, tokens[:, None])[:, 0], top.indices, top.values
+
+
+@torch.no_grad()
+def generate(model, input_ids: torch.Tensor, config: GenerationConfig | None = None,
+             attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Prompts plus their continuations, (B, T + new); rows that stopped early are padded with config.pad_id.
+
+    Greedy when config.temperature is 0, sampling when it is > 0, beam search when config.num_beams > 1.
+    """
+    config = _checked_config(config)
+    if config.num_beams > 1:
+        return beam_search(model, input_ids, config, attention_mask)
+    new = [step.tokens for step in generate_stream(model, input_ids, config, attention_mask)]
+    return torch.cat([input_ids, torch.stack(new, dim=1)], dim=1)

@@ -7,36 +7,72 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.torch_version import TorchVersion
 
 from .positions import apply_rotary
 
+SDPA_GQA = TorchVersion(torch.__version__) >= "2.5"  # scaled_dot_product_attention(enable_gqa=True)
+
 
 class LayerKV:
-    """Keys and values seen so far by one attention layer during incremental decoding."""
+    """Keys and values seen so far by one attention layer, in buffers allocated ahead of time.
+
+    `update` writes the new positions in place (no torch.cat per step) and returns views of the filled part.
+    The buffers grow by doubling when full; `reserve` sizes them once for a whole generation.
+    """
 
     def __init__(self):
-        self.k: torch.Tensor | None = None  # (B, Hkv, S, d)
+        self.k: torch.Tensor | None = None  # (B, Hkv, capacity, d)
         self.v: torch.Tensor | None = None
+        self.length = 0  # positions filled
+        self.capacity_hint = 0
 
     @property
-    def length(self) -> int:
+    def capacity(self) -> int:
         return 0 if self.k is None else self.k.shape[2]
 
+    def reserve(self, capacity: int) -> None:
+        """Make room for `capacity` positions (allocated at the next update if the shapes are not known yet)."""
+        self.capacity_hint = max(self.capacity_hint, capacity)
+        if self.k is not None and capacity > self.capacity:
+            self._resize(capacity)
+
     def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append k, v (B, Hkv, T, d); return all keys and values so far, (B, Hkv, length, d) views."""
+        start, end = self.length, self.length + k.shape[2]
         if self.k is None:
-            self.k, self.v = k, v
-        else:
-            self.k, self.v = torch.cat([self.k, k], dim=2), torch.cat([self.v, v], dim=2)
-        return self.k, self.v
+            shape = (*k.shape[:2], max(end, self.capacity_hint), k.shape[3])
+            self.k, self.v = k.new_empty(shape), v.new_empty(shape)
+        elif end > self.capacity:
+            self._resize(max(end, 2 * self.capacity))
+        self.k[:, :, start:end] = k
+        self.v[:, :, start:end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+    def _resize(self, capacity: int) -> None:
+        k = self.k.new_empty((*self.k.shape[:2], capacity, self.k.shape[3]))
+        v = self.v.new_empty(k.shape)
+        k[:, :, :self.length], v[:, :, :self.length] = self.k[:, :, :self.length], self.v[:, :, :self.length]
+        self.k, self.v = k, v
 
     def select(self, index: torch.Tensor) -> None:
-        """Keep batch rows `index` (beam search reorders and prunes hypotheses)."""
-        if self.k is not None:
-            self.k, self.v = self.k[index], self.v[index]
+        """Keep batch rows `index` (beam search reorders and prunes hypotheses); copies only the filled part."""
+        if self.k is None:
+            return
+        n = self.length
+        k = self.k.new_empty((len(index), *self.k.shape[1:]))
+        v = self.v.new_empty(k.shape)
+        k[:, :, :n], v[:, :, :n] = self.k[index, :, :n], self.v[index, :, :n]
+        self.k, self.v = k, v
+
+    def crop(self, length: int) -> None:
+        """Forget every position from `length` on (a conversation that continues from an earlier point)."""
+        self.length = min(self.length, length)
 
 
 class KVCache(list):
-    """One LayerKV per block; `length` is the number of positions already cached."""
+    """One LayerKV per block; `length` is the number of positions already cached (the same in every row)."""
 
     def __init__(self, layers: int):
         super().__init__(LayerKV() for _ in range(layers))
@@ -45,9 +81,17 @@ class KVCache(list):
     def length(self) -> int:
         return self[0].length
 
+    def reserve(self, capacity: int) -> None:
+        for layer in self:
+            layer.reserve(capacity)
+
     def select(self, index: torch.Tensor) -> None:
         for layer in self:
             layer.select(index)
+
+    def crop(self, length: int) -> None:
+        for layer in self:
+            layer.crop(length)
 
 
 def causal_mask(q_len: int, k_len: int, device=None) -> torch.Tensor:
@@ -86,6 +130,10 @@ class MultiHeadAttention(nn.Module):
         self.o = nn.Linear(heads * self.head_dim, dim, bias=bias)
         self.record_probs = False
         self.probs: torch.Tensor | None = None
+        # Inference: q, k, v weights side by side in one (C, (H + 2 Hkv) d) matrix whose column blocks the three
+        # weights are views of, so self-attention projects with one matmul (set by inference.prepare_for_decoding)
+        self.qkv: torch.Tensor | None = None
+        self.qkv_bias: torch.Tensor | None = None
 
     def forward(
         self,
@@ -96,17 +144,22 @@ class MultiHeadAttention(nn.Module):
         cache: LayerKV | None = None,
     ) -> torch.Tensor:
         B, T, _ = x.shape
-        src = x if context is None else context
-        q = self.q(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, d)
-        k = self.k(src).view(B, src.shape[1], self.kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, S, d)
-        v = self.v(src).view(B, src.shape[1], self.kv_heads, self.head_dim).transpose(1, 2)
-        if rope is not None:
-            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        if context is None and self._fused():
+            q, k, v = self._project_fused(x, rope)
+        else:
+            src = x if context is None else context
+            q = self.q(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, d)
+            k = self.k(src).view(B, src.shape[1], self.kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, S, d)
+            v = self.v(src).view(B, src.shape[1], self.kv_heads, self.head_dim).transpose(1, 2)
+            if rope is not None:
+                q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         if cache is not None:
             k, v = cache.update(k, v)  # (B, Hkv, S_total, d)
-        if self.kv_heads != self.heads:
+        grouped = self.kv_heads != self.heads
+        if grouped and (self.record_probs or not SDPA_GQA):
             k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)  # (B, H, S, d)
             v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
+            grouped = False
 
         S = k.shape[2]
         is_causal = False
@@ -122,9 +175,31 @@ class MultiHeadAttention(nn.Module):
 
         if self.record_probs:
             out = self._attend_recording(q, k, v, mask, is_causal, p)
+        elif grouped:  # each group of query heads reads its key/value head in place: no copies
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal,
+                                                 enable_gqa=True)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal)
         return self.o(out.transpose(1, 2).reshape(B, T, self.heads * self.head_dim))  # (B, T, C)
+
+    def _fused(self) -> bool:
+        """Use the fused matrix: it is set and autograd is off (it bypasses the q/k/v Parameters)."""
+        return self.qkv is not None and not torch.is_grad_enabled()
+
+    def _apply(self, fn, recurse=True):
+        self.qkv = self.qkv_bias = None  # .to() and the like give q/k/v new storage: the fused matrix is stale
+        return super()._apply(fn, recurse)
+
+    def _project_fused(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None):
+        B, T, _ = x.shape
+        qkv = x @ self.qkv  # (B, T, (H + 2 Hkv) d)
+        if self.qkv_bias is not None:
+            qkv = qkv + self.qkv_bias
+        heads = qkv.view(B, T, self.heads + 2 * self.kv_heads, self.head_dim).transpose(1, 2)  # (B, H + 2Hkv, T, d)
+        qk, v = heads[:, :self.heads + self.kv_heads], heads[:, self.heads + self.kv_heads:]
+        if rope is not None:
+            qk = apply_rotary(qk, *rope)  # queries and keys rotated in one go
+        return qk[:, :self.heads], qk[:, self.heads:], v  # (B, H, T, d), (B, Hkv, T, d), (B, Hkv, T, d)
 
     def _attend_recording(self, q, k, v, mask, is_causal, p):
         scores = (q @ k.transpose(-2, -1)) * self.head_dim**-0.5  # (B, H, T, S)

@@ -36,6 +36,17 @@ class SwiGLU(nn.Module):
         self.up = nn.Linear(dim, hidden, bias=bias)
         self.down = nn.Linear(hidden, dim, bias=bias)
         self.dropout = nn.Dropout(dropout)
+        self.gate_up: torch.Tensor | None = None  # inference: (C, 2 hidden), gate and up weights side by side
+        self.gate_up_bias: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
-        return self.dropout(self.down(F.silu(self.gate(x)) * self.up(x)))
+        if self.gate_up is not None and not torch.is_grad_enabled():  # one matmul for both (inference)
+            both = x @ self.gate_up if self.gate_up_bias is None else x @ self.gate_up + self.gate_up_bias
+            gate, up = both.chunk(2, dim=-1)
+        else:
+            gate, up = self.gate(x), self.up(x)
+        return self.dropout(self.down(F.silu(gate) * up))
+
+    def _apply(self, fn, recurse=True):
+        self.gate_up = self.gate_up_bias = None  # .to() and the like give gate/up new storage: gate_up is stale
+        return super()._apply(fn, recurse)
