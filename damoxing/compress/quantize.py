@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
-from ..models.swap import matches, swap_modules
+from ..models.swap import matches, set_module, swap_modules
 
 METHODS = ("int8", "int4", "dynamic")
 KERNEL_GROUPS = (32, 64, 128, 256)  # group sizes _weight_int4pack_mm_for_cpu takes
@@ -426,7 +426,7 @@ def quantized_layout(model: nn.Module, section: dict, source) -> None:
             like = model.get_submodule(name)
         except AttributeError:
             raise CheckpointError(f"{source}: quantization.modules names {name!r}, which this model has not") from None
-        swap_modules(model, lambda n, m, name=name: n == name, lambda n, m, kind=kind: empty_layer(kind, m))
+        set_module(model, name, empty_layer(kind, like))
     for projection, embedding in (section.get("tied") or {}).items():
         share_tied(model, projection, embedding)
     model.quantization = section

@@ -19,8 +19,14 @@ import torch
 from torch import nn
 
 import damoxing
+from damoxing.compress.quantize import (
+    DynamicInt8Linear,
+    Int4Linear,
+    Int8Embedding,
+    Int8Linear,
+    quantize,
+)
 from damoxing.errors import ConfigError
-from damoxing.compress.quantize import DynamicInt8Linear, Int4Linear, Int8Embedding, Int8Linear, quantize
 from damoxing.inference.generation import generate
 from damoxing.io.gguf import decode_blocks, read_gguf
 

@@ -100,6 +100,11 @@ def activation(cfg: dict, source, key: str = "hidden_act", default: str = "gelu"
     return ACT_FROM_HF[act]
 
 
+def layer_heads(c) -> dict:
+    """Per-layer head counts of a head-pruned model: a key of ours, which transformers does not read."""
+    return {"layer_heads": list(c.layer_heads)} if c.layer_heads else {}
+
+
 def unsupported(source, key, value, why: str):
     raise CheckpointError(f"{source}: {key} = {value!r} is not supported ({why})")
 
