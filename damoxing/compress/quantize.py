@@ -123,6 +123,9 @@ class Int8Linear(QuantizedLayer):
         w = self.weight.float().view(self.out_features, self.groups, -1)  # (N, G, K / G)
         return (w * self.weight_scale.float()[..., None]).view(self.out_features, self.in_features)
 
+    def to_float(self) -> nn.Linear:
+        return _float_linear(self)
+
     def pack(self) -> None:
         self._scale = self._planes = None
         if not _on_cpu(self.weight):
@@ -149,6 +152,16 @@ class Int8Linear(QuantizedLayer):
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, {self.kind}"
+
+
+def _float_linear(layer) -> nn.Linear:
+    """The float nn.Linear a quantized layer stands for (its dequantized weight)."""
+    linear = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None, device=layer.weight.device)
+    with torch.no_grad():
+        linear.weight.copy_(layer.dequantize())
+        if layer.bias is not None:
+            linear.bias.copy_(layer.bias)
+    return linear
 
 
 def quantize_int8(w: torch.Tensor, groups: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -212,6 +225,9 @@ class Int4Linear(QuantizedLayer):
         w = w * self.weight_scale.float()[..., None] + self.weight_min.float()[..., None]
         return w.view(self.out_features, self.in_features)
 
+    def to_float(self) -> nn.Linear:
+        return _float_linear(self)
+
     def pack(self) -> None:
         self._packed = None
         if _on_cpu(self.weight) and _int4_kernel_fits(self.out_features, self.in_features, self.group_size):
@@ -262,6 +278,9 @@ class DynamicInt8Linear(QuantizedLayer):
     def dequantize(self) -> torch.Tensor:
         return self.weight.float() * self.weight_scale.float()
 
+    def to_float(self) -> nn.Linear:
+        return _float_linear(self)
+
     def pack(self) -> None:
         self._packed = None
         if not _on_cpu(self.weight) or "fbgemm" not in torch.backends.quantized.supported_engines:
@@ -306,6 +325,10 @@ class Int8Embedding(QuantizedLayer):
             layer.weight.copy_(codes)
             layer.weight_scale.copy_(scale)
         return layer.to(embedding.weight.device)
+
+    def to_float(self) -> nn.Embedding:
+        return nn.Embedding.from_pretrained(self.forward(torch.arange(self.num_embeddings, device=self.weight.device)),
+                                            freeze=False)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:  # (...) -> (..., C)
         rows = self.weight[ids].float().view(*ids.shape, self.groups, -1)  # (..., G, C / G)
@@ -385,11 +408,22 @@ def quantize(model: nn.Module, method: str, group_size: int | None = None, embed
     if tied and tied[0] in names and tied[1] in names:
         share_tied(model, *tied)
     modules.update({n: model.get_submodule(n).kind for n in names})
-    section = {"method": method, "group_size": group, "modules": modules,
-               "tied": {tied[0]: tied[1]} if tied and _shared(model, *tied) else section.get("tied", {}),
-               "notes": notes}
+    still_tied = {p: e for p, e in (section.get("tied") or {}).items() if p in modules and _shared(model, p, e)}
+    if tied and _shared(model, *tied):
+        still_tied[tied[0]] = tied[1]
+    section = {"method": method, "group_size": group, "modules": modules, "tied": still_tied, "notes": notes}
     model.quantization = section
     return section
+
+
+def dequantize_layers(model: nn.Module, select) -> list[str]:
+    """Swap quantized layers with select(name, layer) true back to float nn.Linear / nn.Embedding."""
+    names = swap_modules(model, lambda n, m: isinstance(m, QuantizedLayer) and select(n, m), lambda n, m: m.to_float())
+    section = getattr(model, "quantization", None)
+    if section:
+        section["modules"] = {n: k for n, k in section["modules"].items() if n not in names}
+        section["tied"] = {p: e for p, e in section.get("tied", {}).items() if p not in names and e not in names}
+    return names
 
 
 def _tied_projection(model: nn.Module) -> tuple[str, str] | None:

@@ -66,3 +66,34 @@ def write_gguf(path, kind=gguf.GGMLQuantizationType.Q8_0, seed: int = 0):
 @pytest.fixture(scope="session")
 def q8_gguf(tmp_path_factory):
     return write_gguf(tmp_path_factory.mktemp("gguf") / "tiny-q8_0.gguf")
+
+
+@pytest.fixture(scope="session")
+def classifier_dir(tmp_path_factory):
+    """A tiny 4-layer BERT classifier saved as `damoxing finetune` saves one, its tokenizer, and labelled CSVs."""
+    import csv
+    import random
+
+    from damoxing.io.finetuned import save_finetuned
+    from damoxing.tokenizer import Tokenizer
+
+    folder = tmp_path_factory.mktemp("classifier")
+    words = {"sport": ["goal", "match", "team"], "tech": ["chip", "code", "robot"], "food": ["bread", "soup", "rice"]}
+    filler = ["the", "a", "today", "people", "said", "new", "big"]
+    corpus = folder / "corpus.txt"
+    corpus.write_text("\n".join(" ".join(filler + sum(words.values(), [])) for _ in range(5)) + "\n")
+    tokenizer = Tokenizer.train_wordpiece([corpus], vocab_size=120, min_frequency=1, model_max_length=64)
+    rng = random.Random(0)
+    for split, n in (("train", 48), ("test", 24)):
+        with open(folder / f"{split}.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["text", "label"])
+            for _ in range(n):
+                label = rng.choice(sorted(words))
+                writer.writerow([" ".join(rng.choices(filler, k=4) + rng.choices(words[label], k=2)), label])
+    model = tiny_encoder(vocab_size=tokenizer.vocab_size, layers=4)
+    model.labels = sorted(words)
+    meta = {"task": "classification", "method": "full", "max_length": 32, "labels": model.labels,
+            "text_column": "text", "text_pair_column": "", "label_column": "label"}
+    save_finetuned(model, tokenizer, folder / "model", meta)
+    return folder
