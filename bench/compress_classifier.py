@@ -104,7 +104,7 @@ def main() -> None:
     rows.append(measure("dynamic int8", work / "int8", q, tok, task, records, meta["labels"]))
 
     prune_model(teacher_dir, work / "heads", heads=0.5, data=train_file if not args.quick else test_file,
-                importance_examples=32 if args.quick else 256)
+                importance_examples=32 if args.quick else 256, levels=(0.0,) if args.quick else (0.0, 0.25, 0.5))
     pruned, _, _ = load_finetuned(work / "heads")
     rows.append(measure("heads pruned 50%", work / "heads", pruned, tok, task, records, meta["labels"]))
 

@@ -3,10 +3,10 @@
 load_model(path)            HF folder (config.json + model.safetensors | sharded | pytorch_model.bin) or .gguf
 load_model(x.gguf, quantized=True)   Q8_0 / Q4_0 / Q4_1 tensors run in their blocks (gguf.py)
 save_model(model, tok, dst) config.json + model.safetensors (+ tokenizer files), written atomically
+convert(src, dst)           load_model + the tokenizer, then save_model
 
 Quantized models (damoxing.compress) save their int codes and scales in model.safetensors and the layer
 kinds in config.json["quantization"]; loading swaps those layers in before it reads the weights.
-convert(src, dst)           load_model + the tokenizer, then save_model
 
 Nothing is unpickled unless it is plain tensors: safetensors first, `.bin` only via torch.load(weights_only=True).
 Every failure is a CheckpointError naming the file, the problem and what to do.

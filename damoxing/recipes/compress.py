@@ -15,6 +15,7 @@ import copy
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -89,11 +90,11 @@ LEVELS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 def prune_model(src: str | os.PathLike, dst: str | os.PathLike, heads: float | None = None,
                 sparsity: float | None = None, data: str | os.PathLike | None = None, batch_size: int = 16,
-                importance_examples: int = 256) -> dict:
+                importance_examples: int = 256, levels: Sequence[float] = LEVELS) -> dict:
     """Prune `src` (a fraction of attention `heads`, or a weight `sparsity`), save to `dst`.
 
     With `data` (labelled records in the model's format, or texts for a language model), the model is also
-    evaluated at every level from 0 to 0.9 and the target: `dst`/prune-curve.json and prune-curve.png.
+    evaluated at each of `levels` (default 0 to 0.9) and the target: `dst`/prune-curve.json and prune-curve.png.
     Head pruning needs `data`: importance is measured on its first `importance_examples` records.
     """
     if (heads is None) == (sparsity is None):
@@ -134,7 +135,7 @@ def prune_model(src: str | os.PathLike, dst: str | os.PathLike, heads: float | N
     if records is not None:
         metric = "accuracy" if meta["labels"] else "perplexity"
         curve = []
-        for level in sorted(set(LEVELS) | {target}):
+        for level in sorted(set(levels) | {target}):
             metrics = evaluate_records(pruned(level), tokenizer, task, records, meta["labels"], meta["max_length"],
                                        batch_size)
             curve.append({"level": level, metric: metrics[metric]})

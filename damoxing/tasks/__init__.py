@@ -57,5 +57,5 @@ def finetune_tasks() -> list[str]:
     return [n for n in TASKS.names() if TASKS.get(n).finetune]
 
 
-__all__ = ["TASKS", "ALIASES", "Task", "Distillation", "SupervisedTask", "TaskOutput", "get_task", "register", "finetune_tasks", "task_for_head", "chunks",
-           "model_inputs"]
+__all__ = ["TASKS", "ALIASES", "Task", "SupervisedTask", "TaskOutput", "get_task", "register", "finetune_tasks", "task_for_head", "chunks",
+           "model_inputs", "Distillation"]
