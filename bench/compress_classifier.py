@@ -90,7 +90,11 @@ def main() -> None:
     p.add_argument("--distil-epochs", type=int, default=3)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    work = Path(tempfile.mkdtemp(prefix="bench-compress-"))
+    with tempfile.TemporaryDirectory(prefix="bench-compress-") as tmp:
+        run(args, Path(tmp))
+
+
+def run(args, work: Path) -> None:
     teacher_dir = Path(args.model) if args.model else untrained_classifier(work / "teacher")
     model, tok, meta = load_finetuned(teacher_dir)
     task = get_task(meta["task"])
