@@ -120,6 +120,43 @@ def _cmd_quickstart(args) -> None:
                finetune_examples=args.finetune_examples, max_length=args.max_length, epochs=args.epochs)
 
 
+def _cmd_quantize(args) -> None:
+    import json
+
+    from .recipes.compress import quantize_model
+
+    summary = quantize_model(args.model, args.out, args.method, args.group_size)
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+def _cmd_distil(args) -> None:
+    from .recipes.distill import distil
+
+    overrides = list(args.overrides) + (["train.resume=auto"] if args.resume else [])
+    result = distil(args.config, args.out, overrides=overrides)
+    print(f"wrote {result['model_dir']}")
+
+
+def _cmd_prune(args) -> None:
+    import json
+
+    from .recipes.compress import prune_model
+
+    summary = prune_model(args.model, args.out, heads=args.heads, sparsity=args.sparsity, data=args.data,
+                          batch_size=args.batch_size)
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+def _cmd_export(args) -> None:
+    import json
+
+    from .recipes.compress import export_model
+
+    print(json.dumps(export_model(args.model, args.out, args.opset), indent=2))
+
+
 def _run_arguments(parser: argparse.ArgumentParser, sections: str, func) -> None:
     """What every config-driven run takes: CONFIG.yaml, --out, --resume and --section.key=value overrides."""
     parser.add_argument("config", help=f"YAML config with {sections} sections")
@@ -196,6 +233,36 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--max-length", type=int, default=96, help="tokens per article for fine-tuning")
     q.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs")
     q.set_defaults(func=_cmd_quickstart)
+
+    qz = sub.add_parser("quantize", help="int8 / int4 weights or dynamic int8 (HF folder or GGUF in, folder out)")
+    qz.add_argument("model", help="model folder (HF layout, fine-tuned or not) or a .gguf file")
+    qz.add_argument("out", help="output folder")
+    qz.add_argument("--method", required=True, choices=["int8", "int4", "dynamic"],
+                    help="int8 / int4: weight-only (decoders); dynamic: int8 weights and activations (encoders)")
+    qz.add_argument("--group-size", type=int, default=None,
+                    help="int4: inputs per scale (default 32); int8: groups instead of one scale per row")
+    qz.set_defaults(func=_cmd_quantize)
+
+    ds = sub.add_parser("distil", help="train a smaller student on a teacher's soft labels (YAML config)",
+                        epilog="Any config value can be overridden: --distill.temperature=4 --student.layers=[0,3]")
+    _run_arguments(ds, "teacher, student, data, distill and train", _cmd_distil)
+
+    pn = sub.add_parser("prune", help="remove attention heads by importance, or zero the smallest weights")
+    pn.add_argument("model", help="model folder (a fine-tuned classifier, or a language model)")
+    pn.add_argument("out", help="output folder")
+    what = pn.add_mutually_exclusive_group(required=True)
+    what.add_argument("--heads", type=float, help="fraction of attention heads to remove (needs --data)")
+    what.add_argument("--sparsity", type=float, help="fraction of the body's Linear weights to set to zero")
+    pn.add_argument("--data", default=None, help="examples to rank heads on and to plot the metric against the "
+                    "fraction pruned (OUT/prune-curve.png)")
+    pn.add_argument("--batch-size", type=int, default=16)
+    pn.set_defaults(func=_cmd_prune)
+
+    ex = sub.add_parser("export", help="export to ONNX (dynamic batch and sequence), checked with onnxruntime")
+    ex.add_argument("model", help="model folder or .gguf file")
+    ex.add_argument("out", help="output .onnx file")
+    ex.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    ex.set_defaults(func=_cmd_export)
 
     return p
 

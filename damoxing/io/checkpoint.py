@@ -1,8 +1,12 @@
 """Load and save models in the Hugging Face layout (and read GGUF files).
 
 load_model(path)            HF folder (config.json + model.safetensors | sharded | pytorch_model.bin) or .gguf
+load_model(x.gguf, quantized=True)   Q8_0 / Q4_0 / Q4_1 tensors run in their blocks (gguf.py)
 save_model(model, tok, dst) config.json + model.safetensors (+ tokenizer files), written atomically
 convert(src, dst)           load_model + the tokenizer, then save_model
+
+Quantized models (damoxing.compress) save their int codes and scales in model.safetensors and the layer
+kinds in config.json["quantization"]; loading swaps those layers in before it reads the weights.
 
 Nothing is unpickled unless it is plain tensors: safetensors first, `.bin` only via torch.load(weights_only=True).
 Every failure is a CheckpointError naming the file, the problem and what to do.
@@ -18,11 +22,12 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_dir
+from ..compress.quantize import pack_quantized, quantized_layout
 from ..errors import CheckpointError
 from ..models import create_model
 from ..tokenizer import Tokenizer, read_json
 from . import hf
-from .gguf import read_gguf
+from .gguf import Blocks, load_blocks, read_gguf
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
@@ -154,12 +159,17 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: P
         model.load_state_dict({k: v for k, v in state.items() if k not in tied}, strict=False)
 
 
-def load_model(path: str | os.PathLike, dtype=None) -> torch.nn.Module:
-    """A Hugging Face model folder or a .gguf file -> damoxing model in eval mode."""
+def load_model(path: str | os.PathLike, dtype=None, quantized: bool = False) -> torch.nn.Module:
+    """A Hugging Face model folder or a .gguf file -> damoxing model in eval mode.
+
+    `quantized` (GGUF only): run Q8_0, Q4_0 and Q4_1 tensors on the int8/int4 kernels as they are stored,
+    instead of dequantizing every tensor to float32.
+    """
     path, dtype = Path(path), _dtype(dtype)
-    labels = None
+    labels, quantization, blocks = None, None, {}
     if path.suffix == ".gguf" and not path.is_dir():
-        config, state = read_gguf(path)
+        config, state = read_gguf(path, keep_blocks=quantized)
+        blocks = {k: state.pop(k) for k in [k for k, v in state.items() if isinstance(v, Blocks)]}
         source, name_of = path, (lambda n: n)
     else:
         if not path.is_dir():
@@ -175,8 +185,15 @@ def load_model(path: str | os.PathLike, dtype=None) -> torch.nn.Module:
             warnings.warn(f"{source}: ignored {len(unknown)} weights a {arch} does not use: "
                           f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}", stacklevel=2)
         name_of = lambda n: hf.hf_name(n, arch)  # noqa: E731
+        quantization = cfg.get("quantization")
     model = create_model(config)
+    if quantization is not None:
+        quantized_layout(model, quantization, path / "config.json")
+    if blocks:  # quantized layers swapped in for the GGUF blocks, and their tensors
+        state.update(load_blocks(model, blocks, source))
     load_state(model, state, source, name_of)
+    if quantization is not None or blocks:
+        pack_quantized(model)  # the kernels' layouts, from the tensors just loaded
     if labels is not None:
         model.labels = labels
     if dtype is not None:
@@ -193,6 +210,8 @@ def save_model(model: torch.nn.Module, tokenizer, path: str | os.PathLike, dtype
     config = model.config
     arch = hf.architecture_for(config)
     hf_config = hf.config_to_hf(config, getattr(model, "labels", None), dtype)
+    if getattr(model, "quantization", None):
+        hf_config["quantization"] = model.quantization
     tied = _tied(model)
     ours = {k: v.detach() for k, v in model.state_dict().items() if k not in tied}
     state = {k: v.to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous().clone()

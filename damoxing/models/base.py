@@ -7,7 +7,18 @@ import math
 import torch
 from torch import nn
 
+from ..config import check
 from ..layers import MultiHeadAttention
+
+
+def check_layer_heads(layer_heads: tuple[int, ...], layers: int, heads: int) -> None:
+    """model.layer_heads, when set: one count per layer, each between 1 and model.heads."""
+    if not layer_heads:
+        return
+    check(len(layer_heads) == layers, "model.layer_heads", f"needs one head count per layer ({layers}), "
+          f"got {len(layer_heads)}.")
+    check(all(1 <= h <= heads for h in layer_heads), "model.layer_heads",
+          f"each layer keeps between 1 and model.heads ({heads}) heads, got {list(layer_heads)}.")
 
 
 def init_weights(model: nn.Module, std: float = 0.02, residual_layers: int | None = None) -> None:

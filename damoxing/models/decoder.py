@@ -17,7 +17,7 @@ from ..layers import (
     padding_mask, pool,
 )
 from ..layers.mlp import ACTIVATIONS
-from .base import ModelBase, init_weights
+from .base import ModelBase, check_layer_heads, init_weights
 
 DECODER_HEADS = ("lm", "sequence", "token", "none")
 
@@ -28,6 +28,7 @@ class DecoderConfig:
     dim: int = 768
     layers: int = 12
     heads: int = 12
+    layer_heads: tuple[int, ...] = ()  # heads each layer keeps after head pruning; () = `heads` in every layer
     kv_heads: int | None = None  # fewer than heads: grouped-query attention
     head_dim: int | None = None  # default dim // heads
     mlp_dim: int = 3072
@@ -57,6 +58,9 @@ class DecoderConfig:
             check_positive(f"model.{key}", getattr(self, key))
         kv = self.kv_heads or self.heads
         check(self.heads % kv == 0, "model.kv_heads", f"{kv} must divide model.heads ({self.heads}).")
+        check_layer_heads(self.layer_heads, self.layers, self.heads)
+        check(not self.layer_heads or kv == self.heads, "model.layer_heads",
+              "per-layer head counts need one key/value head per query head (kv_heads unset).")
         check(self.head_dim is not None or self.dim % self.heads == 0, "model.dim",
               f"{self.dim} must be divisible by model.heads ({self.heads}), or set model.head_dim.")
         check_choice("model.position", self.position, ("learned", "sinusoidal", "rope"))
@@ -85,15 +89,15 @@ class Decoder(ModelBase):
         self.dropout = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(
             PreNormBlock(
-                attn=MultiHeadAttention(c.dim, c.heads, c.kv_heads, causal=True, bias=c.attention_bias,
-                                        dropout=c.attention_dropout, head_dim=head_dim),
+                attn=MultiHeadAttention(c.dim, heads, c.kv_heads if not c.layer_heads else None, causal=True,
+                                        bias=c.attention_bias, dropout=c.attention_dropout, head_dim=head_dim),
                 mlp=(SwiGLU(c.dim, c.mlp_dim, c.mlp_bias, c.dropout) if c.mlp == "swiglu"
                      else MLP(c.dim, c.mlp_dim, c.activation, c.mlp_bias, c.dropout)),
                 norm1=make_norm(c.norm, c.dim, c.norm_eps),
                 norm2=make_norm(c.norm, c.dim, c.norm_eps),
                 dropout=c.dropout,
             )
-            for _ in range(c.layers)
+            for heads in (c.layer_heads or (c.heads,) * c.layers)
         )
         self.norm = make_norm(c.norm, c.dim, c.norm_eps)
         self.head = self.make_head(c.head, c.num_labels)

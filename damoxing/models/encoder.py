@@ -15,7 +15,7 @@ from ..layers import (
     RotaryEmbedding, SequenceHead, SinusoidalPositions, TokenHead, padding_mask, pool,
 )
 from ..layers.mlp import ACTIVATIONS
-from .base import ModelBase, init_weights
+from .base import ModelBase, check_layer_heads, init_weights
 
 ENCODER_HEADS = ("none", "mlm", "pretraining", "sequence", "token")
 
@@ -26,6 +26,7 @@ class EncoderConfig:
     dim: int = 768
     layers: int = 12
     heads: int = 12
+    layer_heads: tuple[int, ...] = ()  # heads each layer keeps after head pruning; () = `heads` in every layer
     mlp_dim: int = 3072
     max_positions: int = 512
     type_vocab_size: int = 2
@@ -47,6 +48,7 @@ class EncoderConfig:
         for key in ("vocab_size", "dim", "layers", "heads", "mlp_dim", "max_positions", "num_labels"):
             check_positive(f"model.{key}", getattr(self, key))
         check(self.dim % self.heads == 0, "model.dim", f"{self.dim} must be divisible by model.heads ({self.heads}).")
+        check_layer_heads(self.layer_heads, self.layers, self.heads)
         check_choice("model.position", self.position, ("learned", "sinusoidal", "rope"))
         check_choice("model.activation", self.activation, tuple(ACTIVATIONS))
         check_choice("model.pooling", self.pooling, ("pooler", "cls", "mean"))
@@ -90,13 +92,13 @@ class Encoder(ModelBase):
         self.rope = RotaryEmbedding(c.dim // c.heads, c.rope_base) if c.position == "rope" else None
         self.blocks = nn.ModuleList(
             PostNormBlock(
-                attn=MultiHeadAttention(c.dim, c.heads, dropout=c.attention_dropout),
+                attn=MultiHeadAttention(c.dim, heads, dropout=c.attention_dropout, head_dim=c.dim // c.heads),
                 mlp=MLP(c.dim, c.mlp_dim, c.activation, dropout=c.dropout),
                 norm1=nn.LayerNorm(c.dim, eps=c.norm_eps),
                 norm2=nn.LayerNorm(c.dim, eps=c.norm_eps),
                 dropout=c.dropout,
             )
-            for _ in range(c.layers)
+            for heads in (c.layer_heads or (c.heads,) * c.layers)
         )
         self.pooler = nn.Linear(c.dim, c.dim) if c.pooler else None
         self.head = self.make_head(c.head, c.num_labels)

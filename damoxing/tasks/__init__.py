@@ -6,6 +6,7 @@
 Registered names: classification, pair, token_classification, regression (fine-tuning, evaluation,
 prediction); mlm_nsp, masked_lm, clm, span_corruption (pretraining; clm also evaluates text files).
 Earlier names still read: sequence -> classification, token -> token_classification, mlm -> masked_lm.
+`Distillation` (distill.py) wraps one of these around a teacher model, per run, so it has no registered name.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ..config import Registry
 from .base import SupervisedTask, Task, TaskOutput, chunks, model_inputs
 from .causal_lm import CausalLM
 from .classification import Classification
+from .distill import Distillation
 from .masked_lm import MaskedLM, MaskedLMNextSentence
 from .pair import Pair
 from .regression import Regression
@@ -56,4 +58,4 @@ def finetune_tasks() -> list[str]:
 
 
 __all__ = ["TASKS", "ALIASES", "Task", "SupervisedTask", "TaskOutput", "get_task", "register", "finetune_tasks", "task_for_head", "chunks",
-           "model_inputs"]
+           "model_inputs", "Distillation"]

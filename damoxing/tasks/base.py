@@ -67,6 +67,11 @@ class Task:
         mask = batch.get("attention_mask")
         return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
 
+    def target_logits(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, classes) logits at the N positions that have a label, and those labels (N,): what
+        distillation compares between student and teacher."""
+        raise NotImplementedError(f"the {self.name} task has no logits to distil")
+
 
 class SupervisedTask(Task):
     """A task over labelled records that fine-tuning, evaluation and prediction all share."""

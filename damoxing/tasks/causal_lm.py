@@ -37,6 +37,13 @@ class CausalLM(SupervisedTask):
         h = hidden[:, :-1][where]  # (N, C): only positions with a target reach the vocabulary projection
         return TaskOutput({"clm": linear_cross_entropy(h, model.head.proj, labels[where])})
 
+    def target_logits(self, model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = model.forward_features(batch["input_ids"], batch.get("attention_mask"), batch.get("position_ids"),
+                                        batch.get("document_ids"))  # (B, T, C)
+        labels = batch["labels"][:, 1:]
+        where = labels != IGNORE_INDEX
+        return model.forward_head(hidden[:, :-1][where]), labels[where]  # (N, V), (N,)
+
     # ----- pretraining data
     def head_fraction(self, data) -> float:
         return 1.0

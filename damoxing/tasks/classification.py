@@ -84,6 +84,9 @@ class Classification(SupervisedTask):
         y = batch["labels"]
         return TaskOutput({"loss": F.cross_entropy(logits, y, reduction="sum")}, {"accuracy": accuracy(logits, y)})
 
+    def target_logits(self, model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.outputs(model, batch), batch["labels"]  # (B, labels), (B,)
+
     # ----- evaluation and prediction
     def metrics(self, names: list[str], worst_k: int = 20) -> ClassificationMetrics:
         return ClassificationMetrics(len(names), names, worst_k=worst_k)

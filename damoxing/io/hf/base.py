@@ -51,13 +51,24 @@ def template(name: str) -> tuple[str, str | None]:
     return (f"{name[:m.start()]}.{{}}.{name[m.end():]}", m.group(1)) if m else (name, None)
 
 
+# a quantized weight's companions are named after it (as compressed-tensors does): q.weight -> q.weight_scale
+QUANTIZED_SUFFIXES = ("weight_scale", "weight_min")
+
+
 def rename(state: dict, mapping: dict[str, str]) -> tuple[dict, list[str]]:
-    """Rename keys through a template map; returns (renamed, keys it had no entry for)."""
+    """Rename keys through a template map; returns (renamed, keys it had no entry for).
+
+    `X.weight_scale` and `X.weight_min` follow the name of `X.weight`.
+    """
     out, unknown = {}, []
     for name, tensor in state.items():
         tmpl, i = template(name)
+        stem, _, suffix = tmpl.rpartition(".")
+        extra = ""
+        if tmpl not in mapping and suffix in QUANTIZED_SUFFIXES and f"{stem}.weight" in mapping:
+            tmpl, extra = f"{stem}.weight", suffix.removeprefix("weight")
         if tmpl in mapping:
-            out[mapping[tmpl].replace("{}", i) if i is not None else mapping[tmpl]] = tensor
+            out[(mapping[tmpl].replace("{}", i) if i is not None else mapping[tmpl]) + extra] = tensor
         else:
             unknown.append(name)
     return out, unknown
@@ -87,6 +98,11 @@ def activation(cfg: dict, source, key: str = "hidden_act", default: str = "gelu"
     if act not in ACT_FROM_HF:
         unsupported(source, key, act, f"known: {', '.join(ACT_FROM_HF)}")
     return ACT_FROM_HF[act]
+
+
+def layer_heads(c) -> dict:
+    """Per-layer head counts of a head-pruned model: a key of ours, which transformers does not read."""
+    return {"layer_heads": list(c.layer_heads)} if c.layer_heads else {}
 
 
 def unsupported(source, key, value, why: str):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 
 from ...models.encoder import EncoderConfig
-from .base import ACT_TO_HF, HFMap, activation, no_save, per_block, unsupported
+from .base import ACT_TO_HF, HFMap, activation, layer_heads, no_save, per_block, unsupported
 
 BASE = {
     "embeddings.word_embeddings.weight": "embed.tokens.weight",
@@ -58,7 +58,8 @@ def config_from_hf(cfg: dict, head: str, num_labels: int, keys, source) -> Encod
     drop = cfg.get("hidden_dropout_prob", 0.1)
     return EncoderConfig(
         vocab_size=cfg["vocab_size"], dim=cfg["hidden_size"], layers=cfg["num_hidden_layers"],
-        heads=cfg["num_attention_heads"], mlp_dim=cfg["intermediate_size"],
+        heads=cfg["num_attention_heads"], layer_heads=tuple(cfg.get("layer_heads") or ()),
+        mlp_dim=cfg["intermediate_size"],
         max_positions=cfg.get("max_position_embeddings", 512), type_vocab_size=cfg.get("type_vocab_size", 2),
         activation=activation(cfg, source), norm_eps=cfg.get("layer_norm_eps", 1e-12), dropout=drop,
         attention_dropout=cfg.get("attention_probs_dropout_prob", 0.1), pad_id=cfg.get("pad_token_id") or 0,
@@ -82,7 +83,7 @@ def config_to_hf(c: EncoderConfig) -> dict:
                 intermediate_size=c.mlp_dim, hidden_act=ACT_TO_HF[c.activation], hidden_dropout_prob=c.dropout,
                 attention_probs_dropout_prob=c.attention_dropout, max_position_embeddings=c.max_positions,
                 type_vocab_size=c.type_vocab_size, layer_norm_eps=c.norm_eps, pad_token_id=c.pad_id,
-                position_embedding_type="absolute", classifier_dropout=c.classifier_dropout)
+                position_embedding_type="absolute", classifier_dropout=c.classifier_dropout, **layer_heads(c))
 
 
 def keep_on_save(arch: str, name: str) -> bool:

