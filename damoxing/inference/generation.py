@@ -10,8 +10,8 @@ For speed on a CPU, call `prepare_for_decoding(model)` (fast.py) once after load
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 

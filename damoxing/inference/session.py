@@ -12,8 +12,7 @@ a turn depends on the new message and the reply, not on the length of the histor
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from typing import Iterator
+from collections.abc import Iterator, Sequence
 
 from ..errors import UserError
 from .config import GenerationConfig

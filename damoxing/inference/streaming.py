@@ -10,8 +10,7 @@ waits for the next token. The deltas concatenate to exactly the text of the whol
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from typing import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 

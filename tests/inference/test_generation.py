@@ -7,7 +7,7 @@ import torch
 import damoxing
 from damoxing.errors import ConfigError
 from damoxing.inference import GenerationConfig, generate, generate_stream
-from damoxing.inference.sampling import min_p_filter, top_k_filter, top_p_filter
+from damoxing.inference.sampling import min_p_filter, pick, top_k_filter, top_p_filter
 
 
 def tiny_llama(vocab=50):
@@ -138,9 +138,8 @@ def test_min_p_keeps_tokens_at_least_p_times_the_best(p):
 
 
 def test_filtered_sampling_draws_only_kept_tokens():
-    logits, probs = probabilities(seed=3)
+    logits, _ = probabilities(seed=3)
     config = GenerationConfig(temperature=1.0, top_p=0.5)
-    from damoxing.inference.sampling import pick
     kept = set(top_p_filter(logits[None].float(), 0.5)[0].isfinite().nonzero()[:, 0].tolist())
     draws = pick(logits[None].float().expand(2000, -1), config, torch.Generator().manual_seed(0))
     assert set(draws.tolist()) <= kept and len(set(draws.tolist())) == len(kept)
@@ -152,7 +151,8 @@ def test_filtered_sampling_draws_only_kept_tokens():
     ({"top_k": 2.5}, "generation.top_k"), ({"temperature": -1.0}, "generation.temperature"),
     ({"early_stopping": "sometimes"}, "generation.early_stopping"), ({"min_p": 2.0}, "generation.min_p"),
     ({"min_new_tokens": 9, "max_new_tokens": 8}, "generation.min_new_tokens"),
-    ({"stop_strings": ("",)}, "generation.stop_strings"), ({"repetition_penalty": 0.0}, "generation.repetition_penalty"),
+    ({"stop_strings": ("",)}, "generation.stop_strings"),
+    ({"repetition_penalty": 0.0}, "generation.repetition_penalty"),
 ])
 def test_bad_settings_name_the_key(changes, key):
     with pytest.raises(ConfigError, match=key):

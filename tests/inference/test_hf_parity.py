@@ -70,7 +70,7 @@ def test_beam_search_with_penalties_and_a_left_padded_batch(models):
     ours, hf = models
     batch = torch.tensor([[0, 0, 0, 9, 30, 2, 77], PROMPT[0].tolist()])
     mask = torch.tensor([[0, 0, 0, 1, 1, 1, 1], [1] * 7])
-    settings = dict(max_new_tokens=16, num_beams=3, repetition_penalty=1.2, no_repeat_ngram_size=3)
+    settings = {"max_new_tokens": 16, "num_beams": 3, "repetition_penalty": 1.2, "no_repeat_ngram_size": 3}
     expected = theirs(hf, batch, mask, eos_token_id=8, **settings)
     got = generate(ours, batch, GenerationConfig(stop_token_ids=(8,), pad_token_id=0, **settings), mask)
     assert torch.equal(got, expected)

@@ -108,8 +108,10 @@ def test_stream_text_matches_the_non_streamed_text(gpt2, kind):
 def test_the_stop_token_ends_the_text(gpt2):
     prompt = gpt2.encode("Q:", add_special_tokens=False)
     model = scripted(gpt2, "Paris.<|endoftext|>More text", prompt)
-    streamed = stream_text(model, gpt2, prompt, GenerationConfig(max_new_tokens=20, stop_token_ids=(gpt2.eos_id,)))
-    assert "".join(streamed) == "Paris." and streamed.finish_reason == "stop" and streamed.token_ids[-1] == gpt2.eos_id
+    config = GenerationConfig(max_new_tokens=20, stop_token_ids=(gpt2.eos_id,))
+    streamed = stream_text(model, gpt2, prompt, config)
+    assert "".join(streamed) == "Paris." and streamed.finish_reason == "stop"
+    assert streamed.token_ids[-1] == gpt2.eos_id
 
 
 @pytest.mark.parametrize("text, stops, expected", [
@@ -128,7 +130,7 @@ def test_stop_strings_never_leak(gpt2, text, stops, expected):
     for d in deltas:  # at no point did the output hold the start of a stop string that then completed
         emitted += d
         assert not any(s in emitted for s in stops)
-    assert all(expected.startswith(("".join(deltas[:i]))) for i in range(len(deltas)))
+    assert all(expected.startswith("".join(deltas[:i])) for i in range(len(deltas)))
 
 
 def test_stop_string_ends_generation(gpt2):
