@@ -26,6 +26,8 @@ demo: $(STAMP)
 	$(PY) -m damoxing quickstart
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
