@@ -68,9 +68,10 @@ class ImageProcessor:
 
     # ----- images -> tensors
     def view(self, record: dict) -> torch.Tensor:
-        """One record's image after decoding, channel conversion and resizing: (C, H, W) float in [0, 255]."""
+        """One record's image after decoding, channel conversion and resizing: (C, H, W) in [0, 255]
+        (uint8 when no resize was needed)."""
         image = decode(record["image"], record["source"], self.channels or None)
-        return resize(image, self.size) if self.size else image.float()
+        return resize(image, self.size) if self.size else image
 
     def pixels(self, records: Sequence[dict], generators: Sequence[torch.Generator] | None = None) -> torch.Tensor:
         """(B, C, H, W) normalised model inputs; with `generators` (one per record) the training augmentation."""

@@ -23,20 +23,25 @@ from ..errors import DataError
 
 # ---------------------------------------------------------------------- size
 def resize(image: torch.Tensor, size: int) -> torch.Tensor:
-    """(C, H, W) -> (C, size, size) float, bilinear with antialiasing (as Pillow's resize)."""
+    """(C, H, W) -> (C, size, size) float, bilinear with antialiasing (as Pillow's resize); unchanged if
+    already that size."""
     if tuple(image.shape[-2:]) == (size, size):
-        return image.float()
+        return image
     out = F.interpolate(image[None].float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return out[0].clamp(0, 255)
 
 
 def stack(images: Sequence[torch.Tensor], sources: Sequence[str]) -> torch.Tensor:
     """(C, H, W) images of one size -> (B, C, H, W) float; a different size or channel count names the file."""
+    if not images:
+        raise DataError("no images in the batch")
     first = tuple(images[0].shape)
     for image, source in zip(images, sources):
         if tuple(image.shape) != first:
             raise DataError(f"{source}: image is {_shape(image.shape)} but {sources[0]} is {_shape(first)}; images "
                             "of mixed sizes need a resize (set transforms.size)")
+    if all(image.dtype == images[0].dtype for image in images):
+        return torch.stack(list(images)).float()
     return torch.stack([image.float() for image in images])
 
 
@@ -50,10 +55,10 @@ def random_crop(batch: torch.Tensor, padding: int, generators: Sequence[torch.Ge
     """Pad each side by `padding` zeros and cut an H x W window at a random offset per example."""
     B, C, H, W = batch.shape
     padded = F.pad(batch, (padding, padding, padding, padding))  # (B, C, H + 2p, W + 2p)
-    offsets = torch.tensor([[int(torch.randint(0, 2 * padding + 1, (1,), generator=g)) for _ in range(2)]
-                            for g in generators])  # (B, 2): rows, columns
-    rows = offsets[:, 0, None] + torch.arange(H)  # (B, H)
-    cols = offsets[:, 1, None] + torch.arange(W)  # (B, W)
+    side = 2 * padding + 1
+    offsets = torch.tensor([int(torch.randint(0, side * side, (1,), generator=g)) for g in generators])  # (B,)
+    rows = (offsets // side)[:, None] + torch.arange(H)  # (B, H)
+    cols = (offsets % side)[:, None] + torch.arange(W)  # (B, W)
     b = torch.arange(B)[:, None, None]
     return padded.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
 

@@ -78,6 +78,7 @@ def build_model(cfg: FinetuneRunConfig):
     if not cfg.model:
         raise ConfigError("model: give 'path' (a pretrained folder) or 'preset' (a fresh model).")
     tokenizer = Tokenizer.load(cfg.tokenizer["path"]) if cfg.tokenizer.get("path") else None
+    torch.manual_seed(cfg.train.seed)  # a fresh model's weights follow train.seed, as everything else does
     return create_model(model_config(cfg.model)), tokenizer
 
 

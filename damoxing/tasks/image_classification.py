@@ -72,10 +72,14 @@ class ImageClassification(SupervisedTask):
         if not processor.channels and getattr(c, "channels", None) in (1, 3):
             changes["channels"] = c.channels
         processor = dataclasses.replace(processor, **changes)
-        if hasattr(c, "input_dim") and processor.size and processor.channels:  # an MLP takes flat pixels
-            n = processor.channels * processor.size**2
-            check(n == c.input_dim, "model.input_dim", f"{c.input_dim}, but the images give {processor.channels} "
-                  f"x {processor.size} x {processor.size} = {n} values; set model.input_dim: {n} or transforms.size")
+        if hasattr(c, "input_dim"):  # an MLP takes flat pixels: channels x size x size of them
+            side2 = processor.size**2
+            if not processor.channels and c.input_dim in (side2, 3 * side2):
+                processor = dataclasses.replace(processor, channels=c.input_dim // side2)
+            n = (processor.channels or 1) * side2
+            check(n == c.input_dim, "model.input_dim", f"{c.input_dim}, but the images give "
+                  f"{processor.channels or 1} x {processor.size} x {processor.size} = {n} values; set "
+                  f"model.input_dim: {n}, or transforms.size and transforms.channels to match it")
         return processor
 
     # ----- batches
