@@ -80,3 +80,26 @@ def test_mlp_says_what_input_size_it_takes():
     model = create_model(preset("mlp-small"))
     with pytest.raises(ValueError, match="784 inputs per example, got 1024"):
         model(torch.randn(1, 1, 32, 32))
+
+
+def test_patch_embedding_is_a_linear_map_of_each_flattened_patch():
+    from damoxing.layers import PatchEmbedding
+
+    torch.manual_seed(0)
+    embed = PatchEmbedding(channels=3, dim=8, patch_size=4).double()
+    x = torch.randn(2, 3, 8, 12, dtype=torch.float64)
+    patches = x.unfold(2, 4, 4).unfold(3, 4, 4)  # (B, C, 2, 3, 4, 4)
+    flat = patches.permute(0, 2, 3, 1, 4, 5).reshape(2, 6, 3 * 16)  # row-major patches, (C, p, p) flattened
+    expected = flat @ embed.proj.weight.reshape(8, -1).T + embed.proj.bias
+    assert torch.allclose(embed(x), expected, atol=1e-12)
+
+
+def test_2d_sinusoidal_table_is_row_then_column_halves():
+    from damoxing.layers import sinusoidal_2d_table, sinusoidal_table
+
+    table = sinusoidal_2d_table(3, 5, 8)
+    rows, cols = sinusoidal_table(3, 4), sinusoidal_table(5, 4)
+    assert table.shape == (15, 8)
+    for r in range(3):
+        for c in range(5):
+            assert torch.equal(table[r * 5 + c], torch.cat([rows[r], cols[c]]))
