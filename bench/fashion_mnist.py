@@ -96,7 +96,8 @@ def main() -> None:
         accuracy = result.metrics["accuracy"]
         curves[name] = {"seconds_step_accuracy": curve, "fit_seconds": result.wall_time,
                         "parameters": result.total_parameters, "accuracy": accuracy}
-        ok = accuracy >= target and result.wall_time <= 60 * budget and (limit is None or result.total_parameters <= limit)
+        small_enough = limit is None or result.total_parameters <= limit
+        ok = accuracy >= target and result.wall_time <= 60 * budget and small_enough
         rows.append((name, result.total_parameters, accuracy, result.wall_time, target, budget, ok))
     out.mkdir(parents=True, exist_ok=True)
     (out / "curves.json").write_text(json.dumps(curves, indent=2) + "\n")

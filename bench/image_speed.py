@@ -64,7 +64,7 @@ def plain_mlp(c) -> nn.Module:
 def plain_cnn(c) -> nn.Module:
     layers, width = [], c.channels
     for out, depth in zip(c.widths, c.depths):
-        for i in range(depth):
+        for _ in range(depth):
             layers += [nn.Conv2d(width, out, 3, padding=1, bias=not c.batch_norm),
                        *([nn.BatchNorm2d(out)] if c.batch_norm else []), nn.ReLU()]
             width = out
@@ -95,7 +95,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast on both sides")
     ap.add_argument("--quick", action="store_true", help="4096 images, 3 steps x 2 rounds: a smoke run")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     steps, rounds = (3, 2) if a.quick else (a.steps, a.rounds)
 
     data = records(a.quick)
@@ -118,8 +121,10 @@ def main() -> None:
         ours = create_model(config).train()
         theirs = {"mlp": plain_mlp, "cnn": plain_cnn, "vit": hf_vit}[family](config).train()
         mine, other = batches(0), batches(0)
+        opt_ours = torch.optim.AdamW(ours.parameters(), lr=1e-3)
+        opt_theirs = torch.optim.AdamW(theirs.parameters(), lr=1e-3)
 
-        def step_ours(opt=torch.optim.AdamW(ours.parameters(), lr=1e-3)):
+        def step_ours(ours=ours, opt=opt_ours, mine=mine):
             batch = next(mine)
             with amp():
                 out = task.loss(ours, batch)
@@ -129,7 +134,7 @@ def main() -> None:
             opt.step()
             opt.zero_grad(set_to_none=True)
 
-        def step_theirs(opt=torch.optim.AdamW(theirs.parameters(), lr=1e-3)):
+        def step_theirs(theirs=theirs, opt=opt_theirs, other=other, family=family):
             batch = next(other)
             with amp():
                 out = theirs(pixel_values=batch["pixel_values"]) if family == "vit" else theirs(batch["pixel_values"])

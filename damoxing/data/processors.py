@@ -58,8 +58,8 @@ class ImageProcessor:
         check_choice("transforms.channels", self.channels, (0, 1, 3))
         for key in ("mean", "std"):
             values = getattr(self, key)
-            check(len(values) in (1, 3) or len(values) == self.channels, f"transforms.{key}",
-                  f"give one value per channel, or one for all, not {list(values)}.")
+            check(len(values) in ({1, self.channels} if self.channels else {1, 3}), f"transforms.{key}",
+                  f"give one value per channel ({self.channels or '1 or 3'}), or one for all, not {list(values)}.")
         check(all(s > 0 for s in self.std), "transforms.std", f"every value must be > 0, got {list(self.std)}.")
         check_positive("transforms.crop_padding", self.crop_padding, allow_zero=True)
         check_positive("transforms.randaugment", self.randaugment, allow_zero=True)
@@ -197,6 +197,10 @@ def load_processor(path: str | os.PathLike):
     """The folder's preprocessor_config.json (an image or tabular processor), else its tokenizer."""
     path = Path(path)
     if not has_processor(path):
+        if path.is_dir() and _model_config(path).get("image_size") is not None:
+            raise CheckpointError(f"no {CONFIG_FILE} in {path}: an image model needs its image processor (size, "
+                                  "mean, std); copy the file from the model's source, or write one with "
+                                  "damoxing.data.processors.ImageProcessor(size=..., mean=..., std=...).save(folder)")
         return Tokenizer.load(path)
     file = path / CONFIG_FILE
     try:
@@ -210,11 +214,17 @@ def load_processor(path: str | os.PathLike):
     return ImageProcessor.from_hf(cfg, file, _model_channels(path))
 
 
-def _model_channels(folder: Path) -> int:
-    """num_channels (or channels) of the model's config.json beside it: 0 if unknown."""
+def _model_config(folder: Path) -> dict:
+    """The model's config.json beside the processor ({} if unreadable: loading the model reports that)."""
     try:
         cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return 0
-    value = cfg.get("num_channels", cfg.get("channels", 0)) if isinstance(cfg, dict) else 0
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def _model_channels(folder: Path) -> int:
+    """num_channels (or channels) of the model's config.json: 0 if unknown."""
+    cfg = _model_config(folder)
+    value = cfg.get("num_channels", cfg.get("channels", 0))
     return value if value in (1, 3) else 0

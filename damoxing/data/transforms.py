@@ -72,6 +72,9 @@ def random_flip(batch: torch.Tensor, generators: Sequence[torch.Generator], p: f
 def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float], scale: float = 1 / 255) -> torch.Tensor:
     """(x * scale - mean) / std per channel (one mean / std value: every channel)."""
     C = batch.shape[1]
+    if max(len(mean), len(std)) not in (1, C):
+        raise DataError(f"images have {C} channel(s) but the normalisation has {max(len(mean), len(std))} values; "
+                        "set transforms.channels (1: grey, 3: RGB) or one mean and std per channel")
     m = torch.tensor(list(mean) * (C if len(mean) == 1 else 1), dtype=batch.dtype)[:, None, None]
     s = torch.tensor(list(std) * (C if len(std) == 1 else 1), dtype=batch.dtype)[:, None, None]
     return (batch * scale - m) / s

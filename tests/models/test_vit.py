@@ -119,3 +119,9 @@ def test_unsupported_transformers_settings_are_named(tmp_path):
     hf_vit("ViTModel", qkv_bias=False).save_pretrained(tmp_path / "nobias")
     with pytest.raises(CheckpointError, match="qkv_bias"):
         damoxing.load(tmp_path / "nobias")
+
+
+def test_an_image_model_without_its_processor_file_says_so(tmp_path):
+    hf_vit("ViTForImageClassification").save_pretrained(tmp_path / "hf")
+    with pytest.raises(CheckpointError, match="no preprocessor_config.json in .*an image model needs its image processor"):
+        load_processor(tmp_path / "hf")
