@@ -14,8 +14,9 @@ def timed(step: Callable[[], None], n: int) -> float:
 
 
 def compare(title: str, ours: Callable[[], None], theirs: Callable[[], None], tokens: int, steps: int,
-            rounds: int, warmup: int = 2) -> float:
-    """Warm both up, then alternate rounds of `steps` timed steps; the best round of each counts."""
+            rounds: int, warmup: int = 2, unit: str = "tokens", competitor: str = "transformers") -> float:
+    """Warm both up, then alternate rounds of `steps` timed steps; the best round of each counts.
+    `tokens` is the number of `unit`s one step processes (images, for image models)."""
     for step in (ours, theirs):
         timed(step, warmup)
     t_ours, t_theirs = [], []
@@ -24,7 +25,7 @@ def compare(title: str, ours: Callable[[], None], theirs: Callable[[], None], to
         t_theirs.append(timed(theirs, steps))
     ours_tps, theirs_tps = tokens / min(t_ours), tokens / min(t_theirs)
     print(title)
-    print(f"  damoxing     {ours_tps:9.0f} tokens/s  ({min(t_ours) * 1e3:.0f} ms/step)")
-    print(f"  transformers {theirs_tps:9.0f} tokens/s  ({min(t_theirs) * 1e3:.0f} ms/step)")
+    print(f"  {'damoxing':12} {ours_tps:9.0f} {unit}/s  ({min(t_ours) * 1e3:.0f} ms/step)")
+    print(f"  {competitor:12} {theirs_tps:9.0f} {unit}/s  ({min(t_theirs) * 1e3:.0f} ms/step)")
     print(f"  ratio        {ours_tps / theirs_tps:.2f}x")
     return ours_tps / theirs_tps

@@ -86,7 +86,7 @@ def _cmd_predict(args) -> None:
     from .recipes.evaluate import predict
 
     if args.data is None and not args.texts:
-        raise UserError("give texts to classify, or --data FILE")
+        raise UserError("give texts (or image files) to classify, or --data FILE")
     texts = None if args.data is not None else args.texts
     if args.data is not None and args.texts:
         raise UserError("give texts or --data FILE, not both")
@@ -215,10 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--skip-bad", action="store_true", help="skip and count bad records instead of stopping")
     ev.set_defaults(func=_cmd_evaluate)
 
-    pr = sub.add_parser("predict", help="labels with probabilities for texts, or JSON Lines for a file (streamed)")
+    pr = sub.add_parser("predict", help="labels with probabilities for texts or images, or JSON Lines for a file "
+                        "or folder (streamed)")
     pr.add_argument("--model", required=True, help="fine-tuned model folder")
-    pr.add_argument("texts", nargs="*", help="texts to classify")
-    pr.add_argument("--data", default=None, help="a file to predict (.txt: one text per line; .csv/.jsonl/...)")
+    pr.add_argument("texts", nargs="*", help="texts to classify (image models: image files)")
+    pr.add_argument("--data", default=None, help="a file or folder to predict (.txt: one text per line; "
+                    ".csv/.jsonl/...; image models: a folder of images, an IDX file, a CSV of pixels)")
     pr.add_argument("--output", "-o", default=None, help="write the JSON Lines here instead of stdout")
     pr.add_argument("--batch-size", type=int, default=32)
     pr.add_argument("--skip-bad", action="store_true",

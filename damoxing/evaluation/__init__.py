@@ -1,5 +1,7 @@
 """Evaluation: streaming metrics (classification, regression, language models, BLEU) and reports."""
-from .metrics import ClassificationMetrics, LanguageModelMetrics, RegressionMetrics, bleu
+from .metrics import (ClassificationMetrics, ImageClassificationMetrics, LanguageModelMetrics, RegressionMetrics,
+                      bleu)
 from .report import write_report
 
-__all__ = ["ClassificationMetrics", "LanguageModelMetrics", "RegressionMetrics", "bleu", "write_report"]
+__all__ = ["ClassificationMetrics", "ImageClassificationMetrics", "LanguageModelMetrics", "RegressionMetrics", "bleu",
+           "write_report"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sacrebleu
@@ -214,6 +214,50 @@ class ClassificationMetrics:
                 "accuracy": float(self._bin_correct[b] / count) if count else 0.0,
             })
         return rows
+
+
+class ImageClassificationMetrics(ClassificationMetrics):
+    """ClassificationMetrics that also keep a thumbnail of each kept mistake, for the report's image grid.
+
+    `update(..., images=fn)`: fn(row) gives the (C, H, W) uint8 image of a batch row; it is called only for
+    rows that enter the worst-k heap, so at most worst_k thumbnails (of at most 64 pixels a side) are held.
+    `compute()` adds "worst_images": (H, W, C) uint8 arrays aligned with "worst_examples" (not JSON: the
+    report draws them and leaves them out of metrics.json).
+    """
+
+    THUMBNAIL = 64
+
+    def reset(self) -> None:
+        super().reset()
+        self._thumbnails: dict[int, Any] = {}
+
+    @torch.no_grad()
+    def update(self, scores: torch.Tensor, targets: torch.Tensor, texts: Sequence[str] | None = None,
+               images: Callable[[int], torch.Tensor] | None = None) -> None:
+        first_row = self._rows_seen
+        super().update(scores, targets, texts)
+        if images is None:
+            return
+        kept = {example["index"] for _, _, example in self._worst}
+        for index in kept - self._thumbnails.keys():  # mistakes of this batch that made the list
+            self._thumbnails[index] = _thumbnail(images(index - first_row), self.THUMBNAIL)
+        for index in self._thumbnails.keys() - kept:
+            del self._thumbnails[index]
+
+    def compute(self) -> dict[str, Any]:
+        out = super().compute()
+        out["worst_images"] = [self._thumbnails.get(example["index"]) for example in out["worst_examples"]]
+        return out
+
+
+def _thumbnail(image: torch.Tensor, side: int):
+    """(C, H, W) uint8 -> (h, w, C) uint8 numpy array, at most `side` pixels a side."""
+    C, H, W = image.shape
+    scale = min(1.0, side / max(H, W))
+    if scale < 1.0:
+        size = (max(1, round(H * scale)), max(1, round(W * scale)))
+        image = torch.nn.functional.interpolate(image[None].float(), size=size, mode="bilinear", antialias=True)[0]
+    return image.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 class RegressionMetrics:

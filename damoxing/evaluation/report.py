@@ -38,8 +38,8 @@ def write_report(
     if class_names is None:
         class_names = metrics.get("class_names")
     paths = {"json": out_dir / "metrics.json"}
-    with atomic_open(paths["json"], "w") as f:
-        json.dump(metrics, f, indent=2, default=_json_default)
+    with atomic_open(paths["json"], "w") as f:  # image thumbnails go into the grid below, not into the JSON
+        json.dump({k: v for k, v in metrics.items() if k != "worst_images"}, f, indent=2, default=_json_default)
         f.write("\n")
 
     images: dict[str, str] = {}
@@ -52,6 +52,12 @@ def write_report(
         paths["calibration"] = out_dir / "calibration.png"
         _save(_calibration_figure(metrics["calibration_bins"], metrics.get("ece")), paths["calibration"])
         images["Calibration (reliability diagram)"] = paths["calibration"].name
+    shown = [(ex, im) for ex, im in zip(metrics.get("worst_examples", []), metrics.get("worst_images") or [])
+             if im is not None]
+    if shown:
+        paths["worst_images"] = out_dir / "worst_misclassified.png"
+        _save(_worst_images_figure(shown), paths["worst_images"])
+        images["Most confident mistakes (true / predicted, confidence)"] = paths["worst_images"].name
 
     sections = _sections(metrics, images)
     paths["markdown"] = out_dir / "report.md"
@@ -122,6 +128,21 @@ def _calibration_figure(bins: list[dict[str, float]], ece: float | None) -> Figu
     bottom.set_xlim(0, 1)
     bottom.set_xlabel("confidence (max probability)")
     bottom.set_ylabel("examples")
+    return fig
+
+
+def _worst_images_figure(shown: list[tuple[dict, Any]], columns: int = 5) -> Figure:
+    """A grid of the most confidently misclassified images, each titled true / predicted (confidence)."""
+    columns = min(columns, len(shown))
+    rows = math.ceil(len(shown) / columns)
+    fig = Figure(figsize=(2.2 * columns, 2.5 * rows))
+    for i, (example, image) in enumerate(shown):
+        ax = fig.add_subplot(rows, columns, i + 1)
+        grey = image.shape[2] == 1
+        ax.imshow(image[:, :, 0] if grey else image, cmap="gray" if grey else None, vmin=0, vmax=255)
+        ax.set_title(f"{example['true'][:14]} / {example['predicted'][:14]}\n{example['confidence']:.2f}", fontsize=8)
+        ax.axis("off")
+    fig.suptitle("Most confident mistakes: true / predicted")
     return fig
 
 

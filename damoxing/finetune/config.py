@@ -1,8 +1,10 @@
 """The fine-tuning config: YAML sections `model`, `tokenizer`, `data`, `finetune`, `train`.
 
-    model:     {path: FOLDER}  a pretrained Hugging Face folder (its tokenizer comes with it),
-               or {preset: bert-tiny, ...fields}  a fresh model (then `tokenizer: {path: ...}` is needed)
+    model:     {path: FOLDER}  a pretrained Hugging Face folder (its tokenizer or image processor comes with it),
+               or {preset: bert-tiny, ...fields}  a fresh model (then text tasks need `tokenizer: {path: ...}`)
     data:      train / valid / test files, column names, max_length
+    transforms: image tasks: resize, normalisation, augmentation (data/processors.py ImageProcessor);
+               tabular tasks: feature columns, standardisation
     finetune:  method (full | head | features | lora), task (classification | pair | token_classification |
                regression; the earlier names sequence and token still read), LoRA and
                classifier settings, layer-wise learning-rate decay
@@ -33,7 +35,8 @@ class FinetuneDataConfig:
     valid_fraction: float = 0.1
     text_column: str = "text"
     text_pair_column: str = ""  # set for sentence-pair tasks (e.g. "text_b")
-    label_column: str = "label"
+    label_column: str = "label"  # CSVs of pixels without a header: "first" or "last"
+    label_names: tuple[str, ...] = ()  # names of integer labels 0..n-1 (IDX files, pixel CSVs)
     tokens_column: str = "tokens"  # token task: JSONL field with the list of words
     tags_column: str = "tags"  # token task: JSONL field with one tag per word
     max_length: int = 256
@@ -91,6 +94,7 @@ class FinetuneConfig:
 class FinetuneRunConfig:
     model: dict = field(default_factory=dict)  # {path: FOLDER} or a preset section
     tokenizer: dict = field(default_factory=dict)  # {path: FOLDER}; only for preset models
+    transforms: dict = field(default_factory=dict)  # read by the task (image and tabular tasks)
     data: FinetuneDataConfig | None = None
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(task="classification", lr=5e-5, epochs=3,

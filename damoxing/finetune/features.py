@@ -45,8 +45,8 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("DAMOXING_CACHE", Path.home() / ".cache" / "damoxing")) / "features"
 
 
-def cache_key(model: nn.Module, tokenizer, records: list[dict], max_length: int | None) -> str:
-    """Hex digest of body weights, model config, tokenizer, max_length and the records' texts and labels."""
+def cache_key(model: nn.Module, tokenizer, task: SupervisedTask, records: list[dict], max_length: int | None) -> str:
+    """Hex digest of body weights, model config, tokenizer, max_length and the records' inputs and labels."""
     h = hashlib.blake2b(digest_size=16)
     h.update(CACHE_VERSION.encode())
     for name, p in sorted(body_parameters(model).items()):
@@ -60,10 +60,11 @@ def cache_key(model: nn.Module, tokenizer, records: list[dict], max_length: int 
     if config is not None:  # the head fields do not change the features
         fields = {k: v for k, v in vars(config).items() if k not in ("head", "num_labels")}
         h.update(repr(sorted(fields.items())).encode())
-    h.update(tokenizer.backend.to_str().encode())
+    describe = getattr(tokenizer, "fingerprint", None)  # image and tabular processors
+    h.update((describe() if describe is not None else tokenizer.backend.to_str()).encode())
     h.update(repr(max_length).encode())
     for r in records:
-        h.update(repr((r.get("text"), r.get("text_a"), r.get("text_b"), r.get("label"))).encode())
+        h.update(task.record_key(r))
     return h.hexdigest()
 
 
@@ -93,7 +94,7 @@ def cached_features(model: nn.Module, tokenizer, task: SupervisedTask, records: 
                     cache_dir: str | os.PathLike | None = None, batch_size: int = 64) -> Features:
     """Features of `records`, from the cache when the key matches, else embedded and cached."""
     folder = Path(cache_dir) if cache_dir else default_cache_dir()
-    path = folder / f"{cache_key(model, tokenizer, records, max_length)}.safetensors"
+    path = folder / f"{cache_key(model, tokenizer, task, records, max_length)}.safetensors"
     has_labels = bool(records) and "label" in records[0]
     if path.is_file():
         try:

@@ -3,7 +3,8 @@
     for row in predict_records(model, tokenizer, task, records, names, max_length):
         print(row["label"], row["probability"])
 
-Each row is a dict: classification {"text", "label", "probability", "probabilities": {name: p}},
+Each row is a dict: classification {"text", "label", "probability", "probabilities": {name: p}} (images:
+"image" instead of "text"),
 regression {"text", "score"}, token classification {"tokens", "labels", "probabilities"}. Records are
 read lazily and `write_jsonl` writes each line as soon as its batch is done: any file runs in flat memory.
 
@@ -99,4 +100,5 @@ def format_row(row: dict) -> str:
         return f"{row['score']:.4f}\t{row.get('text', '')}"
     if "tokens" in row:
         return " ".join(f"{t}/{label}" for t, label in zip(row["tokens"], row["labels"]))
-    return f"{row['label']}\t{row['probability']:.4f}\t{row.get('text', row.get('text_a', ''))}"
+    shown = row.get("text", row.get("text_a", row.get("image", row.get("row", ""))))
+    return f"{row['label']}\t{row['probability']:.4f}\t{shown}"

@@ -23,6 +23,7 @@ import torch
 
 from ..atomic import atomic_dir
 from ..compress.quantize import pack_quantized, quantized_layout
+from ..data.processors import has_processor, load_processor
 from ..errors import CheckpointError
 from ..models import create_model
 from ..tokenizer import Tokenizer, read_json
@@ -235,10 +236,14 @@ def _has_tokenizer(path: Path) -> bool:
 
 
 def convert(src: str | os.PathLike, dst: str | os.PathLike, dtype=None) -> None:
-    """Any checkpoint damoxing reads (HF folder, .gguf) -> an HF safetensors folder, tokenizer included."""
+    """Any checkpoint damoxing reads (HF folder, .gguf) -> an HF safetensors folder, tokenizer (or image
+    processor) included."""
     src, dst = Path(src), Path(dst)
     model = load_model(src)
-    tokenizer = Tokenizer.load(src) if _has_tokenizer(src) else None
+    if src.is_dir() and has_processor(src):
+        tokenizer = load_processor(src)
+    else:
+        tokenizer = Tokenizer.load(src) if _has_tokenizer(src) else None
     save_model(model, tokenizer, dst, dtype=dtype)
 
 

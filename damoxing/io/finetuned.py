@@ -2,7 +2,7 @@
 
     model/config.json          id2label / label2id (HF style), written by damoxing.io.checkpoint.save_model
     model/model.safetensors    weights (LoRA runs: the merged weights)
-    model/tokenizer.json ...   the tokenizer
+    model/tokenizer.json ...   the tokenizer (image and tabular models: preprocessor_config.json)
     model/finetune.json        task, method, max_length, column names, pooling: what evaluate and predict
                                need to feed the model the same way training did
 
@@ -19,14 +19,14 @@ from pathlib import Path
 from torch import nn
 
 from ..atomic import atomic_open
+from ..data.processors import load_processor
 from ..errors import CheckpointError
 from ..models import family_of
 from ..tasks import get_task, task_for_head
-from ..tokenizer import Tokenizer
 from .checkpoint import load_model, save_model
 
 META_FILE = "finetune.json"
-SAVABLE_POOLING = {"encoder": "pooler", "decoder": "last"}  # what the HF sequence heads read
+SAVABLE_POOLING = {"encoder": "pooler", "decoder": "last", "vit": "cls"}  # what the HF sequence heads read
 
 
 def _family(model: nn.Module) -> str:
@@ -37,9 +37,11 @@ def save_finetuned(model: nn.Module, tokenizer, path: str | os.PathLike, meta: d
     """save_model + finetune.json. A pooling the HF head cannot express is recorded in finetune.json."""
     path = Path(path)
     config = model.config
-    meta = {**meta, "pooling": config.pooling}
-    savable = SAVABLE_POOLING[_family(model)]
-    if config.head == "sequence" and config.pooling != savable and (_family(model) == "decoder" or config.pooler):
+    meta = {**meta, "pooling": getattr(config, "pooling", None)}  # an MLP has none
+    family = _family(model)
+    savable = SAVABLE_POOLING.get(family)
+    if (savable and config.head == "sequence" and config.pooling != savable
+            and (family == "decoder" or (family == "vit" and config.class_token) or config.pooler)):
         # config.json says the HF pooling; finetune.json keeps the one trained with, which load_finetuned restores
         model.config = dataclasses.replace(config, pooling=savable)
     try:
@@ -63,10 +65,11 @@ def read_meta(path: str | os.PathLike) -> dict:
 
 
 def load_finetuned(path: str | os.PathLike):
-    """(model in eval mode, tokenizer, meta) of a fine-tuned folder; meta always has task and label names."""
+    """(model in eval mode, tokenizer or image processor, meta) of a fine-tuned folder; meta always has task
+    and label names."""
     path = Path(path)
     model = load_model(path)
-    tokenizer = Tokenizer.load(path)
+    tokenizer = load_processor(path)
     return model, tokenizer, finetuned_meta(model, tokenizer, path)
 
 
@@ -82,7 +85,7 @@ def finetuned_meta(model: nn.Module, tokenizer, path: str | os.PathLike) -> dict
     labels = getattr(model, "labels", None)
     meta["task"] = get_task(meta["task"]).name if "task" in meta else task_for_head(config, labels).name
     meta.setdefault("labels", labels or [f"LABEL_{i}" for i in range(config.num_labels)])
-    meta.setdefault("max_length", tokenizer.model_max_length or 512)
+    meta.setdefault("max_length", getattr(tokenizer, "model_max_length", None) or 512)
     for key, default in (("text_column", "text"), ("text_pair_column", ""), ("label_column", "label"),
                          ("tokens_column", "tokens"), ("tags_column", "tags")):
         meta.setdefault(key, default)

@@ -6,11 +6,13 @@ from .heads import LMHead, MaskedLMHead, NoHead, PretrainingHead, SequenceHead, 
 from .masks import combine_masks, document_mask, padding_mask
 from .mlp import MLP, SwiGLU
 from .norms import make_norm
+from .patches import PatchEmbedding, sinusoidal_2d_table
 from .positions import LearnedPositions, RotaryEmbedding, SinusoidalPositions, apply_rotary, sinusoidal_table
 
 __all__ = [
     "IGNORE_INDEX", "linear_cross_entropy", "KVCache", "LayerKV", "MultiHeadAttention", "causal_mask", "PostNormBlock", "PreNormBlock",
     "LMHead", "MaskedLMHead", "NoHead", "PretrainingHead", "SequenceHead", "TokenHead", "pool",
-    "combine_masks", "document_mask", "padding_mask", "MLP", "SwiGLU", "make_norm",
+    "combine_masks", "document_mask", "padding_mask", "MLP", "SwiGLU", "make_norm", "PatchEmbedding",
+    "sinusoidal_2d_table",
     "LearnedPositions", "RotaryEmbedding", "SinusoidalPositions", "apply_rotary", "sinusoidal_table",
 ]

@@ -6,12 +6,18 @@ import dataclasses
 from ..config import Registry, from_dict
 from ..errors import ConfigError
 from .base import ModelBase
+from .cnn import CNN, CNNConfig
 from .decoder import Decoder, DecoderConfig
 from .encoder import Encoder, EncoderConfig
+from .mlp import MLPConfig, MLPNet
+from .vit import ViT, ViTConfig
 
 FAMILIES = Registry("model family")  # name -> (config class, model class)
 FAMILIES.register("encoder", (EncoderConfig, Encoder))
 FAMILIES.register("decoder", (DecoderConfig, Decoder))
+FAMILIES.register("vit", (ViTConfig, ViT))
+FAMILIES.register("cnn", (CNNConfig, CNN))
+FAMILIES.register("mlp", (MLPConfig, MLPNet))
 
 PRESETS = Registry("model preset")  # name -> (family, config fields)
 PRESETS.register("bert-tiny", ("encoder", dict(dim=128, layers=2, heads=2, mlp_dim=512)))
@@ -26,6 +32,20 @@ PRESETS.register("llama-tiny", ("decoder", dict(_LLAMA, dim=256, layers=4, heads
 PRESETS.register("smollm2-135m", ("decoder", dict(_LLAMA, vocab_size=49152, dim=576, layers=30, heads=9, kv_heads=3,
                                                     mlp_dim=1536, max_positions=8192, rope_base=100000.0,
                                                     norm_eps=1e-5)))
+# images: 28x28 grey (MNIST, Fashion-MNIST) and ImageNet-sized 224x224 RGB
+PRESETS.register("vit-tiny", ("vit", dict(image_size=28, patch_size=4, channels=1, dim=64, layers=6, heads=4,
+                                          mlp_dim=256)))  # about 0.3M parameters
+PRESETS.register("vit-ti16", ("vit", dict(dim=192, layers=12, heads=3, mlp_dim=768)))  # timm's vit_tiny_patch16_224
+PRESETS.register("vit-s16", ("vit", dict(dim=384, layers=12, heads=6, mlp_dim=1536)))
+PRESETS.register("vit-b16", ("vit", dict()))  # google/vit-base-patch16-224
+PRESETS.register("vgg11", ("cnn", dict(depths=(1, 1, 2, 2, 2))))  # torchvision's vgg11_bn
+PRESETS.register("vgg16", ("cnn", dict(depths=(2, 2, 3, 3, 3))))  # torchvision's vgg16_bn
+PRESETS.register("vgg-small", ("cnn", dict(image_size=28, channels=1, widths=(32, 64, 128), depths=(2, 2, 2),
+                                           pool_size=3, fc_dims=(256,), dropout=0.3)))  # about 0.6M parameters
+PRESETS.register("vgg-mini", ("cnn", dict(image_size=28, channels=1, widths=(16, 32, 64), depths=(2, 2, 2),
+                                          pool_size=1, fc_dims=(), dropout=0.0)))  # under 0.1M parameters
+PRESETS.register("mlp-small", ("mlp", dict()))  # 784-256-128-100 (Zalando's Fashion-MNIST benchmark)
+PRESETS.register("mlp-base", ("mlp", dict(hidden=(1024, 512, 256), batch_norm=True, dropout=0.2)))
 
 
 def family_of(config) -> str:
@@ -35,12 +55,13 @@ def family_of(config) -> str:
     raise TypeError(f"not a model config: {type(config).__name__}")
 
 
-def model_config(section: dict) -> EncoderConfig | DecoderConfig:
+def model_config(section: dict):
     """YAML `model:` section -> config. Either `preset: NAME` plus field overrides, or `family: NAME` plus fields."""
     section = dict(section or {})
     preset, family = section.pop("preset", None), section.pop("family", None)
     if preset is None and family is None:
-        raise ConfigError(f"model: give 'preset' (one of {', '.join(PRESETS.names())}) or 'family' (encoder | decoder).")
+        raise ConfigError(f"model: give 'preset' (one of {', '.join(PRESETS.names())}) or 'family' "
+                          f"({' | '.join(FAMILIES.names())}).")
     fields = {}
     if preset is not None:
         family_of_preset, fields = PRESETS.get(str(preset), key="model.preset")
@@ -52,14 +73,15 @@ def model_config(section: dict) -> EncoderConfig | DecoderConfig:
 
 
 def create_model(config) -> ModelBase:
-    """A randomly initialised model for an EncoderConfig or DecoderConfig."""
+    """A randomly initialised model for a config of any registered family."""
     return FAMILIES.get(family_of(config))[1](config)
 
 
-def preset(name: str, **changes) -> EncoderConfig | DecoderConfig:
+def preset(name: str, **changes):
     family, fields = PRESETS.get(name, key="model.preset")
     return dataclasses.replace(FAMILIES.get(family)[0](**fields), **changes)
 
 
-__all__ = ["Encoder", "EncoderConfig", "Decoder", "DecoderConfig", "ModelBase", "FAMILIES", "PRESETS",
+__all__ = ["Encoder", "EncoderConfig", "Decoder", "DecoderConfig", "ViT", "ViTConfig", "CNN", "CNNConfig", "MLPNet",
+           "MLPConfig", "ModelBase", "FAMILIES", "PRESETS",
            "create_model", "model_config", "preset", "family_of"]

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..data.readers import ReadSummary
+from ..data.processors import load_processor
 from ..errors import DataError, UserError
 from ..evaluation.evaluate import evaluate_records
 from ..evaluation.report import write_report
@@ -22,12 +23,11 @@ from ..inference.predict import predict_records
 from ..io.checkpoint import load_model
 from ..io.finetuned import finetuned_meta, load_finetuned
 from ..tasks import get_task
-from ..tokenizer import Tokenizer
 
 
 def load_for_evaluation(model_dir):
-    """A saved folder -> (model, tokenizer, meta); a language model gets the clm task."""
-    model, tokenizer = load_model(model_dir), Tokenizer.load(model_dir)
+    """A saved folder -> (model, tokenizer or image processor, meta); a language model gets the clm task."""
+    model, tokenizer = load_model(model_dir), load_processor(model_dir)
     if model.config.head == get_task("clm").head:
         limit = min(tokenizer.model_max_length or 1024, model.config.max_positions)
         return model, tokenizer, {"task": "clm", "text_column": "text", "max_length": limit, "labels": []}
@@ -59,8 +59,9 @@ def evaluate_model(model_dir: str | os.PathLike, data: str | os.PathLike, out_di
     read = summary.as_dict()
     metrics = {"model": str(model_dir), "data": str(data), **metrics, "records_skipped": read["skipped"],
                "skipped_total": read["skipped_total"], "skipped_examples": read["skipped_examples"]}
-    if out_dir is not None:
+    if out_dir is not None:  # images: with a grid of the most confidently misclassified ones
         write_report(metrics, out_dir, title=f"Evaluation of {Path(model_dir).name} on {data.name}")
+    metrics.pop("worst_images", None)  # thumbnails: drawn in the report, not JSON
     return metrics
 
 

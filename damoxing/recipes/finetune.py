@@ -28,6 +28,7 @@ from ..atomic import atomic_open
 from ..config import save_yaml, to_dict
 from ..data.collators import PaddingCollator
 from ..data.readers import ReadSummary
+from ..data.processors import load_processor
 from ..data.splits import train_val_split
 from ..errors import ConfigError, DataError
 from ..evaluation.evaluate import evaluate_records
@@ -71,15 +72,16 @@ class FinetuneResult:
 
 
 def build_model(cfg: FinetuneRunConfig):
-    """(model, tokenizer) from `model.path` (a pretrained folder) or a preset section + `tokenizer.path`."""
+    """(model, tokenizer) from `model.path` (a pretrained folder: its image processor if it has one, else its
+    tokenizer) or a preset section + `tokenizer.path` (None without one: the task may build its own)."""
     if "path" in cfg.model:
         path = cfg.model["path"]
-        return load_model(path), Tokenizer.load(path)
+        return load_model(path), load_processor(path)
     if not cfg.model:
         raise ConfigError("model: give 'path' (a pretrained folder) or 'preset' (a fresh model).")
-    if not cfg.tokenizer.get("path"):
-        raise ConfigError("tokenizer.path: a preset model needs a tokenizer folder (tokenizer: {path: FOLDER}).")
-    return create_model(model_config(cfg.model)), Tokenizer.load(cfg.tokenizer["path"])
+    tokenizer = Tokenizer.load(cfg.tokenizer["path"]) if cfg.tokenizer.get("path") else None
+    torch.manual_seed(cfg.train.seed)  # a fresh model's weights follow train.seed, as everything else does
+    return create_model(model_config(cfg.model)), tokenizer
 
 
 def finetune(config, out_dir: str | Path | None = None, overrides=(), *, model: nn.Module | None = None,
@@ -117,9 +119,12 @@ def finetune(config, out_dir: str | Path | None = None, overrides=(), *, model: 
         raise DataError(f"data: {len(train)} training and {len(valid)} validation records; need at least one of each")
     if labels is not None and len(labels) < 2:
         raise DataError(f"data.train: only one label ({labels.names[0]!r}); classification needs at least two")
+    tokenizer = task.preprocessor(tokenizer, model, cfg.transforms, train)  # images: the ImageProcessor
 
     # model: the task's pooling and a fresh head
     if ft.pooling:
+        if not hasattr(model.config, "pooling"):
+            raise ConfigError(f"finetune.pooling: a {type(model).__name__} has no pooling choice; remove the key")
         model.config = dataclasses.replace(model.config, pooling=ft.pooling)
     torch.manual_seed(cfg.train.seed)  # the new head's initialisation
     model.reset_head(task.num_outputs(labels), task.head)
@@ -177,24 +182,25 @@ def _log(verbose: bool, message: str) -> None:
 
 def columns_of(data) -> dict:
     """The column names of a data section (what a task's `read` takes, and what finetune.json records)."""
-    return {k: getattr(data, k) for k in ("text_column", "text_pair_column", "label_column", "tokens_column",
-                                          "tags_column")}
+    columns = {k: getattr(data, k) for k in ("text_column", "text_pair_column", "label_column", "tokens_column",
+                                             "tags_column")}
+    return {**columns, **({"label_names": list(data.label_names)} if data.label_names else {})}
 
 
 def _train(model, tokenizer, task: SupervisedTask, cfg: FinetuneRunConfig, train: list[dict], valid: list[dict],
            out: Path, meta: dict):
-    """Tokenize once, build batch sources and run the Trainer (dynamic padding, the config's precision)."""
+    """Prepare the examples once, build batch sources and run the Trainer (the task collates; the config's
+    precision)."""
     ft, data, tc = cfg.finetune, cfg.data, cfg.train
-    pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else (tokenizer.eos_id or 0)
-    collator = PaddingCollator(pad_id)
-    collate = lambda examples, generators: collator(examples)  # noqa: E731
+    collate = task.collate(tokenizer, training=True)  # text: dynamic padding; images: augmentation
     train_ex = task.examples(tokenizer, train, data.max_length)
     valid_ex = task.examples(tokenizer, valid, data.max_length)
     if data.group_by_length:
         train_batches = LengthGroupedBatches(train_ex, collate, tc.batch_size, seed=tc.seed)
     else:
         train_batches = Batches(train_ex, collate, tc.batch_size, seed=tc.seed, shuffle=True, drop_last=False)
-    valid_batches = Batches(valid_ex, collate, ft.eval_batch_size, shuffle=False, drop_last=False)
+    valid_batches = Batches(valid_ex, task.collate(tokenizer, training=False), ft.eval_batch_size, shuffle=False,
+                            drop_last=False)
     if tc.epochs:  # the schedule spans the run that will happen (as the HF Trainer computes it)
         steps = tc.epochs * math.ceil(len(train_batches) / tc.grad_accum)
         tc = dataclasses.replace(tc, max_steps=min(tc.max_steps, steps))

@@ -3,8 +3,9 @@
     task = get_task("classification")        # or a config's train.task / finetune.task
     out = task.loss(model, batch)            # what the Trainer calls
 
-Registered names: classification, pair, token_classification, regression (fine-tuning, evaluation,
-prediction); mlm_nsp, masked_lm, clm, span_corruption (pretraining; clm also evaluates text files).
+Registered names: classification, pair, token_classification, regression, image_classification,
+tabular_classification (fine-tuning, evaluation, prediction); mlm_nsp, masked_lm, clm, span_corruption
+(pretraining; clm also evaluates text files).
 Earlier names still read: sequence -> classification, token -> token_classification, mlm -> masked_lm.
 `Distillation` (distill.py) wraps one of these around a teacher model, per run, so it has no registered name.
 """
@@ -15,10 +16,12 @@ from .base import SupervisedTask, Task, TaskOutput, chunks, model_inputs
 from .causal_lm import CausalLM
 from .classification import Classification
 from .distill import Distillation
+from .image_classification import ImageClassification
 from .masked_lm import MaskedLM, MaskedLMNextSentence
 from .pair import Pair
 from .regression import Regression
 from .span import SpanCorruption
+from .tabular_classification import TabularClassification
 from .token import TokenClassification
 
 TASKS = Registry("task")
@@ -31,8 +34,8 @@ def register(task: Task) -> Task:
     return task
 
 
-for _task in (Classification(), Pair(), TokenClassification(), Regression(), MaskedLMNextSentence(), MaskedLM(),
-              CausalLM(), SpanCorruption()):
+for _task in (Classification(), Pair(), TokenClassification(), Regression(), ImageClassification(),
+              TabularClassification(), MaskedLMNextSentence(), MaskedLM(), CausalLM(), SpanCorruption()):
     register(_task)
 
 
@@ -47,6 +50,8 @@ def task_for_head(config, labels: list[str] | None) -> Task:
     """The task a plain Hugging Face classification folder (no finetune.json) was trained for, from its head."""
     if config.head == "token":
         return TASKS.get("token_classification")
+    if hasattr(config, "image_size"):  # ViTForImageClassification and damoxing's image families
+        return TASKS.get("image_classification")
     if config.num_labels == 1 and (not labels or labels == ["LABEL_0"]):
         return TASKS.get("regression")
     return TASKS.get("classification")

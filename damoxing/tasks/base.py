@@ -16,8 +16,11 @@ Supervised tasks (fine-tuning, `evaluate`, `predict`) add, in `SupervisedTask`:
 
     read(paths, columns, labels, skip_bad, with_labels, summary)       records from files (lazily)
     inputs(texts) -> records                                           from command-line strings
+    preprocessor(tokenizer, model, options, records) -> tokenizer      what `tokenizer` is below (text: the
+                                                                       tokenizer; images: an ImageProcessor)
     encode(tokenizer, records, max_length) -> batch                    padded tensors (+ labels)
-    examples(tokenizer, records, max_length) -> [example]              tokenized once, for PaddingCollator
+    examples(tokenizer, records, max_length) -> [example]              prepared once, for `collate`
+    collate(tokenizer, training) -> fn(examples, generators) -> batch  training and validation batches
     metrics(names) -> accumulator; score(acc, outputs, labels, records) -> (loss sum, count)
     rows(tokenizer, records, outputs, names, max_length) -> prediction dicts
 
@@ -26,15 +29,17 @@ A new task is one file with one class, registered in `tasks/__init__.py`.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..data.collators import PaddingCollator
 from ..data.labels import LabelMap
 from ..data.readers import ReadSummary
+from ..errors import ConfigError
 from ..layers.losses import IGNORE_INDEX
 
 
@@ -98,6 +103,27 @@ class SupervisedTask(Task):
 
     def inputs(self, texts: Sequence[str]) -> Iterator[dict]:
         return iter({"text": t} for t in texts)
+
+    def preprocessor(self, tokenizer, model: nn.Module, options: dict, records: Sequence[dict]):
+        """What turns this task's records into model inputs (the `tokenizer` argument of the methods below),
+        given the loaded one (None for a fresh preset), the model, the config's `transforms` section and the
+        training records. Text tasks need a tokenizer and read no `transforms`."""
+        if options:
+            raise ConfigError(f"transforms: the {self.name} task reads text and takes no transforms; "
+                              "remove the section")
+        if tokenizer is None:
+            raise ConfigError("tokenizer.path: a preset model needs a tokenizer folder (tokenizer: {path: FOLDER}).")
+        return tokenizer
+
+    def collate(self, tokenizer, training: bool = True) -> Callable[[list, list | None], dict]:
+        """collate(examples, generators) -> batch for the Trainer's batch sources; text: dynamic padding."""
+        pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else (tokenizer.eos_id or 0)
+        collator = PaddingCollator(pad_id)
+        return lambda examples, generators: collator(examples)
+
+    def record_key(self, record: dict) -> bytes:
+        """What identifies a record's input and label (the features cache key)."""
+        return repr((record.get("text"), record.get("text_a"), record.get("text_b"), record.get("label"))).encode()
 
     def encode(self, tokenizer, records: Sequence[dict], max_length: int | None) -> dict[str, torch.Tensor]:
         raise NotImplementedError

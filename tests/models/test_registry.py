@@ -2,7 +2,8 @@
 
 A new family or preset registered in damoxing.models is checked here automatically. Full-size presets
 are built on the meta device (no memory, no time); the forward pass and the round trip run on the same
-architecture shrunk to hidden 32 and 2 layers, with every head kind the Hugging Face layout can hold.
+architecture shrunk to hidden 32 and 2 layers (images: 16x16 pixels), with every head kind the Hugging
+Face layout (or damoxing's own model types in it) can hold.
 """
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from damoxing.io.hf import architecture_for
 from damoxing.models import FAMILIES, PRESETS, create_model, family_of, preset
 from damoxing.models.base import ModelBase
 
-HEADS = {"encoder": ("none", "mlm", "pretraining", "sequence", "token"), "decoder": ("lm", "none", "sequence", "token")}
+HEADS = {"encoder": ("none", "mlm", "pretraining", "sequence", "token"), "decoder": ("lm", "none", "sequence", "token"),
+         "vit": ("none", "sequence"), "cnn": ("none", "sequence"), "mlp": ("none", "sequence")}
+IMAGE_FAMILIES = ("vit", "cnn", "mlp")  # they read pixel_values (B, C, H, W), not token ids
 
 
 def test_every_family_has_heads_listed_here():
@@ -25,7 +28,16 @@ def test_every_family_has_heads_listed_here():
 
 
 def shrink(config):
-    """The preset's architecture at hidden 32, 2 layers (the grouped-query ratio kept where it divides)."""
+    """The preset's architecture at hidden 32, 2 layers (the grouped-query ratio kept where it divides);
+    image families at 16x16 pixels."""
+    family = family_of(config)
+    if family == "vit":
+        return dataclasses.replace(config, image_size=16, patch_size=4, dim=32, layers=2, heads=4, mlp_dim=64)
+    if family == "cnn":
+        return dataclasses.replace(config, image_size=16, widths=(8, 16), depths=(1, 1), pool_size=2,
+                                   fc_dims=(32,) if config.fc_dims else ())
+    if family == "mlp":
+        return dataclasses.replace(config, input_dim=16 * 16, hidden=(32, 32), image_size=16)
     group = config.heads // (getattr(config, "kv_heads", None) or config.heads)
     changes = dict(dim=32, layers=2, heads=4, mlp_dim=64, vocab_size=101, max_positions=64)
     if hasattr(config, "kv_heads"):
@@ -38,7 +50,7 @@ def test_preset_builds_at_full_size(name):
     config = preset(name)
     with torch.device("meta"):
         model = create_model(config)
-    assert isinstance(model, ModelBase) and model.num_parameters() > 1_000_000
+    assert isinstance(model, ModelBase) and model.num_parameters() > 50_000
     assert family_of(config) in HEADS and len(model.fsdp_units()) == config.layers
 
 
@@ -46,8 +58,11 @@ def test_preset_builds_at_full_size(name):
 def test_preset_runs_and_round_trips_with_every_savable_head(name, tmp_path):
     base = shrink(preset(name))
     family = family_of(base)
-    ids = torch.randint(3, 101, (2, 7), generator=torch.Generator().manual_seed(0))
-    mask = torch.tensor([[1] * 7, [1] * 5 + [0] * 2])
+    g = torch.Generator().manual_seed(0)
+    if family in IMAGE_FAMILIES:
+        inputs, mask = (torch.randn(2, getattr(base, "channels", 1), 16, 16, generator=g),), None
+    else:
+        inputs, mask = (torch.randint(3, 101, (2, 7), generator=g),), torch.tensor([[1] * 7, [1] * 5 + [0] * 2])
     saved = 0
     for head in HEADS[family]:
         config = dataclasses.replace(base, head=head, num_labels=3 if head in ("sequence", "token") else base.num_labels)
@@ -56,11 +71,12 @@ def test_preset_runs_and_round_trips_with_every_savable_head(name, tmp_path):
         torch.manual_seed(0)
         model = create_model(config).eval()
         with torch.no_grad():
-            hidden = model.forward_features(ids, mask)
+            hidden = model.forward_features(*inputs, *([mask] if mask is not None else []))
             out = model.forward_head(hidden, mask)
         outs = out if isinstance(out, tuple) else (out,)  # the pretraining head gives (MLM, NSP) logits
-        assert hidden.shape == (2, 7, 32) and all(torch.isfinite(o).all() for o in outs)
-        assert model.pool(hidden, mask).shape == (2, 32)
+        assert all(torch.isfinite(o).all() for o in outs)
+        assert hidden.shape == {"vit": (2, 17, 32), "cnn": (2, 16, 4, 4), "mlp": (2, 32)}.get(family, (2, 7, 32))
+        assert model.pool(hidden, mask).shape == (2, model.config.dim)
         try:
             architecture_for(config)
         except CheckpointError:
@@ -77,7 +93,7 @@ def test_preset_runs_and_round_trips_with_every_savable_head(name, tmp_path):
         ours, theirs = model.state_dict(), loaded.state_dict()
         assert theirs.keys() <= ours.keys() and all(torch.equal(ours[k], theirs[k]) for k in theirs)
         with torch.no_grad():
-            again = loaded(ids, mask)
+            again = loaded(*inputs, *([mask] if mask is not None else []))
         again = again if isinstance(again, tuple) else (again,)
         assert all(torch.equal(a, o) for a, o in zip(again, outs))  # same weights, same ops: bitwise
         saved += 1

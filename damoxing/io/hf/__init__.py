@@ -1,4 +1,7 @@
-"""Hugging Face <-> damoxing, one file per architecture (`bert.py`, `gpt2.py`, `llama.py`), each an `HFMap`.
+"""Hugging Face <-> damoxing, one file per architecture (`bert.py`, `gpt2.py`, `llama.py`, `vit.py`), each an `HFMap`.
+
+Families transformers has no class for (`cnn.py`, `mlp.py`, ViTs without a class token) keep the folder
+layout under damoxing's own model types (`native.py`).
 
     arch = architecture_of(config_json, source)        # the registered architecture a config.json names
     config, arch, labels = config_from_hf(config_json, source, keys)
@@ -15,12 +18,12 @@ import torch
 
 from ...config import Registry
 from ...errors import CheckpointError
-from . import bert, gpt2, llama
+from . import bert, cnn, gpt2, llama, mlp, vit
 from .base import HFMap, labels_of, rename, template
 
 MODEL_TYPES = Registry("Hugging Face model type")  # model_type -> HFMap
 ARCHITECTURES = Registry("Hugging Face architecture")  # architecture -> (HFMap, our head kind)
-MAPS = (bert.MAP, gpt2.MAP, llama.MAP)
+MAPS = (bert.MAP, gpt2.MAP, llama.MAP, vit.MAP, vit.NATIVE, cnn.MAP, mlp.MAP)  # the first that fits saves
 
 
 def register(m: HFMap) -> None:
@@ -112,7 +115,8 @@ def config_to_hf(config, labels: list[str] | None = None, dtype: torch.dtype = t
     """Our config -> config.json dict that transformers' AutoConfig reads."""
     arch = architecture_for(config)
     m, _ = ARCHITECTURES.get(arch)
-    out = {"architectures": [arch], "model_type": m.model_type, "vocab_size": config.vocab_size,
+    out = {"architectures": [arch], "model_type": m.model_type,
+           **({"vocab_size": config.vocab_size} if hasattr(config, "vocab_size") else {}),
            "initializer_range": config.init_std, "dtype": str(dtype).removeprefix("torch."),
            **m.config_to_hf(config)}
     if config.head in ("sequence", "token"):
