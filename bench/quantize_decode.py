@@ -29,7 +29,7 @@ import torch  # noqa: E402
 
 import damoxing  # noqa: E402
 from damoxing.compress.quantize import quantize  # noqa: E402
-from damoxing.inference.generation import generate  # noqa: E402
+from damoxing.inference import GenerationConfig, generate  # noqa: E402
 
 PROMPT = [1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198]
 HELD_IN = ("The quick brown fox jumps over the lazy dog. Paris is the capital of France, and Berlin is the "
@@ -46,11 +46,11 @@ def package_dir(name: str) -> Path | None:
 def decode_rate(model, tokens: int, rounds: int) -> float:
     """Greedy tokens per second after the prompt (the best of `rounds`), batch 1."""
     prompt = torch.tensor([PROMPT])
-    generate(model, prompt, 2)  # warm-up
+    generate(model, prompt, GenerationConfig(max_new_tokens=2))  # warm-up
     best = math.inf
     for _ in range(rounds):
         t = time.perf_counter()
-        generate(model, prompt, tokens)
+        generate(model, prompt, GenerationConfig(max_new_tokens=tokens))
         best = min(best, time.perf_counter() - t)
     return tokens / best
 

@@ -27,7 +27,7 @@ from damoxing.compress.quantize import (
     quantize,
 )
 from damoxing.errors import ConfigError
-from damoxing.inference.generation import generate
+from damoxing.inference import GenerationConfig, generate
 from damoxing.io.gguf import decode_blocks, read_gguf
 
 from .conftest import tiny_decoder, tiny_encoder, write_gguf
@@ -246,8 +246,8 @@ def test_generation_takes_a_quantized_model_unchanged(tmp_path):
     quantize(model, "int4")
     prompt = torch.tensor([[5, 17, 33, 2]])
     damoxing.save(model, None, tmp_path)
-    out = generate(damoxing.load(tmp_path), prompt, max_new_tokens=8)
-    assert out.shape == (1, 12) and torch.equal(out, generate(model, prompt, max_new_tokens=8))
+    out = generate(damoxing.load(tmp_path), prompt, GenerationConfig(max_new_tokens=8))
+    assert out.shape == (1, 12) and torch.equal(out, generate(model, prompt, GenerationConfig(max_new_tokens=8)))
 
 
 def test_unknown_method_is_a_config_error():
