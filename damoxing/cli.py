@@ -5,6 +5,7 @@ User errors (bad files, configs, requests) print one message and exit 2, never a
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from .errors import UserError
@@ -13,7 +14,7 @@ from .errors import UserError
 def _cmd_convert(args) -> None:
     from .io.checkpoint import convert
 
-    convert(args.src, args.dst, dtype=args.dtype)
+    convert(args.src, args.dst, dtype=args.dtype, force=args.force)
     print(f"wrote {args.dst}")
 
 
@@ -31,14 +32,14 @@ def _cmd_data_clean(args) -> None:
 def _cmd_pretrain(args) -> None:
     from .recipes.pretrain import pretrain
 
-    pretrain(args.config, out=args.out, resume=args.resume, overrides=args.overrides)
+    pretrain(args.config, out=args.out, resume=args.resume, overrides=args.overrides, force=args.force)
 
 
 def _cmd_finetune(args) -> None:
     from .recipes.finetune import finetune
 
     overrides = list(args.overrides) + (["train.resume=auto"] if args.resume else [])
-    result = finetune(args.config, args.out, overrides=overrides)
+    result = finetune(args.config, args.out, overrides=overrides, force=args.force)
     print(f"wrote {result.out_dir} (model: {result.model_dir or result.adapter_dir})")
 
 
@@ -99,6 +100,8 @@ def _run_arguments(parser: argparse.ArgumentParser, sections: str, func) -> None
     parser.add_argument("config", help=f"YAML config with {sections} sections")
     parser.add_argument("--out", default=None, help="run folder (default runs/<config name>/)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
+    parser.add_argument("--force", action="store_true",
+                        help="write into a run folder that holds other files (or replace a file there)")
     parser.set_defaults(func=func, accepts_overrides=True)
 
 
@@ -110,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("src", help="HF model folder, or a .gguf file")
     c.add_argument("dst", help="output folder")
     c.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="cast weights on save")
+    c.add_argument("--force", action="store_true",
+                   help="replace DST even if it is a file, holds other files, or holds SRC")
     c.set_defaults(func=_cmd_convert)
 
     pt = sub.add_parser("pretrain", help="pretrain an encoder (MLM + NSP) or a decoder (next token) from a YAML config",
@@ -171,8 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _resume_command(argv: list[str]) -> str:
+    """The command line that continues an interrupted run: the same one, with --resume."""
+    return shlex.join(["damoxing", *argv, *([] if "--resume" in argv else ["--resume"])])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "accepts_overrides", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -182,8 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"damoxing {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # the Trainer saved a checkpoint, or its message says why not
+        print(f"damoxing {args.command}: {e or 'interrupted outside the training loop, so no checkpoint was saved'}",
+              file=sys.stderr)
+        if args.command in ("pretrain", "finetune"):
+            print(f"resume with: {_resume_command(argv)}", file=sys.stderr)
         return 130
     return 0
 
