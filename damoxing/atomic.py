@@ -69,8 +69,13 @@ def replace_dir(tmp: Path, path: Path) -> None:
         if old.exists() or old.is_symlink():  # left by an earlier interrupted replace; `path` is the newer one
             remove(old)
         os.rename(path, old)
+    try:
         fsync_dir(path.parent)
-    os.rename(tmp, path)
+        os.rename(tmp, path)
+    except BaseException:  # the old version goes back (a kill here leaves it to `recover`)
+        if (old.exists() or old.is_symlink()) and not (path.exists() or path.is_symlink()):
+            os.rename(old, path)
+        raise
     fsync_dir(path.parent)
     if old.exists() or old.is_symlink():
         remove(old)
