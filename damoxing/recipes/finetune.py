@@ -86,7 +86,8 @@ def build_model(cfg: FinetuneRunConfig):
 
 
 def finetune(config, out_dir: str | Path | None = None, overrides=(), *, model: nn.Module | None = None,
-             tokenizer=None, config_name: str | None = None, verbose: bool = True, force: bool = False) -> FinetuneResult:
+             tokenizer=None, config_name: str | None = None, verbose: bool = True,
+             force: bool = False) -> FinetuneResult:
     """Fine-tune as `config` says (YAML path, dict or FinetuneRunConfig) into `out_dir` (default runs/<name>/).
 
     `model` and `tokenizer` replace the config's model section (the model is changed in place). `force`

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from .save_faults import Faults, check_run, dry_run, resume_and_finish, saved_before, trainer
+from .save_faults import (
+    Faults,
+    check_run,
+    dry_run,
+    resume_and_finish,
+    saved_before,
+    trainer,
+)
 
 
 def test_a_full_disk_at_any_call_of_the_save_sequence_loses_nothing(tmp_path, monkeypatch):
