@@ -187,7 +187,7 @@ class Trainer:
             # 4. check, clip and step: a non-finite loss or gradient norm never reaches the weights
             self.scaler.unscale_(self.optimizer)
             norm = self._grad_norm()
-            finite = self._finite(sum(terms.values()), norm)
+            finite, ctrl_c_pressed = self._step_flags(sum(terms.values()), norm, ctrl_c.requested)
             if finite:
                 self.scaler.step(self.optimizer)
                 in_a_row = 0
@@ -230,7 +230,7 @@ class Trainer:
             t0 += time.perf_counter() - paused  # evaluation and checkpoints do not count against tokens/s
             if c.max_minutes:
                 out_of_time = distributed.broadcast_flag(time.perf_counter() - started > 60 * c.max_minutes, d)
-            if distributed.broadcast_flag(ctrl_c.requested, d):  # rank 0's Ctrl-C stops every rank here
+            if ctrl_c_pressed:  # on any rank: every rank saves and stops here, after the step
                 raise Interrupted(self._save_interrupted())
 
         if self.step < c.max_steps and not stop:  # out of epochs or time: evaluate and save where we are
@@ -309,10 +309,12 @@ class Trainer:
             nn.utils.clip_grads_with_norm_(self.params, self.config.clip_grad, norm)
         return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # FSDP: a sharded norm
 
-    def _finite(self, loss: torch.Tensor, norm: float) -> bool:
-        """Whether the step's loss and gradient norm are finite on every rank (one answer for all)."""
-        bad = torch.tensor(float(not (math.isfinite(float(loss)) and math.isfinite(norm))))
-        return float(distributed.all_sum({"bad": bad}, self.dist)["bad"]) == 0
+    def _step_flags(self, loss: torch.Tensor, norm: float, ctrl_c: bool) -> tuple[bool, bool]:
+        """(the step's loss and gradient norm are finite on every rank, Ctrl-C was pressed on some rank):
+        one answer for all ranks, in one all-reduce."""
+        bad = not (math.isfinite(float(loss)) and math.isfinite(norm))
+        flags = distributed.all_sum({"flags": torch.tensor([float(bad), float(ctrl_c)])}, self.dist)["flags"]
+        return float(flags[0]) == 0, float(flags[1]) > 0
 
     def _non_finite(self, terms: dict, norm: float, in_a_row: int, log: RunLog) -> None:
         """A step with a non-finite loss or gradient norm was not applied: stop, or go on (see the docstring)."""
