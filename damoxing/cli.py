@@ -12,6 +12,7 @@ import errno
 import io
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from .errors import UserError
 def _cmd_convert(args) -> None:
     from .io.checkpoint import convert
 
-    convert(args.src, args.dst, dtype=args.dtype)
+    convert(args.src, args.dst, dtype=args.dtype, force=args.force)
     print(f"wrote {args.dst}")
 
 
@@ -40,7 +41,7 @@ def _cmd_pretrain(args) -> None:
     from .recipes.pretrain import pretrain
 
     overrides = list(args.overrides) + (["data.skip_bad=true"] if args.skip_bad else [])
-    pretrain(args.config, out=args.out, resume=args.resume, overrides=overrides)
+    pretrain(args.config, out=args.out, resume=args.resume, overrides=overrides, force=args.force)
 
 
 def _cmd_finetune(args) -> None:
@@ -48,7 +49,7 @@ def _cmd_finetune(args) -> None:
 
     overrides = list(args.overrides) + (["train.resume=auto"] if args.resume else []) + \
         (["data.skip_bad=true"] if args.skip_bad else [])
-    result = finetune(args.config, args.out, overrides=overrides)
+    result = finetune(args.config, args.out, overrides=overrides, force=args.force)
     print(f"wrote {result.out_dir} (model: {result.model_dir or result.adapter_dir})")
 
 
@@ -164,6 +165,8 @@ def _run_arguments(parser: argparse.ArgumentParser, sections: str, func) -> None
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
     parser.add_argument("--skip-bad", action="store_true",
                         help="skip and count bad records instead of stopping at the first (data.skip_bad)")
+    parser.add_argument("--force", action="store_true",
+                        help="write into a run folder that holds other files (or replace a file there)")
     parser.set_defaults(func=func, accepts_overrides=True)
 
 
@@ -175,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("src", help="HF model folder, or a .gguf file")
     c.add_argument("dst", help="output folder")
     c.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="cast weights on save")
+    c.add_argument("--force", action="store_true",
+                   help="replace DST even if it is a file, holds other files, or holds SRC")
     c.set_defaults(func=_cmd_convert)
 
     pt = sub.add_parser("pretrain", help="pretrain an encoder (MLM + NSP) or a decoder (next token) from a YAML config",
@@ -269,8 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _resume_command(argv: list[str]) -> str:
+    """The command line that continues an interrupted run: the same one, with --resume."""
+    return shlex.join(["damoxing", *argv, *([] if "--resume" in argv else ["--resume"])])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "accepts_overrides", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -280,8 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"damoxing {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # the Trainer saved a checkpoint, or its message says why not
+        print(f"damoxing {args.command}: {e or 'interrupted outside the training loop, so no checkpoint was saved'}",
+              file=sys.stderr)
+        if args.command in ("pretrain", "finetune"):
+            print(f"resume with: {_resume_command(argv)}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `damoxing predict ... | head`: the reader has all it wanted
         with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):

@@ -8,6 +8,10 @@ convert(src, dst)           load_model + the tokenizer, then save_model
 Quantized models (damoxing.compress) save their int codes and scales in model.safetensors and the layer
 kinds in config.json["quantization"]; loading swaps those layers in before it reads the weights.
 
+Saving replaces the destination as a whole, so it refuses one whose loss nobody asked for: a file, a
+folder with other things than a model in it, or (convert) the folder that holds the source. `force=True`
+(`--force`) writes there anyway.
+
 Nothing is unpickled unless it is plain tensors: safetensors first, `.bin` only via torch.load(weights_only=True).
 Every failure is a CheckpointError naming the file, the problem and what to do.
 """
@@ -203,10 +207,39 @@ def load_model(path: str | os.PathLike, dtype=None, quantized: bool = False) -> 
 
 
 # ------------------------------------------------------------------ saving
-def save_model(model: torch.nn.Module, tokenizer, path: str | os.PathLike, dtype=None) -> None:
-    """Write config.json + model.safetensors (+ the tokenizer's files) so `transformers` loads it as is."""
+def is_model_folder(path: Path) -> bool:
+    """A folder of model files (config.json or adapter_config.json), with no sub-folders that saving would lose."""
+    entries = list(path.iterdir())
+    return (any(p.name in ("config.json", "adapter_config.json") for p in entries)
+            and not any(p.is_dir() for p in entries))
+
+
+def check_destination(dst: Path, src: Path | None = None) -> None:
+    """Saving replaces `dst` as a whole: refuse a file, a folder with other things in it, or the source's folder."""
+    again = "choose another folder, or pass --force to replace it"
+    if src is not None:
+        s, d = src.resolve(), dst.resolve()
+        if s == d or d in s.parents:
+            raise CheckpointError(f"{dst} holds the source {src}, which writing there would delete: {again}")
+    if dst.is_symlink() or dst.exists():
+        if not dst.is_dir():
+            raise CheckpointError(f"{dst} is a file, not a model folder; writing there would delete it: {again}")
+        entries = sorted(p.name + ("/" if p.is_dir() else "") for p in dst.iterdir())
+        if entries and not is_model_folder(dst):
+            shown = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
+            raise CheckpointError(f"{dst} is not empty and not a model folder ({shown}); writing there would delete "
+                                  f"what it holds: {again}")
+
+
+def save_model(model: torch.nn.Module, tokenizer, path: str | os.PathLike, dtype=None, force: bool = False) -> None:
+    """Write config.json + model.safetensors (+ the tokenizer's files) so `transformers` loads it as is.
+
+    `path` must be new, empty or a model folder (see check_destination) unless `force`."""
     from safetensors.torch import save_file
 
+    path = Path(path)
+    if not force:
+        check_destination(path)
     dtype = _dtype(dtype) or next(model.parameters()).dtype
     config = model.config
     arch = hf.architecture_for(config)
@@ -217,7 +250,6 @@ def save_model(model: torch.nn.Module, tokenizer, path: str | os.PathLike, dtype
     ours = {k: v.detach() for k, v in model.state_dict().items() if k not in tied}
     state = {k: v.to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous().clone()
              for k, v in hf.state_to_hf(ours, arch).items()}
-    path = Path(path)
     with atomic_dir(path) as tmp:
         with open(tmp / "config.json", "w", encoding="utf-8") as f:
             json.dump(hf_config, f, indent=2)
@@ -235,16 +267,20 @@ def _has_tokenizer(path: Path) -> bool:
     return path.suffix == ".gguf" or any((path / name).is_file() for name in TOKENIZER_FILES)
 
 
-def convert(src: str | os.PathLike, dst: str | os.PathLike, dtype=None) -> None:
+def convert(src: str | os.PathLike, dst: str | os.PathLike, dtype=None, force: bool = False) -> None:
     """Any checkpoint damoxing reads (HF folder, .gguf) -> an HF safetensors folder, tokenizer (or image
-    processor) included."""
+    processor) included.
+
+    `dst` must be new, empty or a model folder, and must not hold `src` (see check_destination) unless `force`."""
     src, dst = Path(src), Path(dst)
+    if not force:
+        check_destination(dst, src)  # before the (slow) load
     model = load_model(src)
     if src.is_dir() and has_processor(src):
         tokenizer = load_processor(src)
     else:
         tokenizer = Tokenizer.load(src) if _has_tokenizer(src) else None
-    save_model(model, tokenizer, dst, dtype=dtype)
+    save_model(model, tokenizer, dst, dtype=dtype, force=True)
 
 
 def load_into(model: torch.nn.Module, folder: str | os.PathLike) -> None:

@@ -10,6 +10,9 @@ The run folder holds
     adapter/                LoRA only: adapter_model.safetensors (adapters + head) + adapter_config.json
     eval/, test/            reports on the validation and test data (metrics.json, report.md/html, plots)
     result.json             method, parameter counts, wall time, headline metrics
+
+The run folder is checked, locked and cleared of a killed run's leftovers before any work, as in
+pretrain (damoxing/training/state.py); model/ and adapter/ are each written in one atomic step.
 """
 from __future__ import annotations
 
@@ -24,13 +27,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..atomic import atomic_open
+from ..atomic import atomic_dir, atomic_open
 from ..config import save_yaml, to_dict
 from ..data.collators import PaddingCollator
 from ..data.readers import ReadSummary
 from ..data.processors import load_processor
 from ..data.splits import train_val_split
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, UserError
 from ..evaluation.evaluate import evaluate_records
 from ..evaluation.report import write_report
 from ..finetune.config import FinetuneRunConfig, load_finetune_config
@@ -42,6 +45,7 @@ from ..io.finetuned import save_finetuned
 from ..models import create_model, model_config
 from ..tasks import SupervisedTask, get_task
 from ..tokenizer import Tokenizer
+from ..training import state
 from ..training.batches import Batches, LengthGroupedBatches
 from ..training.trainer import Trainer
 
@@ -85,14 +89,27 @@ def build_model(cfg: FinetuneRunConfig):
 
 
 def finetune(config, out_dir: str | Path | None = None, overrides=(), *, model: nn.Module | None = None,
-             tokenizer=None, config_name: str | None = None, verbose: bool = True) -> FinetuneResult:
+             tokenizer=None, config_name: str | None = None, verbose: bool = True,
+             force: bool = False) -> FinetuneResult:
     """Fine-tune as `config` says (YAML path, dict or FinetuneRunConfig) into `out_dir` (default runs/<name>/).
 
-    `model` and `tokenizer` replace the config's model section (the model is changed in place).
+    `model` and `tokenizer` replace the config's model section (the model is changed in place). `force`
+    writes into a folder that holds other files, or replaces a finished run's model and reports.
     """
     cfg = load_finetune_config(config, overrides)
     name = config_name or (Path(config).stem if isinstance(config, (str, Path)) else "finetune")
     out = Path(out_dir) if out_dir is not None else Path("runs") / name
+    with state.run_folder(out, force=force):
+        if cfg.train.resume != "auto":
+            state.refuse_earlier_run(out)
+            if (out / "result.json").is_file() and not force:
+                raise UserError(f"{out} holds a finished fine-tuning run (result.json): write to another folder "
+                                "(--out), or pass --force to replace its model and reports")
+        return _finetune(cfg, name, out, model, tokenizer, verbose)
+
+
+def _finetune(cfg: FinetuneRunConfig, name: str, out: Path, model: nn.Module | None, tokenizer,
+              verbose: bool) -> FinetuneResult:
     ft, data = cfg.finetune, cfg.data
     task = get_task(ft.task)
     if model is None:
@@ -153,11 +170,15 @@ def finetune(config, out_dir: str | Path | None = None, overrides=(), *, model: 
     # save: LoRA writes the adapters (with the head) and a merged copy for serving
     model.eval()
     if ft.method == "lora":
-        adapter_dir = save_adapters(model, out / "adapter")
+        adapter_dir = out / "adapter"
+        with atomic_dir(adapter_dir) as folder:
+            save_adapters(model, folder)
         if ft.lora_merge:
-            save_finetuned(merge_lora(copy.deepcopy(model)), tokenizer, out / "model", meta)
+            with atomic_dir(out / "model") as folder:  # finetune.json arrives with the weights, in one rename
+                save_finetuned(merge_lora(copy.deepcopy(model)), tokenizer, folder, meta)
     if ft.method != "lora":
-        save_finetuned(model, tokenizer, out / "model", meta)
+        with atomic_dir(out / "model") as folder:
+            save_finetuned(model, tokenizer, folder, meta)
 
     metrics = evaluate_records(model, tokenizer, task, valid, model.labels, data.max_length, ft.eval_batch_size)
     write_report(metrics, out / "eval", title=f"{name}: {ft.method} fine-tuning, validation data")

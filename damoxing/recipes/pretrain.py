@@ -6,7 +6,12 @@
 Tasks: `mlm_nsp` and `masked_lm` train an encoder (preset bert-*), `clm` a decoder (gpt-*, llama-*); each
 task prepares its own examples and collator (tasks/masked_lm.py, tasks/causal_lm.py).
 The tokenizer is loaded (`tokenizer.path`) or trained on data.train first (`tokenizer.train: true`) and
-saved to RUN/tokenizer/; a resumed run reuses that one.
+saved to RUN/tokenizer/. A resumed run takes the tokenizer saved in its checkpoint, the one its model was
+trained with, and says so if the config asks for another.
+
+Before any work the run folder is checked (a file, or a folder no run wrote, needs --force), locked
+against a second run, cleared of what a killed run left, and a fresh run refuses one that holds
+checkpoints (see damoxing/training/state.py).
 """
 from __future__ import annotations
 
@@ -16,15 +21,15 @@ from pathlib import Path
 
 import torch
 
-from ..config import to_dict
+from ..config import load_yaml, to_dict
 from ..data.readers import read_records
 from ..data.splits import train_val_split
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, UserError
 from ..io.checkpoint import load_into, save_model
 from ..models import EncoderConfig, create_model, family_of, model_config
 from ..tasks import TASKS, Task, get_task
 from ..tokenizer import Tokenizer
-from ..training import distributed
+from ..training import distributed, state
 from ..training.batches import Batches
 from ..training.config import RunConfig, load_run_config
 from ..training.flops import flops_per_token
@@ -40,7 +45,7 @@ def pretraining_task(name: str) -> Task:
 
 
 def pretrain(config_path: str | Path, out: str | Path | None = None, resume: bool = False,
-             overrides: list[str] = ()) -> dict:
+             overrides: list[str] = (), force: bool = False) -> dict:
     run = load_run_config(config_path, overrides)
     c = run.train
     task = pretraining_task(c.task)
@@ -49,32 +54,45 @@ def pretrain(config_path: str | Path, out: str | Path | None = None, resume: boo
     resume = resume or c.resume == "auto"
     d = distributed.setup()
     try:
-        tok = prepare_tokenizer(run, run_dir, resume, d)
-        model_cfg = resolve_model(run, task, tok)
-        torch.manual_seed(c.seed)
-        model = create_model(model_cfg)
-        train_data, eval_data = build_batches(run, task, tok, d)
-        resolved = {**to_dict(run), "model": {"family": family_of(model_cfg), **to_dict(model_cfg)}}
-        if d.main:
-            n = sum(p.numel() for p in model.parameters())
-            print(f"{task.name}: {n / 1e6:.2f}M parameters, vocabulary {tok.vocab_size}, "
-                  f"{len(train_data)} batches of {c.batch_size} per epoch and rank; run folder {run_dir}", flush=True)
-        flops = flops_per_token(model, run.data.seq_len, task.head_fraction(run.data))
-        trainer = Trainer(model, task, train_data, c, run_dir, eval_data=eval_data, run_config=resolved, dist=d,
-                          save=lambda m, folder: save_model(m, tok, folder), load=load_into, flops_per_token=flops)
-        result = trainer.fit(resume=resume)
-        if d.main:
-            final = result["eval"] or {}
-            print(f"done: step {result['step']}, eval loss {final.get('loss', float('nan')):.4f}; "
-                  f"checkpoints in {run_dir}", flush=True)
-        return result
+        with state.run_folder(run_dir, d, force=force):
+            if not resume:
+                state.refuse_earlier_run(run_dir)
+            return _pretrain(run, task, run_dir, resume, d)
     finally:
         distributed.teardown()
 
 
+def _pretrain(run: RunConfig, task: Task, run_dir: Path, resume: bool, d) -> dict:
+    """tokenizer -> model -> batches -> Trainer.fit(), in a run folder this process holds."""
+    c = run.train
+    tok = prepare_tokenizer(run, run_dir, resume, d)
+    model_cfg = resolve_model(run, task, tok)
+    torch.manual_seed(c.seed)
+    model = create_model(model_cfg)
+    train_data, eval_data = build_batches(run, task, tok, d)
+    resolved = {**to_dict(run), "model": {"family": family_of(model_cfg), **to_dict(model_cfg)}}
+    if d.main:
+        n = sum(p.numel() for p in model.parameters())
+        print(f"{task.name}: {n / 1e6:.2f}M parameters, vocabulary {tok.vocab_size}, "
+              f"{len(train_data)} batches of {c.batch_size} per epoch and rank; run folder {run_dir}", flush=True)
+    flops = flops_per_token(model, run.data.seq_len, task.head_fraction(run.data))
+    trainer = Trainer(model, task, train_data, c, run_dir, eval_data=eval_data, run_config=resolved, dist=d,
+                      save=lambda m, folder: save_model(m, tok, folder), load=load_into, flops_per_token=flops)
+    result = trainer.fit(resume=resume)
+    if d.main:
+        final = result["eval"] or {}
+        print(f"done: step {result['step']}, eval loss {final.get('loss', float('nan')):.4f}; "
+              f"checkpoints in {run_dir}", flush=True)
+    return result
+
+
 # ---------------------------------------------------------------------- the pieces
 def prepare_tokenizer(run: RunConfig, run_dir: Path, resume: bool, d) -> Tokenizer:
+    """A resumed run: the tokenizer of its newest checkpoint. Otherwise tokenizer.path, or one trained on
+    data.train and saved to RUN/tokenizer/ (reused by a run resumed before its first checkpoint)."""
     t, saved = run.tokenizer, run_dir / "tokenizer"
+    if resume and (tok := checkpoint_tokenizer(run, run_dir, d)) is not None:
+        return tok
     if t.path:
         return Tokenizer.load(t.path)
     if not (resume and (saved / "tokenizer.json").is_file()):
@@ -89,6 +107,34 @@ def prepare_tokenizer(run: RunConfig, run_dir: Path, resume: bool, d) -> Tokeniz
             tok.save(saved)
         distributed.barrier(d)
     return Tokenizer.load(saved)
+
+
+def checkpoint_tokenizer(run: RunConfig, run_dir: Path, d) -> Tokenizer | None:
+    """The tokenizer saved in the newest complete checkpoint that has one (None: no checkpoint yet). A model
+    resumes with the tokenizer it was trained with; a config that asks for another one is told so."""
+    for path in reversed(state.checkpoints(run_dir)):
+        try:
+            tok = Tokenizer.load(path)
+        except UserError:
+            continue  # no tokenizer files: an older checkpoint may have them (the Trainer reports damage)
+        try:
+            before = (load_yaml(path / "config.yaml") or {}).get("tokenizer")
+        except UserError:
+            before = None
+        differs = before is not None and before != to_dict(run.tokenizer)
+        if run.tokenizer.path and not differs:
+            try:
+                wanted = Tokenizer.load(run.tokenizer.path)
+                differs = (wanted.backend.to_str(), wanted.special_tokens) != (tok.backend.to_str(), tok.special_tokens)
+            except UserError:
+                differs = True
+        if differs and d.main:
+            t = run.tokenizer
+            asked = f"tokenizer.path {t.path}" if t.path else f"tokenizer.train ({t.kind}, vocab_size {t.vocab_size})"
+            print(f"note: resuming with the tokenizer saved in {path}, the one the model was trained with; the config "
+                  f"asks for {asked}, which differs and is not used", flush=True)
+        return tok
+    return None
 
 
 def resolve_model(run: RunConfig, task: Task, tok):

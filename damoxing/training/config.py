@@ -36,6 +36,8 @@ class TrainConfig:
     warmup_steps: int = 0
     warmup_ratio: float = 0.0  # used when warmup_steps is 0
     clip_grad: float = 1.0  # max global gradient norm; 0 = off
+    nonfinite: str = "stop"  # a non-finite loss or gradient norm: stop the run, or skip the step
+    max_skipped_steps: int = 20  # stop after this many skipped steps in a row (skip mode, and fp16 overflows)
     precision: str = "auto"  # auto: bf16 on GPUs and CPUs that run it natively (AVX-512 BF16, AMX), else fp32
     compile: bool = False  # torch.compile the model
     seed: int = 0
@@ -53,7 +55,7 @@ class TrainConfig:
     tensorboard: bool = True
 
     def __post_init__(self):
-        for key in ("batch_size", "grad_accum", "max_steps", "lr", "log_every"):
+        for key in ("batch_size", "grad_accum", "max_steps", "lr", "log_every", "max_skipped_steps"):
             check_positive(f"train.{key}", getattr(self, key))
         for key in ("epochs", "max_minutes", "eval_every", "eval_batches", "save_every", "warmup_steps", "patience", "clip_grad",
                     "weight_decay", "eps", "keep_last"):
@@ -63,6 +65,7 @@ class TrainConfig:
         check_choice("train.precision", self.precision, PRECISIONS)
         check_choice("train.metric_mode", self.metric_mode, ("min", "max"))
         check_choice("train.resume", self.resume, ("never", "auto"))
+        check_choice("train.nonfinite", self.nonfinite, ("stop", "skip"))
         check_choice("train.distributed", self.distributed, ("ddp", "fsdp"))
         check_range("train.warmup_ratio", self.warmup_ratio, 0.0, 1.0)
         check_range("train.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)

@@ -20,12 +20,25 @@ What goes in:
 - `metrics_fn(model) -> dict`: optional extra evaluation metrics, merged into each evaluation.
 - `run_config`: the resolved config as a plain dict, saved as config.yaml in every checkpoint.
 - `flops_per_token`: FLOPs per item, for the MFU figure in the logs (see flops.py); optional.
+
+What it guarantees:
+- the run folder is locked while `fit` runs, and what a killed run left in it is restored or removed first
+  (state.py); resume falls back to the newest complete checkpoint when a newer one is damaged, and says so;
+- a non-finite loss or gradient norm stops the run with a message naming the step (train.nonfinite: stop),
+  or skips the step (skip; at most train.max_skipped_steps in a row). Under fp16 the GradScaler skips
+  overflowing steps by design: the run stops only after max_skipped_steps of them in a row. Non-finite
+  weights are never saved, and a non-finite evaluation is never the best;
+- Ctrl-C stops after the current step, saves a checkpoint and raises `Interrupted` (a KeyboardInterrupt)
+  whose message says where the progress is; a second Ctrl-C stops at once.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
 import math
+import signal
+import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -34,7 +47,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..errors import DataError, UserError
+from ..errors import CheckpointError, DataError, UserError
 from ..models.base import ModelBase
 from ..tasks import Task, get_task
 from . import distributed, state
@@ -53,6 +66,35 @@ class TaskModule(nn.Module):
 
     def forward(self, batch: dict):
         return self.loss(self.model, batch)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training; the message says which checkpoint holds the progress, or why none was saved."""
+
+
+class _CtrlC:
+    """While active, a first Ctrl-C only sets `requested` (the loop saves and stops after the current step);
+    a second one raises KeyboardInterrupt at once. Signal handlers exist only in the main thread."""
+
+    def __init__(self, verbose: bool):
+        self.requested, self.verbose, self.previous = False, verbose, None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        if self.verbose:
+            print("\nCtrl-C: saving a checkpoint after this step, then stopping (Ctrl-C again stops at once, "
+                  "without saving)", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
 
 
 class Trainer:
@@ -88,16 +130,33 @@ class Trainer:
         # progress: optimiser steps done, data position (epoch, micro-batch), best evaluation so far
         self.step, self.epoch, self.batch_index, self.tokens_seen = 0, 0, 0, 0
         self.best = {"value": None, "step": -1, "bad_evals": 0}
-        self._batches = None
+        self._batches, self._saved_step = None, None
 
     # ------------------------------------------------------------------ the loop
     def fit(self, resume: bool | str | Path = False) -> dict:
+        """Train to train.max_steps (or the epoch/time limit, or an early stop); `resume`: False, True (the
+        newest complete checkpoint in the run folder), or a checkpoint folder."""
+        d = self.dist
+        with state.run_folder(self.run_dir, d, check=False), _CtrlC(verbose=d.main) as ctrl_c:
+            self._start(resume)
+            log = RunLog(self.run_dir, self.config.max_steps, self.step, enabled=d.main,
+                         tensorboard=self.config.tensorboard)
+            try:
+                return self._loop(log, ctrl_c)
+            except KeyboardInterrupt as e:
+                if isinstance(e, Interrupted):
+                    raise
+                raise Interrupted(f"stopped at once at step {self.step} without saving; "
+                                  f"{self._last_saved()}") from None
+            finally:
+                log.close(plot=self.config.plot)
+
+    def _loop(self, log: RunLog, ctrl_c: _CtrlC) -> dict:
         c, d = self.config, self.dist
-        self._start(resume)
-        log = RunLog(self.run_dir, c.max_steps, self.step, enabled=d.main, tensorboard=c.tensorboard)
         peak = device_peak(d.device, self.dtype) if self.flops_per_token else None
-        sums, n_items, n_steps, t0 = {}, 0, 0, time.perf_counter()
+        sums, n_items, n_steps, skipped, t0 = {}, 0, 0, 0, time.perf_counter()
         stop, out_of_time, last_eval, started = False, False, None, time.perf_counter()
+        in_a_row = 0  # consecutive skipped steps
         self.runner.train()
         while self.step < c.max_steps and not stop and not out_of_time:
             # 1. learning rate for this step
@@ -115,38 +174,49 @@ class Trainer:
             totals = distributed.all_sum(totals, d)
 
             # 3. forward and backward per micro-batch; gradients summed, all-reduced on the last one only
+            terms = {}
             for i, batch in enumerate(micro):
                 with distributed.no_sync(self.runner, i < len(micro) - 1), self._autocast():
                     out = self.runner(batch)
                     loss = sum(out.losses[k] / totals[k].clamp(min=1).to(out.losses[k].device) for k in out.losses)
                 self.scaler.scale(loss * d.world).backward()  # DDP averages over ranks; we want the sum
                 for k, v in out.losses.items():
-                    sums[k] = sums.get(k, 0.0) + v.detach().double() / totals[k].clamp(min=1).cpu().double()
+                    terms[k] = terms.get(k, 0.0) + v.detach().double() / totals[k].clamp(min=1).cpu().double()
                 n_items += self.task.items(batch)
 
-            # 4. clip and step
+            # 4. check, clip and step: a non-finite loss or gradient norm never reaches the weights
             self.scaler.unscale_(self.optimizer)
-            grad_norm = self._clip()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            norm = self._grad_norm()
+            finite, ctrl_c_pressed = self._step_flags(sum(terms.values()), norm, ctrl_c.requested)
+            if finite:
+                self.scaler.step(self.optimizer)
+                in_a_row = 0
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                n_steps += 1
+            else:
+                in_a_row, skipped = in_a_row + 1, skipped + 1
+                self._non_finite(terms, norm, in_a_row, log)  # raises when the run must stop
+            self.scaler.update()  # fp16: lowers the scale after an overflow
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
-            n_steps += 1
             log.advance()
 
             # 5. log, evaluate, checkpoint, early stop
             if self.step % c.log_every == 0 or self.step == c.max_steps:
                 elapsed = time.perf_counter() - t0
-                terms = {k: float(v) / n_steps for k, v in distributed.all_sum(
+                means = {k: float(v) / n_steps for k, v in distributed.all_sum(
                     {k: torch.as_tensor(v) for k, v in sums.items()}, d).items()}
                 ips = n_items * d.world / max(elapsed, 1e-9)
-                record = {"loss": sum(terms.values()), **(terms if len(terms) > 1 else {}), "lr": lr,
-                          "grad_norm": grad_norm, f"{self.task.unit}_per_s": round(ips, 1)}
+                record = {"loss": sum(means.values()) if means else math.nan, **(means if len(means) > 1 else {}),
+                          "lr": lr, "grad_norm": float(norm), f"{self.task.unit}_per_s": round(ips, 1)}
+                if skipped:
+                    record["skipped_steps"] = skipped
                 if (u := mfu(ips, self.flops_per_token or 0, peak, d.world)) is not None:
                     record["mfu"] = round(u, 4)
                 self.tokens_seen += n_items * d.world  # items: tokens for text tasks
                 log.log(self.step, "train", record)
-                sums, n_items, n_steps, t0 = {}, 0, 0, time.perf_counter()
+                sums, n_items, n_steps, skipped, t0 = {}, 0, 0, 0, time.perf_counter()
             at_end, paused = self.step == c.max_steps, time.perf_counter()
             if self.eval_data is not None and ((c.eval_every and self.step % c.eval_every == 0) or at_end):
                 last_eval = self.evaluate()
@@ -160,6 +230,8 @@ class Trainer:
             t0 += time.perf_counter() - paused  # evaluation and checkpoints do not count against tokens/s
             if c.max_minutes:
                 out_of_time = distributed.broadcast_flag(time.perf_counter() - started > 60 * c.max_minutes, d)
+            if ctrl_c_pressed:  # on any rank: every rank saves and stops here, after the step
+                raise Interrupted(self._save_interrupted())
 
         if self.step < c.max_steps and not stop:  # out of epochs or time: evaluate and save where we are
             if self.eval_data is not None:
@@ -169,9 +241,9 @@ class Trainer:
             else:
                 self._checkpoint()
         if stop:
+            best = self.best["value"]
             log.write(f"early stop at step {self.step}: no improvement of eval {c.metric} in {c.patience} "
-                      f"evaluations; best {self.best['value']:.4g} at step {self.best['step']}")
-        log.close(plot=c.plot)
+                      f"evaluations; best {'none' if best is None else f'{best:.4g}'} at step {self.best['step']}")
         return {"step": self.step, "stopped_early": stop, "best": dict(self.best), "eval": last_eval}
 
     # ------------------------------------------------------------------ evaluation
@@ -229,11 +301,40 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.dist.device.type, dtype=self.dtype)
 
-    def _clip(self) -> float:
-        if not self.config.clip_grad:
-            return 0.0
-        norm = nn.utils.clip_grad_norm_(self.params, self.config.clip_grad)
+    def _grad_norm(self) -> float:
+        """The global gradient norm (FSDP: over every shard); gradients are clipped to train.clip_grad if set."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        norm = nn.utils.get_total_norm(grads)
+        if self.config.clip_grad:
+            nn.utils.clip_grads_with_norm_(self.params, self.config.clip_grad, norm)
         return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # FSDP: a sharded norm
+
+    def _step_flags(self, loss: torch.Tensor, norm: float, ctrl_c: bool) -> tuple[bool, bool]:
+        """(the step's loss and gradient norm are finite on every rank, Ctrl-C was pressed on some rank):
+        one answer for all ranks, in one all-reduce."""
+        bad = not (math.isfinite(float(loss)) and math.isfinite(norm))
+        flags = distributed.all_sum({"flags": torch.tensor([float(bad), float(ctrl_c)])}, self.dist)["flags"]
+        return float(flags[0]) == 0, float(flags[1]) > 0
+
+    def _non_finite(self, terms: dict, norm: float, in_a_row: int, log: RunLog) -> None:
+        """A step with a non-finite loss or gradient norm was not applied: stop, or go on (see the docstring)."""
+        c, loss = self.config, float(sum(terms.values()))
+        what, at = (f"loss ({loss})" if not math.isfinite(loss) else f"gradient norm ({norm})"), self.step + 1
+        advice = ("lower train.lr, set train.clip_grad, or train in precision bf16 or fp32; "
+                  f"{self._last_saved()}")
+        if self.scaler.is_enabled():  # fp16: the GradScaler skips an overflowing step and lowers its scale
+            if in_a_row >= c.max_skipped_steps:
+                raise UserError(f"train: {in_a_row} steps in a row skipped under fp16 (train.max_skipped_steps: "
+                                f"{c.max_skipped_steps}), the last at step {at} with a non-finite {what}; {advice}")
+            return
+        if c.nonfinite == "stop":
+            raise UserError(f"train: non-finite {what} at step {at}; stopped before it reached the weights "
+                            f"(train.nonfinite: stop; 'skip' skips such steps). To fix it, {advice}")
+        if in_a_row >= c.max_skipped_steps:
+            raise UserError(f"train: {in_a_row} steps in a row skipped (train.nonfinite: skip, "
+                            f"train.max_skipped_steps: {c.max_skipped_steps}), the last at step {at} with a "
+                            f"non-finite {what}; {advice}")
+        log.write(f"step {at}: non-finite {what}; the step is skipped (train.nonfinite: skip)")
 
     def _track_best(self, result: dict) -> bool:
         c = self.config
@@ -241,56 +342,104 @@ class Trainer:
             raise UserError(f"train.metric: {c.metric!r} is not an evaluation metric here; "
                             f"choose one of {', '.join(sorted(result))}.")
         value, best = result[c.metric], self.best["value"]
-        better = best is None or (value < best if c.metric_mode == "min" else value > best)
+        better = math.isfinite(value) and (best is None or (value < best if c.metric_mode == "min" else value > best))
         if better:
             self.best = {"value": value, "step": self.step, "bad_evals": 0}
         else:
-            self.best["bad_evals"] += 1
+            self.best["bad_evals"] += 1  # a non-finite evaluation is never the best
         return better
 
     # ------------------------------------------------------------------ checkpoints and resume
-    def _checkpoint(self, best: bool = False) -> None:
+    def _last_saved(self) -> str:
+        path = state.latest_checkpoint(self.run_dir)
+        return f"the last checkpoint is {path}" if path is not None else "no checkpoint was saved"
+
+    def _weights_finite(self) -> bool:
+        local = [p.to_local() if hasattr(p, "to_local") else p for p in self.model.parameters()]  # FSDP: own shard
+        bad = torch.stack([~torch.isfinite(p.detach()).all() for p in local]).sum().double().cpu()
+        return float(distributed.all_sum({"bad": bad}, self.dist)["bad"]) == 0
+
+    def _checkpoint(self, best: bool = False) -> Path | None:
+        """Save RUN/step-N (rank 0; collective under FSDP); never non-finite weights. Returns the folder."""
         d = self.dist
+        if not self._weights_finite():
+            raise UserError(f"train: the weights hold non-finite values after step {self.step}, so no checkpoint "
+                            f"was saved; lower train.lr, check train.weight_decay and train.clip_grad; "
+                            f"{self._last_saved()}")
         optimizer_state = self.optimizer.state_dict() if not self.sharded else None
         if self.sharded:  # gather the full weights and optimiser state on rank 0 (every rank takes part)
             model_state, optimizer_state = distributed.full_state(self.runner, self.optimizer)
             if d.main:
                 self.full_model.load_state_dict({k.removeprefix("model."): v for k, v in model_state.items()})
+        path = None
         if d.main:
             training_state = {
                 "step": self.step, "epoch": self.epoch, "batch_index": self.batch_index,
                 "tokens_seen": self.tokens_seen, "world": d.world, "best": dict(self.best),
                 "optimizer": optimizer_state, "scaler": self.scaler.state_dict(), "rng": state.rng_state(),
             }
-            best_dir = state.best_checkpoint(self.run_dir)
-            keep = {best_dir.name} if best_dir is not None and not best else set()
             path = state.save_checkpoint(self.run_dir, self.step, self.save, training_state, self.run_config,
-                                         self.config.keep_last, keep)
-            if best:
-                state.mark_best(self.run_dir, path, self.config.metric, self.best["value"], self.step)
+                                         self.config.keep_last,
+                                         best={"metric": self.config.metric, "value": self.best["value"]} if best
+                                         else None)
+        self._saved_step = self.step
         distributed.barrier(d)
+        return path
+
+    def _save_interrupted(self) -> str:
+        """Ctrl-C: save where we are; the message says where, or why not."""
+        where = f"interrupted at step {self.step}"
+        if self._saved_step == self.step:
+            return f"{where}; the progress is in {self.run_dir / f'step-{self.step:06d}'}"
+        try:
+            path = self._checkpoint()
+        except (UserError, OSError) as e:
+            return f"{where}; no checkpoint saved ({e}); {self._last_saved()}"
+        return f"{where}; saved {path or 'a checkpoint'}"
 
     def _start(self, resume: bool | str | Path) -> None:
-        """Fresh start, or restore everything from a checkpoint (the newest one for resume=True/'auto')."""
-        if self.dist.main:
-            state.remove_partial(self.run_dir)
+        """Fresh start, or restore everything from a checkpoint: the newest complete one for resume=True/'auto'
+        (a damaged newer one is skipped, and the message says so), or the folder given."""
         if resume in (False, None, "never"):
-            if state.latest_checkpoint(self.run_dir) is not None:
-                raise UserError(f"{self.run_dir} holds checkpoints of an earlier run: resume it (--resume), "
-                                "or write to another folder (--out)")
+            state.refuse_earlier_run(self.run_dir)
             return
-        path = state.latest_checkpoint(self.run_dir) if resume in (True, "auto") else Path(resume)
-        if path is None:
-            return  # nothing to resume from yet: start fresh
-        s = state.load_training_state(path)
+        explicit = resume not in (True, "auto")
+        candidates = [Path(resume)] if explicit else state.step_folders(self.run_dir)[::-1]
+        damaged = []
+        for path in candidates:
+            try:
+                self._restore(path)
+            except CheckpointError as e:
+                if explicit:
+                    raise
+                damaged.append(str(e))
+                continue
+            if self.dist.main:
+                print(f"resuming from {path} (step {self.step}, epoch {self.epoch}, batch {self.batch_index})",
+                      flush=True)
+                for reason in damaged:
+                    print(f"skipped a newer checkpoint: {reason}", flush=True)
+            return
+        if damaged:
+            raise CheckpointError(f"{self.run_dir}: no checkpoint can be resumed from ({'; '.join(damaged)}); "
+                                  "move the damaged folders away to start afresh")
+        # nothing saved yet: start fresh
+
+    def _restore(self, path: Path) -> None:
+        s = state.load_training_state(path)  # CheckpointError when incomplete or unreadable
         if s["world"] != self.dist.world:
             raise UserError(f"{path} was written by {s['world']} processes, this run has {self.dist.world}; "
                             "resume with the same number of processes")
         if self.sharded:  # rank 0 reads the full state; every rank receives its shards
-            model_state = {}
+            model_state, error = {}, None
             if self.dist.main:
-                self.load(path)
-                model_state = {f"model.{k}": v for k, v in self.full_model.state_dict().items()}
+                try:
+                    self.load(path)
+                    model_state = {f"model.{k}": v for k, v in self.full_model.state_dict().items()}
+                except CheckpointError as e:
+                    error = e
+            if distributed.broadcast_flag(error is not None, self.dist):
+                raise error or CheckpointError(f"{path}: rank 0 could not read the model")
             distributed.load_full_state(self.runner, self.optimizer, model_state, s["optimizer"])
         else:
             self.load(path)
@@ -298,9 +447,8 @@ class Trainer:
         self.scaler.load_state_dict(s["scaler"])
         self.step, self.epoch, self.batch_index = s["step"], s["epoch"], s["batch_index"]
         self.tokens_seen, self.best = s["tokens_seen"], dict(s["best"])
+        self._saved_step = self.step
         state.set_rng_state(s["rng"])
-        if self.dist.main:
-            print(f"resuming from {path} (step {self.step}, epoch {self.epoch}, batch {self.batch_index})", flush=True)
 
 
 # ---------------------------------------------------------------------- helpers
