@@ -43,7 +43,8 @@ class ImageClassification(SupervisedTask):
 
     # ----- records
     def read(self, paths, columns: dict, labels: LabelMap | None = None, skip_bad: bool = False,
-             with_labels: bool = True) -> Iterator[dict]:
+             with_labels: bool = True, summary=None) -> Iterator[dict]:
+        # `summary` stays empty: these readers stop at the first bad file with a DataError naming it
         yield from read_images(as_paths(paths), label_column=columns.get("label_column") or "label", labels=labels,
                                label_names=columns.get("label_names") or (), with_labels=with_labels,
                                skip_bad=skip_bad)

@@ -42,7 +42,8 @@ class TabularClassification(Classification):
 
     # ----- records
     def read(self, paths, columns: dict, labels: LabelMap | None = None, skip_bad: bool = False,
-             with_labels: bool = True) -> Iterator[dict]:
+             with_labels: bool = True, summary=None) -> Iterator[dict]:
+        # `summary` stays empty: these readers stop at the first bad file with a DataError naming it
         yield from read_table(as_paths(paths), label_column=columns.get("label_column") or "label", labels=labels,
                               with_labels=with_labels, skip_bad=skip_bad)
 
