@@ -204,6 +204,19 @@ def _cmd_chat(args) -> None:
     chat_loop(session, sys.stdin, sys.stdout)
 
 
+def _cmd_serve(args) -> None:
+    import uvicorn
+
+    from .serve.app import ServeOptions, create_app
+
+    options = ServeOptions(args.model, model_name=args.model_name, api_key=args.api_key, max_queue=args.max_queue,
+                           max_prompt_tokens=args.max_prompt_tokens, max_tokens=args.max_tokens,
+                           request_timeout=args.request_timeout)
+    app = create_app(options)
+    print(f"serving {app.state.served.name} on http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+
+
 def _generation_arguments(parser: argparse.ArgumentParser) -> None:
     """Decoding settings; those not given keep the checkpoint's (generation_config.json, GGUF metadata)."""
     parser.add_argument("--max-new-tokens", type=int, default=None)
@@ -338,6 +351,20 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("--system", default=None, help="a system message")
     _generation_arguments(ch)
     ch.set_defaults(func=_cmd_chat)
+
+    sv = sub.add_parser("serve", help="an OpenAI-compatible HTTP server with a web playground at /")
+    sv.add_argument("model", help="HF model folder or .gguf file: a decoder (chat, completions), an encoder "
+                    "(embeddings) or a fine-tuned classifier folder (classify)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1/ endpoints")
+    sv.add_argument("--model-name", default=None, help="the model id clients send (default: the file or folder name)")
+    sv.add_argument("--max-queue", type=int, default=16, help="requests waiting or running; more get 429")
+    sv.add_argument("--max-prompt-tokens", type=int, default=4096)
+    sv.add_argument("--max-tokens", type=int, default=2048, help="the most new tokens a request may ask for")
+    sv.add_argument("--request-timeout", type=float, default=300.0, help="seconds a request may take")
+    sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    sv.set_defaults(func=_cmd_serve)
 
     return p
 
