@@ -211,7 +211,7 @@ def _cmd_serve(args) -> None:
 
     options = ServeOptions(args.model, model_name=args.model_name, api_key=args.api_key, max_queue=args.max_queue,
                            max_prompt_tokens=args.max_prompt_tokens, max_tokens=args.max_tokens,
-                           request_timeout=args.request_timeout)
+                           request_timeout=args.request_timeout, dtype=args.dtype)
     app = create_app(options)
     print(f"serving {app.state.served.name} on http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
@@ -363,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-prompt-tokens", type=int, default=4096)
     sv.add_argument("--max-tokens", type=int, default=2048, help="the most new tokens a request may ask for")
     sv.add_argument("--request-timeout", type=float, default=300.0, help="seconds a request may take")
+    sv.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="cast the weights")
     sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     sv.set_defaults(func=_cmd_serve)
 

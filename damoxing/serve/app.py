@@ -44,6 +44,7 @@ class ServeOptions:
     max_prompt_tokens: int = 4096
     max_tokens: int = 2048  # the most new tokens one request may ask for
     request_timeout: float = 300.0  # seconds from arrival to the last token
+    dtype: str | torch.dtype | None = None  # cast the weights ("bfloat16", ...; None: as stored, GGUF as float32)
 
 
 class APIError(Exception):
@@ -134,9 +135,11 @@ class Served:
             from ..io.finetuned import load_finetuned
 
             self.model, self.tokenizer, self.meta = load_finetuned(path)
+            if options.dtype is not None:
+                self.model.to(options.dtype)
         else:
             self.meta = {}
-            self.model, self.tokenizer = load_model(path).eval(), load_tokenizer(path)
+            self.model, self.tokenizer = load_model(path, dtype=options.dtype).eval(), load_tokenizer(path)
         self.can_generate = isinstance(self.model, Decoder)
         self.can_embed = isinstance(self.model, Encoder)
         self.can_classify = bool(self.meta)
@@ -181,10 +184,10 @@ def create_app(options: ServeOptions, served: Served | None = None) -> FastAPI:
 
     @app.middleware("http")
     async def _authorize(request: Request, call_next):
-        if options.api_key and request.url.path.startswith("/v1/"):
-            if request.headers.get("authorization") != f"Bearer {options.api_key}":
-                return error_response(401, "missing or wrong API key: send 'Authorization: Bearer KEY'", None,
-                                      "invalid_api_key", "authentication_error")
+        if options.api_key and request.url.path.startswith("/v1/") and \
+                request.headers.get("authorization") != f"Bearer {options.api_key}":
+            return error_response(401, "missing or wrong API key: send 'Authorization: Bearer KEY'", None,
+                                  "invalid_api_key", "authentication_error")
         return await call_next(request)
 
     # ---------------------------------------------------------------- checks

@@ -39,17 +39,20 @@ def running_server(options):
 
 @pytest.fixture(scope="module")
 def tiny_server(tiny_chat_dir):
-    """The tiny random chat model served with small limits: (base URL, app)."""
+    """The tiny random chat model served in float64 (so that batched and lone decoding pick the same tokens: no
+    near-tie flips with the order of additions) with small limits: (base URL, app)."""
+    import torch
+
     from damoxing.serve.app import ServeOptions
 
     options = ServeOptions(str(tiny_chat_dir), model_name="tiny", max_queue=16, max_prompt_tokens=512,
-                           max_tokens=64, request_timeout=60)
+                           max_tokens=64, request_timeout=60, dtype=torch.float64)
     with running_server(options) as (url, app):
         yield url, app
 
 
 def http(url: str, body: str | bytes | dict | None = None, headers: dict | None = None, timeout: float = 60):
-    """(status, headers, parsed JSON or text) of a GET (no body) or POST to `url`, with the standard library."""
+    """(status, headers with lower-case names, parsed JSON or text) of a GET (no body) or POST to `url`."""
     import json
     import urllib.error
     import urllib.request
@@ -59,9 +62,10 @@ def http(url: str, body: str | bytes | dict | None = None, headers: dict | None 
     request = urllib.request.Request(url, data=data, headers={"content-type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            status, head, raw = response.status, dict(response.headers), response.read()
+            status, head, raw = response.status, response.headers, response.read()
     except urllib.error.HTTPError as error:
-        status, head, raw = error.code, dict(error.headers), error.read()
+        status, head, raw = error.code, error.headers, error.read()
+    head = {name.lower(): value for name, value in head.items()}
     try:
         return status, head, json.loads(raw)
     except ValueError:

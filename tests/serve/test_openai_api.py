@@ -20,7 +20,7 @@ def client(tiny_server):
 @pytest.fixture(scope="module")
 def local(tiny_chat_dir):
     """The same model in this process, to compute what the server should answer."""
-    return damoxing.load(tiny_chat_dir), damoxing.load_tokenizer(tiny_chat_dir)
+    return damoxing.load(tiny_chat_dir).double(), damoxing.load_tokenizer(tiny_chat_dir)
 
 
 def chat_prompt(tokenizer, messages):
