@@ -125,6 +125,7 @@ class Engine:
         self.mask: torch.Tensor | None = None  # (B, L) bool: the column holds one of the row's tokens
         self.tokens: torch.Tensor | None = None  # (B,) the token each row feeds next
         self.steps = 0  # decode steps run (for tests and the bench)
+        self.reused = 0  # the last prefill's prompt tokens that came from the cached prefix
         self.closing = False
         self.thread = threading.Thread(target=self._run, name="damoxing-engine", daemon=True)
         self.thread.start()
@@ -189,7 +190,7 @@ class Engine:
     def _prefill(self, job: Job) -> None:
         """Run the prompt alone, take its first token, and put its keys and values into the batch."""
         ids = torch.tensor([job.prompt_ids], device=self.device)  # (1, T)
-        self.prefix.reuse(job.prompt_ids)
+        self.reused = self.prefix.reuse(job.prompt_ids)
         forward = Forward(self.model, ids, None, self.prefix.cache, 1)
         logits = forward.prefill(ids)  # (1, V)
         self.prefix.record(job.prompt_ids)
@@ -254,11 +255,25 @@ class Engine:
         for i, row in enumerate(self.rows):
             done = row.take(logits[i:i + 1])
             if done is not None:
+                self._keep_conversation(i)
                 self._end(row.job, done)
                 finished.append(i)
         self.tokens = torch.tensor([row.new[-1] for row in self.rows], device=self.device)
         if finished:
             self._leave(finished)
+
+    def _keep_conversation(self, i: int) -> None:
+        """Copy row i's keys and values (prompt and reply) into the prefix cache, so that a request continuing
+        this conversation runs only its new tokens."""
+        row, start = self.rows[i], int(self.mask[i].long().argmax())  # the row's first column
+        fed = row.job.prompt_ids + row.new[:-1]  # the last new token was never fed
+        length = self.cache.length
+        if length - start != len(fed):
+            return
+        for layer, target in zip(self.cache, self.prefix.cache):
+            target.k, target.v = layer.k[i:i + 1, :, start:length].clone(), layer.v[i:i + 1, :, start:length].clone()
+            target.length = length - start
+        self.prefix.record(fed)
 
     def _leave(self, indices: list[int]) -> None:
         """Drop rows (their jobs have ended); then drop the leading columns no remaining row uses."""

@@ -137,3 +137,32 @@ def test_a_request_that_times_out_gets_504(tiny_chat_dir):
                                      dtype=torch.float64)) as (url, _):
         status, _, body = http(f"{url}/v1/chat/completions", chat_body(1))
         assert status == 504 and body["error"]["code"] == "timeout"
+
+
+def test_a_continued_conversation_runs_only_its_new_tokens(tiny_server, tiny_chat_dir):
+    url, app = tiny_server
+    engine = app.state.engine
+    tokenizer = damoxing.load_tokenizer(tiny_chat_dir)
+    messages = [{"role": "user", "content": "Tell me about the sea, in many words."}]
+    status, _, first = http(f"{url}/v1/chat/completions", {"model": "tiny", "messages": messages, "max_tokens": 16,
+                                                           "temperature": 0})
+    assert status == 200
+    # the engine kept the conversation's keys and values: the prompt and every reply token it fed back
+    usage = first["usage"]
+    prompt_ids = tokenizer.encode(tokenizer.apply_chat_template(messages), add_special_tokens=False)
+    assert len(engine.prefix.ids) == engine.prefix.cache.length == usage["total_tokens"] - 1
+    assert engine.prefix.ids[:len(prompt_ids)] == prompt_ids
+    messages += [first["choices"][0]["message"], {"role": "user", "content": "And the sky?"}]
+    status, _, second = http(f"{url}/v1/chat/completions", {"model": "tiny", "messages": messages,
+                                                            "max_tokens": 4, "temperature": 0})
+    assert status == 200
+    # the first turn's prompt (and its reply, as far as its tokens come back the same) came from the cache; the
+    # prompt's final "\n" may merge with the reply's first characters when the template renders the reply anew
+    assert engine.reused >= usage["prompt_tokens"] - 1
+    assert second["usage"]["prompt_tokens"] - engine.reused <= len(tokenizer.encode(
+        "And the sky?", add_special_tokens=False)) + first["usage"]["completion_tokens"] + 10
+    # and the answer is the one a fresh run gives
+    model = damoxing.load(tiny_chat_dir).double()
+    prompt = tokenizer.encode(tokenizer.apply_chat_template(messages), add_special_tokens=False)
+    assert second["choices"][0]["message"]["content"] == generate_text(
+        model, tokenizer, prompt, GenerationConfig(max_new_tokens=4, stop_token_ids=(tokenizer.eos_id,)))
