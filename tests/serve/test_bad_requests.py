@@ -49,3 +49,13 @@ def test_api_key_is_required_when_set(tiny_chat_dir):
         assert post(url, "/v1/chat/completions", CHAT, authorization="Bearer wrong")[0] == 401
         assert post(url, "/v1/chat/completions", CHAT, authorization="Bearer sesame")[0] == 200
         assert http(f"{url}/health")[0] == 200  # health checks need no key
+
+
+def test_serve_binds_this_machine_only_by_default(tmp_path, capsys):
+    from damoxing.cli import build_parser, main
+
+    args = build_parser().parse_args(["serve", "model.gguf"])
+    assert (args.host, args.port, args.api_key, args.max_queue) == ("127.0.0.1", 8000, None, 16)
+    assert main(["serve", str(tmp_path / "missing")]) == 2  # one line, no traceback, no server
+    err = capsys.readouterr().err
+    assert err.startswith("damoxing serve: error: ") and "Traceback" not in err
