@@ -2,7 +2,6 @@
 import io
 import json
 
-import damoxing
 from damoxing.cli import main
 from damoxing.inference import GenerationConfig
 from damoxing.inference.session import ChatSession
@@ -13,8 +12,9 @@ from damoxing.recipes.generate import chat_loop, load_for_generation
 def test_generate_streams_the_greedy_continuation(tiny_chat_dir, capsys):
     assert main(["generate", str(tiny_chat_dir), "Hello there", "--max-new-tokens", "8", "--temperature", "0"]) == 0
     printed = capsys.readouterr().out
-    model = damoxing.load(tiny_chat_dir)
-    tokenizer = damoxing.load_tokenizer(tiny_chat_dir)
+    # the same prepared float32 model in this process (same summation order: no near-tie can flip)
+    model, tokenizer, config = load_for_generation(tiny_chat_dir, {"max_new_tokens": 8, "temperature": 0.0})
+    assert config.stop_token_ids == (tokenizer.eos_id,)
     expected = generate_text(model, tokenizer, "Hello there",
                              GenerationConfig(max_new_tokens=8, stop_token_ids=(tokenizer.eos_id,)))
     assert printed == expected + "\n"
