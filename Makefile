@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(PY) bench/pretrain_bert.py --quick
 	$(PY) bench/finetune_methods.py --quick
 	$(PY) bench/stream_memory.py --quick
+	$(PY) bench/serve.py --quick
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

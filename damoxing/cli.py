@@ -158,6 +158,79 @@ def _cmd_export(args) -> None:
     print(json.dumps(export_model(args.model, args.out, args.opset), indent=2))
 
 
+def _generation_settings(args) -> dict:
+    """GenerationConfig fields given on the command line (None: the checkpoint's default)."""
+    settings = {key: getattr(args, key) for key in ("max_new_tokens", "temperature", "top_k", "top_p", "min_p",
+                                                     "repetition_penalty", "num_beams", "seed")}
+    settings["stop_strings"] = tuple(args.stop) if args.stop else None
+    return settings
+
+
+def _cmd_generate(args) -> None:
+    from .recipes.generate import generate_deltas, generate_rows, load_for_generation
+
+    if (args.data is None) == (args.prompt is None):
+        raise UserError("give a prompt, or --data FILE (not both)")
+    model, tokenizer, config = load_for_generation(args.model, _generation_settings(args))
+    if args.data is None:
+        for delta in generate_deltas(model, tokenizer, args.prompt, config):
+            print(delta, end="", flush=True)
+        print()
+        return
+    import json
+
+    from .data.readers import read_records
+
+    prompts = (record["text"] for record in read_records(args.data, text_column=args.text_column, text_mode="line",
+                                                                keep_blank=True))
+    rows = generate_rows(model, tokenizer, prompts, config)
+    if args.output:
+        from .atomic import atomic_open
+
+        with atomic_open(args.output) as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    else:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False), flush=True)
+
+
+def _cmd_chat(args) -> None:
+    from .inference.session import ChatSession
+    from .recipes.generate import chat_loop, load_for_generation
+
+    model, tokenizer, config = load_for_generation(args.model, _generation_settings(args))
+    session = ChatSession(model, tokenizer, config, system=args.system)
+    print("chat with the model; /reset starts over, /exit (or Ctrl-D) ends", file=sys.stderr)
+    chat_loop(session, sys.stdin, sys.stdout)
+
+
+def _cmd_serve(args) -> None:
+    import uvicorn
+
+    from .serve.app import ServeOptions, create_app
+
+    options = ServeOptions(args.model, model_name=args.model_name, api_key=args.api_key, max_queue=args.max_queue,
+                           max_prompt_tokens=args.max_prompt_tokens, max_tokens=args.max_tokens,
+                           request_timeout=args.request_timeout, dtype=args.dtype)
+    app = create_app(options)
+    print(f"serving {app.state.served.name} on http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+
+
+def _generation_arguments(parser: argparse.ArgumentParser) -> None:
+    """Decoding settings; those not given keep the checkpoint's (generation_config.json, GGUF metadata)."""
+    parser.add_argument("--max-new-tokens", type=int, default=None)
+    parser.add_argument("--temperature", type=float, default=None, help="0: greedy; > 0: sampling")
+    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--top-p", type=float, default=None)
+    parser.add_argument("--min-p", type=float, default=None)
+    parser.add_argument("--repetition-penalty", type=float, default=None)
+    parser.add_argument("--num-beams", type=int, default=None, help="> 1: beam search (printed at the end)")
+    parser.add_argument("--seed", type=int, default=None, help="sampling: the same seed gives the same text")
+    parser.add_argument("--stop", action="append", default=None, help="stop string (repeat for several)")
+
+
 def _run_arguments(parser: argparse.ArgumentParser, sections: str, func) -> None:
     """What every config-driven run takes: CONFIG.yaml, --out, --resume and --section.key=value overrides."""
     parser.add_argument("config", help=f"YAML config with {sections} sections")
@@ -270,6 +343,36 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("out", help="output .onnx file")
     ex.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     ex.set_defaults(func=_cmd_export)
+
+    g = sub.add_parser("generate", help="continue a prompt (streamed), or every prompt of a file into JSON Lines")
+    g.add_argument("model", help="decoder: HF model folder or .gguf file")
+    g.add_argument("prompt", nargs="?", default=None, help="the text to continue")
+    g.add_argument("--data", default=None, help="prompts: .txt (one per line), .jsonl/.csv/... (--text-column)")
+    g.add_argument("--text-column", default="prompt", help="--data: the prompt column or field")
+    g.add_argument("--output", "-o", default=None, help="--data: write the JSON Lines here instead of stdout")
+    _generation_arguments(g)
+    g.set_defaults(func=_cmd_generate)
+
+    ch = sub.add_parser("chat", help="an interactive chat with a chat model (its template; /reset, /exit)")
+    ch.add_argument("model", help="chat (instruct) decoder: HF model folder or .gguf file")
+    ch.add_argument("--system", default=None, help="a system message")
+    _generation_arguments(ch)
+    ch.set_defaults(func=_cmd_chat)
+
+    sv = sub.add_parser("serve", help="an OpenAI-compatible HTTP server with a web playground at /")
+    sv.add_argument("model", help="HF model folder or .gguf file: a decoder (chat, completions), an encoder "
+                    "(embeddings) or a fine-tuned classifier folder (classify)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1/ endpoints")
+    sv.add_argument("--model-name", default=None, help="the model id clients send (default: the file or folder name)")
+    sv.add_argument("--max-queue", type=int, default=16, help="requests waiting or running; more get 429")
+    sv.add_argument("--max-prompt-tokens", type=int, default=4096)
+    sv.add_argument("--max-tokens", type=int, default=2048, help="the most new tokens a request may ask for")
+    sv.add_argument("--request-timeout", type=float, default=300.0, help="seconds a request may take")
+    sv.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="cast the weights")
+    sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    sv.set_defaults(func=_cmd_serve)
 
     return p
 

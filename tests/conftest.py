@@ -36,3 +36,20 @@ def smollm2_gguf() -> Path:
 def gpt2_bpe_dir() -> Path:
     """The real GPT-2 byte-level BPE (vocab.json + merges.txt), copied into tests/assets/gpt2-bpe."""
     return ASSETS / "gpt2-bpe"
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_dir(smollm2_gguf, tmp_path_factory) -> Path:
+    """A tiny random Llama over SmolLM2's tokenizer (vocabulary and chat template), saved as a Hugging Face
+    folder: fast enough for the generate/chat commands and the server tests."""
+    import torch
+
+    import damoxing
+
+    tokenizer = damoxing.load_tokenizer(smollm2_gguf)
+    torch.manual_seed(0)
+    cfg = damoxing.preset("llama-tiny", vocab_size=tokenizer.vocab_size, dim=32, layers=2, heads=4, kv_heads=2,
+                          mlp_dim=64)
+    folder = tmp_path_factory.mktemp("tiny-chat")
+    damoxing.save(damoxing.create_model(cfg).eval(), tokenizer, folder)
+    return folder

@@ -1,0 +1,314 @@
+"""The engine: one thread owns the model and decodes every request; HTTP handlers talk to it through queues.
+
+    engine = Engine(model, tokenizer, max_queue=16)
+    job = Job(prompt_ids, config, deliver)       # deliver(event) is called from the engine thread
+    engine.submit(job)                           # QueueFull when max_queue requests are waiting or running
+    job.cancel()                                 # the client went away: the job ends at the next step
+
+Events are Delta(text, token, logprob, top) as tokens arrive, then one Done(finish_reason, counts) or
+Failed(message). Requests share the model through continuous batching (see Engine): a request joins the running
+batch at the next step and leaves it when done, so the tokens per second of all clients together grow with their
+number. A prompt that continues the previous one reuses its cached keys and values (session.PrefixCache).
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from ..inference import GenerationConfig, generate
+from ..inference.forward import Forward
+from ..inference.sampling import History, make_generator, pick, process
+from ..inference.session import PrefixCache
+from ..inference.streaming import TextStream
+
+
+class QueueFull(Exception):
+    """max_queue requests are waiting or running: the client should retry later."""
+
+
+@dataclass
+class Delta:
+    text: str  # new text (may be empty while a UTF-8 character or a possible stop string is incomplete)
+    token: int
+    logprob: float | None = None
+    top: list[tuple[int, float]] | None = None  # the most probable tokens and their log-probabilities
+
+
+@dataclass
+class Done:
+    finish_reason: str  # "stop" | "length"
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass
+class Failed:
+    message: str
+    status: int = 500
+
+
+@dataclass
+class Job:
+    prompt_ids: list[int]
+    config: GenerationConfig
+    deliver: Callable[[object], None]  # called from the engine thread with each event
+    deadline: float = float("inf")  # time.monotonic() after which the job stops
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    released: bool = False  # its place in the queue is free again
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+class Row:
+    """One request decoding in the batch: its settings, what it has seen, and its text so far."""
+
+    def __init__(self, job: Job, tokenizer, vocab_size: int, device):
+        self.job, self.config = job, job.config
+        ids = torch.tensor([job.prompt_ids], device=device)  # (1, T)
+        self.history = History(ids, torch.ones_like(ids), self.config, vocab_size)
+        self.generator = make_generator(self.config, device)
+        self.stop_ids = torch.tensor(self.config.stop_token_ids, dtype=torch.long, device=device)
+        self.stream = TextStream(tokenizer, self.config.stop_strings)
+        self.new: list[int] = []  # tokens generated so far
+
+    def take(self, logits: torch.Tensor) -> Done | None:
+        """Pick the next token from (1, V) logits and deliver its text; a Done when the request is done."""
+        logits = logits.float()
+        token = int(pick(process(logits, self.history, len(self.new), self.config, self.stop_ids), self.config,
+                         self.generator)[0])
+        self.new.append(token)
+        self.history.append(torch.tensor([token], device=logits.device))
+        logprob, top = None, None
+        if self.config.logprobs:
+            logprobs = logits[0].log_softmax(-1)  # (V,) under the model, before penalties and filters
+            best = logprobs.topk(self.config.logprobs)
+            logprob, top = float(logprobs[token]), list(zip(best.indices.tolist(), best.values.tolist()))
+        if token in self.config.stop_token_ids:
+            return self.finish("stop")
+        self.job.deliver(Delta(self.stream.push(token), token, logprob, top))
+        if self.stream.stopped:
+            return self.finish("stop")
+        if len(self.new) >= self.config.max_new_tokens:
+            return self.finish("length")
+        return None
+
+    def finish(self, reason: str) -> Done:
+        """Deliver the text held back (an incomplete character at the end); the Done to deliver last."""
+        if not self.stream.stopped:
+            tail = self.stream.finish()
+            if tail:
+                self.job.deliver(Delta(tail, -1))
+        return Done(reason, len(self.job.prompt_ids), len(self.new))
+
+
+class Engine:
+    """Continuous batching on one thread. A new request is prefilled alone (B=1, reusing the cached prefix of the
+    previous conversation where it matches), then its keys and values join the batch cache, right-aligned to the
+    batch's current column with the columns before it masked. Each step feeds one token per active row, with
+    per-row positions and masks, and samples each row with its own settings; a finished row leaves the batch."""
+
+    def __init__(self, model, tokenizer, max_queue: int = 16, max_batch: int = 32):
+        self.model, self.tokenizer, self.max_queue, self.max_batch = model, tokenizer, max_queue, max_batch
+        self.device = next(model.parameters()).device
+        self.jobs: queue.Queue[Job | None] = queue.Queue()
+        self.pending = 0  # jobs waiting or running
+        self.lock = threading.Lock()
+        self.prefix = PrefixCache(model) if hasattr(model, "new_cache") else None
+        self.rows: list[Row] = []
+        self.cache = None  # KVCache over the active rows, (B, Hkv, L, d) per layer
+        self.mask: torch.Tensor | None = None  # (B, L) bool: the column holds one of the row's tokens
+        self.tokens: torch.Tensor | None = None  # (B,) the token each row feeds next
+        self.steps = 0  # decode steps run (for tests and the bench)
+        self.reused = 0  # the last prefill's prompt tokens that came from the cached prefix
+        self.closing = False
+        self.thread = threading.Thread(target=self._run, name="damoxing-engine", daemon=True)
+        self.thread.start()
+
+    def submit(self, job: Job) -> None:
+        with self.lock:
+            if self.pending >= self.max_queue:
+                raise QueueFull
+            self.pending += 1
+        self.jobs.put(job)
+
+    def close(self) -> None:
+        self.closing = True
+        self.jobs.put(None)
+        self.thread.join(timeout=5)
+
+    def _end(self, job: Job, event: Done | Failed | None = None) -> None:
+        """Free the job's place in the queue, then deliver its last event (so a client that sends its next
+        request as soon as it hears the last one finds the place free)."""
+        if not job.released:
+            job.released = True
+            with self.lock:
+                self.pending -= 1
+        if event is not None:
+            job.deliver(event)
+
+    # ---------------------------------------------------------------- the loop
+    def _run(self) -> None:
+        while not self.closing:
+            try:
+                self._admit()
+                if self.rows:
+                    self._step()
+            except Exception as error:  # noqa: BLE001 -- a bug must not take the engine down: clients hear of it
+                for row in self.rows:
+                    self._end(row.job, Failed(f"generation failed: {type(error).__name__}: {error}"))
+                self.rows, self.cache, self.mask, self.tokens = [], None, None, None
+
+    def _admit(self) -> None:
+        """Take waiting jobs into the batch (block for one when the batch is empty)."""
+        while len(self.rows) < self.max_batch:
+            try:
+                job = self.jobs.get() if not self.rows else self.jobs.get_nowait()
+            except queue.Empty:
+                return
+            if job is None:
+                self.closing = True
+                return
+            try:
+                if job.cancelled.is_set():
+                    self._end(job)
+                elif time.monotonic() > job.deadline:
+                    self._end(job, Failed("the request timed out while waiting in the queue", 504))
+                elif job.config.num_beams > 1:
+                    self._end(job, self._beam_search(job))
+                else:
+                    self._prefill(job)
+            except Exception as error:  # noqa: BLE001 -- the one request fails, the engine goes on
+                self._end(job, Failed(f"generation failed: {type(error).__name__}: {error}"))
+
+    @torch.no_grad()
+    def _prefill(self, job: Job) -> None:
+        """Run the prompt alone, take its first token, and put its keys and values into the batch."""
+        ids = torch.tensor([job.prompt_ids], device=self.device)  # (1, T)
+        self.reused = self.prefix.reuse(job.prompt_ids)
+        forward = Forward(self.model, ids, None, self.prefix.cache, 1)
+        logits = forward.prefill(ids)  # (1, V)
+        self.prefix.record(job.prompt_ids)
+        row = Row(job, self.tokenizer, logits.shape[-1], self.device)
+        done = row.take(logits)
+        if done is not None:
+            self._end(job, done)
+            return
+        self._join(row, self.prefix.cache, len(job.prompt_ids))
+
+    def _join(self, row: Row, cache, n: int) -> None:
+        """Copy the row's n cached positions into the batch, right-aligned with the batch's columns."""
+        token = torch.tensor([row.new[-1]], device=self.device)
+        if not self.rows:
+            self.cache = self.model.new_cache()
+            for layer, source in zip(self.cache, cache):
+                layer.k, layer.v = source.k[:, :, :n].clone(), source.v[:, :, :n].clone()
+                layer.length = n
+            self.mask = torch.ones(1, n, dtype=torch.bool, device=self.device)
+            self.rows, self.tokens = [row], token
+            return
+        B, L = self.mask.shape
+        width = max(L, n)
+        old, new = width - L, width - n  # how far the batch and the new row shift right
+        for layer, source in zip(self.cache, cache):
+            for name in ("k", "v"):
+                buffer = getattr(layer, name)
+                merged = buffer.new_zeros((B + 1, buffer.shape[1], width, buffer.shape[3]))  # zeros: no NaN
+                merged[:B, :, old:] = buffer[:, :, :L]
+                merged[B, :, new:] = getattr(source, name)[0, :, :n]
+                setattr(layer, name, merged)
+            layer.length = width
+        mask = torch.zeros(B + 1, width, dtype=torch.bool, device=self.device)
+        mask[:B, old:], mask[B, new:] = self.mask, True
+        self.mask = mask
+        self.rows.append(row)
+        self.tokens = torch.cat([self.tokens, token])
+
+    @torch.no_grad()
+    def _step(self) -> None:
+        """One token for every active row; rows that finish (or whose client left) leave the batch."""
+        now = time.monotonic()
+        leaving = []
+        for i, row in enumerate(self.rows):
+            if row.job.cancelled.is_set():
+                self._end(row.job)
+                leaving.append(i)
+            elif now > row.job.deadline:
+                self._end(row.job, Failed("the request timed out", 504))
+                leaving.append(i)
+        if leaving:
+            self._leave(leaving)
+            if not self.rows:
+                return
+        B, L = self.mask.shape
+        self.mask = torch.cat([self.mask, self.mask.new_ones(B, 1)], dim=1)  # (B, L + 1)
+        positions = self.mask[:, :L].sum(1, keepdim=True)  # (B, 1) each row's own count of tokens so far
+        hidden = self.model.forward_features(self.tokens[:, None], self.mask, positions, cache=self.cache)
+        logits = self.model.forward_head(hidden)[:, -1]  # (B, V)
+        self.steps += 1
+        finished = []
+        for i, row in enumerate(self.rows):
+            done = row.take(logits[i:i + 1])
+            if done is not None:
+                self._keep_conversation(i)
+                self._end(row.job, done)
+                finished.append(i)
+        self.tokens = torch.tensor([row.new[-1] for row in self.rows], device=self.device)
+        if finished:
+            self._leave(finished)
+
+    def _keep_conversation(self, i: int) -> None:
+        """Copy row i's keys and values (prompt and reply) into the prefix cache, so that a request continuing
+        this conversation runs only its new tokens."""
+        row, start = self.rows[i], int(self.mask[i].long().argmax())  # the row's first column
+        fed = row.job.prompt_ids + row.new[:-1]  # the last new token was never fed
+        length = self.cache.length
+        if length - start != len(fed):
+            return
+        for layer, target in zip(self.cache, self.prefix.cache):
+            target.k, target.v = layer.k[i:i + 1, :, start:length].clone(), layer.v[i:i + 1, :, start:length].clone()
+            target.length = length - start
+        self.prefix.record(fed)
+
+    def _leave(self, indices: list[int]) -> None:
+        """Drop rows (their jobs have ended); then drop the leading columns no remaining row uses."""
+        keep = [i for i in range(len(self.rows)) if i not in set(indices)]
+        self.rows = [self.rows[i] for i in keep]
+        if not self.rows:
+            self.cache, self.mask, self.tokens = None, None, None
+            return
+        index = torch.tensor(keep, device=self.device)
+        self.mask, self.tokens = self.mask[index], self.tokens[index]
+        first = int(self.mask.any(0).long().argmax())  # the first column any row uses
+        for layer in self.cache:
+            layer.k = layer.k[index, :, first:layer.length].contiguous()
+            layer.v = layer.v[index, :, first:layer.length].contiguous()
+            layer.length -= first
+        self.mask = self.mask[:, first:]
+
+    @torch.no_grad()
+    def _beam_search(self, job: Job) -> Done:
+        """Beam search cannot stream nor share the batch: it runs alone and the best beam arrives as one delta."""
+        config = job.config
+        ids = torch.tensor([job.prompt_ids], device=self.device)
+        new = generate(self.model, ids, config)[0, ids.shape[1]:].tolist()
+        stream = TextStream(self.tokenizer, config.stop_strings)
+        text, count, finish = "", 0, "length"
+        for token in new:
+            count += 1
+            if token in config.stop_token_ids:
+                finish = "stop"
+                break
+            text += stream.push(token)
+            if stream.stopped:
+                finish = "stop"
+                break
+        if not stream.stopped:
+            text += stream.finish()
+        job.deliver(Delta(text, -1))
+        return Done(finish, len(job.prompt_ids), count)

@@ -1,0 +1,83 @@
+"""The `generate` and `chat` commands on a tiny random Llama with SmolLM2's tokenizer (HF folder)."""
+import io
+import json
+
+from damoxing.cli import main
+from damoxing.inference import GenerationConfig
+from damoxing.inference.session import ChatSession
+from damoxing.inference.streaming import generate_text
+from damoxing.recipes.generate import chat_loop, load_for_generation
+
+
+def test_generate_streams_the_greedy_continuation(tiny_chat_dir, capsys):
+    assert main(["generate", str(tiny_chat_dir), "Hello there", "--max-new-tokens", "8", "--temperature", "0"]) == 0
+    printed = capsys.readouterr().out
+    # the same prepared float32 model in this process (same summation order: no near-tie can flip)
+    model, tokenizer, config = load_for_generation(tiny_chat_dir, {"max_new_tokens": 8, "temperature": 0.0})
+    assert config.stop_token_ids == (tokenizer.eos_id,)
+    expected = generate_text(model, tokenizer, "Hello there",
+                             GenerationConfig(max_new_tokens=8, stop_token_ids=(tokenizer.eos_id,)))
+    assert printed == expected + "\n"
+
+
+def test_generate_seeded_sampling_repeats_and_beams_run(tiny_chat_dir, capsys):
+    runs = []
+    for _ in range(2):
+        assert main(["generate", str(tiny_chat_dir), "Hi", "--max-new-tokens", "6", "--temperature", "1.0",
+                     "--top-k", "50", "--seed", "3"]) == 0
+        runs.append(capsys.readouterr().out)
+    assert runs[0] == runs[1] and runs[0].strip()
+    assert main(["generate", str(tiny_chat_dir), "Hi", "--max-new-tokens", "4", "--num-beams", "3"]) == 0
+    assert capsys.readouterr().out.endswith("\n")
+
+
+def test_generate_data_writes_one_row_per_prompt_in_order(tiny_chat_dir, tmp_path, capsys):
+    data = tmp_path / "prompts.jsonl"
+    prompts = ["one", "two two", "", "three"]
+    data.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+    out = tmp_path / "out.jsonl"
+    assert main(["generate", str(tiny_chat_dir), "--data", str(data), "-o", str(out), "--max-new-tokens", "5"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == prompts
+    assert rows[2]["error"] == "empty prompt"
+    generated = [r for r in rows if "error" not in r]
+    assert len(generated) == 3
+    assert all(r["completion_tokens"] <= 5 and r["finish_reason"] in ("stop", "length") for r in generated)
+
+
+def test_generate_refuses_prompt_and_data_together(tiny_chat_dir, capsys):
+    assert main(["generate", str(tiny_chat_dir)]) == 2
+    assert "--data" in capsys.readouterr().err
+
+
+class RecordingSession(ChatSession):
+    """Notes each turn's reply and how many prompt tokens came from the cache."""
+
+    def send(self, message):
+        yield from super().send(message)
+        self.turns.append((self.messages[-1]["content"], self.reused_tokens, self.new_tokens))
+
+
+def test_chat_keeps_history_resets_and_exits(tiny_chat_dir):
+    model, tokenizer, config = load_for_generation(tiny_chat_dir, {"max_new_tokens": 5, "temperature": 0.0})
+    session = RecordingSession(model, tokenizer, config)
+    session.turns = []
+    out = io.StringIO()
+    turns = chat_loop(session, io.StringIO("Hello!\nHow are you?\n/reset\nHello!\n/exit\nnever read\n"), out)
+    assert turns == 3 and len(session.turns) == 3
+    text = out.getvalue()
+    assert "(new conversation)" in text and "never read" not in text
+    assert all(reply in text for reply, _, _ in session.turns)
+    # the second turn ran only its new tokens: the first turn's prompt came from the cache
+    first_prompt = session.turns[0][1] + session.turns[0][2]
+    assert session.turns[1][1] >= first_prompt - 1
+    # after /reset the history is gone: the same first message gets the same reply as at the start
+    assert session.messages == [{"role": "user", "content": "Hello!"},
+                                {"role": "assistant", "content": session.turns[0][0]}]
+    assert session.turns[2][0] == session.turns[0][0]
+
+
+def test_chat_command_reads_stdin(tiny_chat_dir, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO("Hi\n/exit\n"))
+    assert main(["chat", str(tiny_chat_dir), "--max-new-tokens", "4"]) == 0
+    assert capsys.readouterr().out.startswith("> ")

@@ -1,0 +1,168 @@
+"""Continuous batching under load, on the tiny random decoder: concurrent clients share decode steps, every
+response is complete and equals the lone answer, the queue bound answers 429, a client that leaves stops its job."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import damoxing
+from damoxing.inference import GenerationConfig
+from damoxing.inference.streaming import generate_text
+
+from .conftest import http, running_server
+
+openai = pytest.importorskip("openai")
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+def chat_body(i: int, max_tokens: int = 12, **extra) -> dict:
+    return {"model": "tiny", "messages": [{"role": "user", "content": f"Request {i}: " + "word " * (i % 7)}],
+            "max_tokens": max_tokens, "temperature": 0, **extra}
+
+
+def streamed(url: str, body: dict) -> tuple[str, str | None, bool]:
+    """(text, finish_reason, ended with [DONE]) of a streamed chat completion read with the standard library."""
+    request = urllib.request.Request(f"{url}/v1/chat/completions", data=json.dumps({**body, "stream": True}).encode(),
+                                     headers={"content-type": "application/json"})
+    text, finish, done = "", None, False
+    with urllib.request.urlopen(request, timeout=120) as response:
+        for line in response:
+            line = line.decode().strip()
+            if not line.startswith("data: "):
+                continue
+            if line == "data: [DONE]":
+                done = True
+                break
+            choice = json.loads(line[6:])["choices"][0]
+            text += choice["delta"].get("content") or ""
+            finish = choice["finish_reason"] or finish
+    return text, finish, done
+
+
+def test_sixteen_clients_four_requests_each_share_the_batch(tiny_server, tiny_chat_dir):
+    url, app = tiny_server
+    engine = app.state.engine
+    model, tokenizer = damoxing.load(tiny_chat_dir).double(), damoxing.load_tokenizer(tiny_chat_dir)
+
+    def lone(i):  # what request i answers when it runs alone
+        messages = chat_body(i)["messages"]
+        prompt = tokenizer.encode(tokenizer.apply_chat_template(messages), add_special_tokens=False)
+        return generate_text(model, tokenizer, prompt, GenerationConfig(max_new_tokens=12,
+                                                                       stop_token_ids=(tokenizer.eos_id,)))
+
+    def client(c):
+        results = []
+        for r in range(4):
+            i = c * 4 + r
+            if r % 2:
+                results.append((i, *streamed(url, chat_body(i))))
+            else:
+                status, _, body = http(f"{url}/v1/chat/completions", chat_body(i), timeout=120)
+                assert status == 200, body
+                choice = body["choices"][0]
+                results.append((i, choice["message"]["content"], choice["finish_reason"], True))
+        return results
+
+    before, steps = rss_mb(), engine.steps
+    start = time.perf_counter()
+    with ThreadPoolExecutor(16) as pool:
+        results = [row for rows in pool.map(client, range(16)) for row in rows]
+    seconds = time.perf_counter() - start
+    after = rss_mb()
+    print(f"\n64 requests from 16 clients in {seconds:.1f} s; {engine.steps - steps} decode steps; "
+          f"resident memory {before:.0f} MB before, {after:.0f} MB after")
+    assert len(results) == 64
+    for i, text, finish, done in results:
+        assert done and finish in ("stop", "length"), (i, finish)
+        assert text == lone(i), i  # batched decoding answers as the request would alone (float64)
+    assert engine.steps - steps < 64 * 12 / 2, "requests did not share decode steps"
+    assert after - before < 200, "resident memory grew by more than the model and a few caches"
+    assert engine.pending == 0 and engine.rows == []
+
+
+def test_sixty_four_clients_against_a_queue_of_sixteen_get_429_and_the_server_keeps_serving(tiny_server):
+    url, _ = tiny_server
+    barrier = threading.Barrier(64)
+
+    def client(i):
+        barrier.wait()
+        status, headers, body = http(f"{url}/v1/chat/completions", chat_body(i, max_tokens=32), timeout=120)
+        if status == 429:
+            assert headers.get("retry-after") and body["error"]["code"] == "rate_limit_exceeded"
+        else:
+            assert status == 200 and body["choices"][0]["finish_reason"] in ("stop", "length"), body
+        return status
+
+    with ThreadPoolExecutor(64) as pool:
+        statuses = list(pool.map(client, range(64)))
+    assert statuses.count(429) >= 64 - 16 - 16  # at most 16 at once; some may finish while others arrive
+    assert statuses.count(200) >= 16
+    assert set(statuses) <= {200, 429}
+    assert http(f"{url}/v1/chat/completions", chat_body(1))[0] == 200
+
+
+def test_a_client_that_disconnects_stops_its_generation(tiny_server):
+    url, app = tiny_server
+    engine = app.state.engine
+    body = {**chat_body(3, max_tokens=64), "stream": True, "min_p": 0.0}
+    request = urllib.request.Request(f"{url}/v1/chat/completions", data=json.dumps(body).encode(),
+                                     headers={"content-type": "application/json"})
+    steps = engine.steps
+    response = urllib.request.urlopen(request, timeout=60)
+    response.readline()  # the first event arrived: the job is running
+    response.close()
+    deadline = time.monotonic() + 10
+    while engine.pending and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert engine.pending == 0 and engine.rows == []
+    # the job left early... unless the model chose to stop on its own: then it ran fewer than 64 steps anyway
+    assert engine.steps - steps < 64
+
+
+def test_a_request_that_times_out_gets_504(tiny_chat_dir):
+    import torch
+
+    from damoxing.serve.app import ServeOptions
+
+    with running_server(ServeOptions(str(tiny_chat_dir), model_name="tiny", request_timeout=0.0,
+                                     dtype=torch.float64)) as (url, _):
+        status, _, body = http(f"{url}/v1/chat/completions", chat_body(1))
+        assert status == 504 and body["error"]["code"] == "timeout"
+
+
+def test_a_continued_conversation_runs_only_its_new_tokens(tiny_server, tiny_chat_dir):
+    url, app = tiny_server
+    engine = app.state.engine
+    tokenizer = damoxing.load_tokenizer(tiny_chat_dir)
+    messages = [{"role": "user", "content": "Tell me about the sea, in many words."}]
+    status, _, first = http(f"{url}/v1/chat/completions", {"model": "tiny", "messages": messages, "max_tokens": 16,
+                                                           "temperature": 0})
+    assert status == 200
+    # the engine kept the conversation's keys and values: the prompt and every reply token it fed back
+    usage = first["usage"]
+    prompt_ids = tokenizer.encode(tokenizer.apply_chat_template(messages), add_special_tokens=False)
+    assert len(engine.prefix.ids) == engine.prefix.cache.length == usage["total_tokens"] - 1
+    assert engine.prefix.ids[:len(prompt_ids)] == prompt_ids
+    messages += [first["choices"][0]["message"], {"role": "user", "content": "And the sky?"}]
+    status, _, second = http(f"{url}/v1/chat/completions", {"model": "tiny", "messages": messages,
+                                                            "max_tokens": 4, "temperature": 0})
+    assert status == 200
+    # the first turn's prompt (and its reply, as far as its tokens come back the same) came from the cache; the
+    # prompt's final "\n" may merge with the reply's first characters when the template renders the reply anew
+    assert engine.reused >= usage["prompt_tokens"] - 1
+    assert second["usage"]["prompt_tokens"] - engine.reused <= len(tokenizer.encode(
+        "And the sky?", add_special_tokens=False)) + first["usage"]["completion_tokens"] + 10
+    # and the answer is the one a fresh run gives
+    model = damoxing.load(tiny_chat_dir).double()
+    prompt = tokenizer.encode(tokenizer.apply_chat_template(messages), add_special_tokens=False)
+    assert second["choices"][0]["message"]["content"] == generate_text(
+        model, tokenizer, prompt, GenerationConfig(max_new_tokens=4, stop_token_ids=(tokenizer.eos_id,)))
