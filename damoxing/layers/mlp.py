@@ -1,4 +1,5 @@
-"""Feed-forward layers: a two-layer MLP with a chosen activation, and SwiGLU (Shazeer 2020)."""
+"""Feed-forward layers: a two-layer MLP with a chosen activation, and gated MLPs (Shazeer 2020): SwiGLU
+(Llama) and GELU-gated (T5 v1.1)."""
 from __future__ import annotations
 
 import torch
@@ -27,15 +28,23 @@ class MLP(nn.Module):
         return self.dropout(self.fc2(self.act(self.fc1(x))))
 
 
-class SwiGLU(nn.Module):
-    """down(silu(gate(x)) * up(x)) (Llama)."""
+class GatedMLP(nn.Module):
+    """down(activation(gate(x)) * up(x)): SwiGLU with silu (Llama), GEGLU with gelu_tanh (T5 v1.1)."""
 
-    def __init__(self, dim: int, hidden: int, bias: bool = False, dropout: float = 0.0):
+    def __init__(self, dim: int, hidden: int, activation: str = "silu", bias: bool = False, dropout: float = 0.0):
         super().__init__()
         self.gate = nn.Linear(dim, hidden, bias=bias)
         self.up = nn.Linear(dim, hidden, bias=bias)
         self.down = nn.Linear(hidden, dim, bias=bias)
+        self.act = ACTIVATIONS[activation]
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
-        return self.dropout(self.down(F.silu(self.gate(x)) * self.up(x)))
+        return self.dropout(self.down(self.act(self.gate(x)) * self.up(x)))
+
+
+class SwiGLU(GatedMLP):
+    """down(silu(gate(x)) * up(x)) (Llama)."""
+
+    def __init__(self, dim: int, hidden: int, bias: bool = False, dropout: float = 0.0):
+        super().__init__(dim, hidden, "silu", bias, dropout)
