@@ -8,10 +8,12 @@ from ..errors import ConfigError
 from .base import ModelBase
 from .decoder import Decoder, DecoderConfig
 from .encoder import Encoder, EncoderConfig
+from .seq2seq import Seq2Seq, Seq2SeqConfig
 
 FAMILIES = Registry("model family")  # name -> (config class, model class)
 FAMILIES.register("encoder", (EncoderConfig, Encoder))
 FAMILIES.register("decoder", (DecoderConfig, Decoder))
+FAMILIES.register("seq2seq", (Seq2SeqConfig, Seq2Seq))
 
 PRESETS = Registry("model preset")  # name -> (family, config fields)
 PRESETS.register("bert-tiny", ("encoder", dict(dim=128, layers=2, heads=2, mlp_dim=512)))
@@ -26,6 +28,18 @@ PRESETS.register("llama-tiny", ("decoder", dict(_LLAMA, dim=256, layers=4, heads
 PRESETS.register("smollm2-135m", ("decoder", dict(_LLAMA, vocab_size=49152, dim=576, layers=30, heads=9, kv_heads=3,
                                                     mlp_dim=1536, max_positions=8192, rope_base=100000.0,
                                                     norm_eps=1e-5)))
+# encoder-decoder: the paper's base Transformer (shared 37k BPE vocabulary) and a small one
+PRESETS.register("transformer-base", ("seq2seq", dict(vocab_size=37000)))
+PRESETS.register("transformer-small", ("seq2seq", dict(vocab_size=8000, dim=256, layers=3, heads=4, mlp_dim=1024,
+                                                       max_positions=256)))
+_T5 = dict(vocab_size=32128, position="relative", norm="rmsnorm", norm_position="pre", norm_eps=1e-6, bias=False,
+           scale_attention=False, scale_embeddings=False, max_positions=512, attention_dropout=0.1, pad_id=0, eos_id=1,
+           decoder_start_id=0)
+PRESETS.register("t5-small", ("seq2seq", dict(_T5, dim=512, layers=6, heads=8, mlp_dim=2048, scale_output=True)))
+PRESETS.register("t5-v1.1-small", ("seq2seq", dict(_T5, dim=512, layers=8, heads=6, head_dim=64, mlp_dim=1024,
+                                                   mlp="gated", activation="gelu_tanh", tie_embeddings=False)))
+PRESETS.register("marian-base", ("seq2seq", dict(vocab_size=59514, activation="silu", logits_bias=True,
+                                                 max_positions=512, pad_id=59513, eos_id=0, decoder_start_id=59513)))
 
 
 def family_of(config) -> str:
@@ -35,12 +49,13 @@ def family_of(config) -> str:
     raise TypeError(f"not a model config: {type(config).__name__}")
 
 
-def model_config(section: dict) -> EncoderConfig | DecoderConfig:
+def model_config(section: dict) -> EncoderConfig | DecoderConfig | Seq2SeqConfig:
     """YAML `model:` section -> config. Either `preset: NAME` plus field overrides, or `family: NAME` plus fields."""
     section = dict(section or {})
     preset, family = section.pop("preset", None), section.pop("family", None)
     if preset is None and family is None:
-        raise ConfigError(f"model: give 'preset' (one of {', '.join(PRESETS.names())}) or 'family' (encoder | decoder).")
+        raise ConfigError(f"model: give 'preset' (one of {', '.join(PRESETS.names())}) "
+                          f"or 'family' ({' | '.join(FAMILIES.names())}).")
     fields = {}
     if preset is not None:
         family_of_preset, fields = PRESETS.get(str(preset), key="model.preset")
@@ -52,14 +67,14 @@ def model_config(section: dict) -> EncoderConfig | DecoderConfig:
 
 
 def create_model(config) -> ModelBase:
-    """A randomly initialised model for an EncoderConfig or DecoderConfig."""
+    """A randomly initialised model for an EncoderConfig, DecoderConfig or Seq2SeqConfig."""
     return FAMILIES.get(family_of(config))[1](config)
 
 
-def preset(name: str, **changes) -> EncoderConfig | DecoderConfig:
+def preset(name: str, **changes) -> EncoderConfig | DecoderConfig | Seq2SeqConfig:
     family, fields = PRESETS.get(name, key="model.preset")
     return dataclasses.replace(FAMILIES.get(family)[0](**fields), **changes)
 
 
-__all__ = ["Encoder", "EncoderConfig", "Decoder", "DecoderConfig", "ModelBase", "FAMILIES", "PRESETS",
+__all__ = ["Encoder", "EncoderConfig", "Decoder", "DecoderConfig", "Seq2Seq", "Seq2SeqConfig", "ModelBase", "FAMILIES", "PRESETS",
            "create_model", "model_config", "preset", "family_of"]

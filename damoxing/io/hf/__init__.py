@@ -1,4 +1,5 @@
-"""Hugging Face <-> damoxing, one file per architecture (`bert.py`, `gpt2.py`, `llama.py`), each an `HFMap`.
+"""Hugging Face <-> damoxing, one file per architecture (`bert.py`, `gpt2.py`, `llama.py`, `t5.py`, `marian.py`),
+each an `HFMap`.
 
     arch = architecture_of(config_json, source)        # the registered architecture a config.json names
     config, arch, labels = config_from_hf(config_json, source, keys)
@@ -15,12 +16,12 @@ import torch
 
 from ...config import Registry
 from ...errors import CheckpointError
-from . import bert, gpt2, llama
+from . import bert, gpt2, llama, marian, t5
 from .base import HFMap, labels_of, rename, template
 
 MODEL_TYPES = Registry("Hugging Face model type")  # model_type -> HFMap
 ARCHITECTURES = Registry("Hugging Face architecture")  # architecture -> (HFMap, our head kind)
-MAPS = (bert.MAP, gpt2.MAP, llama.MAP)
+MAPS = (bert.MAP, gpt2.MAP, llama.MAP, t5.MAP, marian.MAP)
 
 
 def register(m: HFMap) -> None:
@@ -105,7 +106,8 @@ def architecture_for(config) -> str:
             return arch
     shape = ", ".join(f"{k} {getattr(config, k)}" for k in ("position", "norm", "mlp") if hasattr(config, k))
     raise CheckpointError(f"cannot save in the Hugging Face layout: no architecture has {shape} "
-                          "(GPT-2: learned/layernorm/gelu; Llama: rope/rmsnorm/swiglu; BERT: an encoder)")
+                          "(GPT-2: learned/layernorm/gelu; Llama: rope/rmsnorm/swiglu; BERT: an encoder; "
+                          "T5: relative positions; Marian: sinusoidal positions)")
 
 
 def config_to_hf(config, labels: list[str] | None = None, dtype: torch.dtype = torch.float32) -> dict:
