@@ -341,6 +341,34 @@ class Tokenizer:
         return cls(backend, bos_token=first, eos_token=first, unk_token=first, model_max_length=model_max_length)
 
 
+    @classmethod
+    def train_sentencepiece(cls, files: Iterable[str | os.PathLike], vocab_size: int = 8000, model: str = "unigram",
+                            extra_ids: int = 0, model_max_length: int = 512) -> Tokenizer:
+        """Train a SentencePiece-style vocabulary as T5 and Marian use: Unigram (default) or BPE over words
+        marked by a leading "▁", NFKC-normalised text, and T5's special tokens <pad> = 0, </s> = 1,
+        <unk> = 2. Encoding appends </s>. `extra_ids` sentinels <extra_id_0> ... come last, <extra_id_0>
+        with the highest id (T5's span corruption). Train it on both languages for a joint vocabulary."""
+        if model not in ("unigram", "bpe"):
+            raise ValueError(f"model must be 'unigram' or 'bpe', not {model!r}")
+        specials = ["<pad>", "</s>", "<unk>"]
+        size = vocab_size - extra_ids
+        if model == "unigram":
+            backend = Backend(models.Unigram())
+            trainer = trainers.UnigramTrainer(vocab_size=size, special_tokens=specials, unk_token="<unk>",
+                                              max_piece_length=16)
+        else:
+            backend = Backend(models.BPE(unk_token="<unk>"))
+            trainer = trainers.BpeTrainer(vocab_size=size, special_tokens=specials, min_frequency=2)
+        backend.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")])
+        backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+        backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+        backend.train(_checked_files(files), trainer)
+        backend.add_special_tokens([AddedToken(f"<extra_id_{i}>", special=True, normalized=False)
+                                    for i in reversed(range(extra_ids))])
+        backend.post_processor = processors.TemplateProcessing(
+            single="$A:0 </s>:0", pair="$A:0 </s>:0 $B:0 </s>:0", special_tokens=[("</s>", backend.token_to_id("</s>"))])
+        return cls(backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=model_max_length)
+
 # ----- truncation -----
 def _longest_first(first: int, second: int, budget: int) -> tuple[int, int]:
     """How many tokens a text and its pair text (0 without one) keep to fit `budget`, the longer cut first.

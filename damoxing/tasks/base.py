@@ -119,6 +119,24 @@ def model_inputs(model: nn.Module, batch: dict) -> dict:
     return {k: v for k, v in batch.items() if k in accepted}
 
 
+def target_loss(model: nn.Module, batch: dict, label_smoothing: float = 0.0) -> TaskOutput:
+    """Teacher forcing for encoder-decoder models: the summed cross-entropy of the decoder over `labels`.
+
+    Only positions with a target reach the vocabulary projection (chunked: no (B, T, V) logits in training);
+    without gradients (evaluation) the token accuracy is measured too.
+    """
+    memory = model.forward_features(batch["input_ids"], batch["attention_mask"])  # (B, S, C)
+    hidden = model.decode(batch["decoder_input_ids"], memory, batch["attention_mask"],
+                          batch.get("decoder_attention_mask"))  # (B, T, C)
+    y = batch["labels"]
+    where = y != IGNORE_INDEX
+    h, y = hidden[where], y[where]  # (N, C), (N,)
+    out = TaskOutput({"loss": model.head.loss(h, y, label_smoothing)})
+    if not torch.is_grad_enabled():
+        out.metrics["accuracy"] = accuracy(model.head(h), y)
+    return out
+
+
 def count(n: int, like: torch.Tensor) -> torch.Tensor:
     return torch.tensor(n, device=like.device)
 
