@@ -28,6 +28,7 @@ BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 BERT_DEFAULTS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
                  "mask_token": "[MASK]"}
 GPT2_DEFAULTS = {"unk_token": "<|endoftext|>", "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}
+SENTENCEPIECE_FILES = ("spiece.model", "source.spm", "target.spm", "sentencepiece.bpe.model")
 HUGE = 10**12  # transformers writes a huge model_max_length to mean "no limit"
 
 # llama.cpp's `tokenizer.ggml.pre` names whose split regex differs from GPT-2's (as transformers maps them).
@@ -233,6 +234,14 @@ class Tokenizer:
         elif (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
             specials = {**GPT2_DEFAULTS, **{key: value for key, value in specials.items() if value}}
             backend = _gpt2_backend(path / "vocab.json", path / "merges.txt", specials)
+        elif any((path / name).is_file() for name in SENTENCEPIECE_FILES):
+            found = ", ".join(name for name in SENTENCEPIECE_FILES if (path / name).is_file())
+            raise CheckpointError(
+                f"{path} holds a SentencePiece model ({found}) and no tokenizer.json, the file damoxing reads. "
+                "T5: write tokenizer.json with transformers (AutoTokenizer.from_pretrained(FOLDER).save_pretrained("
+                "FOLDER)), or copy it from the model's Hub page. Marian (source.spm, target.spm): transformers' "
+                "MarianTokenizer has no tokenizer.json form; train a joint vocabulary with damoxing "
+                "(tokenizer: {train: true, kind: unigram}) and fine-tune, or tokenize with MarianTokenizer yourself")
         else:
             raise CheckpointError(f"no tokenizer in {path}: expected tokenizer.json, vocab.txt, or "
                                   "vocab.json + merges.txt; copy the tokenizer files from the model's source")

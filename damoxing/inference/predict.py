@@ -4,7 +4,8 @@
         print(row["label"], row["probability"])
 
 Each row is a dict: classification {"text", "label", "probability", "probabilities": {name: p}},
-regression {"text", "score"}, token classification {"tokens", "labels", "probabilities"}. Records are
+regression {"text", "score"}, token classification {"tokens", "labels", "probabilities"}, translation
+{"source", "translation"}. Records are
 read lazily and `write_jsonl` writes each line as soon as its batch is done: any file runs in flat memory.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import IO
 
 import torch
 
+from ..evaluation.evaluate import on_cpu
 from ..tasks import SupervisedTask, chunks
 
 
@@ -27,7 +29,7 @@ def predict_records(model, tokenizer, task: SupervisedTask, records: Iterable[di
         batch = task.encode(tokenizer, part, max_length)
         batch.pop("labels", None)
         batch = {k: v.to(model.device) for k, v in batch.items()}
-        yield from task.rows(tokenizer, part, task.outputs(model, batch).float().cpu(), list(names), max_length)
+        yield from task.rows(tokenizer, part, on_cpu(task.outputs(model, batch)), list(names), max_length)
 
 
 def write_jsonl(rows: Iterable[dict], out: IO[str]) -> int:
@@ -44,6 +46,8 @@ def write_jsonl(rows: Iterable[dict], out: IO[str]) -> int:
 
 def format_row(row: dict) -> str:
     """One human-readable line for a command-line text."""
+    if "source" in row:  # text to text
+        return row["translation"]
     if "score" in row:
         return f"{row['score']:.4f}\t{row.get('text', '')}"
     if "tokens" in row:

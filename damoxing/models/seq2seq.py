@@ -67,6 +67,7 @@ class Seq2SeqConfig:
     decoder_start_id: int = 0  # the first decoder input (T5 and Marian: the pad token)
     head: str = "lm"  # lm | none (decoder hidden states)
     num_labels: int = 2  # unused by the lm head; kept for the shared head surface
+    pooling: str = "mean"  # what `pool` gives a sequence head: the mean of the encoder output
     init_std: float = 0.02
 
     def __post_init__(self):
@@ -83,6 +84,7 @@ class Seq2SeqConfig:
         check_choice("model.mlp", self.mlp, ("mlp", "gated"))
         check_choice("model.activation", self.activation, tuple(ACTIVATIONS))
         check_choice("model.head", self.head, SEQ2SEQ_HEADS)
+        check_choice("model.pooling", self.pooling, ("mean", "cls"))
         for key in ("dropout", "attention_dropout"):
             check_range(f"model.{key}", getattr(self, key), 0.0, 1.0)
         for key in ("pad_id", "eos_id", "decoder_start_id"):
@@ -240,8 +242,8 @@ class Seq2Seq(ModelBase):
 
     # ------------------------------------------------------------------ head
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, S, C) encoder output -> (B, C): the mean over source tokens."""
-        return pool(hidden, attention_mask, "mean")
+        """(B, S, C) encoder output -> (B, C): the mean over source tokens (or the first: pooling cls)."""
+        return pool(hidden, attention_mask, self.config.pooling)
 
     def forward_head(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Decoder hidden states (B, T, C) -> logits (B, T, V) (head 'none': the hidden states)."""

@@ -19,15 +19,15 @@ from ..evaluation.evaluate import evaluate_records
 from ..evaluation.report import write_report
 from ..inference.predict import predict_records
 from ..io.checkpoint import load_model
-from ..io.finetuned import finetuned_meta, load_finetuned
+from ..io.finetuned import finetuned_meta, load_finetuned, read_meta
 from ..tasks import get_task
 from ..tokenizer import Tokenizer
 
 
 def load_for_evaluation(model_dir):
-    """A saved folder -> (model, tokenizer, meta); a language model gets the clm task."""
+    """A saved folder -> (model, tokenizer, meta); a language model without finetune.json gets the clm task."""
     model, tokenizer = load_model(model_dir), Tokenizer.load(model_dir)
-    if model.config.head == get_task("clm").head:
+    if model.config.head == get_task("clm").head and "task" not in read_meta(model_dir):
         limit = min(tokenizer.model_max_length or 1024, model.config.max_positions)
         return model, tokenizer, {"task": "clm", "text_column": "text", "max_length": limit, "labels": []}
     return model, tokenizer, finetuned_meta(model, tokenizer, model_dir)
@@ -47,7 +47,7 @@ def evaluate_model(model_dir: str | os.PathLike, data: str | os.PathLike, out_di
     meta.update({k: v for k, v in (columns or {}).items() if v is not None})
     if max_length:
         meta["max_length"] = max_length
-    task = get_task(meta["task"])
+    task = get_task(meta["task"]).configure(meta)
     records = task.read(data, meta, labels=task.known_labels(meta["labels"]), skip_bad=skip_bad)
     metrics = evaluate_records(model, tokenizer, task, records, meta["labels"], meta["max_length"], batch_size,
                                worst_k)
@@ -76,6 +76,6 @@ def predict(model_dir: str | os.PathLike, texts: Sequence[str] | None = None, da
             *, batch_size: int = 32, skip_bad: bool = False, loaded=None) -> Iterator[dict]:
     """Predictions for `texts` or the records of `data`, lazily. `loaded` = (model, tokenizer, meta) to reuse."""
     model, tokenizer, meta = loaded if loaded is not None else load_finetuned(model_dir)
-    task = get_task(meta["task"])
+    task = get_task(meta["task"]).configure(meta)
     records = input_records(task, meta, texts, data, skip_bad)
     return predict_records(model, tokenizer, task, records, meta["labels"], meta.get("max_length"), batch_size)

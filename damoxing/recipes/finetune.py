@@ -17,6 +17,7 @@ import copy
 import dataclasses
 import json
 import math
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +26,7 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_open
-from ..config import save_yaml, to_dict
-from ..data.collators import PaddingCollator
+from ..config import from_dict, save_yaml, to_dict
 from ..data.splits import train_val_split
 from ..errors import ConfigError, DataError
 from ..evaluation.evaluate import evaluate_records
@@ -37,11 +37,13 @@ from ..finetune.lora import load_adapters, merge_lora, save_adapters
 from ..finetune.methods import layerwise_param_groups, prepare
 from ..io.checkpoint import load_into, load_model
 from ..io.finetuned import save_finetuned
-from ..models import create_model, model_config
+from ..models import create_model, family_of, model_config
 from ..tasks import SupervisedTask, get_task
 from ..tokenizer import Tokenizer
 from ..training.batches import Batches, LengthGroupedBatches
+from ..training.config import TokenizerConfig
 from ..training.trainer import Trainer
+from .pretrain import fit_to_tokenizer, train_tokenizer
 
 
 @dataclass
@@ -69,16 +71,29 @@ class FinetuneResult:
                 "features_from_cache": self.from_cache}
 
 
-def build_model(cfg: FinetuneRunConfig):
-    """(model, tokenizer) from `model.path` (a pretrained folder) or a preset section + `tokenizer.path`."""
+def build_model(cfg: FinetuneRunConfig, task, train: list[dict], out: Path):
+    """(model, tokenizer) from `model.path` (a pretrained folder), or a preset section and a tokenizer: loaded
+    (`tokenizer.path`) or trained on the training records (`tokenizer.train`, saved in OUT/tokenizer)."""
     if "path" in cfg.model:
         path = cfg.model["path"]
         return load_model(path), Tokenizer.load(path)
     if not cfg.model:
         raise ConfigError("model: give 'path' (a pretrained folder) or 'preset' (a fresh model).")
-    if not cfg.tokenizer.get("path"):
-        raise ConfigError("tokenizer.path: a preset model needs a tokenizer folder (tokenizer: {path: FOLDER}).")
-    return create_model(model_config(cfg.model)), Tokenizer.load(cfg.tokenizer["path"])
+    if not cfg.tokenizer:
+        raise ConfigError("tokenizer: a preset model needs a tokenizer: {path: FOLDER}, or {train: true, kind: "
+                          "unigram, vocab_size: 8000} to train one on the training data.")
+    t = from_dict(TokenizerConfig, cfg.tokenizer, prefix="tokenizer")
+    if t.path:
+        tokenizer = Tokenizer.load(t.path)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:  # the trainer reads plain files
+            corpus = Path(tmp) / "corpus.txt"
+            corpus.write_text("\n".join(text.replace("\n", " ") for text in task.corpus(train)), encoding="utf-8")
+            tokenizer = train_tokenizer(t, [corpus])
+        tokenizer.save(out / "tokenizer")
+    config = model_config(cfg.model)
+    config = fit_to_tokenizer(config, tokenizer, cfg.model.get("vocab_size", tokenizer.vocab_size))
+    return create_model(config), tokenizer
 
 
 def finetune(config, out_dir: str | Path | None = None, overrides=(), *, model: nn.Module | None = None,
@@ -91,10 +106,8 @@ def finetune(config, out_dir: str | Path | None = None, overrides=(), *, model: 
     name = config_name or (Path(config).stem if isinstance(config, (str, Path)) else "finetune")
     out = Path(out_dir) if out_dir is not None else Path("runs") / name
     ft, data = cfg.finetune, cfg.data
-    task = get_task(ft.task)
-    if model is None:
-        model, tokenizer = build_model(cfg)
-    elif tokenizer is None and task.unit == "tokens":
+    task = get_task(ft.task).configure(to_dict(ft))
+    if model is not None and tokenizer is None and task.unit == "tokens":
         raise ConfigError(f"finetune(model=...): the {task.name} task reads text, so it needs the tokenizer too "
                           "(tokenizer=...).")
 
@@ -112,6 +125,11 @@ def finetune(config, out_dir: str | Path | None = None, overrides=(), *, model: 
         raise DataError(f"data: {len(train)} training and {len(valid)} validation records; need at least one of each")
     if labels is not None and len(labels) < 2:
         raise DataError(f"data.train: only one label ({labels.names[0]!r}); classification needs at least two")
+    if model is None:
+        torch.manual_seed(cfg.train.seed)  # a fresh model's initialisation
+        model, tokenizer = build_model(cfg, task, train, out)
+    if task.family is not None and family_of(model.config) != task.family:
+        raise ConfigError(f"finetune.task: {task.name} needs a {task.family} model, not a {family_of(model.config)}.")
 
     # model: the task's pooling and a fresh head
     if ft.pooling:
@@ -119,7 +137,8 @@ def finetune(config, out_dir: str | Path | None = None, overrides=(), *, model: 
     torch.manual_seed(cfg.train.seed)  # the new head's initialisation
     model.reset_head(task.num_outputs(labels), task.head)
     model.labels = list(labels.names) if labels is not None else ["score"]
-    meta = {"task": task.name, "method": ft.method, "max_length": data.max_length, "labels": model.labels, **columns}
+    meta = {"task": task.name, "method": ft.method, "max_length": data.max_length, "labels": model.labels, **columns,
+            **task.settings()}
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(to_dict(cfg), out / "config.yaml")
     total = model.num_parameters()
@@ -136,6 +155,9 @@ def finetune(config, out_dir: str | Path | None = None, overrides=(), *, model: 
     else:
         trainable = prepare(model, ft.method, lora_rank=ft.lora_rank, lora_alpha=ft.lora_alpha,
                             lora_dropout=ft.lora_dropout, lora_targets=ft.lora_targets)
+        if trainable == 0:
+            raise ConfigError(f"finetune.method: {ft.method} trains nothing here (the head has no weights of its own: "
+                              "its output layer is tied to the embeddings); use lora or full.")
         _train(model, tokenizer, task, cfg, train, valid, out, meta)
     wall = time.perf_counter() - start
     _log(verbose, f"{ft.method}: {trainable:,} trainable of {total:,} parameters; fitted in {wall:.1f}s")
@@ -173,16 +195,14 @@ def _log(verbose: bool, message: str) -> None:
 def columns_of(data) -> dict:
     """The column names of a data section (what a task's `read` takes, and what finetune.json records)."""
     return {k: getattr(data, k) for k in ("text_column", "text_pair_column", "label_column", "tokens_column",
-                                          "tags_column")}
+                                          "tags_column", "source_column", "target_column")}
 
 
 def _train(model, tokenizer, task: SupervisedTask, cfg: FinetuneRunConfig, train: list[dict], valid: list[dict],
            out: Path, meta: dict):
     """Tokenize once, build batch sources and run the Trainer (dynamic padding, the config's precision)."""
     ft, data, tc = cfg.finetune, cfg.data, cfg.train
-    pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else (tokenizer.eos_id or 0)
-    collator = PaddingCollator(pad_id)
-    collate = lambda examples, generators: collator(examples)  # noqa: E731
+    collate = task.collator(tokenizer)
     train_ex = task.examples(tokenizer, train, data.max_length)
     valid_ex = task.examples(tokenizer, valid, data.max_length)
     if data.group_by_length:

@@ -3,8 +3,8 @@
     task = get_task("classification")        # or a config's train.task / finetune.task
     out = task.loss(model, batch)            # what the Trainer calls
 
-Registered names: classification, pair, token_classification, regression (fine-tuning, evaluation,
-prediction); mlm_nsp, masked_lm, clm, span_corruption (pretraining; clm also evaluates text files).
+Registered names: classification, pair, token_classification, regression, translation (fine-tuning,
+evaluation, prediction); mlm_nsp, masked_lm, clm, span_corruption (pretraining; clm also evaluates text files).
 Earlier names still read: sequence -> classification, token -> token_classification, mlm -> masked_lm.
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ from .pair import Pair
 from .regression import Regression
 from .span import SpanCorruption
 from .token import TokenClassification
+from .translation import Translation
 
 TASKS = Registry("task")
 ALIASES = {"sequence": "classification", "token": "token_classification", "mlm": "masked_lm"}
@@ -30,7 +31,7 @@ def register(task: Task) -> Task:
 
 
 for _task in (Classification(), Pair(), TokenClassification(), Regression(), MaskedLMNextSentence(), MaskedLM(),
-              CausalLM(), SpanCorruption()):
+              CausalLM(), SpanCorruption(), Translation()):
     register(_task)
 
 

@@ -16,10 +16,15 @@ Supervised tasks (fine-tuning, `evaluate`, `predict`) add, in `SupervisedTask`:
 
     read(paths, columns, labels, skip_bad, with_labels) -> records     from files (lazily)
     inputs(texts) -> records                                           from command-line strings
+    corpus(records) -> texts                                           what a new tokenizer is trained on
     encode(tokenizer, records, max_length) -> batch                    padded tensors (+ labels)
-    examples(tokenizer, records, max_length) -> [example]              tokenized once, for PaddingCollator
-    metrics(names) -> accumulator; score(acc, outputs, labels, records) -> (loss sum, count)
+    examples(tokenizer, records, max_length) -> [example]              tokenized once, for the collator
+    collator(tokenizer) -> collate(examples, generators) -> batch      PaddingCollator unless the task says
+    outputs(model, batch) -> tensor (or a dict of them)                what score and rows read
+    metrics(names, tokenizer=) -> accumulator; score(acc, outputs, labels, records) -> (loss sum, count)
     rows(tokenizer, records, outputs, names, max_length) -> prediction dicts
+
+`configure(options)` returns the task with a run's settings (label smoothing, decoding); most tasks have none.
 
 A new task is one file with one class, registered in `tasks/__init__.py`.
 """
@@ -33,6 +38,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..data.collators import PaddingCollator
 from ..data.labels import LabelMap
 from ..layers.losses import IGNORE_INDEX
 
@@ -57,6 +63,14 @@ class Task:
 
     def loss(self, model: nn.Module, batch: dict) -> TaskOutput:
         raise NotImplementedError
+
+    def configure(self, options: dict) -> Task:
+        """This task with a run's settings taken from `options` (finetune config fields, finetune.json)."""
+        return self
+
+    def settings(self) -> dict:
+        """The settings `configure` took that evaluation and prediction need again (saved in finetune.json)."""
+        return {}
 
     def targets(self, batch: dict) -> dict[str, torch.Tensor]:
         return {"loss": (batch["labels"] != IGNORE_INDEX).sum()}
@@ -90,13 +104,24 @@ class SupervisedTask(Task):
     def inputs(self, texts: Sequence[str]) -> Iterator[dict]:
         return iter({"text": t} for t in texts)
 
+    def corpus(self, records: Iterable[dict]) -> Iterator[str]:
+        """The texts of records, for training a tokenizer on them."""
+        for r in records:
+            yield from (r[k] for k in ("text", "text_a", "text_b") if k in r)
+
+    def collator(self, tokenizer):
+        """collate(examples, generators) -> batch, for `Batches`: dynamic padding of `examples` rows."""
+        pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else (tokenizer.eos_id or 0)
+        padding = PaddingCollator(pad_id)
+        return lambda examples, generators: padding(examples)
+
     def encode(self, tokenizer, records: Sequence[dict], max_length: int | None) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def examples(self, tokenizer, records: Sequence[dict], max_length: int | None) -> list[dict]:
         raise NotImplementedError
 
-    def metrics(self, names: list[str], worst_k: int = 20):
+    def metrics(self, names: list[str], worst_k: int = 20, tokenizer=None):
         raise NotImplementedError
 
     def score(self, metrics, outputs: torch.Tensor, labels: torch.Tensor, records: Sequence[dict]) -> tuple[float, int]:
