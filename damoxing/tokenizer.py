@@ -371,7 +371,7 @@ class Tokenizer:
         backend.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")])
         backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
         backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-        backend.train(_checked_files(files), trainer)
+        backend.train_from_iterator(_lines(_checked_files(files)), trainer)  # lines without their newline
         backend.add_special_tokens([AddedToken(f"<extra_id_{i}>", special=True, normalized=False)
                                     for i in reversed(range(extra_ids))])
         backend.post_processor = processors.TemplateProcessing(
@@ -516,6 +516,12 @@ def _checked_files(files: Iterable[str | os.PathLike]) -> list[str]:
     if not files:
         raise DataError("no training text files given")
     return files
+
+
+def _lines(files: list[str]) -> Iterable[str]:
+    for f in files:
+        with open(f, encoding="utf-8") as lines:
+            yield from (line.rstrip("\n") for line in lines)
 
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:

@@ -27,7 +27,7 @@ def translate(model_dir: str | os.PathLike, texts: Sequence[str] | None = None, 
               *, num_beams: int | None = None, max_new_tokens: int | None = None, length_penalty: float | None = None,
               max_length: int | None = None, source_column: str | None = None, batch_size: int = 32,
               skip_bad: bool = False) -> Iterator[dict]:
-    """Rows {"source", "translation"} (plus "reference" when a file has targets), lazily and in order."""
+    """Rows {"source", "translation"}, lazily and in order (a target column in the file is not read)."""
     model, tokenizer = load_model(model_dir), Tokenizer.load(model_dir)
     if family_of(model.config) != "seq2seq" or model.config.head != "lm":
         raise UserError(f"{model_dir}: translating needs an encoder-decoder model with a language-model head "
