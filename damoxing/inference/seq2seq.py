@@ -80,24 +80,34 @@ def generate_seq2seq(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
 
 
 def _greedy(model, memory: torch.Tensor, memory_mask: torch.Tensor, config: Seq2SeqGenerationConfig) -> torch.Tensor:
+    """The most probable token at each step. A row that has ended leaves the computation (transformers keeps
+    decoding it until the whole batch has ended, then pads it: the tokens are the same)."""
     stops, pad = _ids(config, model)
-    B = memory.shape[0]
+    B, device = memory.shape[0], memory.device
     cache = model.new_cache(memory, memory_mask)
-    tokens = torch.full((B,), model.config.decoder_start_id, dtype=torch.long, device=memory.device)
-    running = torch.ones(B, dtype=torch.bool, device=memory.device)
-    out = []
+    out = torch.full((B, config.max_new_tokens), pad, dtype=torch.long, device=device)
+    alive = torch.arange(B, device=device)  # the rows still decoding
+    tokens = torch.full((B,), model.config.decoder_start_id, dtype=torch.long, device=device)
     for step in range(config.max_new_tokens):
-        log_probs = _next_log_probs(model, tokens, cache, config, last=step == config.max_new_tokens - 1)  # (B, V)
-        tokens = log_probs.argmax(-1).masked_fill(~running, pad)  # (B,)
-        out.append(tokens)
-        running &= ~torch.isin(tokens, stops)
-        if not running.any():
-            break
-    return torch.stack(out, dim=1)  # (B, L)
+        log_probs = _next_log_probs(model, tokens, cache, config, last=step == config.max_new_tokens - 1)  # (A, V)
+        tokens = log_probs.argmax(-1)  # (A,)
+        out[alive, step] = tokens
+        going = ~torch.isin(tokens, stops)
+        if not going.any():
+            return out[:, :step + 1]
+        if not going.all():
+            cache.select(going.nonzero()[:, 0])
+            alive, tokens = alive[going], tokens[going]
+    return out  # (B, L)
 
 
 def _beam_search(model, memory: torch.Tensor, memory_mask: torch.Tensor, config: Seq2SeqGenerationConfig):
-    """transformers' vectorised beam search. Sequences hold the start token at 0, as there (prompt length 1)."""
+    """transformers' vectorised beam search. Sequences hold the start token at 0, as there (prompt length 1).
+
+    A batch item whose finished hypotheses can no longer change (no running beam can beat them, or with
+    early_stopping True it has num_beams of them) leaves the computation; transformers keeps decoding it
+    until the whole batch is done, and the tokens are the same.
+    """
     stops, pad = _ids(config, model)
     B, K, device = memory.shape[0], config.num_beams, memory.device
     keep = max(2, 1 + len(stops)) * K  # candidates per step: enough to keep K running after K of them finish
@@ -105,56 +115,68 @@ def _beam_search(model, memory: torch.Tensor, memory_mask: torch.Tensor, config:
     lp, early = config.length_penalty, config.early_stopping
     cache = model.new_cache(memory.repeat_interleave(K, 0), memory_mask.repeat_interleave(K, 0))  # (B*K, S, C)
 
-    running = torch.full((B, K, max_length), pad, dtype=torch.long, device=device)
-    running[:, :, 0] = model.config.decoder_start_id
-    running_scores = torch.zeros(B, K, device=device)
-    running_scores[:, 1:] = NEG  # only the first beam expands at step one
-    done = running.clone()  # the best finished hypotheses, their scores, lengths and flags
+    # every item's best finished hypotheses: sequences, scores, lengths, and whether each slot holds one
+    done = torch.full((B, K, max_length), pad, dtype=torch.long, device=device)
+    done[:, :, 0] = model.config.decoder_start_id
     done_scores = torch.full((B, K), NEG, device=device)
     done_lengths = torch.ones(B, K, dtype=torch.long, device=device)
     finished = torch.zeros(B, K, dtype=torch.bool, device=device)
     improvable = torch.ones(B, 1, dtype=torch.bool, device=device)
+    # the items still decoding (A of them) and their running beams
+    alive = torch.arange(B, device=device)
+    running = done.clone()  # (A, K, L)
+    running_scores = torch.zeros(B, K, device=device)
+    running_scores[:, 1:] = NEG  # only the first beam expands at step one
     top_k_mask = torch.arange(keep, device=device) < K
-    offsets = torch.arange(B, device=device)[:, None] * K
 
     cur_len = 1
     while True:
+        A = len(alive)
         log_probs = _next_log_probs(model, running[:, :, cur_len - 1].reshape(-1), cache, config,
-                                    last=cur_len == max_length - 1)  # (B*K, V)
+                                    last=cur_len == max_length - 1)  # (A*K, V)
         V = log_probs.shape[-1]
-        scores = (log_probs.view(B, K, V) + running_scores[:, :, None]).view(B, K * V)
-        top_scores, top_index = scores.topk(keep, dim=-1)  # (B, 2K)
+        scores = (log_probs.view(A, K, V) + running_scores[:, :, None]).view(A, K * V)
+        top_scores, top_index = scores.topk(keep, dim=-1)  # (A, 2K)
         beam, token = top_index // V, top_index % V
-        candidates = running.gather(1, beam[:, :, None].expand(-1, -1, max_length)).clone()  # (B, 2K, L)
+        candidates = running.gather(1, beam[:, :, None].expand(-1, -1, max_length)).clone()  # (A, 2K, L)
         candidates[:, :, cur_len] = token
-        hits = torch.isin(token, stops) | (cur_len + 1 >= max_length)  # (B, 2K) the candidate ends here
+        hits = torch.isin(token, stops) | (cur_len + 1 >= max_length)  # (A, 2K) the candidate ends here
 
         # the K best candidates that go on
         go_on = top_scores + hits.float() * NEG
-        nxt = go_on.topk(K, dim=-1).indices  # (B, K)
+        nxt = go_on.topk(K, dim=-1).indices  # (A, K)
         running = candidates.gather(1, nxt[:, :, None].expand(-1, -1, max_length))
         running_scores = go_on.gather(1, nxt)
-        cache.self_attn.select((beam.gather(1, nxt) + offsets).reshape(-1))
+        parents = beam.gather(1, nxt) + torch.arange(A, device=device)[:, None] * K  # (A, K) their cache rows
 
         # the finished ones among the top K join the finished hypotheses if they score better
         just = hits & top_k_mask
-        final = top_scores / ((cur_len + 1 - 1) ** lp)
-        final = final + (finished.all(-1, keepdim=True) & (early is True)).float() * NEG
-        final = final + (~improvable).float() * NEG + (~just).float() * NEG
-        merged = torch.cat([done_scores, final], dim=1).topk(K, dim=-1).indices  # (B, K)
-        done = torch.cat([done, candidates], dim=1).gather(1, merged[:, :, None].expand(-1, -1, max_length))
-        done_scores = torch.cat([done_scores, final], dim=1).gather(1, merged)
-        done_lengths = torch.cat([done_lengths, torch.full_like(just, cur_len + 1, dtype=torch.long)], 1).gather(1, merged)
-        finished = torch.cat([finished, just], dim=1).gather(1, merged)
+        fin, imp = finished[alive], improvable[alive]
+        final = top_scores / (cur_len ** lp)
+        final = final + (fin.all(-1, keepdim=True) & (early is True)).float() * NEG
+        final = final + (~imp).float() * NEG + (~just).float() * NEG
+        merged = torch.cat([done_scores[alive], final], dim=1)
+        order = merged.topk(K, dim=-1).indices  # (A, K)
+        sequences = torch.cat([done[alive], candidates], dim=1)  # (A, 3K, L)
+        done[alive] = sequences.gather(1, order[:, :, None].expand(-1, -1, max_length))
+        done_scores[alive] = merged.gather(1, order)
+        lengths = torch.cat([done_lengths[alive], torch.full_like(just, cur_len + 1, dtype=torch.long)], dim=1)
+        done_lengths[alive] = lengths.gather(1, order)
+        finished[alive] = fin = torch.cat([fin, just], dim=1).gather(1, order)
 
         cur_len += 1
         best_length = max_length - 1 if early == "never" and lp > 0.0 else cur_len - 1
         best_running = running_scores[:, :1] / (best_length ** lp)
-        worst_done = torch.where(finished, done_scores.min(1, keepdim=True).values, torch.tensor(NEG, device=device))
-        improvable = improvable & (best_running > worst_done).any(-1, keepdim=True)
-        all_full = bool(finished.all()) and early is True
-        if not bool(improvable.any()) or all_full or bool(hits.all()):
+        worst_done = torch.where(fin, done_scores[alive].min(1, keepdim=True).values, torch.tensor(NEG, device=device))
+        improvable[alive] = imp = imp & (best_running > worst_done).any(-1, keepdim=True)
+        going = imp[:, 0] & ~(fin.all(-1) & (early is True))  # (A,) items whose result can still change
+        if bool(hits.all()) or not bool(going.any()):
             break
+        if bool(going.all()):
+            cache.self_attn.select(parents.reshape(-1))
+        else:  # the settled items leave: their rows go from the cache and the running beams
+            cache.select(parents[going].reshape(-1))
+            alive, running, running_scores = alive[going], running[going], running_scores[going]
     best = done[:, 0, 1:int(done_lengths[:, 0].max())]  # (B, L) without the start token
     ends = torch.arange(1, best.shape[1] + 1, device=device)[None, :] >= done_lengths[:, :1]
     return best.masked_fill(ends, pad)

@@ -151,8 +151,9 @@ def target_loss(model: nn.Module, batch: dict, label_smoothing: float = 0.0) -> 
     without gradients (evaluation) the token accuracy is measured too.
     """
     memory = model.forward_features(batch["input_ids"], batch["attention_mask"])  # (B, S, C)
-    hidden = model.decode(batch["decoder_input_ids"], memory, batch["attention_mask"],
-                          batch.get("decoder_attention_mask"))  # (B, T, C)
+    # targets are right-padded: causal attention already keeps every real position away from the padding,
+    # so no decoder mask is passed and attention takes its fused causal path
+    hidden = model.decode(batch["decoder_input_ids"], memory, batch["attention_mask"])  # (B, T, C)
     y = batch["labels"]
     where = y != IGNORE_INDEX
     h, y = hidden[where], y[where]  # (N, C), (N,)
