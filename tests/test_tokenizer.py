@@ -349,3 +349,30 @@ def test_encode_words_maps_pieces_to_words_and_truncates(minilm_dir: Path, minil
     cut = tok.encode_words(words, max_length=4)
     assert all(len(e.ids) == 4 for e in cut)
     assert len(tok.encode_words(words)[0].ids) > 4  # truncation was only for that call
+
+
+@pytest.mark.parametrize("model", ["unigram", "bpe"])
+def test_train_sentencepiece_joint_vocabulary_loads_in_transformers(model, tmp_path: Path):
+    transformers = pytest.importorskip("transformers")
+    corpus = tmp_path / "corpus.txt"
+    lines = ["In the beginning God created the heaven and the earth.", "Au commencement, Dieu créa les cieux et la terre.",
+             "And the earth was without form, and void.", "La terre était informe et vide."]
+    corpus.write_text("\n".join(lines * 40) + "\n", encoding="utf-8")
+    tok = Tokenizer.train_sentencepiece([corpus], vocab_size=150, model=model, extra_ids=10)
+    assert (tok.pad_id, tok.eos_id, tok.unk_id) == (0, 1, 2)  # T5's layout
+    sentinels = [tok.token_to_id(f"<extra_id_{i}>") for i in range(10)]
+    assert sentinels == list(range(tok.vocab_size - 1, tok.vocab_size - 11, -1))  # <extra_id_0> is the last id
+    ids = tok.encode("Dieu créa la terre.")
+    assert ids[-1] == tok.eos_id and tok.decode(ids) == "Dieu créa la terre."
+    assert tok.unk_id not in tok.encode("God created the earth, et Dieu créa la terre.")  # both alphabets are in
+    tok.save(tmp_path / "tok")
+    theirs = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "tok"))
+    for text in lines + ["Dieu  créa\tla terre ."]:
+        assert theirs(text)["input_ids"] == tok.encode(text)
+
+
+def test_a_sentencepiece_folder_without_tokenizer_json_says_what_to_do(tmp_path: Path):
+    (tmp_path / "source.spm").write_bytes(b"\x00")
+    (tmp_path / "target.spm").write_bytes(b"\x00")
+    with pytest.raises(CheckpointError, match=r"source\.spm, target\.spm\) and no tokenizer\.json"):
+        Tokenizer.load(tmp_path)

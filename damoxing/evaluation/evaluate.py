@@ -18,18 +18,25 @@ from ..errors import DataError
 from ..tasks import SupervisedTask, chunks
 
 
+def on_cpu(outputs):
+    """A task's outputs on the CPU: a float tensor, or a dict of tensors and numbers (translation)."""
+    if isinstance(outputs, dict):
+        return {k: v.cpu() if torch.is_tensor(v) else v for k, v in outputs.items()}
+    return outputs.float().cpu()
+
+
 @torch.no_grad()
 def evaluate_records(model, tokenizer, task: SupervisedTask, records: Iterable[dict], names: list[str],
                      max_length: int | None, batch_size: int = 32, worst_k: int = 20) -> dict:
     """Metrics of `model` on labelled `records` (as `task.read` yields them) with label `names`."""
     model.eval()
-    metrics = task.metrics(list(names), worst_k=worst_k)
+    metrics = task.metrics(list(names), worst_k=worst_k, tokenizer=tokenizer)
     loss_sum, count = 0.0, 0
     for part in chunks(records, batch_size):
         batch = task.encode(tokenizer, part, max_length)
         labels = batch.pop("labels")
         batch = {k: v.to(model.device) for k, v in batch.items()}
-        outputs = task.outputs(model, batch).float().cpu()
+        outputs = on_cpu(task.outputs(model, batch))
         loss, n = task.score(metrics, outputs, labels, part)
         loss_sum, count = loss_sum + loss, count + n
     if count == 0:

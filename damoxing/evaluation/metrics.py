@@ -364,3 +364,43 @@ def bleu(
         "ref_len": int(result.ref_len),
         "signature": str(metric.get_signature()),
     }
+
+
+class TranslationMetrics:
+    """Corpus BLEU and chrF (sacrebleu, with their signatures) of decoded texts against one reference each.
+
+    Corpus metrics need every sentence's statistics, so the hypotheses and references are kept (text, not
+    logits); `samples` of them, with their sources, go into the report. `tokenizer` is what turns generated
+    ids into text for `update` (the translation task's `score` uses it).
+    """
+
+    def __init__(self, samples: int = 10, tokenizer=None) -> None:
+        self.samples, self.tokenizer = samples, tokenizer
+        self.reset()
+
+    def reset(self) -> None:
+        self.hypotheses: list[str] = []
+        self.references: list[str] = []
+        self.examples: list[dict[str, str]] = []
+
+    def update(self, hypotheses: Sequence[str], references: Sequence[str], sources: Sequence[str]) -> None:
+        if not len(hypotheses) == len(references) == len(sources):
+            raise ValueError(f"got {len(hypotheses)} hypotheses, {len(references)} references, {len(sources)} sources")
+        for source, reference, hypothesis in zip(sources, references, hypotheses):
+            if len(self.examples) < self.samples:
+                self.examples.append({"source": source, "reference": reference, "hypothesis": hypothesis})
+        self.hypotheses += list(hypotheses)
+        self.references += list(references)
+
+    def compute(self) -> dict[str, Any]:
+        """bleu, chrf (0-100), their sacrebleu signatures, the BLEU details and sample translations."""
+        if not self.hypotheses:
+            raise ValueError("TranslationMetrics.compute() called before any sentence was added")
+        b = bleu(self.hypotheses, self.references)
+        chrf = sacrebleu.CHRF()
+        chrf_score = chrf.corpus_score(self.hypotheses, [self.references])
+        return {"task": "translation", "bleu": b["score"], "chrf": float(chrf_score.score),
+                "sentences": len(self.hypotheses),
+                "bleu_signature": b["signature"], "chrf_signature": str(chrf.get_signature()),
+                "bleu_precisions": b["precisions"], "brevity_penalty": b["bp"], "length_ratio": b["ratio"],
+                "samples": list(self.examples)}

@@ -176,6 +176,9 @@ def _sections(metrics: dict[str, Any], images: dict[str, str]) -> list[tuple[str
                 for ex in metrics["worst_examples"]]
         header = ["example", "text", "true", "predicted", "confidence"]
         sections.append(("Most confident mistakes", "table", (header, rows)))
+    if metrics.get("samples"):
+        rows = [[s["source"], s["reference"], s["hypothesis"]] for s in metrics["samples"]]
+        sections.append(("Sample translations", "table", (["source", "reference", "translation"], rows)))
     return sections
 
 

@@ -1,13 +1,14 @@
 """The fine-tuning config: YAML sections `model`, `tokenizer`, `data`, `finetune`, `train`.
 
     model:     {path: FOLDER}  a pretrained Hugging Face folder (its tokenizer or image processor comes with it),
-               or {preset: bert-tiny, ...fields}  a fresh model (then text tasks need `tokenizer: {path: ...}`)
+               or {preset: bert-tiny, ...fields}  a fresh model (then text tasks need `tokenizer:` {path: FOLDER},
+               or {train: true, kind: unigram, vocab_size: 8000} to train one on the training data)
     data:      train / valid / test files, column names, max_length
     transforms: image tasks: resize, normalisation, augmentation (data/processors.py ImageProcessor);
                tabular tasks: feature columns, standardisation
     finetune:  method (full | head | features | lora), task (classification | pair | token_classification |
-               regression; the earlier names sequence and token still read), LoRA and
-               classifier settings, layer-wise learning-rate decay
+               regression | translation; the earlier names sequence and token still read), LoRA and
+               classifier settings, layer-wise learning-rate decay; translation: label smoothing, decoding
     train:     the Trainer's TrainConfig (lr, batch_size, epochs, ...); train.task follows finetune.task
 
 Unknown keys are errors with a suggestion; every value is checked with a message naming its key.
@@ -21,7 +22,7 @@ from pathlib import Path
 from ..config import apply_overrides, check, check_choice, check_positive, check_range, from_dict, load_yaml
 from ..errors import ConfigError
 from ..tasks import ALIASES, finetune_tasks, get_task
-from ..training.config import TrainConfig
+from ..training.config import TokenizerConfig, TrainConfig
 from .methods import METHODS
 
 CLASSIFIERS = ("logreg",)
@@ -39,6 +40,8 @@ class FinetuneDataConfig:
     label_names: tuple[str, ...] = ()  # names of integer labels 0..n-1 (IDX files, pixel CSVs)
     tokens_column: str = "tokens"  # token task: JSONL field with the list of words
     tags_column: str = "tags"  # token task: JSONL field with one tag per word
+    source_column: str = "source"  # translation: the text to translate
+    target_column: str = "target"  # translation: its translation
     max_length: int = 256
     max_train_examples: int = 0  # > 0: use only the first N training examples (quick runs)
     group_by_length: bool = False  # batches of similar lengths: less padding, faster (HF's group_by_length)
@@ -69,6 +72,10 @@ class FinetuneConfig:
     cache_dir: str = ""  # features method; "" = $DAMOXING_CACHE/features or ~/.cache/damoxing/features
     layerwise_lr_decay: float = 1.0  # full method: lr * decay ** (distance from the top layer); 1 = off
     eval_batch_size: int = 64
+    label_smoothing: float = 0.0  # translation: cross-entropy against (1 - e) one-hot + e uniform
+    num_beams: int = 1  # translation: decoding for evaluation and prediction (1: greedy)
+    max_new_tokens: int = 128  # translation: the longest output
+    length_penalty: float = 1.0  # translation: beam score = sum of log-probabilities / length ** length_penalty
 
     def __post_init__(self):
         check_choice("finetune.method", self.method, METHODS)
@@ -85,6 +92,9 @@ class FinetuneConfig:
         check_range("finetune.layerwise_lr_decay", self.layerwise_lr_decay, 0.0, 1.0)
         check(self.layerwise_lr_decay > 0, "finetune.layerwise_lr_decay", "must be > 0 (1 = off).")
         check_positive("finetune.eval_batch_size", self.eval_batch_size)
+        check_range("finetune.label_smoothing", self.label_smoothing, 0.0, 1.0)
+        check_positive("finetune.num_beams", self.num_beams)
+        check_positive("finetune.max_new_tokens", self.max_new_tokens)
         check(self.method != "features" or get_task(self.task).linear_probe is not None, "finetune.method",
               f"'features' fits a classifier on pooled sequence features, which the {self.task} task has not; "
               "use head, lora or full.")
@@ -93,7 +103,7 @@ class FinetuneConfig:
 @dataclass(frozen=True)
 class FinetuneRunConfig:
     model: dict = field(default_factory=dict)  # {path: FOLDER} or a preset section
-    tokenizer: dict = field(default_factory=dict)  # {path: FOLDER}; only for preset models
+    tokenizer: dict = field(default_factory=dict)  # {path: FOLDER} or {train: true, ...}; only for preset models
     transforms: dict = field(default_factory=dict)  # read by the task (image and tabular tasks)
     data: FinetuneDataConfig | None = None
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
@@ -106,8 +116,10 @@ class FinetuneRunConfig:
             extra = sorted(set(self.model) - {"path"})
             check(not extra, "model", f"with 'path', the other keys ({', '.join(extra)}) have no effect; remove them.")
             check(Path(str(self.model["path"])).exists(), "model.path", f"not found: {self.model['path']}")
-        extra = sorted(set(self.tokenizer) - {"path"})
-        check(not extra, "tokenizer", f"only 'path' is read here, not {', '.join(extra)}.")
+        if self.tokenizer:
+            check(not self.tokenizer.get("train") or "path" not in self.model, "tokenizer",
+                  "a pretrained model (model.path) brings its tokenizer; remove the tokenizer section.")
+            from_dict(TokenizerConfig, self.tokenizer, prefix="tokenizer")  # checks every key
 
 
 TRAIN_DEFAULTS = {"lr": 5e-5, "epochs": 3, "max_steps": 100_000, "batch_size": 16, "plot": False,

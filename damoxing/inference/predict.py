@@ -4,8 +4,8 @@
         print(row["label"], row["probability"])
 
 Each row is a dict: classification {"text", "label", "probability", "probabilities": {name: p}} (images:
-"image" instead of "text"),
-regression {"text", "score"}, token classification {"tokens", "labels", "probabilities"}. Records are
+"image" instead of "text"), regression {"text", "score"}, token classification {"tokens", "labels",
+"probabilities"}, translation {"source", "translation"}. Records are
 read lazily and `write_jsonl` writes each line as soon as its batch is done: any file runs in flat memory.
 
 One rule everywhere: one output row per input record, in order. An empty input (blank text, no words)
@@ -22,6 +22,7 @@ from typing import IO
 
 import torch
 
+from ..evaluation.evaluate import on_cpu
 from ..tasks import SupervisedTask, chunks
 
 
@@ -38,7 +39,7 @@ def predict_records(model, tokenizer, task: SupervisedTask, records: Iterable[di
             batch = task.encode(tokenizer, todo, max_length)
             batch.pop("labels", None)
             batch = {k: v.to(model.device) for k, v in batch.items()}
-            predicted = task.rows(tokenizer, todo, task.outputs(model, batch).float().cpu(), list(names), max_length)
+            predicted = task.rows(tokenizer, todo, on_cpu(task.outputs(model, batch)), list(names), max_length)
         for i in range(len(part)):
             yield errors[i] if i in errors else next(predicted)
 
@@ -96,6 +97,8 @@ def format_row(row: dict) -> str:
     """One human-readable line for a command-line text."""
     if "error" in row:
         return f"error: {row['error']}\t{row.get('text', row.get('text_a', ''))}"
+    if "source" in row:  # text to text
+        return row["translation"]
     if "score" in row:
         return f"{row['score']:.4f}\t{row.get('text', '')}"
     if "tokens" in row:

@@ -26,7 +26,7 @@ from ..tasks import get_task, task_for_head
 from .checkpoint import load_model, save_model
 
 META_FILE = "finetune.json"
-SAVABLE_POOLING = {"encoder": "pooler", "decoder": "last", "vit": "cls"}  # what the HF sequence heads read
+SAVABLE_POOLING = {"encoder": "pooler", "decoder": "last", "vit": "cls", "seq2seq": "mean"}  # what HF heads read
 
 
 def _family(model: nn.Module) -> str:
@@ -77,7 +77,10 @@ def finetuned_meta(model: nn.Module, tokenizer, path: str | os.PathLike) -> dict
     """finetune.json with defaults filled in (restores its pooling on `model`)."""
     meta = read_meta(path)
     config = model.config
-    if config.head not in ("sequence", "token"):
+    if "task" in meta and get_task(meta["task"]).head != config.head:
+        raise CheckpointError(f"{path}: finetune.json says task {meta['task']!r}, but the model has a "
+                              f"{config.head!r} head; the folder's files do not belong together")
+    if "task" not in meta and config.head not in ("sequence", "token"):
         raise CheckpointError(f"{path}: the model has a {config.head!r} head, not a classification or regression "
                               "head; fine-tune it first (damoxing finetune)")
     if meta.get("pooling") and meta["pooling"] != config.pooling:
@@ -87,6 +90,7 @@ def finetuned_meta(model: nn.Module, tokenizer, path: str | os.PathLike) -> dict
     meta.setdefault("labels", labels or [f"LABEL_{i}" for i in range(config.num_labels)])
     meta.setdefault("max_length", getattr(tokenizer, "model_max_length", None) or 512)
     for key, default in (("text_column", "text"), ("text_pair_column", ""), ("label_column", "label"),
-                         ("tokens_column", "tokens"), ("tags_column", "tags")):
+                         ("tokens_column", "tokens"), ("tags_column", "tags"), ("source_column", "source"),
+                         ("target_column", "target")):
         meta.setdefault(key, default)
     return meta

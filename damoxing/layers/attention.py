@@ -116,6 +116,7 @@ class MultiHeadAttention(nn.Module):
         dropout: float = 0.0,
         kv_dim: int | None = None,
         head_dim: int | None = None,
+        scale: float | None = None,  # scores * scale; None: 1 / sqrt(head_dim) (T5 folds it into its init: 1.0)
     ):
         super().__init__()
         kv_heads = kv_heads or heads
@@ -123,6 +124,7 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"heads ({heads}) must be a multiple of kv_heads ({kv_heads})")
         self.heads, self.kv_heads, self.causal, self.dropout = heads, kv_heads, causal, dropout
         self.head_dim = head_dim or dim // heads
+        self.scale = scale
         kv_dim = kv_dim or dim
         self.q = nn.Linear(dim, heads * self.head_dim, bias=bias)
         self.k = nn.Linear(kv_dim, kv_heads * self.head_dim, bias=bias)
@@ -142,15 +144,15 @@ class MultiHeadAttention(nn.Module):
         mask: torch.Tensor | None = None,  # bool, broadcastable to (B, H, T, S)
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,  # cos, sin: (B, 1, T, d)
         cache: LayerKV | None = None,
+        position_bias: torch.Tensor | None = None,  # (1 | B, H, T, S) added to the scores (T5's relative positions)
+        kv: tuple[torch.Tensor, torch.Tensor] | None = None,  # keys, values from `project_kv`, computed once
     ) -> torch.Tensor:
         B, T, _ = x.shape
-        if context is None and self._fused():
+        if context is None and kv is None and self._fused():
             q, k, v = self._project_fused(x, rope)
         else:
-            src = x if context is None else context
             q = self.q(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, d)
-            k = self.k(src).view(B, src.shape[1], self.kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, S, d)
-            v = self.v(src).view(B, src.shape[1], self.kv_heads, self.head_dim).transpose(1, 2)
+            k, v = kv if kv is not None else self.project_kv(x if context is None else context)  # (B, Hkv, S, d)
             if rope is not None:
                 q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         if cache is not None:
@@ -164,13 +166,16 @@ class MultiHeadAttention(nn.Module):
         S = k.shape[2]
         is_causal = False
         if self.causal and T > 1:
-            if mask is None and T == S:
+            if mask is None and position_bias is None and T == S:
                 is_causal = True  # fast path: the kernel applies the triangle itself
             else:
                 tri = causal_mask(T, S, x.device)
                 mask = tri if mask is None else mask & tri
         if mask is not None:
             mask = mask | ~mask.any(-1, keepdim=True)  # a row with nothing to attend (padding) attends everywhere
+        if position_bias is not None:  # additive scores; masked places get -inf
+            bias = position_bias.to(q.dtype)
+            mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
         p = self.dropout if self.training else 0.0
 
         if self.record_probs:
@@ -179,8 +184,16 @@ class MultiHeadAttention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal,
                                                  enable_gqa=True)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal,
+                                                 scale=self.scale)
         return self.o(out.transpose(1, 2).reshape(B, T, self.heads * self.head_dim))  # (B, T, C)
+
+    def project_kv(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, S, C') -> keys, values (B, Hkv, S, d). Cross-attention computes them once per source."""
+        B, S, _ = src.shape
+        k = self.k(src).view(B, S, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v(src).view(B, S, self.kv_heads, self.head_dim).transpose(1, 2)
+        return k, v
 
     def _fused(self) -> bool:
         """Use the fused matrix: it is set and autograd is off (it bypasses the q/k/v Parameters)."""
@@ -202,10 +215,12 @@ class MultiHeadAttention(nn.Module):
         return qk[:, :self.heads], qk[:, self.heads:], v  # (B, H, T, d), (B, Hkv, T, d), (B, Hkv, T, d)
 
     def _attend_recording(self, q, k, v, mask, is_causal, p):
-        scores = (q @ k.transpose(-2, -1)) * self.head_dim**-0.5  # (B, H, T, S)
+        scores = (q @ k.transpose(-2, -1)) * (self.head_dim**-0.5 if self.scale is None else self.scale)  # (B, H, T, S)
         if is_causal:
             mask = causal_mask(q.shape[2], k.shape[2], q.device)
-        if mask is not None:
+        if mask is not None and mask.dtype != torch.bool:
+            scores = scores + mask  # a position bias, with -inf where masked
+        elif mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
         probs = scores.to(torch.promote_types(scores.dtype, torch.float32)).softmax(-1).to(q.dtype)  # fp32+
         self.probs = probs.detach()

@@ -2,7 +2,8 @@
 
 PreNormBlock (GPT-2, Llama):  x + attn(norm1(x)),  x + mlp(norm2(x))
 PostNormBlock (BERT, the original Transformer): norm1(x + attn(x)),  norm2(x + mlp(x))
-An optional cross-attention sub-layer (encoder-decoder models) sits between the two.
+An optional cross-attention sub-layer (encoder-decoder models) sits between the two; it reads the encoder
+output (`context`) or, when decoding step by step, its keys and values computed once (`context_kv`).
 """
 from __future__ import annotations
 
@@ -39,10 +40,12 @@ class PreNormBlock(_Block):
         cache: LayerKV | None = None,
         context: torch.Tensor | None = None,  # (B, S, C) encoder output
         context_mask: torch.Tensor | None = None,
+        position_bias: torch.Tensor | None = None,  # (1 | B, H, T, S) added to the self-attention scores
+        context_kv: tuple[torch.Tensor, torch.Tensor] | None = None,  # the cross-attention keys, values
     ) -> torch.Tensor:
-        x = x + self.dropout(self.attn(self.norm1(x), mask=mask, rope=rope, cache=cache))
+        x = x + self.dropout(self.attn(self.norm1(x), mask=mask, rope=rope, cache=cache, position_bias=position_bias))
         if self.cross_attn is not None:
-            x = x + self.dropout(self.cross_attn(self.norm_cross(x), context=context, mask=context_mask))
+            x = x + self.dropout(self.cross_attn(self.norm_cross(x), context=context, mask=context_mask, kv=context_kv))
         return x + self.mlp(self.norm2(x))
 
 
@@ -55,8 +58,10 @@ class PostNormBlock(_Block):
         cache: LayerKV | None = None,
         context: torch.Tensor | None = None,
         context_mask: torch.Tensor | None = None,
+        position_bias: torch.Tensor | None = None,
+        context_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        x = self.norm1(x + self.dropout(self.attn(x, mask=mask, rope=rope, cache=cache)))
+        x = self.norm1(x + self.dropout(self.attn(x, mask=mask, rope=rope, cache=cache, position_bias=position_bias)))
         if self.cross_attn is not None:
-            x = self.norm_cross(x + self.dropout(self.cross_attn(x, context=context, mask=context_mask)))
+            x = self.norm_cross(x + self.dropout(self.cross_attn(x, context=context, mask=context_mask, kv=context_kv)))
         return self.norm2(x + self.mlp(x))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .losses import linear_cross_entropy
 from .mlp import ACTIVATIONS
 
 POOLINGS = ("pooler", "cls", "mean", "last")
@@ -24,14 +25,24 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None, kind: str) -
 
 
 class LMHead(nn.Module):
-    """Projection to the vocabulary (weight usually tied to the token embedding)."""
+    """Projection to the vocabulary (weight usually tied to the token embedding).
 
-    def __init__(self, dim: int, vocab_size: int, bias: bool = False):
+    `scale` multiplies the hidden states first (T5 v1.0 scales by dim ** -0.5 before its tied projection);
+    `bias` is a bias per token (Marian's final_logits_bias).
+    """
+
+    def __init__(self, dim: int, vocab_size: int, bias: bool = False, scale: float = 1.0):
         super().__init__()
         self.proj = nn.Linear(dim, vocab_size, bias=bias)
+        self.scale = scale
 
     def forward(self, hidden: torch.Tensor, pooled: torch.Tensor | None = None) -> torch.Tensor:
-        return self.proj(hidden)  # (B, T, V)
+        return self.proj(hidden * self.scale if self.scale != 1.0 else hidden)  # (B, T, V)
+
+    def loss(self, hidden: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+        """Summed cross-entropy of the logits of `hidden` (N, C) against `labels` (N,), chunk by chunk."""
+        h = hidden * self.scale if self.scale != 1.0 else hidden
+        return linear_cross_entropy(h, self.proj, labels, label_smoothing=label_smoothing)
 
 
 class MaskedLMHead(nn.Module):

@@ -16,11 +16,12 @@ def wide(x: torch.Tensor) -> torch.Tensor:
 class _LinearCE(torch.autograd.Function):
     """sum(CE(h @ W.T + b, y)) over rows, `chunk` rows at a time, with gradients computed in the forward.
 
-    Only (chunk, V) logits ever exist; nothing of size (N, V) is stored for the backward.
+    Only (chunk, V) logits ever exist; nothing of size (N, V) is stored for the backward. With label
+    smoothing e (as F.cross_entropy): (1 - e) * CE + e * mean over the vocabulary of -log p.
     """
 
     @staticmethod
-    def forward(ctx, h, weight, bias, y, chunk):
+    def forward(ctx, h, weight, bias, y, chunk, smoothing=0.0):
         w, acc = weight.to(h.dtype), torch.promote_types(h.dtype, torch.float32)  # acc: float32, or float64
         loss = h.new_zeros((), dtype=acc)
         gh, gw = torch.empty_like(h), torch.zeros_like(weight, dtype=acc)
@@ -33,12 +34,16 @@ class _LinearCE(torch.autograd.Function):
                 logits += bias.to(h.dtype)
             logits = logits.to(acc)
             target = logits.gather(1, yi[:, None])
+            if smoothing:
+                target = (1 - smoothing) * target + smoothing * logits.mean(-1, keepdim=True)
             top = logits.amax(-1, keepdim=True)
             p = logits.sub_(top).exp_()  # one exp pass serves the loss and the gradient
             total = p.sum(-1, keepdim=True)
             loss += (top + total.log() - target).sum()
             grad = p.div_(total)  # softmax
-            grad[torch.arange(len(yi), device=y.device), yi] -= 1
+            grad[torch.arange(len(yi), device=y.device), yi] -= 1 - smoothing
+            if smoothing:
+                grad -= smoothing / grad.shape[1]
             grad = grad.to(h.dtype)
             gh[i:i + chunk] = grad @ w
             if grad.dtype == gw.dtype:
@@ -55,16 +60,19 @@ class _LinearCE(torch.autograd.Function):
     def backward(ctx, g):
         gh, gw, gb = ctx.saved_tensors
         wd, bd = ctx.dtypes
-        return gh * g.to(gh.dtype), (gw * g).to(wd), None if gb is None else (gb * g).to(bd), None, None
+        return gh * g.to(gh.dtype), (gw * g).to(wd), None if gb is None else (gb * g).to(bd), None, None, None
 
 
-def linear_cross_entropy(h: torch.Tensor, proj: torch.nn.Linear, y: torch.Tensor, chunk: int = 512):
+def linear_cross_entropy(h: torch.Tensor, proj: torch.nn.Linear, y: torch.Tensor, chunk: int = 512,
+                         label_smoothing: float = 0.0):
     """Summed cross-entropy of `proj(h)` (N, V) against `y` (N,), never holding all N x V logits."""
-    if torch.is_grad_enabled() and (h.requires_grad or proj.weight.requires_grad):
+    if torch.is_grad_enabled() and (h.requires_grad or proj.weight.requires_grad or
+                                    (proj.bias is not None and proj.bias.requires_grad)):
         if torch.is_autocast_enabled(h.device.type):
             h = h.to(torch.get_autocast_dtype(h.device.type))
-        return _LinearCE.apply(h, proj.weight, proj.bias, y, chunk)
+        return _LinearCE.apply(h, proj.weight, proj.bias, y, chunk, label_smoothing)
     total = h.new_zeros((), dtype=torch.promote_types(h.dtype, torch.float32))
     for i in range(0, h.shape[0], chunk):
-        total += F.cross_entropy(wide(proj(h[i:i + chunk])), y[i:i + chunk], reduction="sum")
+        total += F.cross_entropy(wide(proj(h[i:i + chunk])), y[i:i + chunk], reduction="sum",
+                                 label_smoothing=label_smoothing)
     return total

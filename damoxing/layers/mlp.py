@@ -1,4 +1,5 @@
-"""Feed-forward layers: a two-layer MLP with a chosen activation, and SwiGLU (Shazeer 2020)."""
+"""Feed-forward layers: a two-layer MLP with a chosen activation, and gated MLPs (Shazeer 2020): SwiGLU
+(Llama) and GELU-gated (T5 v1.1)."""
 from __future__ import annotations
 
 import torch
@@ -27,14 +28,15 @@ class MLP(nn.Module):
         return self.dropout(self.fc2(self.act(self.fc1(x))))
 
 
-class SwiGLU(nn.Module):
-    """down(silu(gate(x)) * up(x)) (Llama)."""
+class GatedMLP(nn.Module):
+    """down(activation(gate(x)) * up(x)): SwiGLU with silu (Llama), GEGLU with gelu_tanh (T5 v1.1)."""
 
-    def __init__(self, dim: int, hidden: int, bias: bool = False, dropout: float = 0.0):
+    def __init__(self, dim: int, hidden: int, activation: str = "silu", bias: bool = False, dropout: float = 0.0):
         super().__init__()
         self.gate = nn.Linear(dim, hidden, bias=bias)
         self.up = nn.Linear(dim, hidden, bias=bias)
         self.down = nn.Linear(hidden, dim, bias=bias)
+        self.act = ACTIVATIONS[activation]
         self.dropout = nn.Dropout(dropout)
         self.gate_up: torch.Tensor | None = None  # inference: (C, 2 hidden), gate and up weights side by side
         self.gate_up_bias: torch.Tensor | None = None
@@ -45,8 +47,15 @@ class SwiGLU(nn.Module):
             gate, up = both.chunk(2, dim=-1)
         else:
             gate, up = self.gate(x), self.up(x)
-        return self.dropout(self.down(F.silu(gate) * up))
+        return self.dropout(self.down(self.act(gate) * up))
 
     def _apply(self, fn, recurse=True):
         self.gate_up = self.gate_up_bias = None  # .to() and the like give gate/up new storage: gate_up is stale
         return super()._apply(fn, recurse)
+
+
+class SwiGLU(GatedMLP):
+    """down(silu(gate(x)) * up(x)) (Llama)."""
+
+    def __init__(self, dim: int, hidden: int, bias: bool = False, dropout: float = 0.0):
+        super().__init__(dim, hidden, "silu", bias, dropout)

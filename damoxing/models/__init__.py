@@ -11,6 +11,7 @@ from .decoder import Decoder, DecoderConfig
 from .encoder import Encoder, EncoderConfig
 from .mlp import MLPConfig, MLPNet
 from .vit import ViT, ViTConfig
+from .seq2seq import Seq2Seq, Seq2SeqConfig
 
 FAMILIES = Registry("model family")  # name -> (config class, model class)
 FAMILIES.register("encoder", (EncoderConfig, Encoder))
@@ -18,6 +19,7 @@ FAMILIES.register("decoder", (DecoderConfig, Decoder))
 FAMILIES.register("vit", (ViTConfig, ViT))
 FAMILIES.register("cnn", (CNNConfig, CNN))
 FAMILIES.register("mlp", (MLPConfig, MLPNet))
+FAMILIES.register("seq2seq", (Seq2SeqConfig, Seq2Seq))
 
 PRESETS = Registry("model preset")  # name -> (family, config fields)
 PRESETS.register("bert-tiny", ("encoder", dict(dim=128, layers=2, heads=2, mlp_dim=512)))
@@ -46,6 +48,18 @@ PRESETS.register("vgg-mini", ("cnn", dict(image_size=28, channels=1, widths=(16,
                                           pool_size=1, fc_dims=(), dropout=0.0)))  # under 0.1M parameters
 PRESETS.register("mlp-small", ("mlp", dict()))  # 784-256-128-100 (Zalando's Fashion-MNIST benchmark)
 PRESETS.register("mlp-base", ("mlp", dict(hidden=(1024, 512, 256), batch_norm=True, dropout=0.2)))
+# encoder-decoder: the paper's base Transformer (shared 37k BPE vocabulary) and a small one
+PRESETS.register("transformer-base", ("seq2seq", dict(vocab_size=37000)))
+PRESETS.register("transformer-small", ("seq2seq", dict(vocab_size=8000, dim=256, layers=3, heads=4, mlp_dim=1024,
+                                                       max_positions=256)))
+_T5 = dict(vocab_size=32128, position="relative", norm="rmsnorm", norm_position="pre", norm_eps=1e-6, bias=False,
+           scale_attention=False, scale_embeddings=False, max_positions=512, attention_dropout=0.1, pad_id=0, eos_id=1,
+           decoder_start_id=0)
+PRESETS.register("t5-small", ("seq2seq", dict(_T5, dim=512, layers=6, heads=8, mlp_dim=2048, scale_output=True)))
+PRESETS.register("t5-v1.1-small", ("seq2seq", dict(_T5, dim=512, layers=8, heads=6, head_dim=64, mlp_dim=1024,
+                                                   mlp="gated", activation="gelu_tanh", tie_embeddings=False)))
+PRESETS.register("marian-base", ("seq2seq", dict(vocab_size=59514, activation="silu", logits_bias=True,
+                                                 max_positions=512, pad_id=59513, eos_id=0, decoder_start_id=59513)))
 
 
 def family_of(config) -> str:
@@ -83,5 +97,5 @@ def preset(name: str, **changes):
 
 
 __all__ = ["Encoder", "EncoderConfig", "Decoder", "DecoderConfig", "ViT", "ViTConfig", "CNN", "CNNConfig", "MLPNet",
-           "MLPConfig", "ModelBase", "FAMILIES", "PRESETS",
+           "MLPConfig", "Seq2Seq", "Seq2SeqConfig", "ModelBase", "FAMILIES", "PRESETS",
            "create_model", "model_config", "preset", "family_of"]

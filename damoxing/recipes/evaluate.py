@@ -21,14 +21,15 @@ from ..evaluation.evaluate import evaluate_records
 from ..evaluation.report import write_report
 from ..inference.predict import predict_records
 from ..io.checkpoint import load_model
-from ..io.finetuned import finetuned_meta, load_finetuned
+from ..io.finetuned import finetuned_meta, load_finetuned, read_meta
 from ..tasks import get_task
 
 
 def load_for_evaluation(model_dir):
-    """A saved folder -> (model, tokenizer or image processor, meta); a language model gets the clm task."""
+    """A saved folder -> (model, tokenizer or image processor, meta); a language model without finetune.json
+    gets the clm task."""
     model, tokenizer = load_model(model_dir), load_processor(model_dir)
-    if model.config.head == get_task("clm").head:
+    if model.config.head == get_task("clm").head and "task" not in read_meta(model_dir):
         limit = min(tokenizer.model_max_length or 1024, model.config.max_positions)
         return model, tokenizer, {"task": "clm", "text_column": "text", "max_length": limit, "labels": []}
     return model, tokenizer, finetuned_meta(model, tokenizer, model_dir)
@@ -51,7 +52,7 @@ def evaluate_model(model_dir: str | os.PathLike, data: str | os.PathLike, out_di
     meta.update({k: v for k, v in (columns or {}).items() if v is not None})
     if max_length:
         meta["max_length"] = max_length
-    task = get_task(meta["task"])
+    task = get_task(meta["task"]).configure(meta)
     summary = ReadSummary()
     records = task.read(data, meta, labels=task.known_labels(meta["labels"]), skip_bad=skip_bad, summary=summary)
     metrics = evaluate_records(model, tokenizer, task, records, meta["labels"], meta["max_length"], batch_size,
@@ -87,6 +88,6 @@ def predict(model_dir: str | os.PathLike, texts: Sequence[str] | None = None, da
     """Predictions for `texts` or the records of `data`, lazily: one row per input row, in order, an empty or
     (with `skip_bad`) bad one with `error` set. `loaded` = (model, tokenizer, meta) to reuse."""
     model, tokenizer, meta = loaded if loaded is not None else load_finetuned(model_dir)
-    task = get_task(meta["task"])
+    task = get_task(meta["task"]).configure(meta)
     records = input_records(task, meta, texts, data, skip_bad, summary)
     return predict_records(model, tokenizer, task, records, meta["labels"], meta.get("max_length"), batch_size)

@@ -20,6 +20,7 @@ import copy
 import dataclasses
 import json
 import math
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +29,10 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_dir, atomic_open
-from ..config import save_yaml, to_dict
+from ..config import from_dict, save_yaml, to_dict
 from ..data.collators import PaddingCollator
-from ..data.readers import ReadSummary
 from ..data.processors import load_processor
+from ..data.readers import ReadSummary
 from ..data.splits import train_val_split
 from ..errors import ConfigError, DataError, UserError
 from ..evaluation.evaluate import evaluate_records
@@ -42,12 +43,14 @@ from ..finetune.lora import load_adapters, merge_lora, save_adapters
 from ..finetune.methods import layerwise_param_groups, prepare
 from ..io.checkpoint import load_into, load_model
 from ..io.finetuned import save_finetuned
-from ..models import create_model, model_config
+from ..models import create_model, family_of, model_config
 from ..tasks import SupervisedTask, get_task
 from ..tokenizer import Tokenizer
 from ..training import state
 from ..training.batches import Batches, LengthGroupedBatches
+from ..training.config import TokenizerConfig
 from ..training.trainer import Trainer
+from .pretrain import fit_to_tokenizer, train_tokenizer
 
 
 @dataclass
@@ -75,17 +78,29 @@ class FinetuneResult:
                 "features_from_cache": self.from_cache}
 
 
-def build_model(cfg: FinetuneRunConfig):
+def build_model(cfg: FinetuneRunConfig, task, train: list[dict], out: Path):
     """(model, tokenizer) from `model.path` (a pretrained folder: its image processor if it has one, else its
-    tokenizer) or a preset section + `tokenizer.path` (None without one: the task may build its own)."""
+    tokenizer), or a preset section and a tokenizer: loaded (`tokenizer.path`), trained on the training records
+    (`tokenizer.train`, saved in OUT/tokenizer), or none (the task's preprocessor decides: images build theirs)."""
     if "path" in cfg.model:
         path = cfg.model["path"]
         return load_model(path), load_processor(path)
     if not cfg.model:
         raise ConfigError("model: give 'path' (a pretrained folder) or 'preset' (a fresh model).")
-    tokenizer = Tokenizer.load(cfg.tokenizer["path"]) if cfg.tokenizer.get("path") else None
-    torch.manual_seed(cfg.train.seed)  # a fresh model's weights follow train.seed, as everything else does
-    return create_model(model_config(cfg.model)), tokenizer
+    config = model_config(cfg.model)
+    if not cfg.tokenizer:
+        return create_model(config), None
+    t = from_dict(TokenizerConfig, cfg.tokenizer, prefix="tokenizer")
+    if t.path:
+        tokenizer = Tokenizer.load(t.path)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:  # the trainer reads plain files
+            corpus = Path(tmp) / "corpus.txt"
+            corpus.write_text("\n".join(text.replace("\n", " ") for text in task.corpus(train)), encoding="utf-8")
+            tokenizer = train_tokenizer(t, [corpus])
+        tokenizer.save(out / "tokenizer")
+    config = fit_to_tokenizer(config, tokenizer, cfg.model.get("vocab_size", tokenizer.vocab_size))
+    return create_model(config), tokenizer
 
 
 def finetune(config, out_dir: str | Path | None = None, overrides=(), *, model: nn.Module | None = None,
@@ -111,10 +126,8 @@ def finetune(config, out_dir: str | Path | None = None, overrides=(), *, model: 
 def _finetune(cfg: FinetuneRunConfig, name: str, out: Path, model: nn.Module | None, tokenizer,
               verbose: bool) -> FinetuneResult:
     ft, data = cfg.finetune, cfg.data
-    task = get_task(ft.task)
-    if model is None:
-        model, tokenizer = build_model(cfg)
-    elif tokenizer is None and task.unit == "tokens":
+    task = get_task(ft.task).configure(to_dict(ft))
+    if model is not None and tokenizer is None and task.unit == "tokens":
         raise ConfigError(f"finetune(model=...): the {task.name} task reads text, so it needs the tokenizer too "
                           "(tokenizer=...).")
 
@@ -136,6 +149,11 @@ def _finetune(cfg: FinetuneRunConfig, name: str, out: Path, model: nn.Module | N
         raise DataError(f"data: {len(train)} training and {len(valid)} validation records; need at least one of each")
     if labels is not None and len(labels) < 2:
         raise DataError(f"data.train: only one label ({labels.names[0]!r}); classification needs at least two")
+    if model is None:
+        torch.manual_seed(cfg.train.seed)  # a fresh model's initialisation follows train.seed
+        model, tokenizer = build_model(cfg, task, train, out)
+    if task.family is not None and family_of(model.config) != task.family:
+        raise ConfigError(f"finetune.task: {task.name} needs a {task.family} model, not a {family_of(model.config)}.")
     tokenizer = task.preprocessor(tokenizer, model, cfg.transforms, train)  # images: the ImageProcessor
 
     # model: the task's pooling and a fresh head
@@ -146,7 +164,8 @@ def _finetune(cfg: FinetuneRunConfig, name: str, out: Path, model: nn.Module | N
     torch.manual_seed(cfg.train.seed)  # the new head's initialisation
     model.reset_head(task.num_outputs(labels), task.head)
     model.labels = list(labels.names) if labels is not None else ["score"]
-    meta = {"task": task.name, "method": ft.method, "max_length": data.max_length, "labels": model.labels, **columns}
+    meta = {"task": task.name, "method": ft.method, "max_length": data.max_length, "labels": model.labels, **columns,
+            **task.settings()}
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(to_dict(cfg), out / "config.yaml")
     total = model.num_parameters()
@@ -163,6 +182,9 @@ def _finetune(cfg: FinetuneRunConfig, name: str, out: Path, model: nn.Module | N
     else:
         trainable = prepare(model, ft.method, lora_rank=ft.lora_rank, lora_alpha=ft.lora_alpha,
                             lora_dropout=ft.lora_dropout, lora_targets=ft.lora_targets)
+        if trainable == 0:
+            raise ConfigError(f"finetune.method: {ft.method} trains nothing here (the head has no weights of its own: "
+                              "its output layer is tied to the embeddings); use lora or full.")
         _train(model, tokenizer, task, cfg, train, valid, out, meta)
     wall = time.perf_counter() - start
     _log(verbose, f"{ft.method}: {trainable:,} trainable of {total:,} parameters; fitted in {wall:.1f}s")
@@ -204,7 +226,7 @@ def _log(verbose: bool, message: str) -> None:
 def columns_of(data) -> dict:
     """The column names of a data section (what a task's `read` takes, and what finetune.json records)."""
     columns = {k: getattr(data, k) for k in ("text_column", "text_pair_column", "label_column", "tokens_column",
-                                             "tags_column")}
+                                             "tags_column", "source_column", "target_column")}
     return {**columns, **({"label_names": list(data.label_names)} if data.label_names else {})}
 
 

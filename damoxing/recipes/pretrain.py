@@ -3,8 +3,9 @@
     damoxing pretrain damoxing/configs/gpt-mini-clm.yaml --out runs/gpt --train.max_steps=200
     torchrun --nproc-per-node 2 -m damoxing pretrain damoxing/configs/bert-mini-mlm-nsp.yaml
 
-Tasks: `mlm_nsp` and `masked_lm` train an encoder (preset bert-*), `clm` a decoder (gpt-*, llama-*); each
-task prepares its own examples and collator (tasks/masked_lm.py, tasks/causal_lm.py).
+Tasks: `mlm_nsp` and `masked_lm` train an encoder (preset bert-*), `clm` a decoder (gpt-*, llama-*),
+`span_corruption` an encoder-decoder (t5-*, transformer-*, marian-*; a tokenizer with sentinels: kind
+unigram, extra_ids 100); each task prepares its own examples and collator (tasks/*.py).
 The tokenizer is loaded (`tokenizer.path`) or trained on data.train first (`tokenizer.train: true`) and
 saved to RUN/tokenizer/. A resumed run takes the tokenizer saved in its checkpoint, the one its model was
 trained with, and says so if the config asks for another.
@@ -26,7 +27,7 @@ from ..data.readers import read_records
 from ..data.splits import train_val_split
 from ..errors import ConfigError, DataError, UserError
 from ..io.checkpoint import load_into, save_model
-from ..models import EncoderConfig, create_model, family_of, model_config
+from ..models import EncoderConfig, Seq2SeqConfig, create_model, family_of, model_config
 from ..tasks import TASKS, Task, get_task
 from ..tokenizer import Tokenizer
 from ..training import distributed, state
@@ -100,10 +101,7 @@ def prepare_tokenizer(run: RunConfig, run_dir: Path, resume: bool, d) -> Tokeniz
             with tempfile.TemporaryDirectory() as tmp:  # the trainer reads plain files; our data may be gzipped
                 corpus = Path(tmp) / "corpus.txt"
                 corpus.write_text("\n".join(read_documents(run.data.train, run)), encoding="utf-8")
-                if t.kind == "wordpiece":
-                    tok = Tokenizer.train_wordpiece([corpus], vocab_size=t.vocab_size, lowercase=t.lowercase)
-                else:
-                    tok = Tokenizer.train_bpe([corpus], vocab_size=t.vocab_size)
+                tok = train_tokenizer(t, [corpus])
             tok.save(saved)
         distributed.barrier(d)
     return Tokenizer.load(saved)
@@ -137,22 +135,43 @@ def checkpoint_tokenizer(run: RunConfig, run_dir: Path, d) -> Tokenizer | None:
     return None
 
 
+def train_tokenizer(t, files) -> Tokenizer:
+    """A new vocabulary of the kind a `tokenizer:` section names, trained on `files`."""
+    if t.kind == "wordpiece":
+        return Tokenizer.train_wordpiece(files, vocab_size=t.vocab_size, lowercase=t.lowercase)
+    if t.kind == "bpe":
+        return Tokenizer.train_bpe(files, vocab_size=t.vocab_size)
+    return Tokenizer.train_sentencepiece(files, vocab_size=t.vocab_size, extra_ids=t.extra_ids,
+                                         model="unigram" if t.kind == "unigram" else "bpe")
+
+
+def fit_to_tokenizer(cfg, tok, vocab_size: int):
+    """The model config with the tokenizer's vocabulary size and special ids."""
+    changes = {"vocab_size": vocab_size}
+    if isinstance(cfg, EncoderConfig):
+        changes.update(pad_id=tok.pad_id if tok.pad_id is not None else 0)
+    elif isinstance(cfg, Seq2SeqConfig):  # T5 and Marian start the decoder with the pad token
+        if tok.pad_id is None or tok.eos_id is None:
+            raise ConfigError("tokenizer: an encoder-decoder model needs a pad and an end token (</s>); "
+                              "train one with tokenizer.kind: unigram")
+        changes.update(pad_id=tok.pad_id, eos_id=tok.eos_id, decoder_start_id=tok.pad_id)
+    else:
+        changes.update(eos_id=tok.eos_id, bos_id=tok.bos_id, pad_id=tok.pad_id)
+    return dataclasses.replace(cfg, **changes)
+
+
 def resolve_model(run: RunConfig, task: Task, tok):
     section = dict(run.model)
     cfg = model_config(section)
     if family_of(cfg) != task.family:
-        wants = {"encoder": "an encoder (preset bert-*)", "decoder": "a decoder (preset gpt-* or llama-*)"}
+        wants = {"encoder": "an encoder (preset bert-*)", "decoder": "a decoder (preset gpt-* or llama-*)",
+                 "seq2seq": "an encoder-decoder (preset t5-*, transformer-* or marian-*)"}
         raise ConfigError(f"model: train.task {task.name!r} needs {wants.get(task.family, 'a ' + task.family)}, "
                           f"but the model is a {family_of(cfg)}.")
     if "vocab_size" in section and section["vocab_size"] < tok.vocab_size:
         raise ConfigError(f"model.vocab_size: {section['vocab_size']} is smaller than the tokenizer's "
                           f"vocabulary ({tok.vocab_size}).")
-    changes = {"vocab_size": section.get("vocab_size", tok.vocab_size), "head": task.head}
-    if isinstance(cfg, EncoderConfig):
-        changes.update(pad_id=tok.pad_id if tok.pad_id is not None else 0)
-    else:
-        changes.update(eos_id=tok.eos_id, bos_id=tok.bos_id, pad_id=tok.pad_id)
-    cfg = dataclasses.replace(cfg, **changes)
+    cfg = dataclasses.replace(fit_to_tokenizer(cfg, tok, section.get("vocab_size", tok.vocab_size)), head=task.head)
     if cfg.max_positions < run.data.seq_len:
         raise ConfigError(f"data.seq_len: {run.data.seq_len} is longer than model.max_positions ({cfg.max_positions}).")
     return cfg

@@ -4,8 +4,8 @@
     out = task.loss(model, batch)            # what the Trainer calls
 
 Registered names: classification, pair, token_classification, regression, image_classification,
-tabular_classification (fine-tuning, evaluation, prediction); mlm_nsp, masked_lm, clm, span_corruption
-(pretraining; clm also evaluates text files).
+tabular_classification, translation (fine-tuning, evaluation, prediction); mlm_nsp, masked_lm, clm,
+span_corruption (pretraining; clm also evaluates text files).
 Earlier names still read: sequence -> classification, token -> token_classification, mlm -> masked_lm.
 `Distillation` (distill.py) wraps one of these around a teacher model, per run, so it has no registered name.
 """
@@ -23,6 +23,7 @@ from .regression import Regression
 from .span import SpanCorruption
 from .tabular_classification import TabularClassification
 from .token import TokenClassification
+from .translation import Translation
 
 TASKS = Registry("task")
 ALIASES = {"sequence": "classification", "token": "token_classification", "mlm": "masked_lm"}
@@ -35,7 +36,7 @@ def register(task: Task) -> Task:
 
 
 for _task in (Classification(), Pair(), TokenClassification(), Regression(), ImageClassification(),
-              TabularClassification(), MaskedLMNextSentence(), MaskedLM(), CausalLM(), SpanCorruption()):
+              TabularClassification(), Translation(), MaskedLMNextSentence(), MaskedLM(), CausalLM(), SpanCorruption()):
     register(_task)
 
 

@@ -16,13 +16,17 @@ Supervised tasks (fine-tuning, `evaluate`, `predict`) add, in `SupervisedTask`:
 
     read(paths, columns, labels, skip_bad, with_labels, summary)       records from files (lazily)
     inputs(texts) -> records                                           from command-line strings
+    corpus(records) -> texts                                           what a new tokenizer is trained on
     preprocessor(tokenizer, model, options, records) -> tokenizer      what `tokenizer` is below (text: the
                                                                        tokenizer; images: an ImageProcessor)
     encode(tokenizer, records, max_length) -> batch                    padded tensors (+ labels)
     examples(tokenizer, records, max_length) -> [example]              prepared once, for `collate`
     collate(tokenizer, training) -> fn(examples, generators) -> batch  training and validation batches
-    metrics(names) -> accumulator; score(acc, outputs, labels, records) -> (loss sum, count)
+    outputs(model, batch) -> tensor (or a dict of them)                what score and rows read
+    metrics(names, tokenizer=) -> accumulator; score(acc, outputs, labels, records) -> (loss sum, count)
     rows(tokenizer, records, outputs, names, max_length) -> prediction dicts
+
+`configure(options)` returns the task with a run's settings (label smoothing, decoding); most tasks have none.
 
 A new task is one file with one class, registered in `tasks/__init__.py`.
 """
@@ -63,6 +67,14 @@ class Task:
 
     def loss(self, model: nn.Module, batch: dict) -> TaskOutput:
         raise NotImplementedError
+
+    def configure(self, options: dict) -> Task:
+        """This task with a run's settings taken from `options` (finetune config fields, finetune.json)."""
+        return self
+
+    def settings(self) -> dict:
+        """The settings `configure` took that evaluation and prediction need again (saved in finetune.json)."""
+        return {}
 
     def targets(self, batch: dict) -> dict[str, torch.Tensor]:
         return {"loss": (batch["labels"] != IGNORE_INDEX).sum()}
@@ -112,7 +124,8 @@ class SupervisedTask(Task):
             raise ConfigError(f"transforms: the {self.name} task reads text and takes no transforms; "
                               "remove the section")
         if tokenizer is None:
-            raise ConfigError("tokenizer.path: a preset model needs a tokenizer folder (tokenizer: {path: FOLDER}).")
+            raise ConfigError("tokenizer: a preset model needs a tokenizer: {path: FOLDER}, or {train: true, kind: "
+                              "unigram, vocab_size: 8000} to train one on the training data.")
         return tokenizer
 
     def collate(self, tokenizer, training: bool = True) -> Callable[[list, list | None], dict]:
@@ -125,13 +138,18 @@ class SupervisedTask(Task):
         """What identifies a record's input and label (the features cache key)."""
         return repr((record.get("text"), record.get("text_a"), record.get("text_b"), record.get("label"))).encode()
 
+    def corpus(self, records: Iterable[dict]) -> Iterator[str]:
+        """The texts of records, for training a tokenizer on them."""
+        for r in records:
+            yield from (r[k] for k in ("text", "text_a", "text_b") if k in r)
+
     def encode(self, tokenizer, records: Sequence[dict], max_length: int | None) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def examples(self, tokenizer, records: Sequence[dict], max_length: int | None) -> list[dict]:
         raise NotImplementedError
 
-    def metrics(self, names: list[str], worst_k: int = 20):
+    def metrics(self, names: list[str], worst_k: int = 20, tokenizer=None):
         raise NotImplementedError
 
     def score(self, metrics, outputs: torch.Tensor, labels: torch.Tensor, records: Sequence[dict]) -> tuple[float, int]:
@@ -152,6 +170,25 @@ def model_inputs(model: nn.Module, batch: dict) -> dict:
     """The entries of `batch` that `model.forward_features` takes."""
     accepted = inspect.signature(model.forward_features).parameters
     return {k: v for k, v in batch.items() if k in accepted}
+
+
+def target_loss(model: nn.Module, batch: dict, label_smoothing: float = 0.0) -> TaskOutput:
+    """Teacher forcing for encoder-decoder models: the summed cross-entropy of the decoder over `labels`.
+
+    Only positions with a target reach the vocabulary projection (chunked: no (B, T, V) logits in training);
+    without gradients (evaluation) the token accuracy is measured too.
+    """
+    memory = model.forward_features(batch["input_ids"], batch["attention_mask"])  # (B, S, C)
+    # targets are right-padded: causal attention already keeps every real position away from the padding,
+    # so no decoder mask is passed and attention takes its fused causal path
+    hidden = model.decode(batch["decoder_input_ids"], memory, batch["attention_mask"])  # (B, T, C)
+    y = batch["labels"]
+    where = y != IGNORE_INDEX
+    h, y = hidden[where], y[where]  # (N, C), (N,)
+    out = TaskOutput({"loss": model.head.loss(h, y, label_smoothing)})
+    if not torch.is_grad_enabled():
+        out.metrics["accuracy"] = accuracy(model.head(h), y)
+    return out
 
 
 def count(n: int, like: torch.Tensor) -> torch.Tensor:

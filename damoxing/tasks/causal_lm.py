@@ -77,7 +77,7 @@ class CausalLM(SupervisedTask):
     def outputs(self, model, batch: dict) -> torch.Tensor:
         return model(**model_inputs(model, batch))  # (B, T, V)
 
-    def metrics(self, names, worst_k: int = 20) -> LanguageModelMetrics:
+    def metrics(self, names, worst_k: int = 20, tokenizer=None) -> LanguageModelMetrics:
         return LanguageModelMetrics()
 
     def score(self, metrics, outputs, labels, records) -> tuple[float, int]:

@@ -88,7 +88,7 @@ class Classification(SupervisedTask):
         return self.outputs(model, batch), batch["labels"]  # (B, labels), (B,)
 
     # ----- evaluation and prediction
-    def metrics(self, names: list[str], worst_k: int = 20) -> ClassificationMetrics:
+    def metrics(self, names: list[str], worst_k: int = 20, tokenizer=None) -> ClassificationMetrics:
         return ClassificationMetrics(len(names), names, worst_k=worst_k)
 
     def score(self, metrics, outputs, labels, records) -> tuple[float, int]:

@@ -60,7 +60,7 @@ class Regression(Classification):
         loss = F.mse_loss(pred, y, reduction="sum")
         return TaskOutput({"loss": loss}, {"mae": ((pred - y).abs().sum().detach(), count(len(y), y))})
 
-    def metrics(self, names, worst_k: int = 20) -> RegressionMetrics:
+    def metrics(self, names, worst_k: int = 20, tokenizer=None) -> RegressionMetrics:
         return RegressionMetrics()
 
     def score(self, metrics, outputs, labels, records) -> tuple[float, int]:

@@ -121,7 +121,7 @@ class TokenClassification(SupervisedTask):
         return TaskOutput({"loss": loss}, {"accuracy": (correct, where.sum())})
 
     # ----- evaluation and prediction
-    def metrics(self, names: list[str], worst_k: int = 20) -> ClassificationMetrics:
+    def metrics(self, names: list[str], worst_k: int = 20, tokenizer=None) -> ClassificationMetrics:
         return ClassificationMetrics(len(names), names, worst_k=worst_k, ignore_index=IGNORE_INDEX)
 
     def score(self, metrics, outputs, labels, records) -> tuple[float, int]:

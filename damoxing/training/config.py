@@ -15,6 +15,7 @@ from ..config import apply_overrides, check, check_choice, check_positive, check
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("linear", "cosine", "constant")
+TOKENIZER_KINDS = ("wordpiece", "bpe", "unigram", "sentencepiece_bpe")
 
 
 @dataclass(frozen=True)
@@ -82,15 +83,19 @@ class TrainConfig:
 class TokenizerConfig:
     path: str = ""  # load a tokenizer folder (or GGUF file)
     train: bool = False  # or train one on data.train first
-    kind: str = "wordpiece"  # wordpiece | bpe
+    kind: str = "wordpiece"  # wordpiece | bpe (byte-level, GPT-2) | unigram | sentencepiece_bpe (T5, Marian style)
     vocab_size: int = 8000
     lowercase: bool = True  # wordpiece only
+    extra_ids: int = 0  # unigram / sentencepiece_bpe: <extra_id_N> sentinels for span corruption (T5: 100)
 
     def __post_init__(self):
         check(bool(self.path) != self.train, "tokenizer",
               "give either 'path' (load a tokenizer) or 'train: true' (train one on data.train), not both.")
-        check_choice("tokenizer.kind", self.kind, ("wordpiece", "bpe"))
+        check_choice("tokenizer.kind", self.kind, TOKENIZER_KINDS)
         check_positive("tokenizer.vocab_size", self.vocab_size)
+        check_positive("tokenizer.extra_ids", self.extra_ids, allow_zero=True)
+        check(self.extra_ids == 0 or self.kind in ("unigram", "sentencepiece_bpe"), "tokenizer.extra_ids",
+              "sentinels come with the sentencepiece-style kinds (unigram, sentencepiece_bpe).")
 
 
 @dataclass(frozen=True)

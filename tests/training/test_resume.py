@@ -29,11 +29,15 @@ def _corpus(folder: Path) -> Path:
 
 def _config(folder: Path, task: str) -> Path:
     corpus = _corpus(folder)
-    kind = "bpe" if task == "clm" else "wordpiece"
-    tok = Tokenizer.train_bpe([corpus], vocab_size=300) if kind == "bpe" else Tokenizer.train_wordpiece([corpus], 200)
+    if task == "clm":
+        tok = Tokenizer.train_bpe([corpus], vocab_size=300)
+    elif task == "span_corruption":  # T5's objective: a sentencepiece-style vocabulary with sentinels
+        tok = Tokenizer.train_sentencepiece([corpus], vocab_size=80, extra_ids=20)
+    else:
+        tok = Tokenizer.train_wordpiece([corpus], 200)
     tok.save(folder / "tok")
-    model = {"preset": "gpt-mini" if task == "clm" else "bert-mini", "dim": 32, "layers": 2, "heads": 2,
-             "mlp_dim": 64, "max_positions": 32, "dropout": 0.1}
+    preset = {"clm": "gpt-mini", "span_corruption": "t5-small"}.get(task, "bert-mini")
+    model = {"preset": preset, "dim": 32, "layers": 2, "heads": 2, "mlp_dim": 64, "max_positions": 32, "dropout": 0.1}
     cfg = {"model": model, "tokenizer": {"path": str(folder / "tok")},
            "data": {"train": [str(corpus)], "seq_len": 32, "eval_fraction": 0.1, "text_mode": "paragraph"},
            "train": {"task": task, "batch_size": 8, "max_steps": 24, "save_every": 2, "eval_every": 8, "log_every": 1,
@@ -64,7 +68,7 @@ def _check_all_loadable(run: Path) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["clm", "mlm_nsp"])
+@pytest.mark.parametrize("task", ["clm", "mlm_nsp", "span_corruption"])
 def test_kill9_then_resume_is_bitwise_identical(task, tmp_path):
     config = _config(tmp_path, task)
     straight = subprocess.run(_cmd(config, tmp_path / "straight"), env=ENV, capture_output=True, text=True)

@@ -1,7 +1,7 @@
 """Task functions: losses as sums over targets, MLM projected only at masked positions, chunked CE exact."""
 import torch
 import torch.nn.functional as F
-from .tiny import NO_SAVE, FixedBatches, clm_blocks, mlm_nsp_batch, tiny_decoder, tiny_encoder
+from .tiny import NO_SAVE, VOCAB, FixedBatches, clm_blocks, mlm_nsp_batch, tiny_decoder, tiny_encoder
 
 from damoxing.training import TrainConfig, Trainer
 from damoxing.data.collators import collate_clm
@@ -74,3 +74,41 @@ def test_mlm_projects_only_masked_positions():
     where = batch["labels"] != -100
     ref = F.cross_entropy(logits[where], batch["labels"][where], reduction="sum")
     torch.testing.assert_close(out.losses["mlm"], ref, rtol=RTOL, atol=0)
+
+
+def test_linear_cross_entropy_with_label_smoothing_matches_full_logits():
+    torch.manual_seed(0)
+    proj = torch.nn.Linear(16, 50).double()
+    h = torch.randn(37, 16, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 50, (37,))
+    ref = F.cross_entropy(proj(h), y, reduction="sum", label_smoothing=0.1)
+    ref.backward()
+    expected = h.grad.clone(), proj.weight.grad.clone(), proj.bias.grad.clone()
+    h.grad = proj.weight.grad = proj.bias.grad = None
+    ours = linear_cross_entropy(h, proj, y, chunk=8, label_smoothing=0.1)
+    ours.backward()
+    # the chunked path computes softmax in float32: errors of float32 rounding on values of order 1-100
+    torch.testing.assert_close(ours.double(), ref, rtol=1e-5, atol=1e-4)
+    for got, want in zip((h.grad, proj.weight.grad, proj.bias.grad), expected):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_seq2seq_target_loss_equals_cross_entropy_of_the_full_logits():
+    from damoxing.data.collators import Seq2SeqCollator
+    from damoxing.models import create_model, preset
+    from damoxing.tasks import get_task
+
+    torch.manual_seed(0)
+    model = create_model(preset("t5-small", vocab_size=VOCAB, dim=32, layers=2, heads=4, mlp_dim=64, dropout=0.0,
+                                attention_dropout=0.0))
+    g = torch.Generator().manual_seed(1)
+    examples = [{"input_ids": torch.randint(3, VOCAB, (n,), generator=g).tolist(),
+                 "labels": torch.randint(3, VOCAB, (m,), generator=g).tolist() + [1]} for n, m in ((7, 4), (3, 9))]
+    batch = Seq2SeqCollator(pad_id=0, decoder_start_id=0)(examples)
+    task = get_task("translation").configure({"label_smoothing": 0.1})
+    out = task.loss(model, batch)
+    logits = model(batch["input_ids"], batch["attention_mask"], batch["decoder_input_ids"])
+    where = batch["labels"] != -100
+    ref = F.cross_entropy(logits[where], batch["labels"][where], reduction="sum", label_smoothing=0.1)
+    torch.testing.assert_close(out.losses["loss"], ref, rtol=1e-5, atol=1e-4)
+    assert int(task.targets(batch)["loss"]) == 5 + 10 and task.items(batch) == 10 + 15

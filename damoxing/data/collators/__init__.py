@@ -3,10 +3,11 @@ from .clm import PackedCLMCollator, collate_clm, pack_documents, packed_labels
 from .mlm import MLMCollator
 from .nsp import IS_NEXT, NOT_NEXT, MLMChunkCollator, segment_chunks
 from .padding import IGNORE_INDEX, PaddingCollator, pad_sequences
+from .seq2seq import Seq2SeqCollator
 from .span import SpanCorruptionCollator, random_spans_noise_mask
 
 __all__ = [
     "IGNORE_INDEX", "IS_NEXT", "MLMChunkCollator", "MLMCollator", "NOT_NEXT", "PackedCLMCollator", "PaddingCollator",
-    "SpanCorruptionCollator", "collate_clm", "pack_documents", "pad_sequences", "packed_labels",
+    "Seq2SeqCollator", "SpanCorruptionCollator", "collate_clm", "pack_documents", "pad_sequences", "packed_labels",
     "random_spans_noise_mask", "segment_chunks",
 ]

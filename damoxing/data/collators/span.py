@@ -3,8 +3,15 @@
 As in the T5 paper (section 3.1.4): for "Thank you for inviting me to your party last week ." the input
 is "Thank you <X> me to your party <Y> week ." and the target is "<X> for inviting <Y> last <Z>":
 each dropped span follows the sentinel that replaced it, and a final sentinel closes the target.
-Span boundaries follow T5's `random_spans_noise_mask`: round(length * noise_density) noise tokens in
-round(noise / mean_span_length) spans, the sequence starting with non-noise tokens.
+
+The spans follow T5's `random_spans_noise_mask` (noise and kept segments alternate, the segment lengths
+split at random), with two changes that make the noise unbiased at every length:
+- the number of noise tokens is length * density rounded stochastically (up with probability equal to
+  the fraction), so its expectation is exactly length * density; T5 rounds to nearest and keeps at least
+  one, so 10 tokens at 0.15 get 0.2 and 2 tokens get 0.5;
+- the layout is rotated by a random offset (a span may wrap from the end to the start, then it is two
+  spans), so every position is noise with the same probability; T5 always starts with kept tokens, which
+  pushes the noise towards the end of short inputs.
 """
 from __future__ import annotations
 
@@ -23,12 +30,19 @@ def _random_segmentation(total: int, segments: int, generator: torch.Generator) 
     return edges[1:] - edges[:-1]
 
 
+def _stochastic_round(x: float, generator: torch.Generator) -> int:
+    """floor(x), plus one with probability x - floor(x): an integer whose expectation is x."""
+    whole = int(x)
+    return whole + int(torch.rand((), generator=generator).item() < x - whole)
+
+
 def random_spans_noise_mask(length: int, noise_density: float, mean_span_length: float,
                             generator: torch.Generator) -> torch.Tensor:
-    """(length,) bool, True on noise tokens, laid out as non-noise, noise, non-noise, noise, ..."""
-    if length < 2:
+    """(length,) bool, True on noise tokens: E[mask.sum()] = length * noise_density, and every position is
+    equally likely to be noise. Kept and noise segments alternate, rotated by a random offset."""
+    num_noise = min(_stochastic_round(length * noise_density, generator), length - 1)
+    if num_noise <= 0:
         return torch.zeros(length, dtype=torch.bool)
-    num_noise = min(max(round(length * noise_density), 1), length - 1)
     num_spans = max(min(round(num_noise / mean_span_length), num_noise, length - num_noise), 1)
     noise_lengths = _random_segmentation(num_noise, num_spans, generator)
     keep_lengths = _random_segmentation(length - num_noise, num_spans, generator)
@@ -38,13 +52,17 @@ def random_spans_noise_mask(length: int, noise_density: float, mean_span_length:
         start += keep
         mask[start:start + noise] = True
         start += noise
-    return mask
+    offset = int(torch.randint(length, (), generator=generator))
+    return mask.roll(offset)
 
 
 class SpanCorruptionCollator:
     """Build encoder inputs and decoder targets for T5-style span corruption, with dynamic padding.
 
-    `sentinel_ids` are the ids of `<extra_id_0>`, `<extra_id_1>`, ... in that order. Returns
+    `sentinel_ids` are the ids of `<extra_id_0>`, `<extra_id_1>`, ... in that order. Called with one
+    generator per example (`Batches` seeds them from (seed, epoch, example)), the corruption of an example
+    does not depend on its batch, its rank or on resuming; without, the collator's own generator is used.
+    Returns
     `input_ids`, `attention_mask`, `labels` (-100 on padding), `decoder_input_ids` (labels shifted
     right behind `decoder_start_id`, default `pad_id`, as in T5) and `decoder_attention_mask`.
     """
@@ -63,9 +81,10 @@ class SpanCorruptionCollator:
         self.pad_to_multiple_of = pad_to_multiple_of
         self.generator = seeded_generator(seed)
 
-    def corrupt(self, ids: Sequence[int]) -> tuple[list[int], list[int]]:
+    def corrupt(self, ids: Sequence[int], generator: torch.Generator | None = None) -> tuple[list[int], list[int]]:
         """(encoder input, decoder target) for one sequence of ids (EOS appended to both if set)."""
-        mask = random_spans_noise_mask(len(ids), self.noise_density, self.mean_span_length, self.generator).tolist()
+        mask = random_spans_noise_mask(len(ids), self.noise_density, self.mean_span_length,
+                                       generator if generator is not None else self.generator).tolist()
         inputs: list[int] = []
         targets: list[int] = []
         span = -1
@@ -81,15 +100,16 @@ class SpanCorruptionCollator:
                 targets.append(token)
             else:
                 inputs.append(token)
-        if span >= 0:
-            targets.append(self.sentinel_ids[span + 1])
+        targets.append(self.sentinel_ids[span + 1])  # the closing sentinel (alone when nothing was dropped)
         if self.eos_id is not None:
             inputs.append(self.eos_id)
             targets.append(self.eos_id)
         return inputs, targets
 
-    def __call__(self, examples: Sequence[Example]) -> dict[str, torch.Tensor]:
-        pairs = [self.corrupt(example_ids(e)) for e in examples]
+    def __call__(self, examples: Sequence[Example],
+                 generators: Sequence[torch.Generator] | None = None) -> dict[str, torch.Tensor]:
+        generators = generators or [None] * len(examples)
+        pairs = [self.corrupt(example_ids(e), g) for e, g in zip(examples, generators)]
         inputs = [p[0] for p in pairs]
         targets = [p[1] for p in pairs]
         input_ids = pad_sequences(inputs, self.pad_id, self.pad_to_multiple_of)

@@ -1,4 +1,5 @@
-"""Hugging Face <-> damoxing, one file per architecture (`bert.py`, `gpt2.py`, `llama.py`, `vit.py`), each an `HFMap`.
+"""Hugging Face <-> damoxing, one file per architecture (`bert.py`, `gpt2.py`, `llama.py`, `vit.py`, `t5.py`,
+`marian.py`), each an `HFMap`.
 
 Families transformers has no class for (`cnn.py`, `mlp.py`, ViTs without a class token) keep the folder
 layout under damoxing's own model types (`native.py`).
@@ -18,12 +19,12 @@ import torch
 
 from ...config import Registry
 from ...errors import CheckpointError
-from . import bert, cnn, gpt2, llama, mlp, vit
+from . import bert, cnn, gpt2, llama, marian, mlp, t5, vit
 from .base import HFMap, labels_of, rename, template
 
 MODEL_TYPES = Registry("Hugging Face model type")  # model_type -> HFMap
 ARCHITECTURES = Registry("Hugging Face architecture")  # architecture -> (HFMap, our head kind)
-MAPS = (bert.MAP, gpt2.MAP, llama.MAP, vit.MAP, vit.NATIVE, cnn.MAP, mlp.MAP)  # the first that fits saves
+MAPS = (bert.MAP, gpt2.MAP, llama.MAP, t5.MAP, marian.MAP, vit.MAP, vit.NATIVE, cnn.MAP, mlp.MAP)  # the first that fits saves
 
 
 def register(m: HFMap) -> None:
@@ -108,7 +109,8 @@ def architecture_for(config) -> str:
             return arch
     shape = ", ".join(f"{k} {getattr(config, k)}" for k in ("position", "norm", "mlp") if hasattr(config, k))
     raise CheckpointError(f"cannot save in the Hugging Face layout: no architecture has {shape} "
-                          "(GPT-2: learned/layernorm/gelu; Llama: rope/rmsnorm/swiglu; BERT: an encoder)")
+                          "(GPT-2: learned/layernorm/gelu; Llama: rope/rmsnorm/swiglu; BERT: an encoder; "
+                          "T5: relative positions; Marian: sinusoidal positions)")
 
 
 def config_to_hf(config, labels: list[str] | None = None, dtype: torch.dtype = torch.float32) -> dict:

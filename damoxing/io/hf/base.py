@@ -84,6 +84,11 @@ def first(value):
     return value[0] if isinstance(value, list) and value else value
 
 
+def unless_equal(value, default):
+    """None when `value` is missing or equals `default` (configs leave such fields at None)."""
+    return None if value is None or value == default else value
+
+
 def labels_of(cfg: dict) -> tuple[int, list[str] | None]:
     """(num_labels, label names or None) from id2label / num_labels."""
     id2label = cfg.get("id2label")
