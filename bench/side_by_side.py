@@ -1,8 +1,9 @@
 """Time damoxing and its competitor step for step in one process, and print tokens/s and the ratio."""
+
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 def timed(step: Callable[[], None], n: int) -> float:
@@ -13,8 +14,17 @@ def timed(step: Callable[[], None], n: int) -> float:
     return (time.perf_counter() - t) / n
 
 
-def compare(title: str, ours: Callable[[], None], theirs: Callable[[], None], tokens: int, steps: int,
-            rounds: int, warmup: int = 2, unit: str = "tokens", competitor: str = "transformers") -> float:
+def compare(
+    title: str,
+    ours: Callable[[], None],
+    theirs: Callable[[], None],
+    tokens: int,
+    steps: int,
+    rounds: int,
+    warmup: int = 2,
+    unit: str = "tokens",
+    competitor: str = "transformers",
+) -> float:
     """Warm both up, then alternate rounds of `steps` timed steps; the best round of each counts.
     `tokens` is the number of `unit`s one step processes (images, for image models)."""
     for step in (ours, theirs):

@@ -11,6 +11,7 @@ whitespace "tokens" (hashed to ids) and packed into 1024-token blocks: the shape
 pipeline, minus the tokenizer. Peak RSS comes from `resource.getrusage`; it includes Python and
 PyTorch themselves (about 220 MB after `import torch` on Linux), reported as the baseline.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from damoxing.data import buffer_shuffle, bundled_path, pack_documents, read_records  # noqa: E402
+from damoxing.data import buffer_shuffle, bundled_path, pack_documents, read_records
 
 LIMIT_MB = 300
 QUICK = {"size_mb": 20}
@@ -88,9 +89,22 @@ def main() -> int:
         documents, words, blocks = stream(path, args.reader_only)
         seconds = time.time() - start
     peak = peak_rss_mb()
-    print(json.dumps({"bytes": size, "documents": documents, "words": words, "blocks": blocks,
-                      "seconds": round(seconds, 1), "mb_per_s": round(size / 1e6 / seconds, 1),
-                      "baseline_rss_mb": round(baseline, 1), "peak_rss_mb": round(peak, 1), "limit_mb": LIMIT_MB, "ok": peak < LIMIT_MB}))
+    print(
+        json.dumps(
+            {
+                "bytes": size,
+                "documents": documents,
+                "words": words,
+                "blocks": blocks,
+                "seconds": round(seconds, 1),
+                "mb_per_s": round(size / 1e6 / seconds, 1),
+                "baseline_rss_mb": round(baseline, 1),
+                "peak_rss_mb": round(peak, 1),
+                "limit_mb": LIMIT_MB,
+                "ok": peak < LIMIT_MB,
+            }
+        )
+    )
     return 0 if peak < LIMIT_MB else 1
 
 

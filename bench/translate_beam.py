@@ -9,6 +9,7 @@ Reported: sentences/s, generated tokens/s (of the returned translations) and the
     python bench/translate_beam.py --model runs/translate-en-fr/model --sentences 128 --beams 4
     python bench/translate_beam.py --quick
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="smoke test: 16 sentences, 16 new tokens, 1 round")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-beam"))
-    ap.add_argument("--tokenizer", type=Path, default=Path("runs/bench-translate/tokenizer"),
-                    help="without --model: the tokenizer of the fresh model (bench/translate_train.py makes it)")
+    ap.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=Path("runs/bench-translate/tokenizer"),
+        help="without --model: the tokenizer of the fresh model (bench/translate_train.py makes it)",
+    )
     a = ap.parse_args()
     if a.quick:
         a.sentences, a.batch, a.max_new_tokens, a.rounds = 16, 8, 16, 1
@@ -51,27 +56,43 @@ def main() -> None:
             raise SystemExit(f"no --model and no tokenizer in {tok_dir}: run bench/translate_train.py --quick first")
         tok = Tokenizer.load(tok_dir)
         torch.manual_seed(0)
-        cfg = preset("transformer-small", vocab_size=tok.vocab_size, pad_id=tok.pad_id, eos_id=tok.eos_id,
-                     decoder_start_id=tok.pad_id)
+        cfg = preset(
+            "transformer-small",
+            vocab_size=tok.vocab_size,
+            pad_id=tok.pad_id,
+            eos_id=tok.eos_id,
+            decoder_start_id=tok.pad_id,
+        )
         save_model(create_model(cfg), tok, a.model)
     ours, tok = load_model(a.model), Tokenizer.load(a.model)
     theirs = MarianMTModel.from_pretrained(a.model, attn_implementation="sdpa").eval()
     c = ours.config
-    settings = Seq2SeqGenerationConfig(max_new_tokens=a.max_new_tokens, num_beams=a.beams, bad_token_ids=(c.pad_id,),
-                                       forced_eos_token_id=c.eos_id)
-    hf = GenerationConfig(max_new_tokens=a.max_new_tokens, num_beams=a.beams, do_sample=False, early_stopping=False,
-                          decoder_start_token_id=c.decoder_start_id, eos_token_id=c.eos_id, pad_token_id=c.pad_id,
-                          forced_eos_token_id=c.eos_id, bad_words_ids=[[c.pad_id]])
+    settings = Seq2SeqGenerationConfig(
+        max_new_tokens=a.max_new_tokens, num_beams=a.beams, bad_token_ids=(c.pad_id,), forced_eos_token_id=c.eos_id
+    )
+    hf = GenerationConfig(
+        max_new_tokens=a.max_new_tokens,
+        num_beams=a.beams,
+        do_sample=False,
+        early_stopping=False,
+        decoder_start_token_id=c.decoder_start_id,
+        eos_token_id=c.eos_id,
+        pad_token_id=c.pad_id,
+        forced_eos_token_id=c.eos_id,
+        bad_words_ids=[[c.pad_id]],
+    )
     task = get_task("translation")
     sources = [r["source"] for r in task.read(DATA, {"source_column": "en", "target_column": "fr"})][: a.sentences]
-    batches = [tok(sources[i:i + a.batch], max_length=128, truncation=True) for i in range(0, len(sources), a.batch)]
+    batches = [tok(sources[i : i + a.batch], max_length=128, truncation=True) for i in range(0, len(sources), a.batch)]
 
     def run_ours():
         return [generate_seq2seq(ours, b["input_ids"], b["attention_mask"], settings) for b in batches]
 
     def run_theirs():
-        return [theirs.generate(input_ids=b["input_ids"], attention_mask=b["attention_mask"], generation_config=hf)[:, 1:]
-                for b in batches]
+        return [
+            theirs.generate(input_ids=b["input_ids"], attention_mask=b["attention_mask"], generation_config=hf)[:, 1:]
+            for b in batches
+        ]
 
     with torch.no_grad():
         mine, yours = run_ours(), run_theirs()  # warm-up, and the outputs to compare
@@ -83,8 +104,10 @@ def main() -> None:
                 t = time.perf_counter()
                 run()
                 times[name].append(time.perf_counter() - t)
-    print(f"beam search, {a.beams} beams, {len(sources)} sentences in batches of {a.batch}, max {a.max_new_tokens} "
-          f"new tokens, {torch.get_num_threads()} threads, model {a.model}; same tokens: {same}")
+    print(
+        f"beam search, {a.beams} beams, {len(sources)} sentences in batches of {a.batch}, max {a.max_new_tokens} "
+        f"new tokens, {torch.get_num_threads()} threads, model {a.model}; same tokens: {same}"
+    )
     for name, ts in times.items():
         best = min(ts)
         print(f"  {name:12s} {len(sources) / best:7.1f} sentences/s  {tokens / best:8.0f} tokens/s  ({best:.2f} s)")

@@ -14,6 +14,7 @@ schedule, label smoothing, dropout and precision, each for the same wall-clock b
 
 The tokenizer and the tokenised data are cached in --out, so a second run starts at once.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,7 +64,7 @@ def bleu(generate, tok, test, batch_size: int = 32) -> dict:
     """sacreBLEU and chrF of `generate(input_ids, attention_mask) -> ids` on the test records."""
     metrics = TranslationMetrics()
     for i in range(0, len(test), batch_size):
-        part = test[i:i + batch_size]
+        part = test[i : i + batch_size]
         batch = tok([r["source"] for r in part], max_length=128, truncation=True)
         with torch.no_grad():
             ids = generate(batch["input_ids"], batch["attention_mask"])
@@ -120,7 +121,7 @@ def main() -> None:
     ours = create_model(model_cfg)
     save_model(ours, tok, a.out / "init")
     theirs = MarianMTModel.from_pretrained(a.out / "init", attn_implementation="sdpa")
-    amp = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16)  # noqa: E731
+    amp = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16)
     smoothing = cfg.finetune.label_smoothing
 
     def stepper(model, loss_of):
@@ -136,22 +137,34 @@ def main() -> None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             opt.zero_grad(set_to_none=True)
+
         return step
 
     def theirs_loss(batch):  # what Seq2SeqTrainer's label smoother computes: summed over the target tokens
-        logits = theirs(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                        decoder_input_ids=batch["decoder_input_ids"]).logits
-        return F.cross_entropy(logits.flatten(0, 1).float(), batch["labels"].flatten(), label_smoothing=smoothing,
-                               reduction="sum")
+        logits = theirs(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            decoder_input_ids=batch["decoder_input_ids"],
+        ).logits
+        return F.cross_entropy(
+            logits.flatten(0, 1).float(), batch["labels"].flatten(), label_smoothing=smoothing, reduction="sum"
+        )
 
     decoding = task.decoding(ours)
     if a.max_new_tokens:
         decoding = dataclasses.replace(decoding, max_new_tokens=a.max_new_tokens)
-    hf_decoding = GenerationConfig(num_beams=decoding.num_beams, max_new_tokens=decoding.max_new_tokens,
-                                   length_penalty=decoding.length_penalty, early_stopping=False, do_sample=False,
-                                   decoder_start_token_id=model_cfg.decoder_start_id, eos_token_id=model_cfg.eos_id,
-                                   pad_token_id=model_cfg.pad_id, forced_eos_token_id=model_cfg.eos_id,
-                                   bad_words_ids=[[model_cfg.pad_id]])
+    hf_decoding = GenerationConfig(
+        num_beams=decoding.num_beams,
+        max_new_tokens=decoding.max_new_tokens,
+        length_penalty=decoding.length_penalty,
+        early_stopping=False,
+        do_sample=False,
+        decoder_start_token_id=model_cfg.decoder_start_id,
+        eos_token_id=model_cfg.eos_id,
+        pad_token_id=model_cfg.pad_id,
+        forced_eos_token_id=model_cfg.eos_id,
+        bad_words_ids=[[model_cfg.pad_id]],
+    )
 
     def ours_generate(ids, mask):
         with amp():
@@ -161,19 +174,28 @@ def main() -> None:
         with amp():
             return theirs.eval().generate(input_ids=ids, attention_mask=mask, generation_config=hf_decoding)[:, 1:]
 
-    print(f"{len(examples)} training pairs, {len(test)} test verses, vocabulary {tok.vocab_size}, "
-          f"{ours.num_parameters() / 1e6:.1f}M parameters, {torch.get_num_threads()} threads, "
-          f"{'bf16' if a.bf16 else 'fp32'}, {a.minutes:.1f} min each", flush=True)
+    print(
+        f"{len(examples)} training pairs, {len(test)} test verses, vocabulary {tok.vocab_size}, "
+        f"{ours.num_parameters() / 1e6:.1f}M parameters, {torch.get_num_threads()} threads, "
+        f"{'bf16' if a.bf16 else 'fp32'}, {a.minutes:.1f} min each",
+        flush=True,
+    )
     results = {}
-    for name, model, loss_of, generate in (("damoxing", ours, lambda b: task.loss(ours, b).losses["loss"],
-                                            ours_generate), ("transformers", theirs, theirs_loss, theirs_generate)):
+    for name, model, loss_of, generate in (
+        ("damoxing", ours, lambda b: task.loss(ours, b).losses["loss"], ours_generate),
+        ("transformers", theirs, theirs_loss, theirs_generate),
+    ):
         torch.manual_seed(1)  # the same dropout stream for both
         results[name] = train(name, stepper(model, loss_of), generate, batches, a, tok, test, plan_steps)
     ours_r, theirs_r = results["damoxing"], results["transformers"]
-    print(f"training tokens/s: damoxing {ours_r['tokens_per_s']:.0f}, transformers {theirs_r['tokens_per_s']:.0f}, "
-          f"ratio {ours_r['tokens_per_s'] / theirs_r['tokens_per_s']:.2f}x")
-    print(f"test BLEU: damoxing {ours_r['curve'][-1]['bleu']}, transformers {theirs_r['curve'][-1]['bleu']} "
-          f"({ours_r['curve'][-1]['signature']})")
+    print(
+        f"training tokens/s: damoxing {ours_r['tokens_per_s']:.0f}, transformers {theirs_r['tokens_per_s']:.0f}, "
+        f"ratio {ours_r['tokens_per_s'] / theirs_r['tokens_per_s']:.2f}x"
+    )
+    print(
+        f"test BLEU: damoxing {ours_r['curve'][-1]['bleu']}, transformers {theirs_r['curve'][-1]['bleu']} "
+        f"({ours_r['curve'][-1]['signature']})"
+    )
     profile(ours, lambda b: task.loss(ours, b).losses["loss"], batches, amp)
     write_curve(a.out, ours_r["curve"] + theirs_r["curve"])
     (a.out / "result.json").write_text(json.dumps(results, indent=2))
@@ -181,7 +203,8 @@ def main() -> None:
 
 def profile(model, loss_of, batches, amp, steps: int = 3) -> None:
     """Where our training step spends its time: the top operators by self CPU time over a few steps."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     it = batches.batches(1)
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:

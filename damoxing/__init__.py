@@ -6,6 +6,7 @@
 
 This module is the package's face for users; nothing inside the package imports it.
 """
+
 from .io.checkpoint import load_model as load
 from .io.checkpoint import save_model as save
 from .models import Decoder, DecoderConfig, Encoder, EncoderConfig, create_model, preset
@@ -13,5 +14,14 @@ from .tokenizer import load_tokenizer
 
 __version__ = "0.1.0"
 
-__all__ = ["load", "load_tokenizer", "save", "create_model", "preset", "Encoder", "EncoderConfig", "Decoder",
-           "DecoderConfig"]
+__all__ = [
+    "Decoder",
+    "DecoderConfig",
+    "Encoder",
+    "EncoderConfig",
+    "create_model",
+    "load",
+    "load_tokenizer",
+    "preset",
+    "save",
+]

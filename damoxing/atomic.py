@@ -13,6 +13,7 @@ renamed into place, and the parent folder is fsynced, so the rename itself survi
 An `atomic_dir` opened on a folder that an enclosing `atomic_dir` is building writes in place: the
 enclosing rename already makes the whole folder appear at once.
 """
+
 from __future__ import annotations
 
 import contextlib

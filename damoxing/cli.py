@@ -4,6 +4,7 @@ User errors (bad files, configs, requests) print one message and exit 2, never a
 of the file system (a file that may not be read, an output folder that may not be written, a full disk):
 one line naming the path and what to do.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,9 +32,18 @@ def _cmd_data_clean(args) -> None:
 
     from .data.clean import clean_corpus
 
-    summary = clean_corpus(args.input, args.output, min_length=args.min_length, max_length=args.max_length,
-                           redact=not args.no_redact, dedup=not args.no_dedup, skip_bad=args.skip_bad,
-                           text_column=args.text_column, label_column=args.label_column, text_mode=args.text_mode)
+    summary = clean_corpus(
+        args.input,
+        args.output,
+        min_length=args.min_length,
+        max_length=args.max_length,
+        redact=not args.no_redact,
+        dedup=not args.no_dedup,
+        skip_bad=args.skip_bad,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        text_mode=args.text_mode,
+    )
     print(json.dumps(summary, ensure_ascii=False, indent=2))
 
 
@@ -47,8 +57,11 @@ def _cmd_pretrain(args) -> None:
 def _cmd_finetune(args) -> None:
     from .recipes.finetune import finetune
 
-    overrides = list(args.overrides) + (["train.resume=auto"] if args.resume else []) + \
-        (["data.skip_bad=true"] if args.skip_bad else [])
+    overrides = (
+        list(args.overrides)
+        + (["train.resume=auto"] if args.resume else [])
+        + (["data.skip_bad=true"] if args.skip_bad else [])
+    )
     result = finetune(args.config, args.out, overrides=overrides, force=args.force)
     print(f"wrote {result.out_dir} (model: {result.model_dir or result.adapter_dir})")
 
@@ -65,15 +78,43 @@ def _cmd_evaluate(args) -> None:
     from .recipes.evaluate import evaluate_model
 
     out = _report_folder(args)
-    columns = {"text_column": args.text_column, "text_pair_column": args.text_pair_column,
-               "label_column": args.label_column}
-    metrics = evaluate_model(args.model, args.data, out, batch_size=args.batch_size, max_length=args.max_length,
-                             skip_bad=args.skip_bad, columns=columns)
+    columns = {
+        "text_column": args.text_column,
+        "text_pair_column": args.text_pair_column,
+        "label_column": args.label_column,
+    }
+    metrics = evaluate_model(
+        args.model,
+        args.data,
+        out,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        skip_bad=args.skip_bad,
+        columns=columns,
+    )
     if args.json:
         print(json.dumps(metrics, ensure_ascii=False, indent=2))
     else:
-        keys = [k for k in ("accuracy", "f1_macro", "f1_micro", "f1_weighted", "precision_macro", "recall_macro",
-                            "ece", "loss", "mse", "rmse", "mae", "pearson", "spearman", "perplexity") if k in metrics]
+        keys = [
+            k
+            for k in (
+                "accuracy",
+                "f1_macro",
+                "f1_micro",
+                "f1_weighted",
+                "precision_macro",
+                "recall_macro",
+                "ece",
+                "loss",
+                "mse",
+                "rmse",
+                "mae",
+                "pearson",
+                "spearman",
+                "perplexity",
+            )
+            if k in metrics
+        ]
         print("  ".join(f"{k} {metrics[k]:.4f}" for k in keys))
     if metrics["skipped_total"]:
         reasons = ", ".join(f"{reason}: {n}" for reason, n in metrics["records_skipped"].items())
@@ -92,11 +133,14 @@ def _cmd_predict(args) -> None:
     if args.data is not None and args.texts:
         raise UserError("give texts or --data FILE, not both")
     if args.output and Path(args.output).is_dir():
-        raise UserError(f"{args.output}: --output is a folder; give the path of a file, "
-                        f"e.g. {Path(args.output) / 'predictions.jsonl'}")
+        raise UserError(
+            f"{args.output}: --output is a folder; give the path of a file, "
+            f"e.g. {Path(args.output) / 'predictions.jsonl'}"
+        )
     read, counts = ReadSummary(), PredictionCounts()
-    rows = counts.count(predict(args.model, texts, args.data, batch_size=args.batch_size, skip_bad=args.skip_bad,
-                                summary=read))
+    rows = counts.count(
+        predict(args.model, texts, args.data, batch_size=args.batch_size, skip_bad=args.skip_bad, summary=read)
+    )
     if args.data is None:
         for row in rows:
             print(format_row(row))
@@ -120,10 +164,18 @@ def _cmd_translate(args) -> None:
 
     if (args.data is None) == (not args.texts):
         raise UserError("give texts to translate, or --data FILE (not both)")
-    rows = translate(args.model, args.texts or None, args.data, num_beams=args.num_beams,
-                     max_new_tokens=args.max_new_tokens, length_penalty=args.length_penalty,
-                     max_length=args.max_length, source_column=args.source_column, batch_size=args.batch_size,
-                     skip_bad=args.skip_bad)
+    rows = translate(
+        args.model,
+        args.texts or None,
+        args.data,
+        num_beams=args.num_beams,
+        max_new_tokens=args.max_new_tokens,
+        length_penalty=args.length_penalty,
+        max_length=args.max_length,
+        source_column=args.source_column,
+        batch_size=args.batch_size,
+        skip_bad=args.skip_bad,
+    )
     if args.data is None:
         for row in rows:
             print(row["translation"], flush=True)
@@ -140,8 +192,14 @@ def _cmd_translate(args) -> None:
 def _cmd_quickstart(args) -> None:
     from .recipes.quickstart import quickstart
 
-    quickstart(args.out, model=args.model, pretrain_minutes=args.pretrain_minutes,
-               finetune_examples=args.finetune_examples, max_length=args.max_length, epochs=args.epochs)
+    quickstart(
+        args.out,
+        model=args.model,
+        pretrain_minutes=args.pretrain_minutes,
+        finetune_examples=args.finetune_examples,
+        max_length=args.max_length,
+        epochs=args.epochs,
+    )
 
 
 def _cmd_quantize(args) -> None:
@@ -167,8 +225,9 @@ def _cmd_prune(args) -> None:
 
     from .recipes.compress import prune_model
 
-    summary = prune_model(args.model, args.out, heads=args.heads, sparsity=args.sparsity, data=args.data,
-                          batch_size=args.batch_size)
+    summary = prune_model(
+        args.model, args.out, heads=args.heads, sparsity=args.sparsity, data=args.data, batch_size=args.batch_size
+    )
     print(json.dumps(summary, indent=2))
     print(f"wrote {args.out}", file=sys.stderr)
 
@@ -183,8 +242,19 @@ def _cmd_export(args) -> None:
 
 def _generation_settings(args) -> dict:
     """GenerationConfig fields given on the command line (None: the checkpoint's default)."""
-    settings = {key: getattr(args, key) for key in ("max_new_tokens", "temperature", "top_k", "top_p", "min_p",
-                                                     "repetition_penalty", "num_beams", "seed")}
+    settings = {
+        key: getattr(args, key)
+        for key in (
+            "max_new_tokens",
+            "temperature",
+            "top_k",
+            "top_p",
+            "min_p",
+            "repetition_penalty",
+            "num_beams",
+            "seed",
+        )
+    }
     settings["stop_strings"] = tuple(args.stop) if args.stop else None
     return settings
 
@@ -204,8 +274,10 @@ def _cmd_generate(args) -> None:
 
     from .data.readers import read_records
 
-    prompts = (record["text"] for record in read_records(args.data, text_column=args.text_column, text_mode="line",
-                                                                keep_blank=True))
+    prompts = (
+        record["text"]
+        for record in read_records(args.data, text_column=args.text_column, text_mode="line", keep_blank=True)
+    )
     rows = generate_rows(model, tokenizer, prompts, config)
     if args.output:
         from .atomic import atomic_open
@@ -233,9 +305,16 @@ def _cmd_serve(args) -> None:
 
     from .serve.app import ServeOptions, create_app
 
-    options = ServeOptions(args.model, model_name=args.model_name, api_key=args.api_key, max_queue=args.max_queue,
-                           max_prompt_tokens=args.max_prompt_tokens, max_tokens=args.max_tokens,
-                           request_timeout=args.request_timeout, dtype=args.dtype)
+    options = ServeOptions(
+        args.model,
+        model_name=args.model_name,
+        api_key=args.api_key,
+        max_queue=args.max_queue,
+        max_prompt_tokens=args.max_prompt_tokens,
+        max_tokens=args.max_tokens,
+        request_timeout=args.request_timeout,
+        dtype=args.dtype,
+    )
     app = create_app(options)
     print(f"serving {app.state.served.name} on http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
@@ -259,54 +338,81 @@ def _run_arguments(parser: argparse.ArgumentParser, sections: str, func) -> None
     parser.add_argument("config", help=f"YAML config with {sections} sections")
     parser.add_argument("--out", default=None, help="run folder (default runs/<config name>/)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
-    parser.add_argument("--skip-bad", action="store_true",
-                        help="skip and count bad records instead of stopping at the first (data.skip_bad)")
-    parser.add_argument("--force", action="store_true",
-                        help="write into a run folder that holds other files (or replace a file there)")
+    parser.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip and count bad records instead of stopping at the first (data.skip_bad)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="write into a run folder that holds other files (or replace a file there)"
+    )
     parser.set_defaults(func=func, accepts_overrides=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="damoxing", description="Build, pretrain, fine-tune, evaluate and use Transformer models.")
+    p = argparse.ArgumentParser(
+        prog="damoxing", description="Build, pretrain, fine-tune, evaluate and use Transformer models."
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     c = sub.add_parser("convert", help="convert a checkpoint (HF folder or GGUF file) into an HF safetensors folder")
     c.add_argument("src", help="HF model folder, or a .gguf file")
     c.add_argument("dst", help="output folder")
     c.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="cast weights on save")
-    c.add_argument("--force", action="store_true",
-                   help="replace DST even if it is a file, holds other files, or holds SRC")
+    c.add_argument(
+        "--force", action="store_true", help="replace DST even if it is a file, holds other files, or holds SRC"
+    )
     c.set_defaults(func=_cmd_convert)
 
-    pt = sub.add_parser("pretrain", help="pretrain an encoder (MLM + NSP) or a decoder (next token) from a YAML config",
-                        epilog="Any config value can be overridden: --train.lr=3e-4 --data.seq_len=256")
+    pt = sub.add_parser(
+        "pretrain",
+        help="pretrain an encoder (MLM + NSP) or a decoder (next token) from a YAML config",
+        epilog="Any config value can be overridden: --train.lr=3e-4 --data.seq_len=256",
+    )
     _run_arguments(pt, "model, tokenizer, data and train", _cmd_pretrain)
 
     d = sub.add_parser("data", help="prepare data sets")
     data_sub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    dc = data_sub.add_parser("clean", help="normalise, deduplicate, length-filter and redact PII in a corpus; prints a JSON summary")
+    dc = data_sub.add_parser(
+        "clean", help="normalise, deduplicate, length-filter and redact PII in a corpus; prints a JSON summary"
+    )
     dc.add_argument("input", help="a .txt/.jsonl/.csv/.tsv/.parquet file (optionally .gz) or a folder")
     dc.add_argument("output", help="output .txt or .jsonl file (optionally .gz), written atomically")
     dc.add_argument("--min-length", type=int, default=1, help="drop documents shorter than this many characters")
     dc.add_argument("--max-length", type=int, default=None, help="drop documents longer than this many characters")
     dc.add_argument("--no-redact", action="store_true", help="keep e-mails, phones, ID and card numbers, IP addresses")
     dc.add_argument("--no-dedup", action="store_true", help="keep exact duplicates")
-    dc.add_argument("--skip-bad", action="store_true", help="skip and count bad records instead of stopping at the first")
+    dc.add_argument(
+        "--skip-bad", action="store_true", help="skip and count bad records instead of stopping at the first"
+    )
     dc.add_argument("--text-column", default="text", help="text column or field (JSONL, CSV, Parquet)")
     dc.add_argument("--label-column", default=None, help="label column or field to carry into .jsonl output")
-    dc.add_argument("--text-mode", default=None, choices=["paragraph", "line", "file"],
-                    help="plain text: documents are paragraphs (default), lines, or whole files")
+    dc.add_argument(
+        "--text-mode",
+        default=None,
+        choices=["paragraph", "line", "file"],
+        help="plain text: documents are paragraphs (default), lines, or whole files",
+    )
     dc.set_defaults(func=_cmd_data_clean)
 
-    ft = sub.add_parser("finetune", help="fine-tune a model for classification or regression (full, head, features, lora)",
-                        epilog="Any config value can be overridden: --finetune.method=lora --train.lr=1e-4")
+    ft = sub.add_parser(
+        "finetune",
+        help="fine-tune a model for classification or regression (full, head, features, lora)",
+        epilog="Any config value can be overridden: --finetune.method=lora --train.lr=1e-4",
+    )
     _run_arguments(ft, "model, data, finetune and train", _cmd_finetune)
 
-    ev = sub.add_parser("evaluate", help="metrics and a report (Markdown, HTML, plots) of a fine-tuned model on labelled data")
+    ev = sub.add_parser(
+        "evaluate", help="metrics and a report (Markdown, HTML, plots) of a fine-tuned model on labelled data"
+    )
     ev.add_argument("--model", required=True, help="fine-tuned model folder (e.g. runs/NAME/model)")
     ev.add_argument("--data", required=True, help="labelled .csv/.tsv/.jsonl/.parquet file (optionally .gz) or folder")
-    ev.add_argument("--out", default=None, help="report folder: metrics.json, report.md, report.html, plots "
-                    "(default: eval-<data name>/ beside the model folder)")
+    ev.add_argument(
+        "--out",
+        default=None,
+        help="report folder: metrics.json, report.md, report.html, plots "
+        "(default: eval-<data name>/ beside the model folder)",
+    )
     ev.add_argument("--json", action="store_true", help="print every metric as JSON")
     ev.add_argument("--batch-size", type=int, default=32)
     ev.add_argument("--max-length", type=int, default=None, help="default: the length the model was trained with")
@@ -316,24 +422,35 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--skip-bad", action="store_true", help="skip and count bad records instead of stopping")
     ev.set_defaults(func=_cmd_evaluate)
 
-    pr = sub.add_parser("predict", help="labels with probabilities for texts or images, or JSON Lines for a file "
-                        "or folder (streamed)")
+    pr = sub.add_parser(
+        "predict", help="labels with probabilities for texts or images, or JSON Lines for a file or folder (streamed)"
+    )
     pr.add_argument("--model", required=True, help="fine-tuned model folder")
     pr.add_argument("texts", nargs="*", help="texts to classify (image models: image files)")
-    pr.add_argument("--data", default=None, help="a file or folder to predict (.txt: one text per line; "
-                    ".csv/.jsonl/...; image models: a folder of images, an IDX file, a CSV of pixels)")
+    pr.add_argument(
+        "--data",
+        default=None,
+        help="a file or folder to predict (.txt: one text per line; "
+        ".csv/.jsonl/...; image models: a folder of images, an IDX file, a CSV of pixels)",
+    )
     pr.add_argument("--output", "-o", default=None, help="write the JSON Lines here instead of stdout")
     pr.add_argument("--batch-size", type=int, default=32)
-    pr.add_argument("--skip-bad", action="store_true",
-                    help="write a row with 'error' set for each bad record, and count them, instead of stopping")
+    pr.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="write a row with 'error' set for each bad record, and count them, instead of stopping",
+    )
     pr.set_defaults(func=_cmd_predict)
 
-    tr = sub.add_parser("translate", help="translate texts, or a file into JSON Lines, with an encoder-decoder model "
-                        "(greedy or beam search)")
+    tr = sub.add_parser(
+        "translate",
+        help="translate texts, or a file into JSON Lines, with an encoder-decoder model (greedy or beam search)",
+    )
     tr.add_argument("model", help="encoder-decoder folder (a translation run's model/, T5, Marian)")
     tr.add_argument("texts", nargs="*", help="texts to translate")
-    tr.add_argument("--data", default=None, help="a file to translate (.txt: one text per line; .jsonl/.csv/...: "
-                    "--source-column)")
+    tr.add_argument(
+        "--data", default=None, help="a file to translate (.txt: one text per line; .jsonl/.csv/...: --source-column)"
+    )
     tr.add_argument("--output", "-o", default=None, help="write the JSON Lines here instead of stdout")
     tr.add_argument("--num-beams", type=int, default=None, help="beam search width (1: greedy; default: as trained)")
     tr.add_argument("--max-new-tokens", type=int, default=None, help="the longest translation, in tokens")
@@ -356,14 +473,25 @@ def build_parser() -> argparse.ArgumentParser:
     qz = sub.add_parser("quantize", help="int8 / int4 weights or dynamic int8 (HF folder or GGUF in, folder out)")
     qz.add_argument("model", help="model folder (HF layout, fine-tuned or not) or a .gguf file")
     qz.add_argument("out", help="output folder")
-    qz.add_argument("--method", required=True, choices=["int8", "int4", "dynamic"],
-                    help="int8 / int4: weight-only (decoders); dynamic: int8 weights and activations (encoders)")
-    qz.add_argument("--group-size", type=int, default=None,
-                    help="int4: inputs per scale (default 32); int8: groups instead of one scale per row")
+    qz.add_argument(
+        "--method",
+        required=True,
+        choices=["int8", "int4", "dynamic"],
+        help="int8 / int4: weight-only (decoders); dynamic: int8 weights and activations (encoders)",
+    )
+    qz.add_argument(
+        "--group-size",
+        type=int,
+        default=None,
+        help="int4: inputs per scale (default 32); int8: groups instead of one scale per row",
+    )
     qz.set_defaults(func=_cmd_quantize)
 
-    ds = sub.add_parser("distil", help="train a smaller student on a teacher's soft labels (YAML config)",
-                        epilog="Any config value can be overridden: --distill.temperature=4 --student.layers=[0,3]")
+    ds = sub.add_parser(
+        "distil",
+        help="train a smaller student on a teacher's soft labels (YAML config)",
+        epilog="Any config value can be overridden: --distill.temperature=4 --student.layers=[0,3]",
+    )
     _run_arguments(ds, "teacher, student, data, distill and train", _cmd_distil)
 
     pn = sub.add_parser("prune", help="remove attention heads by importance, or zero the smallest weights")
@@ -372,8 +500,11 @@ def build_parser() -> argparse.ArgumentParser:
     what = pn.add_mutually_exclusive_group(required=True)
     what.add_argument("--heads", type=float, help="fraction of attention heads to remove (needs --data)")
     what.add_argument("--sparsity", type=float, help="fraction of the body's Linear weights to set to zero")
-    pn.add_argument("--data", default=None, help="examples to rank heads on and to plot the metric against the "
-                    "fraction pruned (OUT/prune-curve.png)")
+    pn.add_argument(
+        "--data",
+        default=None,
+        help="examples to rank heads on and to plot the metric against the fraction pruned (OUT/prune-curve.png)",
+    )
     pn.add_argument("--batch-size", type=int, default=16)
     pn.set_defaults(func=_cmd_prune)
 
@@ -399,8 +530,11 @@ def build_parser() -> argparse.ArgumentParser:
     ch.set_defaults(func=_cmd_chat)
 
     sv = sub.add_parser("serve", help="an OpenAI-compatible HTTP server with a web playground at /")
-    sv.add_argument("model", help="HF model folder or .gguf file: a decoder (chat, completions), an encoder "
-                    "(embeddings) or a fine-tuned classifier folder (classify)")
+    sv.add_argument(
+        "model",
+        help="HF model folder or .gguf file: a decoder (chat, completions), an encoder "
+        "(embeddings) or a fine-tuned classifier folder (classify)",
+    )
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1/ endpoints")
@@ -434,8 +568,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"damoxing {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:  # the Trainer saved a checkpoint, or its message says why not
-        print(f"damoxing {args.command}: {e or 'interrupted outside the training loop, so no checkpoint was saved'}",
-              file=sys.stderr)
+        print(
+            f"damoxing {args.command}: {e or 'interrupted outside the training loop, so no checkpoint was saved'}",
+            file=sys.stderr,
+        )
         if args.command in ("pretrain", "finetune"):
             print(f"resume with: {_resume_command(argv)}", file=sys.stderr)
         return 130
@@ -493,14 +629,17 @@ def _system_failure(error: Exception, args) -> str | None:
     text = str(error)
     target = _destination(args)
     resume = " with --resume to continue from the last checkpoint" if args.command in ("pretrain", "finetune") else ""
-    if (isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)) or \
-            any(s in text for s in _DISK_FULL):
+    if (isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)) or any(
+        s in text for s in _DISK_FULL
+    ):
         where = target or _user_path(getattr(error, "filename", None)) or "standard output"
         return f"{where}: no space left on the device; free some space, then run the command again{resume}"
     if isinstance(error, RuntimeError) and any(s in text for s in _WRITE_FAILED):
         first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
-        return (f"{target or 'the output'}: writing failed, most likely because the disk is full ({first}); "
-                f"free some space, then run the command again{resume}")
+        return (
+            f"{target or 'the output'}: writing failed, most likely because the disk is full ({first}); "
+            f"free some space, then run the command again{resume}"
+        )
     if isinstance(error, OSError):
         path = _user_path(error.filename2 or error.filename) or target or "standard output"
         reason = error.strerror or type(error).__name__

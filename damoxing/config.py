@@ -6,6 +6,7 @@ Unknown keys are errors that name the key and suggest the nearest valid one; val
 coerced to the field's declared type, and each dataclass validates itself in __post_init__
 with `check_*` helpers, whose messages name the key and the allowed values.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,8 +14,9 @@ import difflib
 import math
 import types
 import typing
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
@@ -76,9 +78,7 @@ class Registry:
             hint = difflib.get_close_matches(name, list(self._items), n=1)
             near = f" Did you mean {hint[0]!r}?" if hint else ""
             where = f"{key}: " if key else ""
-            raise ConfigError(
-                f"{where}unknown {self.kind} {name!r}; known: {', '.join(sorted(self._items))}.{near}"
-            )
+            raise ConfigError(f"{where}unknown {self.kind} {name!r}; known: {', '.join(sorted(self._items))}.{near}")
         return self._items[name]
 
     def names(self) -> list[str]:
@@ -251,8 +251,10 @@ def load_yaml(path: str | Path) -> dict:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text.") from None
     except OSError as e:  # PermissionError, a folder, an I/O error
-        raise ConfigError(f"{path}: cannot read the config ({e.strerror}); check that you may read it "
-                          "(ls -l, chmod a+r), or pass another file.") from None
+        raise ConfigError(
+            f"{path}: cannot read the config ({e.strerror}); check that you may read it "
+            "(ls -l, chmod a+r), or pass another file."
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -264,7 +266,7 @@ def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
     """Apply 'section.key=value' strings (a leading '--' is allowed); values are parsed as YAML scalars."""
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
     for item in overrides:
-        item = item[2:] if item.startswith("--") else item
+        item = item.removeprefix("--")
         if "=" not in item:
             raise ConfigError(f"override {item!r}: write it as section.key=value, e.g. --train.lr=3e-4.")
         dotted, raw = item.split("=", 1)

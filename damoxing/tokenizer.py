@@ -8,6 +8,7 @@ new WordPiece and byte-level BPE vocabularies. It saves the Hugging Face layout,
 Padding and truncation are done per call, in this file: the backend's own stored settings are switched
 off on load and never changed afterwards, so one Tokenizer can be shared between threads.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,13 @@ from damoxing.errors import CheckpointError, DataError, UserError
 SPECIAL_NAMES = ("pad", "cls", "sep", "mask", "unk", "bos", "eos")
 BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 # Special tokens transformers assumes when a folder has only vocab.txt (BERT) or vocab.json + merges.txt (GPT-2).
-BERT_DEFAULTS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
-                 "mask_token": "[MASK]"}
+BERT_DEFAULTS = {
+    "pad_token": "[PAD]",
+    "unk_token": "[UNK]",
+    "cls_token": "[CLS]",
+    "sep_token": "[SEP]",
+    "mask_token": "[MASK]",
+}
 GPT2_DEFAULTS = {"unk_token": "<|endoftext|>", "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}
 SENTENCEPIECE_FILES = ("spiece.model", "source.spm", "target.spm", "sentencepiece.bpe.model")
 HUGE = 10**12  # transformers writes a huge model_max_length to mean "no limit"
@@ -40,23 +46,45 @@ _QWEN2_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
-GGUF_SPLITS = {"llama3": _LLAMA3_SPLIT, "llama-v3": _LLAMA3_SPLIT, "llama-bpe": _LLAMA3_SPLIT,
-               "smaug-bpe": _LLAMA3_SPLIT, "dbrx": _LLAMA3_SPLIT, "qwen2": _QWEN2_SPLIT,
-               "deepseek-r1-qwen": _QWEN2_SPLIT}
+GGUF_SPLITS = {
+    "llama3": _LLAMA3_SPLIT,
+    "llama-v3": _LLAMA3_SPLIT,
+    "llama-bpe": _LLAMA3_SPLIT,
+    "smaug-bpe": _LLAMA3_SPLIT,
+    "dbrx": _LLAMA3_SPLIT,
+    "qwen2": _QWEN2_SPLIT,
+    "deepseek-r1-qwen": _QWEN2_SPLIT,
+}
 
 
 class Tokenizer:
     """Text to ids and back. `backend` is a `tokenizers.Tokenizer`; the named special tokens are strings."""
 
-    def __init__(self, backend: Backend, *, pad_token: str | None = None, cls_token: str | None = None,
-                 sep_token: str | None = None, mask_token: str | None = None, unk_token: str | None = None,
-                 bos_token: str | None = None, eos_token: str | None = None, model_max_length: int | None = None,
-                 use_token_type_ids: bool = False, chat_template: str | None = None):
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        pad_token: str | None = None,
+        cls_token: str | None = None,
+        sep_token: str | None = None,
+        mask_token: str | None = None,
+        unk_token: str | None = None,
+        bos_token: str | None = None,
+        eos_token: str | None = None,
+        model_max_length: int | None = None,
+        use_token_type_ids: bool = False,
+        chat_template: str | None = None,
+    ):
         backend.no_padding()
         backend.no_truncation()
         self.backend = backend
-        self.special_tokens = {name: token for name, token in zip(SPECIAL_NAMES, (
-            pad_token, cls_token, sep_token, mask_token, unk_token, bos_token, eos_token)) if token is not None}
+        self.special_tokens = {
+            name: token
+            for name, token in zip(
+                SPECIAL_NAMES, (pad_token, cls_token, sep_token, mask_token, unk_token, bos_token, eos_token)
+            )
+            if token is not None
+        }
         for name, token in self.special_tokens.items():
             if backend.token_to_id(token) is None:
                 raise ValueError(f"{name}_token {token!r} is not in the vocabulary")
@@ -106,10 +134,18 @@ class Tokenizer:
         """Pre-split words (token classification) -> backend encodings; `word_ids` map tokens to words."""
         return self._encode_batch([list(w) for w in words], None, max_length, is_pretokenized=True)
 
-    def __call__(self, texts: str | Sequence[str], pairs: str | Sequence[str] | None = None, *,
-                 max_length: int | None = None, padding: bool | str = True, truncation: bool = True,
-                 add_special_tokens: bool = True, padding_side: str = "right",
-                 return_tensors: str | None = "pt") -> dict:
+    def __call__(
+        self,
+        texts: str | Sequence[str],
+        pairs: str | Sequence[str] | None = None,
+        *,
+        max_length: int | None = None,
+        padding: bool | str = True,
+        truncation: bool = True,
+        add_special_tokens: bool = True,
+        padding_side: str = "right",
+        return_tensors: str | None = "pt",
+    ) -> dict:
         """Encode a batch: `input_ids`, `attention_mask` (and `token_type_ids` for encoders).
 
         padding: True/"longest" pads to the longest in the batch, "max_length" to `max_length`, False
@@ -138,8 +174,14 @@ class Tokenizer:
             raise ValueError(f'return_tensors must be "pt" or None, not {return_tensors!r}')
         return batch
 
-    def _encode_batch(self, texts: list, pairs: list[str] | None, max_length: int | None,
-                      add_special_tokens: bool = True, is_pretokenized: bool = False) -> list:
+    def _encode_batch(
+        self,
+        texts: list,
+        pairs: list[str] | None,
+        max_length: int | None,
+        add_special_tokens: bool = True,
+        is_pretokenized: bool = False,
+    ) -> list:
         """Backend encodings, each cut to `max_length` tokens counting the special tokens (None: not cut).
 
         The cut is made here, as the tokenizers library makes it, and not by switching on the backend's
@@ -150,12 +192,16 @@ class Tokenizer:
         budget = max_length - specials if max_length else -1
         if budget < 0:  # no limit, or one shorter than the special tokens: the library leaves such texts whole
             inputs = texts if pairs is None else list(zip(texts, pairs))
-            return self.backend.encode_batch(inputs, add_special_tokens=add_special_tokens,
-                                             is_pretokenized=is_pretokenized)
+            return self.backend.encode_batch(
+                inputs, add_special_tokens=add_special_tokens, is_pretokenized=is_pretokenized
+            )
         firsts = self.backend.encode_batch(texts, add_special_tokens=False, is_pretokenized=is_pretokenized)
         # Pair texts are encoded behind an empty first text, so each keeps type id 1 as in a real pair.
-        seconds = ([None] * len(texts) if pairs is None
-                   else self.backend.encode_batch([("", pair) for pair in pairs], add_special_tokens=False))
+        seconds = (
+            [None] * len(texts)
+            if pairs is None
+            else self.backend.encode_batch([("", pair) for pair in pairs], add_special_tokens=False)
+        )
         encodings = []
         for first, second in zip(firsts, seconds):
             keep_first, keep_second = _longest_first(len(first), 0 if second is None else len(second), budget)
@@ -184,8 +230,9 @@ class Tokenizer:
         ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
         return self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
 
-    def batch_decode(self, batch: Sequence[Sequence[int]] | torch.Tensor,
-                     skip_special_tokens: bool = True) -> list[str]:
+    def batch_decode(
+        self, batch: Sequence[Sequence[int]] | torch.Tensor, skip_special_tokens: bool = True
+    ) -> list[str]:
         """Texts of a batch of id sequences."""
         batch = batch.tolist() if isinstance(batch, torch.Tensor) else [list(ids) for ids in batch]
         return self.backend.decode_batch(batch, skip_special_tokens=skip_special_tokens)
@@ -199,13 +246,15 @@ class Tokenizer:
         def raise_exception(message: str):
             raise UserError(f"chat template: {message}")
 
-        env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                                           extensions=["jinja2.ext.loopcontrols"])
+        env = jinja2.sandbox.ImmutableSandboxedEnvironment(
+            trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+        )
         env.globals["raise_exception"] = raise_exception
         env.filters["tojson"] = lambda value, indent=None: json.dumps(value, ensure_ascii=False, indent=indent)
         tokens = {f"{name}_token": token for name, token in self.special_tokens.items()}
         return env.from_string(self.chat_template).render(
-            messages=messages, add_generation_prompt=add_generation_prompt, **tokens)
+            messages=messages, add_generation_prompt=add_generation_prompt, **tokens
+        )
 
     # ----- loading -----
     @classmethod
@@ -216,8 +265,10 @@ class Tokenizer:
             return cls.from_gguf(path)
         if not path.is_dir():
             what = "is not a tokenizer folder" if path.exists() else "does not exist"
-            raise CheckpointError(f"{path} {what}: pass a model folder (tokenizer.json, vocab.txt or "
-                                  "vocab.json + merges.txt) or a .gguf file")
+            raise CheckpointError(
+                f"{path} {what}: pass a model folder (tokenizer.json, vocab.txt or "
+                "vocab.json + merges.txt) or a .gguf file"
+            )
         config = read_json(path / "tokenizer_config.json", optional=True)
         for name, value in read_json(path / "special_tokens_map.json", optional=True).items():
             config.setdefault(name, value)
@@ -225,9 +276,11 @@ class Tokenizer:
         if (path / "tokenizer.json").is_file():
             try:
                 backend = Backend.from_file(str(path / "tokenizer.json"))
-            except Exception as error:
-                raise CheckpointError(f"{path / 'tokenizer.json'} is not a valid tokenizer file ({error}); "
-                                      "replace it with a good copy or delete it to use vocab.txt") from None
+            except Exception as error:  # noqa: BLE001
+                raise CheckpointError(
+                    f"{path / 'tokenizer.json'} is not a valid tokenizer file ({error}); "
+                    "replace it with a good copy or delete it to use vocab.txt"
+                ) from None
         elif (path / "vocab.txt").is_file():
             specials = {**BERT_DEFAULTS, **{key: value for key, value in specials.items() if value}}
             backend = _bert_backend(path / "vocab.txt", specials, config)
@@ -241,18 +294,26 @@ class Tokenizer:
                 "T5: write tokenizer.json with transformers (AutoTokenizer.from_pretrained(FOLDER).save_pretrained("
                 "FOLDER)), or copy it from the model's Hub page. Marian (source.spm, target.spm): transformers' "
                 "MarianTokenizer has no tokenizer.json form; train a joint vocabulary with damoxing "
-                "(tokenizer: {train: true, kind: unigram}) and fine-tune, or tokenize with MarianTokenizer yourself")
+                "(tokenizer: {train: true, kind: unigram}) and fine-tune, or tokenize with MarianTokenizer yourself"
+            )
         else:
-            raise CheckpointError(f"no tokenizer in {path}: expected tokenizer.json, vocab.txt, or "
-                                  "vocab.json + merges.txt; copy the tokenizer files from the model's source")
+            raise CheckpointError(
+                f"no tokenizer in {path}: expected tokenizer.json, vocab.txt, or "
+                "vocab.json + merges.txt; copy the tokenizer files from the model's source"
+            )
         template = config.get("chat_template")
         if (path / "chat_template.jinja").is_file():
             template = (path / "chat_template.jinja").read_text(encoding="utf-8")
         input_names = config.get("model_input_names")
         type_ids = "token_type_ids" in input_names if input_names else _has_type_ids(backend)
         specials = {key: value for key, value in specials.items() if value and backend.token_to_id(value) is not None}
-        return cls(backend, **specials, model_max_length=config.get("model_max_length"),
-                   use_token_type_ids=type_ids, chat_template=template if isinstance(template, str) else None)
+        return cls(
+            backend,
+            **specials,
+            model_max_length=config.get("model_max_length"),
+            use_token_type_ids=type_ids,
+            chat_template=template if isinstance(template, str) else None,
+        )
 
     @classmethod
     def from_gguf(cls, path: str | os.PathLike) -> Tokenizer:
@@ -261,15 +322,20 @@ class Tokenizer:
 
         try:
             reader = gguf.GGUFReader(str(path))
-            meta = {key: field.contents() for key, field in reader.fields.items()
-                    if key.startswith("tokenizer.") or key == "general.architecture"}
-        except Exception as error:
+            meta = {
+                key: field.contents()
+                for key, field in reader.fields.items()
+                if key.startswith("tokenizer.") or key == "general.architecture"
+            }
+        except Exception as error:  # noqa: BLE001
             raise CheckpointError(f"{path} is not a readable GGUF file ({error}); download it again") from None
         kind = meta.get("tokenizer.ggml.model")
         tokens = meta.get("tokenizer.ggml.tokens")
         if kind not in ("gpt2", "llama") or not tokens:
-            raise CheckpointError(f"{path} has no supported tokenizer (tokenizer.ggml.model = {kind!r}; "
-                                  "damoxing reads 'gpt2' and 'llama'); use a folder with tokenizer.json instead")
+            raise CheckpointError(
+                f"{path} has no supported tokenizer (tokenizer.ggml.model = {kind!r}; "
+                "damoxing reads 'gpt2' and 'llama'); use a folder with tokenizer.json instead"
+            )
         types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
         if kind == "gpt2":
             alphabet = set(pre_tokenizers.ByteLevel.alphabet())
@@ -278,22 +344,33 @@ class Tokenizer:
             backend = _byte_level_bpe({t: i for i, t in enumerate(tokens)}, _merges(meta, tokens))
             split = GGUF_SPLITS.get(meta.get("tokenizer.ggml.pre"))
             if split is not None:
-                backend.pre_tokenizer = pre_tokenizers.Sequence([
-                    pre_tokenizers.Split(Regex(split), behavior="isolated"),
-                    pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+                backend.pre_tokenizer = pre_tokenizers.Sequence(
+                    [
+                        pre_tokenizers.Split(Regex(split), behavior="isolated"),
+                        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+                    ]
+                )
             control = [t for t, k in zip(tokens, types) if k == 3 and set(t) <= alphabet]
         else:
             backend = _sentencepiece_bpe(tokens, _merges(meta, tokens), meta.get("tokenizer.ggml.unknown_token_id"))
             control = [t for t, k in zip(tokens, types) if k == 3]
         backend.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in control])
         backend.add_tokens([AddedToken(t, normalized=False, special=False) for t, k in zip(tokens, types) if k == 4])
-        ids = {n: meta.get(f"tokenizer.ggml.{key}") for n, key in (
-            ("bos", "bos_token_id"), ("eos", "eos_token_id"), ("pad", "padding_token_id"), ("unk", "unknown_token_id"))}
+        ids = {
+            n: meta.get(f"tokenizer.ggml.{key}")
+            for n, key in (
+                ("bos", "bos_token_id"),
+                ("eos", "eos_token_id"),
+                ("pad", "padding_token_id"),
+                ("unk", "unknown_token_id"),
+            )
+        }
         specials = {f"{n}_token": tokens[i] for n, i in ids.items() if i is not None and 0 <= i < len(tokens)}
         if meta.get("tokenizer.ggml.add_bos_token", kind == "llama") and "bos_token" in specials:
             bos = specials["bos_token"]
             backend.post_processor = processors.TemplateProcessing(
-                single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1", special_tokens=[(bos, ids["bos"])])
+                single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1", special_tokens=[(bos, ids["bos"])]
+            )
         return cls(backend, **specials, chat_template=meta.get("tokenizer.chat_template"))
 
     # ----- saving -----
@@ -304,9 +381,14 @@ class Tokenizer:
         with atomic_path(folder / "tokenizer.json") as tmp:
             self.backend.save(str(tmp))
         specials = {f"{name}_token": token for name, token in self.special_tokens.items()}
-        config = {"tokenizer_class": "PreTrainedTokenizerFast", **specials, "clean_up_tokenization_spaces": False,
-                  "model_input_names": ["input_ids", "token_type_ids", "attention_mask"] if self.use_token_type_ids
-                  else ["input_ids", "attention_mask"]}
+        config = {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            **specials,
+            "clean_up_tokenization_spaces": False,
+            "model_input_names": ["input_ids", "token_type_ids", "attention_mask"]
+            if self.use_token_type_ids
+            else ["input_ids", "attention_mask"],
+        }
         if self.model_max_length:
             config["model_max_length"] = self.model_max_length
         if self.chat_template:
@@ -322,37 +404,70 @@ class Tokenizer:
 
     # ----- training -----
     @classmethod
-    def train_wordpiece(cls, files: Iterable[str | os.PathLike], vocab_size: int = 30522, lowercase: bool = True,
-                        min_frequency: int = 2, model_max_length: int = 512) -> Tokenizer:
+    def train_wordpiece(
+        cls,
+        files: Iterable[str | os.PathLike],
+        vocab_size: int = 30522,
+        lowercase: bool = True,
+        min_frequency: int = 2,
+        model_max_length: int = 512,
+    ) -> Tokenizer:
         """Train a BERT-style WordPiece vocabulary; CJK characters become one token each."""
         backend = Backend(models.WordPiece(unk_token="[UNK]"))
-        backend.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
-                                                        strip_accents=None, lowercase=lowercase)
+        backend.normalizer = normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
+        )
         backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         backend.decoder = decoders.WordPiece(prefix="##")
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                            special_tokens=list(BERT_SPECIALS), continuing_subword_prefix="##")
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=list(BERT_SPECIALS),
+            continuing_subword_prefix="##",
+        )
         backend.train(_checked_files(files), trainer)
         backend.post_processor = _bert_template(backend, "[CLS]", "[SEP]")
-        return cls(backend, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
-                   mask_token="[MASK]", model_max_length=model_max_length, use_token_type_ids=True)
+        return cls(
+            backend,
+            pad_token="[PAD]",
+            unk_token="[UNK]",
+            cls_token="[CLS]",
+            sep_token="[SEP]",
+            mask_token="[MASK]",
+            model_max_length=model_max_length,
+            use_token_type_ids=True,
+        )
 
     @classmethod
-    def train_bpe(cls, files: Iterable[str | os.PathLike], vocab_size: int = 50257, min_frequency: int = 2,
-                  special_tokens: Sequence[str] = ("<|endoftext|>",), model_max_length: int = 1024) -> Tokenizer:
+    def train_bpe(
+        cls,
+        files: Iterable[str | os.PathLike],
+        vocab_size: int = 50257,
+        min_frequency: int = 2,
+        special_tokens: Sequence[str] = ("<|endoftext|>",),
+        model_max_length: int = 1024,
+    ) -> Tokenizer:
         """Train a GPT-2 byte-level BPE vocabulary; the first special token is bos, eos and unk."""
         backend = _byte_level_bpe({}, [])
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                      special_tokens=list(special_tokens),
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=list(special_tokens),
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        )
         backend.train(_checked_files(files), trainer)
         first = special_tokens[0] if special_tokens else None
         return cls(backend, bos_token=first, eos_token=first, unk_token=first, model_max_length=model_max_length)
 
-
     @classmethod
-    def train_sentencepiece(cls, files: Iterable[str | os.PathLike], vocab_size: int = 8000, model: str = "unigram",
-                            extra_ids: int = 0, model_max_length: int = 512) -> Tokenizer:
+    def train_sentencepiece(
+        cls,
+        files: Iterable[str | os.PathLike],
+        vocab_size: int = 8000,
+        model: str = "unigram",
+        extra_ids: int = 0,
+        model_max_length: int = 512,
+    ) -> Tokenizer:
         """Train a SentencePiece-style vocabulary as T5 and Marian use: Unigram (default) or BPE over words
         marked by a leading "▁", NFKC-normalised text, and T5's special tokens <pad> = 0, </s> = 1,
         <unk> = 2. Encoding appends </s>. `extra_ids` sentinels <extra_id_0> ... come last, <extra_id_0>
@@ -363,8 +478,9 @@ class Tokenizer:
         size = vocab_size - extra_ids
         if model == "unigram":
             backend = Backend(models.Unigram())
-            trainer = trainers.UnigramTrainer(vocab_size=size, special_tokens=specials, unk_token="<unk>",
-                                              max_piece_length=16)
+            trainer = trainers.UnigramTrainer(
+                vocab_size=size, special_tokens=specials, unk_token="<unk>", max_piece_length=16
+            )
         else:
             backend = Backend(models.BPE(unk_token="<unk>"))
             trainer = trainers.BpeTrainer(vocab_size=size, special_tokens=specials, min_frequency=2)
@@ -372,11 +488,14 @@ class Tokenizer:
         backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
         backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
         backend.train_from_iterator(_lines(_checked_files(files)), trainer)  # lines without their newline
-        backend.add_special_tokens([AddedToken(f"<extra_id_{i}>", special=True, normalized=False)
-                                    for i in reversed(range(extra_ids))])
+        backend.add_special_tokens(
+            [AddedToken(f"<extra_id_{i}>", special=True, normalized=False) for i in reversed(range(extra_ids))]
+        )
         backend.post_processor = processors.TemplateProcessing(
-            single="$A:0 </s>:0", pair="$A:0 </s>:0 $B:0 </s>:0", special_tokens=[("</s>", backend.token_to_id("</s>"))])
+            single="$A:0 </s>:0", pair="$A:0 </s>:0 $B:0 </s>:0", special_tokens=[("</s>", backend.token_to_id("</s>"))]
+        )
         return cls(backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=model_max_length)
+
 
 # ----- truncation -----
 def _longest_first(first: int, second: int, budget: int) -> tuple[int, int]:
@@ -388,16 +507,20 @@ def _longest_first(first: int, second: int, budget: int) -> tuple[int, int]:
     if first + second <= budget:
         return first, second
     shorter = min(first, second)
-    keep_shorter, keep_longer = (shorter, budget - shorter) if 2 * shorter <= budget else (
-        budget // 2, budget - budget // 2)
+    keep_shorter, keep_longer = (
+        (shorter, budget - shorter) if 2 * shorter <= budget else (budget // 2, budget - budget // 2)
+    )
     return (keep_longer, keep_shorter) if first > second else (keep_shorter, keep_longer)
 
 
 # ----- building backends -----
 def _byte_level_bpe(vocab: dict[str, int], merges: list[tuple[str, str]]) -> Backend:
     """GPT-2 byte-level BPE, as transformers' GPT2TokenizerFast builds it."""
-    backend = Backend(models.BPE(vocab=vocab, merges=merges, continuing_subword_prefix="", end_of_word_suffix="",
-                                 fuse_unk=False) if vocab else models.BPE())
+    backend = Backend(
+        models.BPE(vocab=vocab, merges=merges, continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False)
+        if vocab
+        else models.BPE()
+    )
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     backend.post_processor = processors.ByteLevel(trim_offsets=False)
@@ -408,9 +531,10 @@ def _gpt2_backend(vocab_file: Path, merges_file: Path, specials: dict[str, str |
     """Byte-level BPE from vocab.json + merges.txt, with the named special tokens added."""
     try:
         vocab, merges = models.BPE.read_file(str(vocab_file), str(merges_file))
-    except Exception as error:
-        raise CheckpointError(f"cannot read {vocab_file} + {merges_file} ({error}); "
-                              "replace them with good copies") from None
+    except Exception as error:  # noqa: BLE001
+        raise CheckpointError(
+            f"cannot read {vocab_file} + {merges_file} ({error}); replace them with good copies"
+        ) from None
     backend = _byte_level_bpe(vocab, merges)
     names = dict.fromkeys(t for t in specials.values() if t)
     backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in names])
@@ -421,16 +545,20 @@ def _bert_backend(vocab_file: Path, specials: dict[str, str | None], config: dic
     """BERT WordPiece from vocab.txt, as transformers' BertTokenizer builds it."""
     try:
         vocab = models.WordPiece.read_file(str(vocab_file))
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001
         raise CheckpointError(f"cannot read {vocab_file} ({error}); replace it with a good copy") from None
     backend = Backend(models.WordPiece(vocab, unk_token=specials["unk_token"]))
     backend.normalizer = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=config.get("tokenize_chinese_chars", True),
-        strip_accents=config.get("strip_accents"), lowercase=config.get("do_lower_case", True))
+        clean_text=True,
+        handle_chinese_chars=config.get("tokenize_chinese_chars", True),
+        strip_accents=config.get("strip_accents"),
+        lowercase=config.get("do_lower_case", True),
+    )
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     backend.decoder = decoders.WordPiece(prefix="##")
-    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials.values()
-                                if t and t in vocab])
+    backend.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in specials.values() if t and t in vocab]
+    )
     backend.post_processor = _bert_template(backend, specials["cls_token"], specials["sep_token"])
     return backend
 
@@ -438,18 +566,29 @@ def _bert_backend(vocab_file: Path, specials: dict[str, str | None], config: dic
 def _bert_template(backend: Backend, cls_token: str, sep_token: str) -> processors.TemplateProcessing:
     """[CLS] A [SEP] and [CLS] A [SEP] B [SEP], with type id 1 on B."""
     return processors.TemplateProcessing(
-        single=f"{cls_token}:0 $A:0 {sep_token}:0", pair=f"{cls_token}:0 $A:0 {sep_token}:0 $B:1 {sep_token}:1",
-        special_tokens=[(cls_token, backend.token_to_id(cls_token)), (sep_token, backend.token_to_id(sep_token))])
+        single=f"{cls_token}:0 $A:0 {sep_token}:0",
+        pair=f"{cls_token}:0 $A:0 {sep_token}:0 $B:1 {sep_token}:1",
+        special_tokens=[(cls_token, backend.token_to_id(cls_token)), (sep_token, backend.token_to_id(sep_token))],
+    )
 
 
 def _sentencepiece_bpe(tokens: list[str], merges: list[tuple[str, str]], unk_id: int | None) -> Backend:
     """Llama-style sentencepiece BPE with byte fallback, as transformers' LlamaTokenizer builds it."""
     unk = tokens[unk_id] if unk_id is not None else None
-    backend = Backend(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, unk_token=unk,
-                                 byte_fallback=True, fuse_unk=True))
+    backend = Backend(
+        models.BPE(
+            vocab={t: i for i, t in enumerate(tokens)}, merges=merges, unk_token=unk, byte_fallback=True, fuse_unk=True
+        )
+    )
     backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=False)
-    backend.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
-                                         decoders.Strip(content=" ", left=1, right=0)])
+    backend.decoder = decoders.Sequence(
+        [
+            decoders.Replace("\u2581", " "),
+            decoders.ByteFallback(),
+            decoders.Fuse(),
+            decoders.Strip(content=" ", left=1, right=0),
+        ]
+    )
     return backend
 
 
@@ -483,7 +622,7 @@ def _has_type_ids(backend: Backend) -> bool:
     for step in processor.get("processors", [processor]):
         if step.get("type") == "BertProcessing":
             return True
-        if step.get("type") == "TemplateProcessing":
+        if step.get("type") == "TemplateProcessing":  # noqa: SIM102
             if any(piece.get("SpecialToken", {}).get("type_id") for piece in step["pair"]):
                 return True
     return False
@@ -500,8 +639,10 @@ def read_json(path: Path, optional: bool = False) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
-        raise CheckpointError(f"{path}: cannot read it ({error.strerror or error}); check that you may read it "
-                              "(ls -l; chmod a+r), or copy the model folder somewhere you can") from None
+        raise CheckpointError(
+            f"{path}: cannot read it ({error.strerror or error}); check that you may read it "
+            "(ls -l; chmod a+r), or copy the model folder somewhere you can"
+        ) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{path} is not valid JSON ({error}); {what_to_do}") from None
     if not isinstance(data, dict):

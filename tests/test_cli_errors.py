@@ -3,6 +3,7 @@
 The CLI runs in-process (damoxing.cli.main). Tests run as root here, so a file that may not be read is a link
 to a write-only /proc file (root may not read it either), and a folder that may not be written is /sys.
 """
+
 from __future__ import annotations
 
 import errno
@@ -52,8 +53,19 @@ def model_dir(tmp_path_factory) -> Path:
     corpus.write_text("good bad phone day great awful the a is\n", encoding="utf-8")
     tok = Tokenizer.train_wordpiece([corpus], vocab_size=60, min_frequency=1, model_max_length=32)
     torch.manual_seed(0)
-    model = damoxing.create_model(damoxing.preset("bert-tiny", vocab_size=tok.vocab_size, dim=32, layers=1, heads=2,
-                                                  mlp_dim=64, max_positions=32, head="sequence", num_labels=2))
+    model = damoxing.create_model(
+        damoxing.preset(
+            "bert-tiny",
+            vocab_size=tok.vocab_size,
+            dim=32,
+            layers=1,
+            heads=2,
+            mlp_dim=64,
+            max_positions=32,
+            head="sequence",
+            num_labels=2,
+        )
+    )
     model.labels = ["neg", "pos"]
     return save_finetuned(model, tok, folder / "model", {"task": "classification", "max_length": 32})
 
@@ -61,11 +73,20 @@ def model_dir(tmp_path_factory) -> Path:
 def pretrain_config(tmp_path: Path, **train) -> Path:
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("to be or not to be\n\nthat is the question\n\nwhether tis nobler in the mind\n")
-    cfg = {"model": {"preset": "gpt-mini", "dim": 32, "layers": 2, "heads": 2, "mlp_dim": 64, "max_positions": 64},
-           "tokenizer": {"train": True, "kind": "bpe", "vocab_size": 300},
-           "data": {"train": [str(corpus)], "seq_len": 16, "eval_fraction": 0},
-           "train": {"task": "clm", "lr": 1e-3, "batch_size": 1, "max_steps": 2, "plot": False, "tensorboard": False,
-                     **train}}
+    cfg = {
+        "model": {"preset": "gpt-mini", "dim": 32, "layers": 2, "heads": 2, "mlp_dim": 64, "max_positions": 64},
+        "tokenizer": {"train": True, "kind": "bpe", "vocab_size": 300},
+        "data": {"train": [str(corpus)], "seq_len": 16, "eval_fraction": 0},
+        "train": {
+            "task": "clm",
+            "lr": 1e-3,
+            "batch_size": 1,
+            "max_steps": 2,
+            "plot": False,
+            "tensorboard": False,
+            **train,
+        },
+    }
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -168,10 +189,15 @@ def _os_full(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
-@pytest.mark.parametrize("writer, fail", [("safetensors.torch.save_file", _safetensors_full),
-                                          ("torch.save", _torch_full),
-                                          ("safetensors.torch.save_file", _os_full)],
-                         ids=["safetensors", "torch", "oserror"])
+@pytest.mark.parametrize(
+    "writer, fail",
+    [
+        ("safetensors.torch.save_file", _safetensors_full),
+        ("torch.save", _torch_full),
+        ("safetensors.torch.save_file", _os_full),
+    ],
+    ids=["safetensors", "torch", "oserror"],
+)
 def test_full_disk_while_saving_a_checkpoint(tmp_path, capsys, monkeypatch, writer, fail):
     """The second checkpoint cannot be written: one line naming the run folder, the first checkpoint intact."""
     import importlib

@@ -63,8 +63,16 @@ def test_model_section_presets_and_validation():
         model_config({"family": "encoder", "dim": 30, "heads": 4})
 
 
-@pytest.mark.parametrize("key, value, shown", [("lr", ".nan", "nan"), ("lr", ".inf", "inf"), ("lr", "-.inf", "-inf"),
-                                               ("weight_decay", ".nan", "nan"), ("clip_grad", ".nan", "nan")])
+@pytest.mark.parametrize(
+    "key, value, shown",
+    [
+        ("lr", ".nan", "nan"),
+        ("lr", ".inf", "inf"),
+        ("lr", "-.inf", "-inf"),
+        ("weight_decay", ".nan", "nan"),
+        ("clip_grad", ".nan", "nan"),
+    ],
+)
 def test_non_finite_values_are_rejected_before_any_work(tmp_path, capsys, key, value, shown):
     """A NaN or infinite number stops `pretrain` at validation: one line naming the key, nothing written."""
     from damoxing.cli import main
@@ -72,8 +80,10 @@ def test_non_finite_values_are_rejected_before_any_work(tmp_path, capsys, key, v
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("to be or not to be\n")
     config = tmp_path / "run.yaml"
-    config.write_text(f"model: {{preset: gpt-mini}}\ntokenizer: {{train: true, kind: bpe, vocab_size: 300}}\n"
-                      f"data: {{train: [{corpus}]}}\ntrain: {{task: clm, {key}: {value}}}\n")
+    config.write_text(
+        f"model: {{preset: gpt-mini}}\ntokenizer: {{train: true, kind: bpe, vocab_size: 300}}\n"
+        f"data: {{train: [{corpus}]}}\ntrain: {{task: clm, {key}: {value}}}\n"
+    )
     assert main(["pretrain", str(config), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert err.strip() == f"damoxing pretrain: error: train.{key}: must be a finite number, got {shown}."
@@ -94,9 +104,15 @@ def test_non_finite_values_in_python_configs():
         model_config({"preset": "bert-tiny", "dropout": float("nan")})
 
 
-@pytest.mark.parametrize("alias, ours", [("learning_rate", "train.lr"), ("num_train_epochs", "train.epochs"),
-                                         ("per_device_train_batch_size", "train.batch_size"),
-                                         ("warmup_ratio", "train.warmup_ratio")])
+@pytest.mark.parametrize(
+    "alias, ours",
+    [
+        ("learning_rate", "train.lr"),
+        ("num_train_epochs", "train.epochs"),
+        ("per_device_train_batch_size", "train.batch_size"),
+        ("warmup_ratio", "train.warmup_ratio"),
+    ],
+)
 def test_other_tools_names_suggest_ours(alias, ours):
     from damoxing.training.config import RunConfig, TrainConfig
 

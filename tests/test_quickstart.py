@@ -1,4 +1,5 @@
 """The quickstart (what `make demo` runs) end to end, at a smaller setting."""
+
 import json
 
 import damoxing
@@ -7,8 +8,21 @@ from damoxing.cli import main
 
 def test_quickstart_end_to_end(tmp_path, minilm_dir, capsys):
     out = tmp_path / "qs"
-    code = main(["quickstart", "--out", str(out), "--model", str(minilm_dir), "--pretrain-minutes", "0.05",
-                 "--finetune-examples", "60", "--max-length", "32"])
+    code = main(
+        [
+            "quickstart",
+            "--out",
+            str(out),
+            "--model",
+            str(minilm_dir),
+            "--pretrain-minutes",
+            "0.05",
+            "--finetune-examples",
+            "60",
+            "--max-length",
+            "32",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     for step in ("1/5", "2/5", "3/5", "4/5", "5/5"):

@@ -1,4 +1,5 @@
 """Tokenizer: ids match transformers on real vocabularies; save/load both ways; training; clear errors."""
+
 from __future__ import annotations
 
 import shutil
@@ -123,7 +124,23 @@ def test_smollm2_gguf_matches_transformers(smollm2: Tokenizer, smollm2_hf):
 def test_smollm2_gguf_known_ids(smollm2: Tokenizer):
     """Ids transformers gives for the same GGUF (see the slow test below): digits one per token, no BOS."""
     assert smollm2.encode("Hello 2024 world, 你好! <|im_start|>") == [
-        19556, 216, 34, 32, 34, 36, 905, 28, 216, 18645, 250, 48392, 138, 17, 216, 1]
+        19556,
+        216,
+        34,
+        32,
+        34,
+        36,
+        905,
+        28,
+        216,
+        18645,
+        250,
+        48392,
+        138,
+        17,
+        216,
+        1,
+    ]
     assert smollm2.special_ids == set(range(17))
 
 
@@ -132,13 +149,47 @@ def write_sentencepiece_gguf(path: Path) -> None:
     gguf = pytest.importorskip("gguf")
     import numpy as np
 
-    pieces = ["▁", "e", "h", "l", "o", "w", "r", "d", "t", "a", "c", "▁h", "he", "ll", "llo", "▁he", "▁hello",
-              "▁w", "or", "▁wor", "ld", "▁world", "▁t", "▁th", "▁the", "at", "▁c", "▁cat"]
+    pieces = [
+        "▁",
+        "e",
+        "h",
+        "l",
+        "o",
+        "w",
+        "r",
+        "d",
+        "t",
+        "a",
+        "c",
+        "▁h",
+        "he",
+        "ll",
+        "llo",
+        "▁he",
+        "▁hello",
+        "▁w",
+        "or",
+        "▁wor",
+        "ld",
+        "▁world",
+        "▁t",
+        "▁th",
+        "▁the",
+        "at",
+        "▁c",
+        "▁cat",
+    ]
     tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + pieces
     writer = gguf.GGUFWriter(str(path), "llama")
-    for add, value in ((writer.add_block_count, 1), (writer.add_context_length, 64), (writer.add_head_count, 2),
-                       (writer.add_embedding_length, 8), (writer.add_feed_forward_length, 16),
-                       (writer.add_head_count_kv, 2), (writer.add_vocab_size, len(tokens))):
+    for add, value in (
+        (writer.add_block_count, 1),
+        (writer.add_context_length, 64),
+        (writer.add_head_count, 2),
+        (writer.add_embedding_length, 8),
+        (writer.add_feed_forward_length, 16),
+        (writer.add_head_count_kv, 2),
+        (writer.add_vocab_size, len(tokens)),
+    ):
         add(value)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_tokenizer_model("llama")
@@ -169,8 +220,11 @@ def test_llama_sentencepiece_gguf_matches_transformers(tmp_path: Path):
 
 @pytest.mark.slow
 def test_smollm2_chat_template_matches_transformers(smollm2: Tokenizer, smollm2_hf):
-    messages = [{"role": "user", "content": "What is the capital of France?"},
-                {"role": "assistant", "content": "Paris."}, {"role": "user", "content": "你好"}]
+    messages = [
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": "Paris."},
+        {"role": "user", "content": "你好"},
+    ]
     text = smollm2.apply_chat_template(messages)
     assert text == smollm2_hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     assert text.endswith("<|im_start|>assistant\n")
@@ -190,8 +244,9 @@ def test_saved_folder_loads_in_transformers(source, request, tmp_path: Path):
     texts = ENGLISH_AND_CHINESE + TRICKY
     if ours.pad_id is None:
         theirs.pad_token = ours.special_tokens["eos"]
-    assert_same(ours(texts, max_length=40), theirs(texts, padding=True, truncation=True, max_length=40,
-                                                   return_tensors="pt"))
+    assert_same(
+        ours(texts, max_length=40), theirs(texts, padding=True, truncation=True, max_length=40, return_tensors="pt")
+    )
     assert theirs.chat_template == ours.chat_template
     again = load_tokenizer(tmp_path / "tok")
     assert again.special_tokens == ours.special_tokens and again.chat_template == ours.chat_template
@@ -210,15 +265,23 @@ def test_transformers_saved_folder_loads_in_damoxing(source, request, tmp_path: 
     texts = ENGLISH_AND_CHINESE + TRICKY
     if theirs.pad_token is None:
         theirs.pad_token = theirs.eos_token
-    assert_same(ours(texts, max_length=40), theirs(texts, padding=True, truncation=True, max_length=40,
-                                                   return_tensors="pt"))
+    assert_same(
+        ours(texts, max_length=40), theirs(texts, padding=True, truncation=True, max_length=40, return_tensors="pt")
+    )
     assert ours.chat_template == theirs.chat_template
 
 
 # ----- one tokenizer shared between threads -----
 THREAD_SETTINGS = [  # (max_length, truncation, with pairs): one per thread, each different
-    (5, True, False), (9, True, True), (14, False, True), (20, True, False),
-    (27, True, True), (33, False, False), (48, True, False), (64, True, True)]
+    (5, True, False),
+    (9, True, True),
+    (14, False, True),
+    (20, True, False),
+    (27, True, True),
+    (33, False, False),
+    (48, True, False),
+    (64, True, True),
+]
 
 
 @pytest.mark.parametrize("source", ["minilm", "gpt2"])
@@ -230,8 +293,14 @@ def test_one_tokenizer_shared_between_threads_gives_serial_results(source, reque
     words = [text.split() for text in texts]
 
     def encode(max_length: int, truncation: bool, paired: bool):
-        batch = tok(texts, pairs if paired else None, max_length=max_length, truncation=truncation,
-                    padding="max_length" if max_length > 30 else True, return_tensors=None)
+        batch = tok(
+            texts,
+            pairs if paired else None,
+            max_length=max_length,
+            truncation=truncation,
+            padding="max_length" if max_length > 30 else True,
+            return_tensors=None,
+        )
         encodings = tok.encode_words(words, max_length if truncation else None)
         return batch, [(e.ids, e.word_ids) for e in encodings]
 
@@ -251,8 +320,10 @@ def test_one_tokenizer_shared_between_threads_gives_serial_results(source, reque
 
 
 # ----- training -----
-MIXED_TEXT = ("The quick brown fox jumps over the lazy dog.\n今天天气很好，我们去公园散步。\n"
-              "Machine learning models learn from data.\n我喜欢学习机器学习和自然语言处理。\n") * 30
+MIXED_TEXT = (
+    "The quick brown fox jumps over the lazy dog.\n今天天气很好，我们去公园散步。\n"
+    "Machine learning models learn from data.\n我喜欢学习机器学习和自然语言处理。\n"
+) * 30
 
 
 def test_train_wordpiece_splits_cjk_one_per_token(tmp_path: Path):
@@ -267,10 +338,17 @@ def test_train_wordpiece_splits_cjk_one_per_token(tmp_path: Path):
     assert batch["token_type_ids"][0].tolist() == [0, 0, 0, 0, 0, 0, 1, 1, 1]
     tok.save(tmp_path / "wp")
     assert (tmp_path / "wp" / "vocab.txt").read_text(encoding="utf-8").split("\n")[:5] == [
-        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+    ]
     theirs = transformers.AutoTokenizer.from_pretrained(tmp_path / "wp")
-    assert_same(tok(["自然语言", "models"], ["今天", "data"]),
-                theirs(["自然语言", "models"], ["今天", "data"], padding=True, return_tensors="pt"))
+    assert_same(
+        tok(["自然语言", "models"], ["今天", "data"]),
+        theirs(["自然语言", "models"], ["今天", "data"], padding=True, return_tensors="pt"),
+    )
 
 
 def test_train_bpe_round_trips(tmp_path: Path):
@@ -280,7 +358,7 @@ def test_train_bpe_round_trips(tmp_path: Path):
     assert tok.vocab_size <= 400 and tok.eos_id == tok.token_to_id("<|endoftext|>") == 0
     for text in TRICKY + MIXED_TEXT.splitlines()[:4]:
         assert tok.decode(tok.encode(text), skip_special_tokens=False) == text
-    assert len(tok.encode("The quick brown fox")) < len("The quick brown fox".encode())  # merges were learned
+    assert len(tok.encode("The quick brown fox")) < len(b"The quick brown fox")  # merges were learned
 
 
 # ----- bad input -----
@@ -355,8 +433,12 @@ def test_encode_words_maps_pieces_to_words_and_truncates(minilm_dir: Path, minil
 def test_train_sentencepiece_joint_vocabulary_loads_in_transformers(model, tmp_path: Path):
     transformers = pytest.importorskip("transformers")
     corpus = tmp_path / "corpus.txt"
-    lines = ["In the beginning God created the heaven and the earth.", "Au commencement, Dieu créa les cieux et la terre.",
-             "And the earth was without form, and void.", "La terre était informe et vide."]
+    lines = [
+        "In the beginning God created the heaven and the earth.",
+        "Au commencement, Dieu créa les cieux et la terre.",
+        "And the earth was without form, and void.",
+        "La terre était informe et vide.",
+    ]
     corpus.write_text("\n".join(lines * 40) + "\n", encoding="utf-8")
     tok = Tokenizer.train_sentencepiece([corpus], vocab_size=150, model=model, extra_ids=10)
     assert (tok.pad_id, tok.eos_id, tok.unk_id) == (0, 1, 2)  # T5's layout

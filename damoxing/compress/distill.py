@@ -8,6 +8,7 @@
 The training objective (soft targets at a temperature plus the hard labels, weighted) is the `Distillation`
 task in damoxing/tasks/distill.py; `damoxing distil CONFIG.yaml` runs it (damoxing/recipes/distill.py).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,8 +28,9 @@ def soft_target_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: 
     The T^2 keeps the gradient's size independent of T (Hinton, Vinyals and Dean 2015).
     """
     t = temperature
-    return F.kl_div(F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1), log_target=True,
-                    reduction="sum") * (t * t)
+    return F.kl_div(
+        F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1), log_target=True, reduction="sum"
+    ) * (t * t)
 
 
 def every_other_layer(layers: int) -> list[int]:
@@ -68,8 +70,10 @@ def student_from_preset(name: str, teacher: nn.Module) -> nn.Module:
     same = {k: getattr(c, k) for k in ("vocab_size", "head", "num_labels", "pad_id") if hasattr(c, k)}
     student = create_model(preset(name, **same))
     if type(student.config) is not type(c):
-        raise ConfigError(f"student.preset: {name!r} is not the same family as the teacher "
-                          f"({type(c).__name__.removesuffix('Config').lower()})")
+        raise ConfigError(
+            f"student.preset: {name!r} is not the same family as the teacher "
+            f"({type(c).__name__.removesuffix('Config').lower()})"
+        )
     if hasattr(teacher, "labels"):
         student.labels = list(teacher.labels)
     return student

@@ -12,6 +12,7 @@ on the preallocated KVCache of damoxing/layers/attention.py). Weights are stored
 (models under 2 GB). Quantized models are refused: export the float model, and quantize it with ONNX
 Runtime's own tools, whose int8 operators its kernels run.
 """
+
 from __future__ import annotations
 
 import logging
@@ -70,8 +71,10 @@ def example_inputs(model: nn.Module, batch: int = 2, length: int = 8) -> dict[st
 def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int | None = None) -> Path:
     """Write `model` (eval mode, float weights) to `path` as one ONNX file with dynamic batch and sequence axes."""
     if any(isinstance(m, QuantizedLayer) for m in model.modules()):
-        raise ConfigError("export: this model is quantized (damoxing's int8/int4 kernels have no ONNX operators); "
-                          "export the float model and quantize it with onnxruntime.quantization")
+        raise ConfigError(
+            "export: this model is quantized (damoxing's int8/int4 kernels have no ONNX operators); "
+            "export the float model and quantize it with onnxruntime.quantization"
+        )
     size = sum(p.numel() * p.element_size() for p in model.parameters())
     if size >= ONNX_LIMIT:
         raise ConfigError(f"export: {size / 1e9:.1f} GB of weights do not fit one ONNX file (2 GB)")
@@ -85,9 +88,18 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int | None = N
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # the exporter logs every optional operator library it does not find
     try:
-        torch.onnx.export(wrapper, tuple(inputs.values()), str(path), dynamo=True, external_data=False,
-                          input_names=list(inputs), output_names=["logits"], opset_version=opset,
-                          dynamic_shapes={k: {0: batch, 1: sequence} for k in inputs}, verbose=False)
+        torch.onnx.export(
+            wrapper,
+            tuple(inputs.values()),
+            str(path),
+            dynamo=True,
+            external_data=False,
+            input_names=list(inputs),
+            output_names=["logits"],
+            opset_version=opset,
+            dynamic_shapes={k: {0: batch, 1: sequence} for k in inputs},
+            verbose=False,
+        )
     finally:
         quiet.setLevel(level)
     return path

@@ -17,6 +17,7 @@ are normalised per layer (L2), the lowest are removed across all layers, and eve
 head. Removing a head deletes its rows of q, k and v and its columns of o, so the model is smaller and
 faster; `config.layer_heads` records each layer's count, so `damoxing.load` rebuilds the same shape.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,8 +36,11 @@ from ..models.swap import set_module
 # ---------------------------------------------------------------------- unstructured
 def prunable_linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
     """The body's Linear layers (the task head stays whole)."""
-    return [(n, m) for n, m in model.named_modules()
-            if isinstance(m, nn.Linear) and not (n == "head" or n.startswith("head."))]
+    return [
+        (n, m)
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Linear) and not (n == "head" or n.startswith("head."))
+    ]
 
 
 def magnitude_prune(model: nn.Module, sparsity: float) -> int:
@@ -44,8 +48,9 @@ def magnitude_prune(model: nn.Module, sparsity: float) -> int:
     layers at once; returns how many weights are zero. Masks stay until `make_permanent`."""
     check_range("prune.sparsity", sparsity, 0.0, 1.0)
     layers = [m for _, m in prunable_linears(model)]
-    torch_prune.global_unstructured([(m, "weight") for m in layers], pruning_method=torch_prune.L1Unstructured,
-                                    amount=sparsity)
+    torch_prune.global_unstructured(
+        [(m, "weight") for m in layers], pruning_method=torch_prune.L1Unstructured, amount=sparsity
+    )
     return sum(int((m.weight_mask == 0).sum()) for m in layers)
 
 
@@ -68,8 +73,9 @@ def attention_layers(model: nn.Module) -> list[MultiHeadAttention]:
     return [block.attn for block in model.blocks]
 
 
-def head_importance(model: nn.Module, batches: Iterable[dict], loss: Callable[[nn.Module, dict], torch.Tensor],
-                    normalize: bool = True) -> torch.Tensor:
+def head_importance(
+    model: nn.Module, batches: Iterable[dict], loss: Callable[[nn.Module, dict], torch.Tensor], normalize: bool = True
+) -> torch.Tensor:
     """(layers, heads) importance: sum over examples of |dL/d xi_h|, each layer's row scaled to unit L2 norm.
 
     `loss(model, batch)` returns a scalar per example summed (so each example's gradient is its own).
@@ -86,6 +92,7 @@ def head_importance(model: nn.Module, batches: Iterable[dict], loss: Callable[[n
         def hook(module, args):
             args[0].retain_grad()
             captured[i] = args[0]  # (B, T, H * d): the heads' outputs, concatenated
+
         return hook
 
     hooks = [a.o.register_forward_pre_hook(keep_input(i)) for i, a in enumerate(attns)]
@@ -128,8 +135,13 @@ def heads_to_keep(scores: torch.Tensor, fraction: float) -> list[list[int]]:
 
 def _rows(linear: nn.Linear, index: torch.Tensor) -> nn.Linear:
     """A Linear with only the output rows `index`."""
-    new = nn.Linear(linear.in_features, len(index), bias=linear.bias is not None,
-                    device=linear.weight.device, dtype=linear.weight.dtype)
+    new = nn.Linear(
+        linear.in_features,
+        len(index),
+        bias=linear.bias is not None,
+        device=linear.weight.device,
+        dtype=linear.weight.dtype,
+    )
     with torch.no_grad():
         new.weight.copy_(linear.weight[index])
         if linear.bias is not None:
@@ -139,8 +151,13 @@ def _rows(linear: nn.Linear, index: torch.Tensor) -> nn.Linear:
 
 def _columns(linear: nn.Linear, index: torch.Tensor) -> nn.Linear:
     """A Linear that reads only the inputs `index` (the bias is unchanged)."""
-    new = nn.Linear(len(index), linear.out_features, bias=linear.bias is not None,
-                    device=linear.weight.device, dtype=linear.weight.dtype)
+    new = nn.Linear(
+        len(index),
+        linear.out_features,
+        bias=linear.bias is not None,
+        device=linear.weight.device,
+        dtype=linear.weight.dtype,
+    )
     with torch.no_grad():
         new.weight.copy_(linear.weight[:, index])
         if linear.bias is not None:
@@ -155,8 +172,10 @@ def remove_heads(model: nn.Module, keep: list[list[int]]) -> None:
         raise ConfigError(f"prune: {len(keep)} head lists for {len(attns)} layers")
     for i, (a, heads) in enumerate(zip(attns, keep)):
         if a.kv_heads != a.heads:
-            raise ConfigError("prune.heads: grouped-query attention shares key/value heads between query heads; "
-                              "head pruning supports one key/value head per query head")
+            raise ConfigError(
+                "prune.heads: grouped-query attention shares key/value heads between query heads; "
+                "head pruning supports one key/value head per query head"
+            )
         if not heads or any(not 0 <= h < a.heads for h in heads):
             raise ConfigError(f"prune: layer {i} must keep between 1 and {a.heads} of its heads, got {heads}")
         d = a.head_dim

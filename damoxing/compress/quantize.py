@@ -35,6 +35,7 @@ Int8 weights in groups (GGUF Q8_0 blocks) run on the int4 kernel as two planes: 
 16 * hi + lo with hi in -8..7 and lo in 0..15, so x @ W^T = int4mm(x, hi, 16 * scale) + int4mm(x, lo, scale):
 the codes stay exact and the bytes read are those of int8.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -135,8 +136,10 @@ class Int8Linear(QuantizedLayer):
         elif _int4_kernel_fits(self.out_features, self.in_features, self.in_features // self.groups):
             hi, lo = (self.weight >> 4) + 8, self.weight & 15  # code = 16 * (hi - 8) + lo
             s = self.weight_scale.float()
-            self._planes = ((_pack_int4(hi), _scale_and_zero(16 * s, torch.zeros_like(s))),
-                            (_pack_int4(lo), _scale_and_zero(s, 8 * s)))
+            self._planes = (
+                (_pack_int4(hi), _scale_and_zero(16 * s, torch.zeros_like(s))),
+                (_pack_int4(lo), _scale_and_zero(s, 8 * s)),
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., K) -> (..., N)
         if self._scale is None and self._planes is None:  # no kernel here: the dequantized weight
@@ -287,8 +290,9 @@ class DynamicInt8Linear(QuantizedLayer):
             return
         with warnings.catch_warnings():  # torch marks its quantized-tensor constructors deprecated (for torchao)
             warnings.simplefilter("ignore")
-            q = torch._make_per_channel_quantized_tensor(self.weight, self.weight_scale[:, 0].double(),
-                                                         torch.zeros(self.out_features, dtype=torch.long), 0)
+            q = torch._make_per_channel_quantized_tensor(
+                self.weight, self.weight_scale[:, 0].double(), torch.zeros(self.out_features, dtype=torch.long), 0
+            )
             bias = None if self.bias is None else self.bias.detach().float()
             self._packed = torch.ops.quantized.linear_prepack(q, bias)
 
@@ -327,8 +331,9 @@ class Int8Embedding(QuantizedLayer):
         return layer.to(embedding.weight.device)
 
     def to_float(self) -> nn.Embedding:
-        return nn.Embedding.from_pretrained(self.forward(torch.arange(self.num_embeddings, device=self.weight.device)),
-                                            freeze=False)
+        return nn.Embedding.from_pretrained(
+            self.forward(torch.arange(self.num_embeddings, device=self.weight.device)), freeze=False
+        )
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:  # (...) -> (..., C)
         rows = self.weight[ids].float().view(*ids.shape, self.groups, -1)  # (..., G, C / G)
@@ -359,8 +364,10 @@ def empty_layer(kind: str, like: nn.Module) -> QuantizedLayer:
             return Int4Linear(k, n, bias, group)
         if name == "dynamic":
             return DynamicInt8Linear(k, n, bias)
-    raise CheckpointError(f"quantization: unknown layer kind {kind!r} for a {type(like).__name__}; the file was "
-                          "written by a newer damoxing, or config.json was edited")
+    raise CheckpointError(
+        f"quantization: unknown layer kind {kind!r} for a {type(like).__name__}; the file was "
+        "written by a newer damoxing, or config.json was edited"
+    )
 
 
 def _body_linear(name: str, module: nn.Module) -> bool:
@@ -372,8 +379,9 @@ def _word_embedding(name: str, module: nn.Module) -> bool:
     return isinstance(module, nn.Embedding) and name in EMBEDDINGS
 
 
-def quantize(model: nn.Module, method: str, group_size: int | None = None, embeddings: bool = True,
-             skip: Iterable[str] = ()) -> dict:
+def quantize(
+    model: nn.Module, method: str, group_size: int | None = None, embeddings: bool = True, skip: Iterable[str] = ()
+) -> dict:
     """Swap every body nn.Linear (and the vocabulary projection) for its quantized layer, in place.
 
     `method`: int8 | int4 | dynamic. `group_size`: int4 groups (default 32); for int8, groups instead of one
@@ -388,7 +396,7 @@ def quantize(model: nn.Module, method: str, group_size: int | None = None, embed
     skip = list(skip)
     section = dict(getattr(model, "quantization", None) or {"modules": {}, "notes": []})
     modules, notes = dict(section["modules"]), list(section["notes"])
-    kept = lambda n: not any(matches(n, p) for p in skip)  # noqa: E731
+    kept = lambda n: not any(matches(n, p) for p in skip)
     tied = _tied_projection(model)
 
     def to_quantized(name: str, linear: nn.Linear) -> nn.Module:
@@ -403,8 +411,9 @@ def quantize(model: nn.Module, method: str, group_size: int | None = None, embed
 
     names = swap_modules(model, lambda n, m: _body_linear(n, m) and kept(n), to_quantized)
     if embeddings:
-        names += swap_modules(model, lambda n, m: _word_embedding(n, m) and kept(n),
-                              lambda n, m: Int8Embedding.from_float(m))
+        names += swap_modules(
+            model, lambda n, m: _word_embedding(n, m) and kept(n), lambda n, m: Int8Embedding.from_float(m)
+        )
     if tied and tied[0] in names and tied[1] in names:
         share_tied(model, *tied)
     modules.update({n: model.get_submodule(n).kind for n in names})

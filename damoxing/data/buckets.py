@@ -1,4 +1,5 @@
 """Length bucketing: batches of similar lengths, so dynamic padding adds few pad tokens."""
+
 from __future__ import annotations
 
 import random
@@ -15,8 +16,15 @@ class LengthBucketSampler(Sampler[list[int]]):
     exactly once per epoch; the order depends only on `seed` and `set_epoch`.
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, shuffle: bool = True,
-                 drop_last: bool = False, pool_batches: int = 50):
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        pool_batches: int = 50,
+    ):
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.lengths = list(lengths)
@@ -37,8 +45,8 @@ class LengthBucketSampler(Sampler[list[int]]):
             rng.shuffle(order)
         batches = []
         for start in range(0, len(order), self.pool_size):
-            pool = sorted(order[start:start + self.pool_size], key=lambda i: self.lengths[i], reverse=True)
-            batches += [pool[i:i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+            pool = sorted(order[start : start + self.pool_size], key=lambda i: self.lengths[i], reverse=True)
+            batches += [pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
         if self.drop_last:
             batches = [b for b in batches if len(b) == self.batch_size]
         if self.shuffle:

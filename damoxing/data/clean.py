@@ -24,6 +24,7 @@ are removed, except where they do visible work:
 The Braille blank U+2800 is removed unless it sits next to another Braille cell (Braille text and art keep it).
 A joiner or selector kept this way cannot hide personal data: redaction matches on a copy without them.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -66,8 +67,11 @@ def _is_jamo(char: str) -> bool:
 
 
 def _joinable(char: str) -> bool:
-    return bool(char) and not char.isascii() and (unicodedata.category(char)[0] in "LM"
-                                                   or unicodedata.category(char) in ("So", "Sk"))
+    return (
+        bool(char)
+        and not char.isascii()
+        and (unicodedata.category(char)[0] in "LM" or unicodedata.category(char) in ("So", "Sk"))
+    )
 
 
 def _does_visible_work(prev: str, char: str, nxt: str) -> bool:
@@ -77,8 +81,12 @@ def _does_visible_work(prev: str, char: str, nxt: str) -> bool:
     if _is_variation_selector(char):
         if prev in _KEYCAP_BASES:
             return nxt == "\u20e3"
-        return (bool(prev) and not prev.isascii() and not _is_variation_selector(prev)
-                and unicodedata.category(prev)[0] in "LMNSP")
+        return (
+            bool(prev)
+            and not prev.isascii()
+            and not _is_variation_selector(prev)
+            and unicodedata.category(prev)[0] in "LMNSP"
+        )
     if _in(char, 0x180B, 0x180F):
         return _in(prev, 0x1800, 0x18AF)
     if _in(char, 0xE0020, 0xE007F):
@@ -95,10 +103,12 @@ def _remove_invisible(text: str) -> str:
     text = _LONE_BRAILLE_BLANKS.sub("", text)
     kept: list[str] = []
     for i, char in enumerate(text):
-        if char in _KEEP or char == "\u2800" or (
-                unicodedata.category(char) not in _DROP_CATEGORIES and not INVISIBLE.match(char)):
-            kept.append(char)
-        elif _does_visible_work(kept[-1] if kept else "", char, text[i + 1:i + 2]):
+        if (
+            char in _KEEP
+            or char == "\u2800"
+            or (unicodedata.category(char) not in _DROP_CATEGORIES and not INVISIBLE.match(char))
+            or _does_visible_work(kept[-1] if kept else "", char, text[i + 1 : i + 2])
+        ):
             kept.append(char)
     return "".join(kept)
 
@@ -125,10 +135,19 @@ def _open_output(tmp: Path, out_path: Path):
     return open(tmp, "w", encoding="utf-8")
 
 
-def clean_corpus(in_path: str | os.PathLike, out_path: str | os.PathLike, *, min_length: int = 1,
-                 max_length: int | None = None, redact: bool = True, dedup: bool = True, skip_bad: bool = False,
-                 text_column: str = "text", label_column: str | None = None,
-                 text_mode: str | None = None) -> dict:
+def clean_corpus(
+    in_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    *,
+    min_length: int = 1,
+    max_length: int | None = None,
+    redact: bool = True,
+    dedup: bool = True,
+    skip_bad: bool = False,
+    text_column: str = "text",
+    label_column: str | None = None,
+    text_mode: str | None = None,
+) -> dict:
     """Clean a corpus file or folder into `out_path` (`.txt` or `.jsonl`, optionally `.gz`) and return a summary.
 
     `.txt` output separates documents by a blank line (blank lines inside a document become single
@@ -144,8 +163,14 @@ def clean_corpus(in_path: str | os.PathLike, out_path: str | os.PathLike, *, min
         raise DataError(f"{out_path}: the output is a folder; give the path of a file, e.g. {out_path / 'clean.jsonl'}")
     if max_length is not None and max_length < min_length:
         raise DataError(f"max_length ({max_length}) is smaller than min_length ({min_length})")
-    reader = read_records(in_path, text_column=text_column, label_column=label_column, skip_bad=skip_bad,
-                          text_mode=text_mode, keep_blank=True)
+    reader = read_records(
+        in_path,
+        text_column=text_column,
+        label_column=label_column,
+        skip_bad=skip_bad,
+        text_mode=text_mode,
+        keep_blank=True,
+    )
     stats = Counter()
     redactions: Counter = Counter()
     duplicates_by_label: Counter = Counter()

@@ -4,6 +4,7 @@ Bytes are decoded as UTF-8 with `surrogateescape`, so a bad byte never stops the
 as a lone surrogate and the record check in `readers.py` reports it with its file and line.
 Files ending in `.gz` are decompressed on the fly.
 """
+
 from __future__ import annotations
 
 import csv
@@ -51,8 +52,10 @@ def open_binary(path: Path) -> IO[bytes]:
     try:
         return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
     except OSError as e:  # PermissionError above all; a missing file is caught earlier, by the reader
-        raise DataError(f"{path}: cannot read the file ({e.strerror}); check that you may read it "
-                        "(ls -l, chmod a+r), or pass another file") from None
+        raise DataError(
+            f"{path}: cannot read the file ({e.strerror}); check that you may read it "
+            "(ls -l, chmod a+r), or pass another file"
+        ) from None
 
 
 def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -64,8 +67,9 @@ def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
     except (gzip.BadGzipFile, EOFError, zlib.error) as e:
         raise DataError(f"{path}: not a readable gzip file ({e}); re-compress it or remove the .gz suffix") from None
     except OSError as e:  # an I/O error part-way through (a failing disk, a network drive that went away)
-        raise DataError(f"{path}: reading failed ({e.strerror or e}); check the disk, or copy the file "
-                        "elsewhere") from None
+        raise DataError(
+            f"{path}: reading failed ({e.strerror or e}); check the disk, or copy the file elsewhere"
+        ) from None
 
 
 def read_text(path: Path, mode: str, keep_blank: bool = False) -> Iterator[Row]:
@@ -152,8 +156,11 @@ def read_csv(path: Path, columns: list[str], delimiter: str, keep_blank: bool = 
             continue  # an empty line; a row of blank fields too, unless every row counts
         where = f"{path}:{start}"
         if len(values) != len(header):
-            yield Problem(where, "missing_column" if len(values) < len(header) else "malformed_row",
-                          f"the row has {len(values)} fields but the header has {len(header)}")
+            yield Problem(
+                where,
+                "missing_column" if len(values) < len(header) else "malformed_row",
+                f"the row has {len(values)} fields but the header has {len(header)}",
+            )
             continue
         yield Row(where, dict(zip(header, values)), start)
 

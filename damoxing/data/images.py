@@ -16,6 +16,7 @@ CSV rows, which hold raw pixels already); "source" names it in messages (`file`,
 Bad input raises one DataError naming the file: an unreadable or corrupt image, an empty class folder, an
 IDX file with the wrong magic number or size, a CSV row that is not pixels.
 """
+
 from __future__ import annotations
 
 import math
@@ -76,9 +77,15 @@ def convert_channels(x: torch.Tensor, channels: int | None) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------- readers
-def read_images(paths: str | os.PathLike | Sequence[str | os.PathLike], *, label_column: str = "label",
-                labels: LabelMap | None = None, label_names: Sequence[str] = (), with_labels: bool = True,
-                skip_bad: bool = False) -> Iterator[dict]:
+def read_images(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    label_column: str = "label",
+    labels: LabelMap | None = None,
+    label_names: Sequence[str] = (),
+    with_labels: bool = True,
+    skip_bad: bool = False,
+) -> Iterator[dict]:
     """Records of every path, lazily. `labels`: encode labels to ids (unknown labels are errors);
     `label_names`: names of integer labels 0..n-1 (IDX files, CSV labels)."""
     many = isinstance(paths, (list, tuple))
@@ -105,8 +112,10 @@ def _label(record: dict, names: Sequence[str], labels: LabelMap | None):
         try:
             label = names[int(label)]
         except (ValueError, IndexError):
-            raise DataError(f"{record['source']}: label {label!r} is not an integer below {len(names)}, so "
-                            "data.label_names cannot name it") from None
+            raise DataError(
+                f"{record['source']}: label {label!r} is not an integer below {len(names)}, so "
+                "data.label_names cannot name it"
+            ) from None
     if labels is None:
         return label
     if label not in labels:
@@ -128,8 +137,10 @@ def read_folder(folder: Path, with_labels: bool, skip_bad: bool = False) -> Iter
     for class_dir in classes:
         files = sorted(p for p in class_dir.iterdir() if is_image_file(p))
         if not files:
-            raise DataError(f"{class_dir}: empty class folder (no {', '.join(sorted(IMAGE_SUFFIXES))} files); "
-                            "add images or remove the folder")
+            raise DataError(
+                f"{class_dir}: empty class folder (no {', '.join(sorted(IMAGE_SUFFIXES))} files); "
+                "add images or remove the folder"
+            )
         yield from _checked(files, class_dir.name, skip_bad)
 
 
@@ -144,8 +155,9 @@ def _checked(files: list[Path], label: str | None, skip_bad: bool) -> Iterator[d
         except (OSError, SyntaxError, ValueError) as e:
             if skip_bad:
                 continue
-            raise DataError(f"{file}: not a readable image ({e}); replace or remove the file, "
-                            "or skip bad files with --skip-bad") from None
+            raise DataError(
+                f"{file}: not a readable image ({e}); replace or remove the file, or skip bad files with --skip-bad"
+            ) from None
         yield {"image": file, "source": str(file), **({"label": label} if label is not None else {})}
 
 
@@ -160,14 +172,18 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     if found != magic:
         what = "images" if magic == IDX_IMAGES else "labels"
         shown = f"0x{found:08x}" if found is not None else "none (the file is shorter than 4 bytes)"
-        raise DataError(f"{path}: not an IDX file of {what}: magic number {shown}, expected 0x{magic:08x} "
-                        "(MNIST-style *-images-idx3-ubyte / *-labels-idx1-ubyte, optionally .gz)")
+        raise DataError(
+            f"{path}: not an IDX file of {what}: magic number {shown}, expected 0x{magic:08x} "
+            "(MNIST-style *-images-idx3-ubyte / *-labels-idx1-ubyte, optionally .gz)"
+        )
     ndim = magic & 0xFF
-    dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     size = 4 + 4 * ndim + math.prod(dims)
     if len(data) != size:
-        raise DataError(f"{path}: the header promises {' x '.join(map(str, dims))} bytes of data but the file "
-                        f"holds {len(data) - 4 - 4 * ndim}; it is truncated or corrupt, download it again")
+        raise DataError(
+            f"{path}: the header promises {' x '.join(map(str, dims))} bytes of data but the file "
+            f"holds {len(data) - 4 - 4 * ndim}; it is truncated or corrupt, download it again"
+        )
     return np.frombuffer(bytearray(data), np.uint8, offset=4 + 4 * ndim).reshape(dims)  # writable: torch shares it
 
 
@@ -184,8 +200,10 @@ def read_idx_images(path: Path, with_labels: bool) -> Iterator[dict]:
         return
     label_file = labels_path(path)
     if label_file == path or not label_file.is_file():
-        raise DataError(f"{path}: no labels file beside it (looked for {label_file.name}); IDX labels come in "
-                        "a *-labels-idx1-ubyte file next to the images")
+        raise DataError(
+            f"{path}: no labels file beside it (looked for {label_file.name}); IDX labels come in "
+            "a *-labels-idx1-ubyte file next to the images"
+        )
     labels = read_idx(label_file, IDX_LABELS)
     if len(labels) != len(images):
         raise DataError(f"{label_file}: {len(labels)} labels for {len(images)} images in {path.name}")
@@ -214,7 +232,7 @@ def read_pixel_table(path: Path, label_column: str, with_labels: bool = True) ->
         if label_at == -1:
             label_at = _label_index(label_column, header, len(fields), path, with_labels)
         label = fields[label_at] if label_at is not None and label_at < len(fields) else None
-        values = _pixels(fields[:label_at] + fields[label_at + 1:] if label_at is not None else fields, where)
+        values = _pixels(fields[:label_at] + fields[label_at + 1 :] if label_at is not None else fields, where)
         if shape is None:
             shape = _image_shape(len(values), where)
         elif len(values) != math.prod(shape):
@@ -243,11 +261,15 @@ def _label_index(label_column: str, header: list[str] | None, width: int, path: 
     if label_column in ("first", "last"):
         return 0 if label_column == "first" else width - 1
     if header is None:
-        raise DataError(f"{path}: the file has no header row, so the label column cannot be {label_column!r}; "
-                        "set data.label_column (--label-column) to 'first' or 'last'")
+        raise DataError(
+            f"{path}: the file has no header row, so the label column cannot be {label_column!r}; "
+            "set data.label_column (--label-column) to 'first' or 'last'"
+        )
     if label_column not in header:
-        raise DataError(f"{path}:1: no column {label_column!r} in the header; set data.label_column "
-                        f"(--label-column) to one of {header[:3]}..., or 'first' / 'last'")
+        raise DataError(
+            f"{path}:1: no column {label_column!r} in the header; set data.label_column "
+            f"(--label-column) to one of {header[:3]}..., or 'first' / 'last'"
+        )
     return header.index(label_column)
 
 
@@ -272,5 +294,7 @@ def _image_shape(n: int, where: str) -> tuple[int, ...]:
     side = math.isqrt(n // 3)
     if n % 3 == 0 and side * side * 3 == n:
         return (side, side, 3)
-    raise DataError(f"{where}: {n} pixel values are neither a square grey image (side x side) nor a square "
-                    "RGB one (3 x side x side)")
+    raise DataError(
+        f"{where}: {n} pixel values are neither a square grey image (side x side) nor a square "
+        "RGB one (3 x side x side)"
+    )

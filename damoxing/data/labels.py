@@ -1,4 +1,5 @@
 """Label names <-> integer ids, in a stable order that is saved next to a model."""
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,7 @@ class LabelMap:
         self._ids = {name: i for i, name in enumerate(self.names)}
 
     @classmethod
-    def from_labels(cls, labels: Iterable[object]) -> "LabelMap":
+    def from_labels(cls, labels: Iterable[object]) -> LabelMap:
         """The sorted unique labels seen (numeric-aware sort), so the same data always gives the same ids."""
         return cls(sorted({str(label) for label in labels}, key=_sort_key))
 
@@ -74,7 +75,7 @@ class LabelMap:
             f.write("\n")
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "LabelMap":
+    def load(cls, path: str | os.PathLike) -> LabelMap:
         try:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)

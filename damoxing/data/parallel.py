@@ -11,6 +11,7 @@ text file longer than the other). With `skip_bad` records with a missing or empt
 instead, and counted; files of different lengths are always an error, since the lines no longer pair up.
 With `with_target=False` (prediction) only the source side is read.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -30,15 +31,22 @@ def is_table(path: Path) -> bool:
     return strip_suffixes(path) in TABLES
 
 
-def read_parallel(paths: str | os.PathLike | Sequence[str | os.PathLike], source_column: str = "source",
-                  target_column: str = "target", *, skip_bad: bool = False, with_target: bool = True,
-                  skipped: Counter | None = None) -> Iterator[dict]:
+def read_parallel(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    source_column: str = "source",
+    target_column: str = "target",
+    *,
+    skip_bad: bool = False,
+    with_target: bool = True,
+    skipped: Counter | None = None,
+) -> Iterator[dict]:
     """`{"source", "target"}` records (only "source" without targets) from tables or pairs of text files."""
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
     for path in paths:
         if not path.is_file():
-            raise DataError(f"{path}: no such file" + (" (give files, not folders, for parallel text)"
-                                                       if path.is_dir() else ""))
+            raise DataError(
+                f"{path}: no such file" + (" (give files, not folders, for parallel text)" if path.is_dir() else "")
+            )
     skipped = skipped if skipped is not None else Counter()
     tables, texts = [p for p in paths if is_table(p)], [p for p in paths if not is_table(p)]
     for path in tables:
@@ -46,11 +54,19 @@ def read_parallel(paths: str | os.PathLike | Sequence[str | os.PathLike], source
         yield from _records(rows, source_column, target_column if with_target else None, skip_bad, skipped)
     if texts and with_target:
         if len(texts) % 2:
-            raise DataError(f"{texts[-1]}: line-aligned text files come in pairs (source file, target file); "
-                            f"got {len(texts)} text files: {', '.join(map(str, texts))}")
+            raise DataError(
+                f"{texts[-1]}: line-aligned text files come in pairs (source file, target file); "
+                f"got {len(texts)} text files: {', '.join(map(str, texts))}"
+            )
         for source, target in zip(texts[::2], texts[1::2]):
-            yield from _records(_aligned_rows(source, target), "source", "target", skip_bad, skipped,
-                                {"source": source, "target": target})
+            yield from _records(
+                _aligned_rows(source, target),
+                "source",
+                "target",
+                skip_bad,
+                skipped,
+                {"source": source, "target": target},
+            )
     elif texts:  # prediction: every text file is sources, one per non-blank line
         for path in texts:
             rows = (Row(f"{path}:{n}", {"source": line}, n) for n, line in iter_lines(path) if line.strip())
@@ -72,13 +88,16 @@ def _aligned_rows(source: Path, target: Path) -> Iterator[Row]:
     for (n, src), (m, tgt) in itertools.zip_longest(iter_lines(source), iter_lines(target), fillvalue=(None, None)):
         if n is None or m is None:
             longer, shorter, line = (target, source, m) if n is None else (source, target, n)
-            raise DataError(f"{longer}:{line}: no matching line in {shorter}, which ends at line {line - 1}: "
-                            f"the files of a parallel corpus must have the same number of lines")
+            raise DataError(
+                f"{longer}:{line}: no matching line in {shorter}, which ends at line {line - 1}: "
+                f"the files of a parallel corpus must have the same number of lines"
+            )
         yield Row(f"{source}:{n}", {"source": src, "target": tgt}, n)
 
 
-def _records(rows, source: str, target: str | None, skip_bad: bool, skipped: Counter,
-             files: dict[str, Path] | None = None) -> Iterator[dict]:
+def _records(
+    rows, source: str, target: str | None, skip_bad: bool, skipped: Counter, files: dict[str, Path] | None = None
+) -> Iterator[dict]:
     """Checked records; `files` (aligned text files): a problem on a side names that side's file and line."""
     for row in rows:
         result = row if isinstance(row, Problem) else _record(row, source, target, files)

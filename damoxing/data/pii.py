@@ -25,6 +25,7 @@ back unchanged, byte for byte (ZWJ emoji, ZWNJ in Persian, Arabic-Indic numbers 
 starts at the beginning of a run of the characters it consumes and never backtracks more than a bounded number of
 characters per start, so matching is linear in the length of the text.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -39,9 +40,23 @@ PLACEHOLDERS = {"EMAIL": "[EMAIL]", "PHONE": "[PHONE]", "ID": "[ID]", "CARD": "[
 
 # Default_Ignorable_Code_Point, from Unicode's DerivedCoreProperties.txt (unchanged from Unicode 9 to 15.1).
 _DEFAULT_IGNORABLE = (
-    (0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5), (0x180B, 0x180F),
-    (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF),
-    (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF),
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x061C, 0x061C),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
 )
 BRAILLE_BLANK = "\u2800"
 # What the folded copy drops: the default-ignorable code points and the Braille blank, which renders as nothing
@@ -58,18 +73,62 @@ _FULL_STOPS = "\u3002\uff0e\uff61\u2024\ufe52"  # 。 ． ｡ ․ ﹒
 # (З, б) are left out: folding them would turn words into numbers.
 _CONFUSABLES = {
     # Cyrillic small: а е о р с у х ѕ і ј ԁ ԛ ԝ һ ү ѵ
-    "\u0430": "a", "\u0435": "e", "\u043e": "o", "\u0440": "p", "\u0441": "c", "\u0443": "y", "\u0445": "x",
-    "\u0455": "s", "\u0456": "i", "\u0458": "j", "\u0501": "d", "\u051b": "q", "\u051d": "w", "\u04bb": "h",
-    "\u04af": "y", "\u0475": "v",
+    "\u0430": "a",
+    "\u0435": "e",
+    "\u043e": "o",
+    "\u0440": "p",
+    "\u0441": "c",
+    "\u0443": "y",
+    "\u0445": "x",
+    "\u0455": "s",
+    "\u0456": "i",
+    "\u0458": "j",
+    "\u0501": "d",
+    "\u051b": "q",
+    "\u051d": "w",
+    "\u04bb": "h",
+    "\u04af": "y",
+    "\u0475": "v",
     # Cyrillic capital: А В Е К М Н О Р С Т У Х Ѕ І Ј Ү Ԝ
-    "\u0410": "A", "\u0412": "B", "\u0415": "E", "\u041a": "K", "\u041c": "M", "\u041d": "H", "\u041e": "O",
-    "\u0420": "P", "\u0421": "C", "\u0422": "T", "\u0423": "Y", "\u0425": "X", "\u0405": "S", "\u0406": "I",
-    "\u0408": "J", "\u04ae": "Y", "\u051c": "W",
+    "\u0410": "A",
+    "\u0412": "B",
+    "\u0415": "E",
+    "\u041a": "K",
+    "\u041c": "M",
+    "\u041d": "H",
+    "\u041e": "O",
+    "\u0420": "P",
+    "\u0421": "C",
+    "\u0422": "T",
+    "\u0423": "Y",
+    "\u0425": "X",
+    "\u0405": "S",
+    "\u0406": "I",
+    "\u0408": "J",
+    "\u04ae": "Y",
+    "\u051c": "W",
     # Greek capital: Α Β Ε Ζ Η Ι Κ Μ Ν Ο Ρ Τ Υ Χ
-    "\u0391": "A", "\u0392": "B", "\u0395": "E", "\u0396": "Z", "\u0397": "H", "\u0399": "I", "\u039a": "K",
-    "\u039c": "M", "\u039d": "N", "\u039f": "O", "\u03a1": "P", "\u03a4": "T", "\u03a5": "Y", "\u03a7": "X",
+    "\u0391": "A",
+    "\u0392": "B",
+    "\u0395": "E",
+    "\u0396": "Z",
+    "\u0397": "H",
+    "\u0399": "I",
+    "\u039a": "K",
+    "\u039c": "M",
+    "\u039d": "N",
+    "\u039f": "O",
+    "\u03a1": "P",
+    "\u03a4": "T",
+    "\u03a5": "Y",
+    "\u03a7": "X",
     # Greek small: α ι ν ο ρ υ
-    "\u03b1": "a", "\u03b9": "i", "\u03bd": "v", "\u03bf": "o", "\u03c1": "p", "\u03c5": "u",
+    "\u03b1": "a",
+    "\u03b9": "i",
+    "\u03bd": "v",
+    "\u03bf": "o",
+    "\u03c1": "p",
+    "\u03c5": "u",
 }
 
 
@@ -119,8 +178,10 @@ def fold_text(text: str) -> tuple[str, list[int]]:
 
 
 # Letters of Han, kana and bopomofo: scripts written without spaces, where the start of a word cannot be seen.
-_HAN = ("\u3005-\u3007\u3021-\u3029\u3031-\u3035\u3038-\u303c\u3040-\u30fa\u30fc-\u30ff\u3100-\u312f"
-        "\u31a0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003ffff")
+_HAN = (
+    "\u3005-\u3007\u3021-\u3029\u3031-\u3035\u3038-\u303c\u3040-\u30fa\u30fc-\u30ff\u3100-\u312f"
+    "\u31a0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003ffff"
+)
 
 
 def _mark_ranges() -> str:
@@ -138,9 +199,41 @@ def _mark_ranges() -> str:
 _MARKS = _mark_ranges()
 _WORD = rf"(?:[^\W_{_HAN}]|[{_MARKS}])"  # a letter, digit or mark of a script written with spaces
 # Chinese top-level domains (IANA root zone); any other top-level domain is a run of letters.
-_HAN_TLDS = ("中文网", "我爱你", "新加坡", "中国", "中國", "公司", "网络", "網絡", "香港", "台湾", "台灣", "澳門",
-             "集团", "在线", "商城", "网址", "网店", "网站", "信息", "移动", "手机", "游戏", "商标", "企业", "娱乐",
-             "购物", "广东", "佛山", "时尚", "政务", "公益", "健康", "招聘")
+_HAN_TLDS = (
+    "中文网",
+    "我爱你",
+    "新加坡",
+    "中国",
+    "中國",
+    "公司",
+    "网络",
+    "網絡",
+    "香港",
+    "台湾",
+    "台灣",
+    "澳門",
+    "集团",
+    "在线",
+    "商城",
+    "网址",
+    "网店",
+    "网站",
+    "信息",
+    "移动",
+    "手机",
+    "游戏",
+    "商标",
+    "企业",
+    "娱乐",
+    "购物",
+    "广东",
+    "佛山",
+    "时尚",
+    "政务",
+    "公益",
+    "健康",
+    "招聘",
+)
 # The local part is a run of letters and digits of a spaced script, which may sit right after a Chinese word and
 # may be wrapped in underscores; or a run of Han characters, which extends back to the previous space or
 # punctuation (`请联系张三@例子.中国` is redacted whole: where the name starts cannot be seen).
@@ -149,24 +242,30 @@ _LOCAL_HAN = rf"(?<![{_HAN}0-9._%+-])(?P<han>[{_HAN}][{_HAN}0-9._%+-]*)"
 _LABEL = rf"(?:{_WORD}(?:{_WORD}|-)*|[{_HAN}]+)"
 _TLD = rf"(?:xn--[A-Za-z0-9-]+|(?:[^\W\d_{_HAN}]|[{_MARKS}]){{2,63}}|{'|'.join(_HAN_TLDS)})"
 _EMAIL = re.compile(rf"(?:{_LOCAL_SPACED}|{_LOCAL_HAN})@(?:{_LABEL}\.)+{_TLD}(?!{_WORD}|[@-])")
-_PHONE_INTL = re.compile(
-    r"(?<![\w+])\+[1-9][0-9]*(?:[ .-]?\([0-9]{1,4}\)[ .-]?[0-9]+|[ .-][0-9]+)*(?![\w])", re.ASCII)
+_PHONE_INTL = re.compile(r"(?<![\w+])\+[1-9][0-9]*(?:[ .-]?\([0-9]{1,4}\)[ .-]?[0-9]+|[ .-][0-9]+)*(?![\w])", re.ASCII)
 _PHONE_NANP = re.compile(r"(?<![\w(])\([2-9][0-9]{2}\)[ ]?[2-9][0-9]{2}[ .-][0-9]{4}(?![\w])", re.ASCII)
 _PHONE_NANP_PLAIN = re.compile(
-    r"(?<![\w.-])(?:1[ .-])?[2-9][0-9]{2}(?P<n>[.-])[2-9][0-9]{2}(?P=n)[0-9]{4}(?![\w]|[.-][0-9])", re.ASCII)
+    r"(?<![\w.-])(?:1[ .-])?[2-9][0-9]{2}(?P<n>[.-])[2-9][0-9]{2}(?P=n)[0-9]{4}(?![\w]|[.-][0-9])", re.ASCII
+)
 _PHONE_CN = re.compile(
-    r"(?<![\w+])1[3-9][0-9](?:[0-9]{8}|(?P<c>[ .-])[0-9]{4}(?P=c)[0-9]{4})(?![\w]|[.-][0-9])", re.ASCII)
+    r"(?<![\w+])1[3-9][0-9](?:[0-9]{8}|(?P<c>[ .-])[0-9]{4}(?P=c)[0-9]{4})(?![\w]|[.-][0-9])", re.ASCII
+)
 _CN_ID = re.compile(
     r"(?<![\w])[1-9][0-9]{5}(?:(?:18|19|20)[0-9]{2}[01][0-9][0-3][0-9][0-9]{3}"
-    r"|(?P<i>[ -])(?:18|19|20)[0-9]{2}(?P=i)?[01][0-9][0-3][0-9](?P=i)[0-9]{3})[0-9Xx](?![\w]|-[0-9])", re.ASCII)
+    r"|(?P<i>[ -])(?:18|19|20)[0-9]{2}(?P=i)?[01][0-9][0-3][0-9](?P=i)[0-9]{3})[0-9Xx](?![\w]|-[0-9])",
+    re.ASCII,
+)
 _CARD = re.compile(
     r"(?<![\w-])(?<![0-9]\.)(?:[0-9]{4}(?P<s>[ .-])[0-9]{4}(?P=s)[0-9]{4}(?P=s)[0-9]{4}(?:(?P=s)[0-9]{1,3})?"
     r"|[0-9]{4}(?P<a>[ .-])[0-9]{6}(?P=a)[0-9]{4,5}"
-    r"|[0-9]{13,19})(?![\w-]|\.[0-9])", re.ASCII)
+    r"|[0-9]{13,19})(?![\w-]|\.[0-9])",
+    re.ASCII,
+)
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 _IPV4 = re.compile(rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?![\w]|\.[0-9])", re.ASCII)
 _IPV6 = re.compile(
-    r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9A-Fa-f]{1,4})?(?![\w:])", re.ASCII)
+    r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9A-Fa-f]{1,4})?(?![\w:])", re.ASCII
+)
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 
@@ -248,8 +347,10 @@ def find_pii(text: str) -> list[tuple[int, int, str]]:
             chosen.append((start, end, kind))
     # Folded index i is original index i + (dropped indices at or before it); `shifted` counts those by bisection.
     shifted = [index - n for n, index in enumerate(dropped)]
-    return sorted((start + bisect_right(shifted, start), end - 1 + bisect_right(shifted, end - 1) + 1, kind)
-                  for start, end, kind in chosen)
+    return sorted(
+        (start + bisect_right(shifted, start), end - 1 + bisect_right(shifted, end - 1) + 1, kind)
+        for start, end, kind in chosen
+    )
 
 
 def redact_pii(text: str, counts: Counter | None = None) -> str:

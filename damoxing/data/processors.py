@@ -10,6 +10,7 @@ ViTImageProcessor (size, rescale factor, mean and std), so `AutoImageProcessor` 
 augmentation settings are saved with it (under "damoxing_training"), for the record only: evaluation
 and prediction never apply them.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -58,8 +59,11 @@ class ImageProcessor:
         check_choice("transforms.channels", self.channels, (0, 1, 3))
         for key in ("mean", "std"):
             values = getattr(self, key)
-            check(len(values) in ({1, self.channels} if self.channels else {1, 3}), f"transforms.{key}",
-                  f"give one value per channel ({self.channels or '1 or 3'}), or one for all, not {list(values)}.")
+            check(
+                len(values) in ({1, self.channels} if self.channels else {1, 3}),
+                f"transforms.{key}",
+                f"give one value per channel ({self.channels or '1 or 3'}), or one for all, not {list(values)}.",
+            )
         check(all(s > 0 for s in self.std), "transforms.std", f"every value must be > 0, got {list(self.std)}.")
         check_positive("transforms.crop_padding", self.crop_padding, allow_zero=True)
         check_positive("transforms.randaugment", self.randaugment, allow_zero=True)
@@ -82,22 +86,34 @@ class ImageProcessor:
             if self.flip:
                 batch = random_flip(batch, generators)
             if self.randaugment:
-                batch = torch.stack([rand_augment(x / 255, self.randaugment, self.randaugment_magnitude, g) * 255
-                                     for x, g in zip(batch, generators)])
+                batch = torch.stack(
+                    [
+                        rand_augment(x / 255, self.randaugment, self.randaugment_magnitude, g) * 255
+                        for x, g in zip(batch, generators)
+                    ]
+                )
         return normalize(batch, self.mean, self.std)
 
     # ----- files
     def to_hf(self) -> dict:
         """preprocessor_config.json in transformers' ViTImageProcessor layout (+ channels, + training settings)."""
         side = self.size or None
-        return {"image_processor_type": "ViTImageProcessor", "do_resize": bool(self.size),
-                "size": {"height": side, "width": side} if side else {}, "resample": 2, "do_rescale": True,
-                "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": list(self.mean),
-                "image_std": list(self.std), "num_channels": self.channels or None,
-                "damoxing_training": {k: getattr(self, k) for k in TRAINING_FIELDS}}
+        return {
+            "image_processor_type": "ViTImageProcessor",
+            "do_resize": bool(self.size),
+            "size": {"height": side, "width": side} if side else {},
+            "resample": 2,
+            "do_rescale": True,
+            "rescale_factor": 1 / 255,
+            "do_normalize": True,
+            "image_mean": list(self.mean),
+            "image_std": list(self.std),
+            "num_channels": self.channels or None,
+            "damoxing_training": {k: getattr(self, k) for k in TRAINING_FIELDS},
+        }
 
     @classmethod
-    def from_hf(cls, cfg: dict, source: Path, channels: int = 0) -> "ImageProcessor":
+    def from_hf(cls, cfg: dict, source: Path, channels: int = 0) -> ImageProcessor:
         """From a preprocessor_config.json dict (transformers' ViT and similar processors)."""
         size = 0
         if cfg.get("do_resize", True) and cfg.get("size"):
@@ -137,7 +153,7 @@ class TabularProcessor:
     std: tuple[float, ...]
 
     @classmethod
-    def fit(cls, records: Sequence[dict], columns: Sequence[str] = (), standardize: bool = True) -> "TabularProcessor":
+    def fit(cls, records: Sequence[dict], columns: Sequence[str] = (), standardize: bool = True) -> TabularProcessor:
         """Feature columns (default: every column but the label, in file order) and their statistics."""
         if not records:
             raise DataError("no training rows to fit the feature statistics on")
@@ -160,17 +176,26 @@ class TabularProcessor:
                 except (TypeError, ValueError):
                     rows[i, j] = math.nan
                 if not math.isfinite(rows[i, j]):
-                    raise DataError(f"{record['source']}: column {name!r} holds {fields[name]!r}, not a number; "
-                                    "the MLP reads numeric columns only (encode categories as numbers first)")
+                    raise DataError(
+                        f"{record['source']}: column {name!r} holds {fields[name]!r}, not a number; "
+                        "the MLP reads numeric columns only (encode categories as numbers first)"
+                    )
         mean, std = torch.tensor(self.mean, dtype=torch.float64), torch.tensor(self.std, dtype=torch.float64)
         return ((torch.from_numpy(rows) - mean) / std).float()  # (B, F)
 
     def save(self, folder: str | os.PathLike) -> None:
-        _write(Path(folder) / CONFIG_FILE, {"processor_type": "TabularProcessor", "feature_columns": list(self.columns),
-                                            "mean": list(self.mean), "std": list(self.std)})
+        _write(
+            Path(folder) / CONFIG_FILE,
+            {
+                "processor_type": "TabularProcessor",
+                "feature_columns": list(self.columns),
+                "mean": list(self.mean),
+                "std": list(self.std),
+            },
+        )
 
     @classmethod
-    def from_dict(cls, cfg: dict, source: Path) -> "TabularProcessor":
+    def from_dict(cls, cfg: dict, source: Path) -> TabularProcessor:
         try:
             columns, mean, std = (tuple(cfg[k]) for k in ("feature_columns", "mean", "std"))
         except (KeyError, TypeError) as e:
@@ -198,9 +223,11 @@ def load_processor(path: str | os.PathLike):
     path = Path(path)
     if not has_processor(path):
         if path.is_dir() and _model_config(path).get("image_size") is not None:
-            raise CheckpointError(f"no {CONFIG_FILE} in {path}: an image model needs its image processor (size, "
-                                  "mean, std); copy the file from the model's source, or write one with "
-                                  "damoxing.data.processors.ImageProcessor(size=..., mean=..., std=...).save(folder)")
+            raise CheckpointError(
+                f"no {CONFIG_FILE} in {path}: an image model needs its image processor (size, "
+                "mean, std); copy the file from the model's source, or write one with "
+                "damoxing.data.processors.ImageProcessor(size=..., mean=..., std=...).save(folder)"
+            )
         return Tokenizer.load(path)
     file = path / CONFIG_FILE
     try:

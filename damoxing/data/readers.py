@@ -16,6 +16,7 @@ Prediction needs one record per input row, in order: `keep_blank=True` turns bla
 plain text read line by line, a CSV row whose fields are all blank) into records with empty text, and
 `error_records=True` turns each bad record (with `skip_bad`) into `{"error": reason, "where", "message"}`.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError
-from .formats import (Problem, Row, is_class_folder, read_class_folder, read_csv, read_jsonl, read_parquet,
-                      read_text, strip_suffixes)
+from .formats import (
+    Problem,
+    Row,
+    is_class_folder,
+    read_class_folder,
+    read_csv,
+    read_jsonl,
+    read_parquet,
+    read_text,
+    strip_suffixes,
+)
 from .labels import LabelMap
 
 TEXT_SUFFIXES = {".txt", ".text"}
@@ -35,8 +45,10 @@ JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 TABLE_SUFFIXES = {".csv", ".tsv"}
 PARQUET_SUFFIXES = {".parquet", ".pq"}
 KNOWN_SUFFIXES = TEXT_SUFFIXES | JSONL_SUFFIXES | TABLE_SUFFIXES | PARQUET_SUFFIXES
-SKIP_HINT = ("fix it, or skip and count bad records: --skip-bad on the command line, data.skip_bad: true in a "
-             "config, skip_bad=True in Python")
+SKIP_HINT = (
+    "fix it, or skip and count bad records: --skip-bad on the command line, data.skip_bad: true in a "
+    "config, skip_bad=True in Python"
+)
 
 
 @dataclass
@@ -58,11 +70,16 @@ class ReadSummary:
         self.files += other.files
         self.records += other.records
         self.skipped.update(other.skipped)
-        self.examples.extend(other.examples[:max(0, 5 - len(self.examples))])
+        self.examples.extend(other.examples[: max(0, 5 - len(self.examples))])
 
     def as_dict(self) -> dict:
-        return {"files": self.files, "records": self.records, "skipped": dict(sorted(self.skipped.items())),
-                "skipped_total": sum(self.skipped.values()), "skipped_examples": list(self.examples)}
+        return {
+            "files": self.files,
+            "records": self.records,
+            "skipped": dict(sorted(self.skipped.items())),
+            "skipped_total": sum(self.skipped.values()),
+            "skipped_examples": list(self.examples),
+        }
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")  # never text: no encoder writes it, the tokenizer refuses it
@@ -79,19 +96,33 @@ def bad_text(value: str, row: Row, name: str) -> Problem | None:
     where = f"{path}:{line}" if path else row.where
     code = ord(found.group())
     if 0xDC80 <= code <= 0xDCFF:
-        return Problem(where, "bad_utf8",
-                       f"byte 0x{code - 0xDC00:02x} in {name!r} is not UTF-8 (re-encode the file as UTF-8)")
-    return Problem(where, "lone_surrogate", f"{name!r} holds a lone surrogate \\u{code:04x}, half of a UTF-16 pair "
-                   "and no character (fix the escape, or remove it)")
+        return Problem(
+            where, "bad_utf8", f"byte 0x{code - 0xDC00:02x} in {name!r} is not UTF-8 (re-encode the file as UTF-8)"
+        )
+    return Problem(
+        where,
+        "lone_surrogate",
+        f"{name!r} holds a lone surrogate \\u{code:04x}, half of a UTF-16 pair "
+        "and no character (fix the escape, or remove it)",
+    )
 
 
 class RecordReader:
     """A re-iterable, lazy reader; each pass resets and fills `summary`."""
 
-    def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike], *, text_column: str = "text",
-                 label_column: str | None = None, text_pair_column: str | None = None,
-                 labels: LabelMap | Sequence[str] | None = None, skip_bad: bool = False,
-                 text_mode: str | None = None, keep_blank: bool = False, error_records: bool = False):
+    def __init__(
+        self,
+        paths: str | os.PathLike | Sequence[str | os.PathLike],
+        *,
+        text_column: str = "text",
+        label_column: str | None = None,
+        text_pair_column: str | None = None,
+        labels: LabelMap | Sequence[str] | None = None,
+        skip_bad: bool = False,
+        text_mode: str | None = None,
+        keep_blank: bool = False,
+        error_records: bool = False,
+    ):
         many = isinstance(paths, (list, tuple))
         self.paths = [Path(p) for p in (paths if many else [paths])]
         self.text_column = text_column
@@ -117,10 +148,15 @@ class RecordReader:
             self.summary.files += 1
             yield from self._records(read_class_folder(path, self.text_mode or "file"), builtin=True)
             return
-        files = sorted(p for p in path.rglob("*") if p.is_file() and strip_suffixes(p) in KNOWN_SUFFIXES) \
-            if path.is_dir() else [path]
+        files = (
+            sorted(p for p in path.rglob("*") if p.is_file() and strip_suffixes(p) in KNOWN_SUFFIXES)
+            if path.is_dir()
+            else [path]
+        )
         if path.is_dir() and not files:
-            raise DataError(f"{path}: the folder has no data files ({', '.join(sorted(KNOWN_SUFFIXES))}, optionally .gz)")
+            raise DataError(
+                f"{path}: the folder has no data files ({', '.join(sorted(KNOWN_SUFFIXES))}, optionally .gz)"
+            )
         for file in files:
             self.summary.files += 1
             before = self.summary.records + sum(self.summary.skipped.values())
@@ -133,8 +169,10 @@ class RecordReader:
         columns = [c for c in (self.text_column, self.text_pair_column, self.label_column) if c]
         if suffix in TEXT_SUFFIXES:
             if self.label_column or self.text_pair_column:
-                raise DataError(f"{file}: plain text has no columns; use JSONL, CSV, Parquet or a folder of "
-                                "class sub-folders for labelled data")
+                raise DataError(
+                    f"{file}: plain text has no columns; use JSONL, CSV, Parquet or a folder of "
+                    "class sub-folders for labelled data"
+                )
             return read_text(file, self.text_mode or "paragraph", keep_blank=self.keep_blank)
         if suffix in JSONL_SUFFIXES:
             return read_jsonl(file)
@@ -142,8 +180,10 @@ class RecordReader:
             return read_csv(file, columns, "\t" if suffix == ".tsv" else ",", keep_blank=self.keep_blank)
         if suffix in PARQUET_SUFFIXES:
             return read_parquet(file, columns)
-        raise DataError(f"{file}: unknown file type {suffix or '(no suffix)'!r}; "
-                        f"supported: {', '.join(sorted(KNOWN_SUFFIXES))}, each optionally .gz, or a folder")
+        raise DataError(
+            f"{file}: unknown file type {suffix or '(no suffix)'!r}; "
+            f"supported: {', '.join(sorted(KNOWN_SUFFIXES))}, each optionally .gz, or a folder"
+        )
 
     def _records(self, rows: Iterator[Row | Problem], builtin: bool) -> Iterator[dict]:
         """`builtin`: rows from plain text or class folders, whose fields are always `text` (and `label`)."""
@@ -188,24 +228,43 @@ class RecordReader:
             record[key] = value
         if label_column and self.labels is not None:
             if record["label"] not in self.labels:
-                return Problem(row.where, "unknown_label",
-                               f"unknown label {record['label']!r}; known labels are {self.labels.names}")
+                return Problem(
+                    row.where,
+                    "unknown_label",
+                    f"unknown label {record['label']!r}; known labels are {self.labels.names}",
+                )
             record["label"] = self.labels.encode(record["label"])
         return record
 
 
-def read_records(paths: str | os.PathLike | Sequence[str | os.PathLike], *, text_column: str = "text",
-                 label_column: str | None = None, text_pair_column: str | None = None,
-                 labels: LabelMap | Sequence[str] | None = None, skip_bad: bool = False,
-                 text_mode: str | None = None, keep_blank: bool = False, error_records: bool = False) -> RecordReader:
+def read_records(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    text_column: str = "text",
+    label_column: str | None = None,
+    text_pair_column: str | None = None,
+    labels: LabelMap | Sequence[str] | None = None,
+    skip_bad: bool = False,
+    text_mode: str | None = None,
+    keep_blank: bool = False,
+    error_records: bool = False,
+) -> RecordReader:
     """A lazy, re-iterable reader over one or more files or folders; see the module docstring.
 
     With `labels` (a LabelMap or a list of names) each record's label becomes its integer id and an
     unknown label is a bad record; without it labels stay strings (build a map with `load_labelled`).
     """
-    return RecordReader(paths, text_column=text_column, label_column=label_column, text_pair_column=text_pair_column,
-                        labels=labels, skip_bad=skip_bad, text_mode=text_mode, keep_blank=keep_blank,
-                        error_records=error_records)
+    return RecordReader(
+        paths,
+        text_column=text_column,
+        label_column=label_column,
+        text_pair_column=text_pair_column,
+        labels=labels,
+        skip_bad=skip_bad,
+        text_mode=text_mode,
+        keep_blank=keep_blank,
+        error_records=error_records,
+    )
 
 
 def read_texts(paths: str | os.PathLike | Sequence[str | os.PathLike], **kwargs) -> Iterator[str]:
@@ -214,8 +273,13 @@ def read_texts(paths: str | os.PathLike | Sequence[str | os.PathLike], **kwargs)
         yield record["text"]
 
 
-def load_labelled(paths: str | os.PathLike | Sequence[str | os.PathLike], *, label_column: str = "label",
-                  labels: LabelMap | Sequence[str] | None = None, **kwargs) -> tuple[list[dict], LabelMap, ReadSummary]:
+def load_labelled(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    label_column: str = "label",
+    labels: LabelMap | Sequence[str] | None = None,
+    **kwargs,
+) -> tuple[list[dict], LabelMap, ReadSummary]:
     """Read a labelled set into memory with integer labels; the map is `labels` or the sorted labels seen.
 
     With `labels` given, a label outside it is a bad record (an error naming its line, or skipped and counted).

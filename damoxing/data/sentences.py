@@ -6,14 +6,55 @@ period after a known abbreviation (Mr., e.g.), a single initial (J.) or inside a
 Closing quotes and brackets after a terminator stay with the sentence they close. A blank line always
 ends a sentence.
 """
+
 from __future__ import annotations
 
 import re
 
 ABBREVIATIONS = {
-    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "no", "inc", "ltd", "co",
-    "fig", "u.s", "u.k", "a.m", "p.m", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct",
-    "nov", "dec", "gen", "gov", "rev", "mt", "approx", "dept", "est", "vol", "cf", "al",
+    "mr",
+    "mrs",
+    "ms",
+    "dr",
+    "prof",
+    "sr",
+    "jr",
+    "st",
+    "vs",
+    "etc",
+    "e.g",
+    "i.e",
+    "no",
+    "inc",
+    "ltd",
+    "co",
+    "fig",
+    "u.s",
+    "u.k",
+    "a.m",
+    "p.m",
+    "jan",
+    "feb",
+    "mar",
+    "apr",
+    "jun",
+    "jul",
+    "aug",
+    "sep",
+    "sept",
+    "oct",
+    "nov",
+    "dec",
+    "gen",
+    "gov",
+    "rev",
+    "mt",
+    "approx",
+    "dept",
+    "est",
+    "vol",
+    "cf",
+    "al",
 }
 _CLOSERS = "\"'”’」』）)】》]"
 _TERMINATOR = re.compile(rf"(?:[。！？；!?;]+|…+|\.{{3,}}|\.(?![0-9]))[{re.escape(_CLOSERS)}]*|\n[ \t]*\n\s*")
@@ -34,7 +75,7 @@ def _english_boundary(text: str, start: int, end: int) -> bool:
     if _NEXT_WORD.match(text, end).group(1).islower():
         return False
     if text[start] == "." and not text[start:end].startswith(".."):
-        word = _LAST_WORD.search(text[max(0, start - 40):start])
+        word = _LAST_WORD.search(text[max(0, start - 40) : start])
         if word and (word.group(1).lower() in ABBREVIATIONS or len(word.group(1)) == 1):
             return False
     return True
@@ -45,7 +86,7 @@ def split_sentences(text: str) -> list[str]:
     sentences, begin = [], 0
     for m in _TERMINATOR.finditer(text):
         if _is_boundary(text, m.start(), m.end()):
-            piece = text[begin:m.end()].strip()
+            piece = text[begin : m.end()].strip()
             if piece:
                 sentences.append(piece)
             begin = m.end()

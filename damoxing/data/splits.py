@@ -2,6 +2,7 @@
 
 Everything here is reproducible from its seed: the same data and seed give the same order and split.
 """
+
 from __future__ import annotations
 
 import hashlib

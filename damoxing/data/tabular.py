@@ -3,6 +3,7 @@
 `fields` holds every column but the label, as text: the task's `TabularProcessor` (data/processors.py)
 picks the feature columns and turns them into numbers, naming the file, line and column of a bad value.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,12 +17,21 @@ from .labels import LabelMap
 DELIMITERS = {".csv": ",", ".tsv": "\t"}
 
 
-def read_table(paths: str | os.PathLike | Sequence[str | os.PathLike], *, label_column: str = "label",
-               labels: LabelMap | None = None, with_labels: bool = True, skip_bad: bool = False) -> Iterator[dict]:
+def read_table(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    label_column: str = "label",
+    labels: LabelMap | None = None,
+    with_labels: bool = True,
+    skip_bad: bool = False,
+) -> Iterator[dict]:
     many = isinstance(paths, (list, tuple))
     for path in (Path(p) for p in (paths if many else [paths])):
-        files = sorted(p for p in path.rglob("*") if p.is_file() and strip_suffixes(p) in DELIMITERS) \
-            if path.is_dir() else [path]
+        files = (
+            sorted(p for p in path.rglob("*") if p.is_file() and strip_suffixes(p) in DELIMITERS)
+            if path.is_dir()
+            else [path]
+        )
         if not files:
             raise DataError(f"{path}: no .csv or .tsv files in the folder")
         for file in files:

@@ -9,6 +9,7 @@ from each example's generator in a fixed order.
 Pixels are float tensors in [0, 255] until `normalize` (the batch functions) or in [0, 1] (the RandAugment
 operations, on one image (C, H, W) at a time).
 """
+
 from __future__ import annotations
 
 import math
@@ -38,8 +39,10 @@ def stack(images: Sequence[torch.Tensor], sources: Sequence[str]) -> torch.Tenso
     first = tuple(images[0].shape)
     for image, source in zip(images, sources):
         if tuple(image.shape) != first:
-            raise DataError(f"{source}: image is {_shape(image.shape)} but {sources[0]} is {_shape(first)}; images "
-                            "of mixed sizes need a resize (set transforms.size)")
+            raise DataError(
+                f"{source}: image is {_shape(image.shape)} but {sources[0]} is {_shape(first)}; images "
+                "of mixed sizes need a resize (set transforms.size)"
+            )
     if all(image.dtype == images[0].dtype for image in images):
         return torch.stack(list(images)).float()
     return torch.stack([image.float() for image in images])
@@ -53,7 +56,7 @@ def _shape(shape) -> str:
 # ---------------------------------------------------------------------- batch transforms (B, C, H, W)
 def random_crop(batch: torch.Tensor, padding: int, generators: Sequence[torch.Generator]) -> torch.Tensor:
     """Pad each side by `padding` zeros and cut an H x W window at a random offset per example."""
-    B, C, H, W = batch.shape
+    B, _C, H, W = batch.shape
     padded = F.pad(batch, (padding, padding, padding, padding))  # (B, C, H + 2p, W + 2p)
     side = 2 * padding + 1
     offsets = torch.tensor([int(torch.randint(0, side * side, (1,), generator=g)) for g in generators])  # (B,)
@@ -73,8 +76,10 @@ def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float], 
     """(x * scale - mean) / std per channel (one mean / std value: every channel)."""
     C = batch.shape[1]
     if max(len(mean), len(std)) not in (1, C):
-        raise DataError(f"images have {C} channel(s) but the normalisation has {max(len(mean), len(std))} values; "
-                        "set transforms.channels (1: grey, 3: RGB) or one mean and std per channel")
+        raise DataError(
+            f"images have {C} channel(s) but the normalisation has {max(len(mean), len(std))} values; "
+            "set transforms.channels (1: grey, 3: RGB) or one mean and std per channel"
+        )
     m = torch.tensor(list(mean) * (C if len(mean) == 1 else 1), dtype=batch.dtype)[:, None, None]
     s = torch.tensor(list(std) * (C if len(std) == 1 else 1), dtype=batch.dtype)[:, None, None]
     return (batch * scale - m) / s
@@ -83,11 +88,14 @@ def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float], 
 def mixup(batch: torch.Tensor, labels: torch.Tensor, alpha: float, generators: Sequence[torch.Generator]):
     """Mixup (Zhang et al. 2018), per example: x_i <- w x_i + (1 - w) x_j with w ~ Beta(alpha, alpha) kept >= 0.5
     and a partner j drawn from the batch. Returns (mixed batch, partner labels, weights w (B,))."""
-    draws = [(int(torch.randint(0, len(generators), (1,), generator=g)),
-              int(torch.randint(0, 2**31, (1,), generator=g))) for g in generators]  # (partner, Beta seed)
+    draws = [
+        (int(torch.randint(0, len(generators), (1,), generator=g)), int(torch.randint(0, 2**31, (1,), generator=g)))
+        for g in generators
+    ]  # (partner, Beta seed)
     partner = torch.tensor([j for j, _ in draws])
-    w = torch.tensor([max(b, 1 - b) for b in (np.random.default_rng(s).beta(alpha, alpha) for _, s in draws)],
-                     dtype=batch.dtype)  # (B,): the example's own label stays the larger part
+    w = torch.tensor(
+        [max(b, 1 - b) for b in (np.random.default_rng(s).beta(alpha, alpha) for _, s in draws)], dtype=batch.dtype
+    )  # (B,): the example's own label stays the larger part
     mixed = w[:, None, None, None] * batch + (1 - w[:, None, None, None]) * batch[partner]
     return mixed, labels[partner], w
 
@@ -149,7 +157,7 @@ def _op(name: str, image: torch.Tensor, level: float, g: torch.Generator) -> tor
     if name == "equalize":
         return _equalize(image)
     if name == "posterize":
-        bits = 8 - int(round(4 * level))
+        bits = 8 - round(4 * level)
         return ((image * 255).round().long() & (0xFF << (8 - bits)) & 0xFF).float() / 255
     if name == "solarize":
         return torch.where(image >= 1.0 - level, 1.0 - image, image)
@@ -177,8 +185,22 @@ def _op(name: str, image: torch.Tensor, level: float, g: torch.Generator) -> tor
     raise ValueError(f"unknown RandAugment operation {name!r}")
 
 
-RANDAUGMENT_OPS = ("identity", "autocontrast", "equalize", "rotate", "solarize", "color", "posterize", "contrast",
-                   "brightness", "sharpness", "shear_x", "shear_y", "translate_x", "translate_y")
+RANDAUGMENT_OPS = (
+    "identity",
+    "autocontrast",
+    "equalize",
+    "rotate",
+    "solarize",
+    "color",
+    "posterize",
+    "contrast",
+    "brightness",
+    "sharpness",
+    "shear_x",
+    "shear_y",
+    "translate_x",
+    "translate_y",
+)
 
 
 def rand_augment(image: torch.Tensor, ops: int, magnitude: int, g: torch.Generator) -> torch.Tensor:

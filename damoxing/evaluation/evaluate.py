@@ -8,6 +8,7 @@ RMSE, MAE, R², Pearson, Spearman; language models: loss and perplexity. The met
 memory does not grow with the data. `damoxing evaluate` (recipes/evaluate.py) loads a folder and writes
 the report.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -26,8 +27,16 @@ def on_cpu(outputs):
 
 
 @torch.no_grad()
-def evaluate_records(model, tokenizer, task: SupervisedTask, records: Iterable[dict], names: list[str],
-                     max_length: int | None, batch_size: int = 32, worst_k: int = 20) -> dict:
+def evaluate_records(
+    model,
+    tokenizer,
+    task: SupervisedTask,
+    records: Iterable[dict],
+    names: list[str],
+    max_length: int | None,
+    batch_size: int = 32,
+    worst_k: int = 20,
+) -> dict:
     """Metrics of `model` on labelled `records` (as `task.read` yields them) with label `names`."""
     model.eval()
     metrics = task.metrics(list(names), worst_k=worst_k, tokenizer=tokenizer)

@@ -10,6 +10,7 @@ Conventions follow scikit-learn with `zero_division=0`: a precision, recall or F
 is zero counts as 0, and macro averages run over the classes that occur in the targets or in the
 predictions (scikit-learn's default when `labels` is not given; torchmetrics does the same).
 """
+
 from __future__ import annotations
 
 import heapq
@@ -206,13 +207,15 @@ class ClassificationMetrics:
         rows = []
         for b in range(self.n_bins):
             count = float(self._bin_count[b])
-            rows.append({
-                "lower": b / self.n_bins,
-                "upper": (b + 1) / self.n_bins,
-                "count": int(count),
-                "confidence": float(self._bin_confidence[b] / count) if count else 0.0,
-                "accuracy": float(self._bin_correct[b] / count) if count else 0.0,
-            })
+            rows.append(
+                {
+                    "lower": b / self.n_bins,
+                    "upper": (b + 1) / self.n_bins,
+                    "count": int(count),
+                    "confidence": float(self._bin_confidence[b] / count) if count else 0.0,
+                    "accuracy": float(self._bin_correct[b] / count) if count else 0.0,
+                }
+            )
         return rows
 
 
@@ -232,8 +235,13 @@ class ImageClassificationMetrics(ClassificationMetrics):
         self._thumbnails: dict[int, Any] = {}
 
     @torch.no_grad()
-    def update(self, scores: torch.Tensor, targets: torch.Tensor, texts: Sequence[str] | None = None,
-               images: Callable[[int], torch.Tensor] | None = None) -> None:
+    def update(
+        self,
+        scores: torch.Tensor,
+        targets: torch.Tensor,
+        texts: Sequence[str] | None = None,
+        images: Callable[[int], torch.Tensor] | None = None,
+    ) -> None:
         first_row = self._rows_seen
         super().update(scores, targets, texts)
         if images is None:
@@ -252,7 +260,7 @@ class ImageClassificationMetrics(ClassificationMetrics):
 
 def _thumbnail(image: torch.Tensor, side: int):
     """(C, H, W) uint8 -> (h, w, C) uint8 numpy array, at most `side` pixels a side."""
-    C, H, W = image.shape
+    _C, H, W = image.shape
     scale = min(1.0, side / max(H, W))
     if scale < 1.0:
         size = (max(1, round(H * scale)), max(1, round(W * scale)))
@@ -269,12 +277,14 @@ class RegressionMetrics:
     """
 
     def __init__(self) -> None:
-        self._metrics = MetricCollection({
-            "mse": MeanSquaredError(),
-            "mae": MeanAbsoluteError(),
-            "r2": R2Score(),
-            "pearson": PearsonCorrCoef(),
-        }).set_dtype(torch.float64)
+        self._metrics = MetricCollection(
+            {
+                "mse": MeanSquaredError(),
+                "mae": MeanAbsoluteError(),
+                "r2": R2Score(),
+                "pearson": PearsonCorrCoef(),
+            }
+        ).set_dtype(torch.float64)
         self.reset()
 
     def reset(self) -> None:
@@ -399,8 +409,15 @@ class TranslationMetrics:
         b = bleu(self.hypotheses, self.references)
         chrf = sacrebleu.CHRF()
         chrf_score = chrf.corpus_score(self.hypotheses, [self.references])
-        return {"task": "translation", "bleu": b["score"], "chrf": float(chrf_score.score),
-                "sentences": len(self.hypotheses),
-                "bleu_signature": b["signature"], "chrf_signature": str(chrf.get_signature()),
-                "bleu_precisions": b["precisions"], "brevity_penalty": b["bp"], "length_ratio": b["ratio"],
-                "samples": list(self.examples)}
+        return {
+            "task": "translation",
+            "bleu": b["score"],
+            "chrf": float(chrf_score.score),
+            "sentences": len(self.hypotheses),
+            "bleu_signature": b["signature"],
+            "chrf_signature": str(chrf.get_signature()),
+            "bleu_precisions": b["precisions"],
+            "brevity_penalty": b["bp"],
+            "length_ratio": b["ratio"],
+            "samples": list(self.examples),
+        }

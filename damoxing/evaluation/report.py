@@ -4,6 +4,7 @@ Every file is written atomically (temporary file, then rename), so an interrupte
 a half-written report. Plots are drawn on `matplotlib.figure.Figure` with the Agg canvas: no
 pyplot global state and no display needed.
 """
+
 from __future__ import annotations
 
 import html
@@ -17,9 +18,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # never open a window, even if pyplot is imported elsewhere later
-from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.figure import Figure
 
-from damoxing.atomic import atomic_open  # noqa: E402
+from damoxing.atomic import atomic_open
 
 ANNOTATE_MAX_CLASSES = 30  # above this the confusion matrix cells are too small for numbers
 
@@ -52,8 +53,11 @@ def write_report(
         paths["calibration"] = out_dir / "calibration.png"
         _save(_calibration_figure(metrics["calibration_bins"], metrics.get("ece")), paths["calibration"])
         images["Calibration (reliability diagram)"] = paths["calibration"].name
-    shown = [(ex, im) for ex, im in zip(metrics.get("worst_examples", []), metrics.get("worst_images") or [])
-             if im is not None]
+    shown = [
+        (ex, im)
+        for ex, im in zip(metrics.get("worst_examples", []), metrics.get("worst_images") or [])
+        if im is not None
+    ]
     if shown:
         paths["worst_images"] = out_dir / "worst_misclassified.png"
         _save(_worst_images_figure(shown), paths["worst_images"])
@@ -77,6 +81,7 @@ def _json_default(value: Any) -> Any:
 
 
 # --- plots --------------------------------------------------------------------------------------
+
 
 def _save(fig: Figure, path: Path) -> None:
     """Render `fig` to PNG bytes and write them atomically."""
@@ -115,11 +120,24 @@ def _calibration_figure(bins: list[dict[str, float]], ece: float | None) -> Figu
     lefts = [b["lower"] for b in bins]
     widths = [b["upper"] - b["lower"] for b in bins]
     filled = [b for b in bins if b["count"]]
-    top.bar(lefts, [b["accuracy"] for b in bins], width=widths, align="edge",
-            edgecolor="black", color="tab:blue", label="accuracy")
+    top.bar(
+        lefts,
+        [b["accuracy"] for b in bins],
+        width=widths,
+        align="edge",
+        edgecolor="black",
+        color="tab:blue",
+        label="accuracy",
+    )
     top.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
-    top.plot([b["confidence"] for b in filled], [b["accuracy"] for b in filled], "o", color="tab:red",
-             markersize=4, label="mean confidence")
+    top.plot(
+        [b["confidence"] for b in filled],
+        [b["accuracy"] for b in filled],
+        "o",
+        color="tab:red",
+        markersize=4,
+        label="mean confidence",
+    )
     top.set_ylim(0, 1)
     top.set_ylabel("accuracy")
     top.set_title("Calibration" + (f" (ECE = {ece:.4f})" if ece is not None else ""))
@@ -150,6 +168,7 @@ def _worst_images_figure(shown: list[tuple[dict, Any]], columns: int = 5) -> Fig
 # A report is a list of sections: (heading, kind, payload) with kind "table" (header, rows) or
 # "images" ({caption: file name}). Both writers below render the same sections.
 
+
 def _fmt(value: Any) -> str:
     """Numbers with 4 decimals, everything else as text."""
     if isinstance(value, float):
@@ -158,12 +177,17 @@ def _fmt(value: Any) -> str:
 
 
 def _sections(metrics: dict[str, Any], images: dict[str, str]) -> list[tuple[str, str, Any]]:
-    headline = [[key, _fmt(value)] for key, value in metrics.items()
-                if isinstance(value, (int, float, str)) and not isinstance(value, bool)]
+    headline = [
+        [key, _fmt(value)]
+        for key, value in metrics.items()
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool)
+    ]
     sections: list[tuple[str, str, Any]] = [("Metrics", "table", (["metric", "value"], headline))]
     if metrics.get("per_class"):
-        rows = [[row["class"], _fmt(row["precision"]), _fmt(row["recall"]), _fmt(row["f1"]), str(row["support"])]
-                for row in metrics["per_class"]]
+        rows = [
+            [row["class"], _fmt(row["precision"]), _fmt(row["recall"]), _fmt(row["f1"]), str(row["support"])]
+            for row in metrics["per_class"]
+        ]
         sections.append(("Per class", "table", (["class", "precision", "recall", "f1", "support"], rows)))
     if images:
         sections.append(("Plots", "images", images))
@@ -172,8 +196,10 @@ def _sections(metrics: dict[str, Any], images: dict[str, str]) -> list[tuple[str
         rows += [["example", _fmt(example)] for example in metrics.get("skipped_examples", [])]
         sections.append(("Skipped records", "table", (["reason", "records"], rows)))
     if "worst_examples" in metrics:
-        rows = [[str(ex["index"]), _fmt(ex["text"]), ex["true"], ex["predicted"], _fmt(ex["confidence"])]
-                for ex in metrics["worst_examples"]]
+        rows = [
+            [str(ex["index"]), _fmt(ex["text"]), ex["true"], ex["predicted"], _fmt(ex["confidence"])]
+            for ex in metrics["worst_examples"]
+        ]
         header = ["example", "text", "true", "predicted", "confidence"]
         sections.append(("Most confident mistakes", "table", (header, rows)))
     if metrics.get("samples"):
@@ -214,8 +240,13 @@ img { max-width: 100%; margin-right: 1em; vertical-align: top; }"""
 
 def _html(title: str, sections: list[tuple[str, str, Any]]) -> str:
     esc = html.escape
-    parts = ["<!DOCTYPE html>", '<html><head><meta charset="utf-8">', f"<title>{esc(title)}</title>",
-             f"<style>{_STYLE}</style></head><body>", f"<h1>{esc(title)}</h1>"]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html><head><meta charset="utf-8">',
+        f"<title>{esc(title)}</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        f"<h1>{esc(title)}</h1>",
+    ]
     for heading, kind, payload in sections:
         parts.append(f"<h2>{esc(heading)}</h2>")
         if kind == "images":

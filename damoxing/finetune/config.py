@@ -13,9 +13,9 @@
 
 Unknown keys are errors with a suggestion; every value is checked with a message naming its key.
 """
+
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,9 +95,12 @@ class FinetuneConfig:
         check_range("finetune.label_smoothing", self.label_smoothing, 0.0, 1.0)
         check_positive("finetune.num_beams", self.num_beams)
         check_positive("finetune.max_new_tokens", self.max_new_tokens)
-        check(self.method != "features" or get_task(self.task).linear_probe is not None, "finetune.method",
-              f"'features' fits a classifier on pooled sequence features, which the {self.task} task has not; "
-              "use head, lora or full.")
+        check(
+            self.method != "features" or get_task(self.task).linear_probe is not None,
+            "finetune.method",
+            f"'features' fits a classifier on pooled sequence features, which the {self.task} task has not; "
+            "use head, lora or full.",
+        )
 
 
 @dataclass(frozen=True)
@@ -107,8 +110,9 @@ class FinetuneRunConfig:
     transforms: dict = field(default_factory=dict)  # read by the task (image and tabular tasks)
     data: FinetuneDataConfig | None = None
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(task="classification", lr=5e-5, epochs=3,
-                                                                   max_steps=100_000, batch_size=16))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(task="classification", lr=5e-5, epochs=3, max_steps=100_000, batch_size=16)
+    )
 
     def __post_init__(self):
         check(self.data is not None, "data", "the config needs a 'data' section with 'train' files.")
@@ -117,13 +121,24 @@ class FinetuneRunConfig:
             check(not extra, "model", f"with 'path', the other keys ({', '.join(extra)}) have no effect; remove them.")
             check(Path(str(self.model["path"])).exists(), "model.path", f"not found: {self.model['path']}")
         if self.tokenizer:
-            check(not self.tokenizer.get("train") or "path" not in self.model, "tokenizer",
-                  "a pretrained model (model.path) brings its tokenizer; remove the tokenizer section.")
+            check(
+                not self.tokenizer.get("train") or "path" not in self.model,
+                "tokenizer",
+                "a pretrained model (model.path) brings its tokenizer; remove the tokenizer section.",
+            )
             from_dict(TokenizerConfig, self.tokenizer, prefix="tokenizer")  # checks every key
 
 
-TRAIN_DEFAULTS = {"lr": 5e-5, "epochs": 3, "max_steps": 100_000, "batch_size": 16, "plot": False,
-                  "tensorboard": False, "metric": "accuracy", "metric_mode": "max"}
+TRAIN_DEFAULTS = {
+    "lr": 5e-5,
+    "epochs": 3,
+    "max_steps": 100_000,
+    "batch_size": 16,
+    "plot": False,
+    "tensorboard": False,
+    "metric": "accuracy",
+    "metric_mode": "max",
+}
 
 
 def load_finetune_config(source: str | Path | dict | FinetuneRunConfig, overrides=()) -> FinetuneRunConfig:

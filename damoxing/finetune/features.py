@@ -12,6 +12,7 @@ A logistic regression *is* a linear layer, so its coefficients are written into 
 `SequenceHead.classifier` (standardisation folded in): the result is an ordinary checkpoint that
 `evaluate` and `predict` use like any other. Regression fits a ridge regression the same way.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -69,8 +70,9 @@ def cache_key(model: nn.Module, tokenizer, task: SupervisedTask, records: list[d
 
 
 @torch.no_grad()
-def embed(model: nn.Module, tokenizer, task: SupervisedTask, records: list[dict], max_length: int | None,
-          batch_size: int = 64) -> torch.Tensor:
+def embed(
+    model: nn.Module, tokenizer, task: SupervisedTask, records: list[dict], max_length: int | None, batch_size: int = 64
+) -> torch.Tensor:
     """Pooled features (N, C) of `records` in their order; batches are length-sorted to cut padding."""
     was_training = model.training
     model.eval()
@@ -90,8 +92,15 @@ def embed(model: nn.Module, tokenizer, task: SupervisedTask, records: list[dict]
     return out if out is not None else torch.empty(0, 0)
 
 
-def cached_features(model: nn.Module, tokenizer, task: SupervisedTask, records: list[dict], max_length: int | None,
-                    cache_dir: str | os.PathLike | None = None, batch_size: int = 64) -> Features:
+def cached_features(
+    model: nn.Module,
+    tokenizer,
+    task: SupervisedTask,
+    records: list[dict],
+    max_length: int | None,
+    cache_dir: str | os.PathLike | None = None,
+    batch_size: int = 64,
+) -> Features:
     """Features of `records`, from the cache when the key matches, else embedded and cached."""
     folder = Path(cache_dir) if cache_dir else default_cache_dir()
     path = folder / f"{cache_key(model, tokenizer, task, records, max_length)}.safetensors"
@@ -100,7 +109,7 @@ def cached_features(model: nn.Module, tokenizer, task: SupervisedTask, records: 
         try:
             data = load_file(str(path))
             return Features(data["x"], data.get("y"), path, from_cache=True)
-        except Exception as error:  # a damaged cache file is recomputed, never trusted
+        except Exception as error:  # a damaged cache file is recomputed, never trusted  # noqa: BLE001
             warnings.warn(f"feature cache {path} is unreadable ({error}); recomputing it", stacklevel=2)
     x = embed(model, tokenizer, task, records, max_length, batch_size)
     y = torch.tensor([r["label"] for r in records]) if has_labels else None
@@ -110,8 +119,15 @@ def cached_features(model: nn.Module, tokenizer, task: SupervisedTask, records: 
     return Features(x, y, path, from_cache=False)
 
 
-def fit_linear_head(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: SupervisedTask,
-                    c: float = 1.0, max_iter: int = 1000, seed: int = 0) -> nn.Module:
+def fit_linear_head(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    task: SupervisedTask,
+    c: float = 1.0,
+    max_iter: int = 1000,
+    seed: int = 0,
+) -> nn.Module:
     """Fit logistic (or ridge, for regression) regression on features and write it into model.head.
 
     The model's head must be a SequenceHead (`model.reset_head(num_labels, "sequence")` first).
@@ -119,8 +135,10 @@ def fit_linear_head(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: Su
     from sklearn.linear_model import LogisticRegression, Ridge
 
     if task.linear_probe is None:
-        raise ConfigError(f"finetune.method: 'features' fits a classifier on pooled sequence features, which the "
-                          f"{task.name} task has not; use head, lora or full.")
+        raise ConfigError(
+            f"finetune.method: 'features' fits a classifier on pooled sequence features, which the "
+            f"{task.name} task has not; use head, lora or full."
+        )
     linear = getattr(model.head, "classifier", None)
     if not isinstance(linear, nn.Linear):
         raise ConfigError("finetune.method: 'features' needs a sequence head; call model.reset_head(n, 'sequence').")

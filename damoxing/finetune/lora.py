@@ -15,6 +15,7 @@ initialised like a Linear layer (Kaiming uniform) and B at zero, so training sta
 The task head is trained too (it is new), so `lora_state_dict` and the adapter file hold it: an adapter
 without its head is useless for classification (a pitfall of adapter libraries that save only lora_*).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -50,7 +51,7 @@ class LoRALinear(nn.Module):
         self.weight = base.weight  # the same Parameter objects: frozen, keys unchanged
         self.bias = base.bias
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        factory = dict(device=base.weight.device, dtype=base.weight.dtype)
+        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
         self.lora_a = nn.Linear(self.in_features, rank, bias=False, **factory)  # A: (r, in)
         self.lora_b = nn.Linear(rank, self.out_features, bias=False, **factory)  # B: (out, r)
         nn.init.kaiming_uniform_(self.lora_a.weight, a=math.sqrt(5))
@@ -67,8 +68,13 @@ class LoRALinear(nn.Module):
 
     def merged(self) -> nn.Linear:
         """A plain nn.Linear whose weight is W + scaling * B @ A."""
-        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
-                           device=self.weight.device, dtype=self.weight.dtype)
+        linear = nn.Linear(
+            self.in_features,
+            self.out_features,
+            bias=self.bias is not None,
+            device=self.weight.device,
+            dtype=self.weight.dtype,
+        )
         with torch.no_grad():
             wide = torch.promote_types(self.weight.dtype, torch.float32)  # float32, or float64 for a float64 model
             linear.weight.copy_((self.weight.to(wide) + self.delta_weight().to(wide)).to(self.weight.dtype))
@@ -92,20 +98,25 @@ def _in_head(name: str) -> bool:
     return name == "head" or name.startswith("head.")
 
 
-def apply_lora(model: nn.Module, rank: int = 8, alpha: float = 16.0, dropout: float = 0.0,
-               targets: Sequence[str] = ("q", "v")) -> list[str]:
+def apply_lora(
+    model: nn.Module, rank: int = 8, alpha: float = 16.0, dropout: float = 0.0, targets: Sequence[str] = ("q", "v")
+) -> list[str]:
     """Swap every body nn.Linear whose name matches a target for a LoRALinear, in place.
 
     Returns the wrapped module names. Works on any model: matching is by module name only.
     """
     targets = [targets] if isinstance(targets, str) else list(targets)
     names = swap_modules(
-        model, lambda n, m: isinstance(m, nn.Linear) and not _in_head(n) and any(matches(n, t) for t in targets),
-        lambda n, m: LoRALinear(m, rank, alpha, dropout))
+        model,
+        lambda n, m: isinstance(m, nn.Linear) and not _in_head(n) and any(matches(n, t) for t in targets),
+        lambda n, m: LoRALinear(m, rank, alpha, dropout),
+    )
     if not names:
         suffixes = sorted({".".join(n.split(".")[-2:]) for n in linear_names(model)})
-        raise ConfigError(f"finetune.lora_targets: {targets} match no Linear layer of this model; "
-                          f"layer names end in {', '.join(suffixes)}.")
+        raise ConfigError(
+            f"finetune.lora_targets: {targets} match no Linear layer of this model; "
+            f"layer names end in {', '.join(suffixes)}."
+        )
     model.lora_config = {"rank": rank, "alpha": alpha, "dropout": dropout, "targets": targets}
     return names
 
@@ -177,13 +188,15 @@ def load_adapters(model: nn.Module, path: str | os.PathLike) -> nn.Module:
         model.config = dataclasses.replace(model.config, pooling=config["pooling"])
     try:
         tensors = load_file(str(folder / ADAPTER_WEIGHTS))
-    except (OSError, Exception) as e:  # safetensors raises its own error type
+    except (OSError, Exception) as e:  # safetensors raises its own error type  # noqa: BLE001
         raise CheckpointError(f"{folder / ADAPTER_WEIGHTS}: cannot read the adapters ({e})") from None
     state = model.state_dict()
     for key, value in tensors.items():
         if key not in state or state[key].shape != value.shape:
             got = tuple(state[key].shape) if key in state else "no such parameter"
-            raise CheckpointError(f"{folder / ADAPTER_WEIGHTS}: {key} {tuple(value.shape)} does not fit this model "
-                                  f"({got}); load the adapters onto the base model they were trained on")
+            raise CheckpointError(
+                f"{folder / ADAPTER_WEIGHTS}: {key} {tuple(value.shape)} does not fit this model "
+                f"({got}); load the adapters onto the base model they were trained on"
+            )
     model.load_state_dict(tensors, strict=False)
     return model

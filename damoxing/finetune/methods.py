@@ -8,6 +8,7 @@
 No method has per-model code: the head is always `model.head`, the body is everything else, and LoRA
 targets are matched by module name.
 """
+
 from __future__ import annotations
 
 import re
@@ -27,8 +28,15 @@ def body_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if id(p) not in head_ids and not n.startswith("head.")}
 
 
-def prepare(model: nn.Module, method: str, *, lora_rank: int = 8, lora_alpha: float = 16.0,
-            lora_dropout: float = 0.0, lora_targets: Sequence[str] = ("q", "v")) -> int:
+def prepare(
+    model: nn.Module,
+    method: str,
+    *,
+    lora_rank: int = 8,
+    lora_alpha: float = 16.0,
+    lora_dropout: float = 0.0,
+    lora_targets: Sequence[str] = ("q", "v"),
+) -> int:
     """Set requires_grad for `method` (adding adapters for 'lora'); returns the trainable parameter count."""
     check_choice("finetune.method", method, METHODS)
     if method == "lora" and not lora_modules(model):
@@ -82,7 +90,9 @@ def layerwise_param_groups(model: nn.Module, lr: float, decay: float, weight_dec
     flags = decay_flags(model)
     num_layers = getattr(getattr(model, "config", None), "layers", None)
     if num_layers is None:
-        num_layers = max((layer_depth(n, 0) - 1 for n, _ in model.named_parameters() if _BLOCK.search(n)), default=-1) + 1
+        num_layers = (
+            max((layer_depth(n, 0) - 1 for n, _ in model.named_parameters() if _BLOCK.search(n)), default=-1) + 1
+        )
     groups: dict[tuple[int, bool], dict] = {}
     seen = set()
     for name, p in model.named_parameters():
@@ -92,9 +102,16 @@ def layerwise_param_groups(model: nn.Module, lr: float, decay: float, weight_dec
         depth = layer_depth(name, num_layers)
         no_decay = not flags[id(p)]
         scale = decay ** (num_layers + 1 - depth)
-        group = groups.setdefault((depth, no_decay), {
-            "params": [], "names": [], "lr": lr * scale, "lr_scale": scale,
-            "weight_decay": 0.0 if no_decay else weight_decay})
+        group = groups.setdefault(
+            (depth, no_decay),
+            {
+                "params": [],
+                "names": [],
+                "lr": lr * scale,
+                "lr_scale": scale,
+                "weight_decay": 0.0 if no_decay else weight_decay,
+            },
+        )
         group["params"].append(p)
         group["names"].append(name)
     return [groups[k] for k in sorted(groups)]

@@ -8,6 +8,7 @@ hypothesis is the answer. The key/value cache follows the surviving beams throug
 
 Scores are float32, as in transformers, so float64 models give transformers' tokens exactly.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,12 +29,15 @@ def _gather(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def beam_search(model, input_ids: torch.Tensor, config: GenerationConfig,
-                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+def beam_search(
+    model, input_ids: torch.Tensor, config: GenerationConfig, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """The best hypothesis of each prompt, (B, T + new); shorter ones padded with config.pad_id."""
     if config.sampling:
-        raise ConfigError("generation.temperature: beam search is deterministic here; set temperature: 0 "
-                          "with num_beams > 1, or num_beams: 1 to sample")
+        raise ConfigError(
+            "generation.temperature: beam search is deterministic here; set temperature: 0 "
+            "with num_beams > 1, or num_beams: 1 to sample"
+        )
     attention_mask = checked_inputs(input_ids, attention_mask)
     B, T = input_ids.shape
     beams, max_length, device = config.num_beams, T + config.max_new_tokens, input_ids.device
@@ -92,8 +96,9 @@ def beam_search(model, input_ids: torch.Tensor, config: GenerationConfig,
         is_done = _gather(torch.cat((is_done, just_done), dim=1), merged)
 
         # 4. stop when no running beam can improve on the finished ones, or nothing can continue
-        improvable = improvable & _can_improve(running_scores, done_scores, is_done, cur_len + 1 - T,
-                                               config.max_new_tokens, config)
+        improvable = improvable & _can_improve(
+            running_scores, done_scores, is_done, cur_len + 1 - T, config.max_new_tokens, config
+        )
         full = bool(is_done.all()) and config.early_stopping is True
         if not bool(improvable.any()) or full or bool(ends.all()):
             break
@@ -104,11 +109,17 @@ def beam_search(model, input_ids: torch.Tensor, config: GenerationConfig,
         history.append(tokens)
         logits = forward.step(tokens)
 
-    return done[:, 0, :T + int(done_lengths[:, 0].max())]
+    return done[:, 0, : T + int(done_lengths[:, 0].max())]
 
 
-def _can_improve(running_scores: torch.Tensor, done_scores: torch.Tensor, is_done: torch.Tensor, length: int,
-                 max_new_tokens: int, config: GenerationConfig) -> torch.Tensor:
+def _can_improve(
+    running_scores: torch.Tensor,
+    done_scores: torch.Tensor,
+    is_done: torch.Tensor,
+    length: int,
+    max_new_tokens: int,
+    config: GenerationConfig,
+) -> torch.Tensor:
     """(B, 1): could the best running beam still beat the worst finished hypothesis? (transformers' heuristic)
 
     early_stopping=False assumes the best score is reached at the current length; "never" with a positive
@@ -116,6 +127,6 @@ def _can_improve(running_scores: torch.Tensor, done_scores: torch.Tensor, is_don
     """
     if config.early_stopping == "never" and config.length_penalty > 0.0:
         length = max_new_tokens
-    best_possible = running_scores[:, :1] / (length ** config.length_penalty)
+    best_possible = running_scores[:, :1] / (length**config.length_penalty)
     worst_done = torch.where(is_done, done_scores.min(dim=1, keepdim=True)[0], NEG)
     return (best_possible > worst_done).any(dim=-1, keepdim=True)

@@ -3,6 +3,7 @@
 Hugging Face folders carry `generation_config.json` (else `config.json`'s eos_token_id); GGUF files carry
 `general.sampling.*` and the tokenizer's end-of-generation ids. Keys the checkpoint lacks keep the defaults below.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,11 +43,17 @@ class GenerationConfig:
             _check_int(key, getattr(self, key), 1)
         for key in ("min_new_tokens", "top_k", "no_repeat_ngram_size", "logprobs"):
             _check_int(key, getattr(self, key), 0)
-        check(self.min_new_tokens <= self.max_new_tokens, "generation.min_new_tokens",
-              f"{self.min_new_tokens} is more than generation.max_new_tokens ({self.max_new_tokens}).")
+        check(
+            self.min_new_tokens <= self.max_new_tokens,
+            "generation.min_new_tokens",
+            f"{self.min_new_tokens} is more than generation.max_new_tokens ({self.max_new_tokens}).",
+        )
         for key in ("temperature", "top_p", "min_p", "repetition_penalty", "length_penalty"):
-            check(isinstance(getattr(self, key), (int, float)) and not isinstance(getattr(self, key), bool),
-                  f"generation.{key}", f"must be a number, got {getattr(self, key)!r}.")
+            check(
+                isinstance(getattr(self, key), (int, float)) and not isinstance(getattr(self, key), bool),
+                f"generation.{key}",
+                f"must be a number, got {getattr(self, key)!r}.",
+            )
         check_positive("generation.temperature", self.temperature, allow_zero=True)
         check(0.0 < self.top_p <= 1.0, "generation.top_p", f"must be in (0, 1], got {self.top_p!r}.")
         check_range("generation.min_p", self.min_p, 0.0, 1.0)
@@ -55,8 +62,11 @@ class GenerationConfig:
         for token in self.stop_token_ids:
             _check_int("stop_token_ids", token, 0)
         for text in self.stop_strings:
-            check(isinstance(text, str) and text != "", "generation.stop_strings",
-                  f"each stop string must be non-empty text, got {text!r}.")
+            check(
+                isinstance(text, str) and text != "",
+                "generation.stop_strings",
+                f"each stop string must be non-empty text, got {text!r}.",
+            )
         if self.pad_token_id is not None:
             _check_int("pad_token_id", self.pad_token_id, 0)
         if self.seed is not None:
@@ -83,13 +93,27 @@ def _check_int(key: str, value, minimum: int) -> None:
 
 # ------------------------------------------------------------------ defaults shipped with a checkpoint
 # generation_config.json key -> GenerationConfig field (temperature is handled with do_sample)
-HF_KEYS = {"max_new_tokens": "max_new_tokens", "min_new_tokens": "min_new_tokens", "top_k": "top_k",
-           "top_p": "top_p", "min_p": "min_p", "repetition_penalty": "repetition_penalty",
-           "no_repeat_ngram_size": "no_repeat_ngram_size", "num_beams": "num_beams",
-           "length_penalty": "length_penalty", "early_stopping": "early_stopping", "pad_token_id": "pad_token_id"}
-GGUF_KEYS = {"general.sampling.temp": "temperature", "general.sampling.top_k": "top_k",
-             "general.sampling.top_p": "top_p", "general.sampling.min_p": "min_p",
-             "general.sampling.penalty_repeat": "repetition_penalty", "tokenizer.ggml.padding_token_id": "pad_token_id"}
+HF_KEYS = {
+    "max_new_tokens": "max_new_tokens",
+    "min_new_tokens": "min_new_tokens",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "min_p": "min_p",
+    "repetition_penalty": "repetition_penalty",
+    "no_repeat_ngram_size": "no_repeat_ngram_size",
+    "num_beams": "num_beams",
+    "length_penalty": "length_penalty",
+    "early_stopping": "early_stopping",
+    "pad_token_id": "pad_token_id",
+}
+GGUF_KEYS = {
+    "general.sampling.temp": "temperature",
+    "general.sampling.top_k": "top_k",
+    "general.sampling.top_p": "top_p",
+    "general.sampling.min_p": "min_p",
+    "general.sampling.penalty_repeat": "repetition_penalty",
+    "tokenizer.ggml.padding_token_id": "pad_token_id",
+}
 GGUF_STOP_KEYS = ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
 
 
@@ -99,8 +123,9 @@ def checkpoint_generation_defaults(path: str | Path) -> dict:
     if path.suffix == ".gguf" and path.is_file():
         return _gguf_defaults(path)
     if not path.is_dir():
-        raise CheckpointError(f"{path} is neither a model folder nor a .gguf file: pass the checkpoint the model "
-                              "was loaded from")
+        raise CheckpointError(
+            f"{path} is neither a model folder nor a .gguf file: pass the checkpoint the model was loaded from"
+        )
     source = path / "generation_config.json"
     settings = _read_json(source) if source.is_file() else {}
     out = {field: settings[key] for key, field in HF_KEYS.items() if settings.get(key) is not None}
@@ -128,9 +153,12 @@ def _gguf_defaults(path: Path) -> dict:
 
     try:
         reader = gguf.GGUFReader(str(path))
-        meta = {key: field.contents() for key, field in reader.fields.items()
-                if key.startswith("general.sampling.") or key in GGUF_KEYS or key in GGUF_STOP_KEYS}
-    except Exception as error:
+        meta = {
+            key: field.contents()
+            for key, field in reader.fields.items()
+            if key.startswith("general.sampling.") or key in GGUF_KEYS or key in GGUF_STOP_KEYS
+        }
+    except Exception as error:  # noqa: BLE001
         raise CheckpointError(f"{path} is not a readable GGUF file ({error}); download it again") from None
     out = {field: meta[key] for key, field in GGUF_KEYS.items() if key in meta}
     if "top_k" in out:

@@ -7,6 +7,7 @@ Linear weight as Wt (the Parameter stays (out, in), now a transposed view, so na
 checkpoints are unchanged) and puts q/k/v, and SwiGLU's gate/up, side by side in one Wt so each needs a
 single matmul. Values are not changed: outputs equal those before up to the order of float additions.
 """
+
 from __future__ import annotations
 
 import torch
@@ -40,8 +41,11 @@ def prepare_for_decoding(model: nn.Module) -> nn.Module:
     again afterwards.
     """
     for module in model.modules():  # (LoRA-wrapped projections stay separate: merge the adapters first)
-        if isinstance(module, MultiHeadAttention) and _plain(module.q, module.k, module.v) \
-                and module.q.in_features == module.k.in_features:
+        if (
+            isinstance(module, MultiHeadAttention)
+            and _plain(module.q, module.k, module.v)
+            and module.q.in_features == module.k.in_features
+        ):
             module.qkv, module.qkv_bias = fuse_linears([module.q, module.k, module.v])
         elif isinstance(module, SwiGLU) and _plain(module.gate, module.up):
             module.gate_up, module.gate_up_bias = fuse_linears([module.gate, module.up])

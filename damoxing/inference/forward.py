@@ -1,4 +1,5 @@
 """The model over a growing batch of sequences, with its key/value cache, for every decoding method."""
+
 from __future__ import annotations
 
 import torch
@@ -14,8 +15,14 @@ class Forward:
     With a `cache` that already holds the first `cache.length` tokens of the prompt, only the rest is fed.
     """
 
-    def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                 cache: KVCache | None, max_new_tokens: int):
+    def __init__(
+        self,
+        model,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        cache: KVCache | None,
+        max_new_tokens: int,
+    ):
         B, T = input_ids.shape
         self.model = model
         self.cache = cache if cache is not None else model.new_cache()
@@ -35,15 +42,16 @@ class Forward:
         """Feed the prompt (what the cache lacks of it); logits of its last position, (B, V)."""
         start, T = self.cache.length, input_ids.shape[1]
         mask = self.mask[:, :T] if self.mask is not None else None
-        hidden = self.model.forward_features(input_ids[:, start:], mask, self.positions[:, start:],
-                                             cache=self.cache)  # (B, T - start, C)
+        hidden = self.model.forward_features(
+            input_ids[:, start:], mask, self.positions[:, start:], cache=self.cache
+        )  # (B, T - start, C)
         self.positions = self.positions[:, -1:]  # (B, 1)
         return self.model.forward_head(hidden[:, -1:])[:, -1]
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Feed one token per row, (B,); the next logits, (B, V)."""
         self.positions = self.positions + 1
-        mask = self.mask[:, :self.cache.length + 1] if self.mask is not None else None
+        mask = self.mask[:, : self.cache.length + 1] if self.mask is not None else None
         hidden = self.model.forward_features(tokens[:, None], mask, self.positions, cache=self.cache)  # (B, 1, C)
         return self.model.forward_head(hidden)[:, -1]
 
@@ -61,8 +69,9 @@ def checked_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None)
     if attention_mask is None:
         return torch.ones_like(input_ids)
     if attention_mask.shape != input_ids.shape:
-        raise ConfigError(f"attention_mask: shape {list(attention_mask.shape)} differs from input_ids "
-                          f"{list(input_ids.shape)}")
+        raise ConfigError(
+            f"attention_mask: shape {list(attention_mask.shape)} differs from input_ids {list(input_ids.shape)}"
+        )
     if not bool(attention_mask[:, -1].all()):
         raise ConfigError("attention_mask: prompts must be left-padded (every row's last token real) to generate")
     return attention_mask

@@ -8,6 +8,7 @@ Prompts of different lengths are left-padded: positions come from the attention 
 alone, and each row stops on its own (at a stop token). Text, stop strings and streaming text are in streaming.py.
 For speed on a CPU, call `prepare_for_decoding(model)` (fast.py) once after loading.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -39,8 +40,10 @@ def _checked_config(config: GenerationConfig | None) -> GenerationConfig:
     if config is None:
         return GenerationConfig()
     if not isinstance(config, GenerationConfig):
-        raise ConfigError(f"generation: expected a GenerationConfig, got {config!r}; for example "
-                          "generate(model, input_ids, GenerationConfig(max_new_tokens=32))")
+        raise ConfigError(
+            f"generation: expected a GenerationConfig, got {config!r}; for example "
+            "generate(model, input_ids, GenerationConfig(max_new_tokens=32))"
+        )
     return config
 
 
@@ -55,8 +58,10 @@ def generate_stream(
     """Yield one Step per new token until every row stopped or max_new_tokens; greedy or sampling."""
     config = _checked_config(config)
     if config.num_beams > 1:
-        raise ConfigError(f"generation.num_beams: {config.num_beams} beams cannot stream token by token; "
-                          "use generate() for beam search, or num_beams: 1")
+        raise ConfigError(
+            f"generation.num_beams: {config.num_beams} beams cannot stream token by token; "
+            "use generate() for beam search, or num_beams: 1"
+        )
     attention_mask = checked_inputs(input_ids, attention_mask)
     forward = Forward(model, input_ids, attention_mask, cache, config.max_new_tokens)
     logits = forward.prefill(input_ids)  # (B, V)
@@ -87,8 +92,9 @@ def _logprobs(logits: torch.Tensor, tokens: torch.Tensor, n: int) -> tuple:
 
 
 @torch.no_grad()
-def generate(model, input_ids: torch.Tensor, config: GenerationConfig | None = None,
-             attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+def generate(
+    model, input_ids: torch.Tensor, config: GenerationConfig | None = None, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Prompts plus their continuations, (B, T + new); rows that stopped early are padded with config.pad_id.
 
     Greedy when config.temperature is 0, sampling when it is > 0, beam search when config.num_beams > 1.

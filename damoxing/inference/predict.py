@@ -12,6 +12,7 @@ One rule everywhere: one output row per input record, in order. An empty input (
 gives {"text": "", "error": "empty"} and a bad record that was read with skip_bad keeps its
 {"error": reason, "where", "message"}; `PredictionCounts` counts both for the summary.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,15 @@ from ..tasks import SupervisedTask, chunks
 
 
 @torch.no_grad()
-def predict_records(model, tokenizer, task: SupervisedTask, records: Iterable[dict], names: list[str],
-                    max_length: int | None, batch_size: int = 32) -> Iterator[dict]:
+def predict_records(
+    model,
+    tokenizer,
+    task: SupervisedTask,
+    records: Iterable[dict],
+    names: list[str],
+    max_length: int | None,
+    batch_size: int = 32,
+) -> Iterator[dict]:
     """One row per record, in order, computed a batch at a time; empty and bad records give an `error` row."""
     model.eval()
     for part in chunks(records, batch_size):

@@ -4,6 +4,7 @@ The steps run in transformers' order, so the same settings pick the same tokens:
 repetition penalty -> no-repeat n-grams -> min_new_tokens -> temperature -> top-k -> top-p -> min-p.
 Scores are float32 (float64 logits included), as in transformers.
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,8 +19,9 @@ class History:
     `seen` (N, V) marks every token a row has seen (only kept when the repetition penalty is on).
     """
 
-    def __init__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, config: GenerationConfig,
-                 vocab_size: int):
+    def __init__(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, config: GenerationConfig, vocab_size: int
+    ):
         N, T = input_ids.shape
         self.length = T
         self.ids = input_ids.new_zeros((N, T + config.max_new_tokens))
@@ -55,8 +57,8 @@ def ban_repeated_ngrams(scores: torch.Tensor, history: History, n: int) -> torch
     """-inf for every token that would complete an n-gram the row already contains."""
     if history.length < n:
         return scores
-    ids, valid = history.ids[:, :history.length], history.valid[:, :history.length]
-    prefix = ids[:, history.length - n + 1:]  # (N, n-1) the last n-1 tokens
+    ids, valid = history.ids[:, : history.length], history.valid[:, : history.length]
+    prefix = ids[:, history.length - n + 1 :]  # (N, n-1) the last n-1 tokens
     windows = ids.unfold(1, n, 1)  # (N, L-n+1, n) every n-gram so far
     matches = (windows[..., :-1] == prefix[:, None]).all(-1) & valid.unfold(1, n, 1).all(-1)  # (N, L-n+1)
     V = scores.shape[-1]
@@ -88,8 +90,9 @@ def min_p_filter(scores: torch.Tensor, p: float) -> torch.Tensor:
     return scores.masked_fill(drop, float("-inf"))
 
 
-def process(scores: torch.Tensor, history: History, new_tokens: int, config: GenerationConfig,
-            stop_ids: torch.Tensor) -> torch.Tensor:
+def process(
+    scores: torch.Tensor, history: History, new_tokens: int, config: GenerationConfig, stop_ids: torch.Tensor
+) -> torch.Tensor:
     """Penalties and bans on (N, V) float32 scores (logits, or log-probabilities in beam search)."""
     if history.seen is not None:
         scores = repetition_penalty(scores, history.seen, config.repetition_penalty)

@@ -11,6 +11,7 @@ scored by sum of log-probabilities / generated length ** length_penalty, the sam
 so both give the same tokens on the same model. (The decoder-only `generation.py` has its own config;
 the two are to be unified.)
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
@@ -41,8 +42,11 @@ class Seq2SeqGenerationConfig:
             object.__setattr__(self, key, (value,) if isinstance(value, int) else tuple(value))
         check_positive("generation.max_new_tokens", self.max_new_tokens)
         check_positive("generation.num_beams", self.num_beams)
-        check(isinstance(self.length_penalty, (int, float)), "generation.length_penalty",
-              f"must be a number, got {self.length_penalty!r}.")
+        check(
+            isinstance(self.length_penalty, (int, float)),
+            "generation.length_penalty",
+            f"must be a number, got {self.length_penalty!r}.",
+        )
         check_choice("generation.early_stopping", self.early_stopping, (False, True, "never"))
 
 
@@ -66,8 +70,12 @@ def _next_log_probs(model, tokens: torch.Tensor, cache, config: Seq2SeqGeneratio
 
 
 @torch.no_grad()
-def generate_seq2seq(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                     config: Seq2SeqGenerationConfig | None = None) -> torch.Tensor:
+def generate_seq2seq(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    config: Seq2SeqGenerationConfig | None = None,
+) -> torch.Tensor:
     """Sources (B, S) -> generated tokens (B, L), without the start token; rows that ended early are padded."""
     config = config or Seq2SeqGenerationConfig()
     model.eval()
@@ -94,7 +102,7 @@ def _greedy(model, memory: torch.Tensor, memory_mask: torch.Tensor, config: Seq2
         out[alive, step] = tokens
         going = ~torch.isin(tokens, stops)
         if not going.any():
-            return out[:, :step + 1]
+            return out[:, : step + 1]
         if not going.all():
             cache.select(going.nonzero()[:, 0])
             alive, tokens = alive[going], tokens[going]
@@ -132,8 +140,9 @@ def _beam_search(model, memory: torch.Tensor, memory_mask: torch.Tensor, config:
     cur_len = 1
     while True:
         A = len(alive)
-        log_probs = _next_log_probs(model, running[:, :, cur_len - 1].reshape(-1), cache, config,
-                                    last=cur_len == max_length - 1)  # (A*K, V)
+        log_probs = _next_log_probs(
+            model, running[:, :, cur_len - 1].reshape(-1), cache, config, last=cur_len == max_length - 1
+        )  # (A*K, V)
         V = log_probs.shape[-1]
         scores = (log_probs.view(A, K, V) + running_scores[:, :, None]).view(A, K * V)
         top_scores, top_index = scores.topk(keep, dim=-1)  # (A, 2K)
@@ -152,7 +161,7 @@ def _beam_search(model, memory: torch.Tensor, memory_mask: torch.Tensor, config:
         # the finished ones among the top K join the finished hypotheses if they score better
         just = hits & top_k_mask
         fin, imp = finished[alive], improvable[alive]
-        final = top_scores / (cur_len ** lp)
+        final = top_scores / (cur_len**lp)
         final = final + (fin.all(-1, keepdim=True) & (early is True)).float() * NEG
         final = final + (~imp).float() * NEG + (~just).float() * NEG
         merged = torch.cat([done_scores[alive], final], dim=1)
@@ -166,7 +175,7 @@ def _beam_search(model, memory: torch.Tensor, memory_mask: torch.Tensor, config:
 
         cur_len += 1
         best_length = max_length - 1 if early == "never" and lp > 0.0 else cur_len - 1
-        best_running = running_scores[:, :1] / (best_length ** lp)
+        best_running = running_scores[:, :1] / (best_length**lp)
         worst_done = torch.where(fin, done_scores[alive].min(1, keepdim=True).values, torch.tensor(NEG, device=device))
         improvable[alive] = imp = imp & (best_running > worst_done).any(-1, keepdim=True)
         going = imp[:, 0] & ~(fin.all(-1) & (early is True))  # (A,) items whose result can still change
@@ -177,7 +186,7 @@ def _beam_search(model, memory: torch.Tensor, memory_mask: torch.Tensor, config:
         else:  # the settled items leave: their rows go from the cache and the running beams
             cache.select(parents[going].reshape(-1))
             alive, running, running_scores = alive[going], running[going], running_scores[going]
-    best = done[:, 0, 1:int(done_lengths[:, 0].max())]  # (B, L) without the start token
+    best = done[:, 0, 1 : int(done_lengths[:, 0].max())]  # (B, L) without the start token
     ends = torch.arange(1, best.shape[1] + 1, device=device)[None, :] >= done_lengths[:, :1]
     return best.masked_fill(ends, pad)
 
@@ -194,11 +203,18 @@ def decode_outputs(tokenizer, ids: torch.Tensor) -> list[str]:
     return [text.strip() for text in tokenizer.batch_decode(ids.tolist(), skip_special_tokens=True)]
 
 
-def translate_texts(model, tokenizer, texts: Sequence[str], config: Seq2SeqGenerationConfig | None = None,
-                    max_source_length: int | None = None, batch_size: int = 32) -> Iterator[str]:
+def translate_texts(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    config: Seq2SeqGenerationConfig | None = None,
+    max_source_length: int | None = None,
+    batch_size: int = 32,
+) -> Iterator[str]:
     """Translations of `texts`, a batch at a time (lazily, in order)."""
     for i in range(0, len(texts), batch_size):
-        batch = encode_sources(tokenizer, texts[i:i + batch_size], max_source_length)
+        batch = encode_sources(tokenizer, texts[i : i + batch_size], max_source_length)
         batch = {k: v.to(model.device) for k, v in batch.items()}
-        yield from decode_outputs(tokenizer, generate_seq2seq(model, batch["input_ids"], batch["attention_mask"],
-                                                              config))
+        yield from decode_outputs(
+            tokenizer, generate_seq2seq(model, batch["input_ids"], batch["attention_mask"], config)
+        )

@@ -9,6 +9,7 @@ Every turn renders the whole conversation with the checkpoint's chat template an
 the longest prefix it shares with what it already holds (llama.cpp's server does the same), so the latency of
 a turn depends on the new message and the reply, not on the length of the history.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,7 +43,7 @@ class PrefixCache:
 
     def record(self, ids: Sequence[int]) -> None:
         """After generating: `ids` is prompt + output; the cache holds keys and values for the first cache.length."""
-        self.ids = list(ids[:self.cache.length])
+        self.ids = list(ids[: self.cache.length])
 
 
 class ChatSession:
@@ -63,8 +64,9 @@ class ChatSession:
     def send(self, message: str) -> Iterator[str]:
         """Add the user's message and stream the reply; the reply joins the conversation as it ends."""
         self.messages.append({"role": "user", "content": message})
-        prompt = self.tokenizer.encode(self.tokenizer.apply_chat_template(self.messages, add_generation_prompt=True),
-                                       add_special_tokens=False)
+        prompt = self.tokenizer.encode(
+            self.tokenizer.apply_chat_template(self.messages, add_generation_prompt=True), add_special_tokens=False
+        )
         self.reused_tokens = self.prefix.reuse(prompt)
         self.new_tokens = len(prompt) - self.reused_tokens
         reply = StreamedText(self.model, self.tokenizer, prompt, self.config, self.prefix.cache)

@@ -7,6 +7,7 @@ Byte-level BPE (GPT-2, Llama 3, SmolLM2) splits a Chinese character or an emoji 
 sentencepiece falls back to single bytes; a token that ends inside a character decodes to U+FFFD, so its text
 waits for the next token. The deltas concatenate to exactly the text of the whole output.
 """
+
 from __future__ import annotations
 
 import re
@@ -52,12 +53,12 @@ class IncrementalDecoder:
         return self._emit(final=True)
 
     def _emit(self, final: bool) -> str:
-        before = self._decode(self.ids[self.start:self.done])
-        after = self._decode(self.ids[self.start:])
+        before = self._decode(self.ids[self.start : self.done])
+        after = self._decode(self.ids[self.start :])
         if len(after) <= len(before) or (after.endswith(INCOMPLETE) and not final):
             return ""
         self.start, self.done = self.done, len(self.ids)
-        return after[len(before):]
+        return after[len(before) :]
 
 
 class TextStream:
@@ -87,10 +88,10 @@ class TextStream:
         found = [i for i in (text.find(s) for s in self.stop_strings) if i >= 0]
         if found:
             self.stopped, self.held = True, ""
-            return text[:min(found)]
+            return text[: min(found)]
         keep = 0 if final else self._partial_stop(text)
-        self.held = text[len(text) - keep:]
-        return text[:len(text) - keep]
+        self.held = text[len(text) - keep :]
+        return text[: len(text) - keep]
 
     def _partial_stop(self, text: str) -> int:
         """Length of the longest end of `text` that is the beginning of a stop string."""
@@ -104,8 +105,7 @@ class StreamedText:
     """One continuation of a prompt as text: iterate for the deltas; afterwards read token_ids, text and
     finish_reason ("stop": a stop token or stop string, "length": max_new_tokens reached)."""
 
-    def __init__(self, model, tokenizer, prompt_ids: Sequence[int], config: GenerationConfig | None = None,
-                 cache=None):
+    def __init__(self, model, tokenizer, prompt_ids: Sequence[int], config: GenerationConfig | None = None, cache=None):
         self.model, self.tokenizer, self.prompt_ids = model, tokenizer, list(prompt_ids)
         self.config, self.cache = config or GenerationConfig(), cache
         self.token_ids: list[int] = []  # every generated token, a final stop token included
@@ -137,8 +137,9 @@ class StreamedText:
             yield tail
 
 
-def stream_text(model, tokenizer, prompt: str | Sequence[int], config: GenerationConfig | None = None,
-                cache=None) -> StreamedText:
+def stream_text(
+    model, tokenizer, prompt: str | Sequence[int], config: GenerationConfig | None = None, cache=None
+) -> StreamedText:
     """Text deltas of one continuation of `prompt` (text, encoded with the tokenizer's special tokens, or ids)."""
     ids = tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
     return StreamedText(model, tokenizer, ids, config, cache)

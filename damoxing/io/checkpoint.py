@@ -15,6 +15,7 @@ folder with other things than a model in it, or (convert) the folder that holds 
 Nothing is unpickled unless it is plain tensors: safetensors first, `.bin` only via torch.load(weights_only=True).
 Every failure is a CheckpointError naming the file, the problem and what to do.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,11 +35,21 @@ from ..tokenizer import Tokenizer, read_json
 from . import hf
 from .gguf import Blocks, load_blocks, read_gguf
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json")
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 
 
 def _dtype(dtype) -> torch.dtype | None:
@@ -68,12 +79,13 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
     try:
         return load_file(str(path))
-    except Exception as error:  # SafetensorError: its message says "no such file" for any failure to open
+    except Exception as error:  # SafetensorError: its message says "no such file" for any failure to open  # noqa: BLE001
         problem = _cannot_open(path)
         if problem is not None:
             raise CheckpointError(f"{path}: cannot read it ({problem}); {READ_ADVICE}") from None
-        raise CheckpointError(f"{path} is not a valid safetensors file ({error}); it may be truncated or "
-                              "corrupt: download it again") from None
+        raise CheckpointError(
+            f"{path} is not a valid safetensors file ({error}); it may be truncated or corrupt: download it again"
+        ) from None
 
 
 def _read_bin(path: Path) -> dict[str, torch.Tensor]:
@@ -83,13 +95,15 @@ def _read_bin(path: Path) -> dict[str, torch.Tensor]:
         # PyTorch's own message suggests weights_only=False, which runs whatever code the file holds: never that
         refused = [line.strip() for line in str(error).splitlines() if "Unsupported global" in line]
         what = f" ({refused[0].split(' was not')[0].removeprefix('WeightsUnpickler error: ')})" if refused else ""
-        raise CheckpointError(f"{path} holds Python objects besides tensors{what}; loading them could run "
-                              "code, and damoxing never unpickles code. Use a safetensors copy of these weights from "
-                              "a source you trust, or convert this file to safetensors only if you trust where it "
-                              "came from") from None
+        raise CheckpointError(
+            f"{path} holds Python objects besides tensors{what}; loading them could run "
+            "code, and damoxing never unpickles code. Use a safetensors copy of these weights from "
+            "a source you trust, or convert this file to safetensors only if you trust where it "
+            "came from"
+        ) from None
     except OSError as error:
         raise CheckpointError(f"{path}: cannot read it ({error.strerror}); {READ_ADVICE}") from None
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001
         raise CheckpointError(f"{path} is not a readable PyTorch weights file ({error}); download it again") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} should hold a dict of tensors, not {type(state).__name__}")
@@ -100,8 +114,10 @@ def _shard_path(index: Path, shard) -> Path:
     """A shard named in an index: a relative path inside the model folder, never '..' or an absolute path."""
     name = Path(str(shard))
     if not isinstance(shard, str) or not shard or name.is_absolute() or ".." in name.parts:
-        raise CheckpointError(f"{index}: shard {shard!r} is not a file name inside the model folder, and an "
-                              "index may only name files there. Download the checkpoint again from a source you trust")
+        raise CheckpointError(
+            f"{index}: shard {shard!r} is not a file name inside the model folder, and an "
+            "index may only name files there. Download the checkpoint again from a source you trust"
+        )
     return index.parent / name
 
 
@@ -153,13 +169,16 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: P
         if tuple(tensor.shape) != tuple(expected[name].shape):
             raise CheckpointError(
                 f"{source}: shape mismatch for {hf_name(name)!r}: the config needs {list(expected[name].shape)}, "
-                f"the file has {list(tensor.shape)}; config.json and the weights do not belong together")
+                f"the file has {list(tensor.shape)}; config.json and the weights do not belong together"
+            )
     missing = [n for n in expected if n not in state and n not in tied]
     if missing:
         shown = ", ".join(repr(hf_name(n)) for n in missing[:5])
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        raise CheckpointError(f"{source}: missing weights {shown}{more}; the file is incomplete or its "
-                              "config.json describes a different model")
+        raise CheckpointError(
+            f"{source}: missing weights {shown}{more}; the file is incomplete or its "
+            "config.json describes a different model"
+        )
     with torch.no_grad():
         model.load_state_dict({k: v for k, v in state.items() if k not in tied}, strict=False)
 
@@ -179,17 +198,21 @@ def load_model(path: str | os.PathLike, dtype=None, quantized: bool = False) -> 
     else:
         if not path.is_dir():
             what = "is a file, not a model folder or .gguf file" if path.exists() else "does not exist"
-            raise CheckpointError(f"{path} {what}: pass a Hugging Face model folder (config.json + weights) "
-                                  "or a .gguf file")
+            raise CheckpointError(
+                f"{path} {what}: pass a Hugging Face model folder (config.json + weights) or a .gguf file"
+            )
         cfg = read_json(path / "config.json")
         hf.architecture_of(cfg, path / "config.json")  # unknown architecture: fail before reading weights
         raw, source = read_weights(path)
         config, arch, labels = hf.config_from_hf(cfg, path / "config.json", keys=list(raw))
         state, unknown = hf.state_from_hf(raw, arch)
         if unknown:  # transformers ignores these too (e.g. BERT's next-sentence head in a BertForMaskedLM file)
-            warnings.warn(f"{source}: ignored {len(unknown)} weights a {arch} does not use: "
-                          f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}", stacklevel=2)
-        name_of = lambda n: hf.hf_name(n, arch)  # noqa: E731
+            warnings.warn(
+                f"{source}: ignored {len(unknown)} weights a {arch} does not use: "
+                f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}",
+                stacklevel=2,
+            )
+        name_of = lambda n: hf.hf_name(n, arch)
         quantization = cfg.get("quantization")
     model = create_model(config)
     if quantization is not None:
@@ -210,8 +233,9 @@ def load_model(path: str | os.PathLike, dtype=None, quantized: bool = False) -> 
 def is_model_folder(path: Path) -> bool:
     """A folder of model files (config.json or adapter_config.json), with no sub-folders that saving would lose."""
     entries = list(path.iterdir())
-    return (any(p.name in ("config.json", "adapter_config.json") for p in entries)
-            and not any(p.is_dir() for p in entries))
+    return any(p.name in ("config.json", "adapter_config.json") for p in entries) and not any(
+        p.is_dir() for p in entries
+    )
 
 
 def check_destination(dst: Path, src: Path | None = None) -> None:
@@ -227,8 +251,10 @@ def check_destination(dst: Path, src: Path | None = None) -> None:
         entries = sorted(p.name + ("/" if p.is_dir() else "") for p in dst.iterdir())
         if entries and not is_model_folder(dst):
             shown = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
-            raise CheckpointError(f"{dst} is not empty and not a model folder ({shown}); writing there would delete "
-                                  f"what it holds: {again}")
+            raise CheckpointError(
+                f"{dst} is not empty and not a model folder ({shown}); writing there would delete "
+                f"what it holds: {again}"
+            )
 
 
 def save_model(model: torch.nn.Module, tokenizer, path: str | os.PathLike, dtype=None, force: bool = False) -> None:
@@ -248,8 +274,10 @@ def save_model(model: torch.nn.Module, tokenizer, path: str | os.PathLike, dtype
         hf_config["quantization"] = model.quantization
     tied = _tied(model)
     ours = {k: v.detach() for k, v in model.state_dict().items() if k not in tied}
-    state = {k: v.to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous().clone()
-             for k, v in hf.state_to_hf(ours, arch).items()}
+    state = {
+        k: v.to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous().clone()
+        for k, v in hf.state_to_hf(ours, arch).items()
+    }
     with atomic_dir(path) as tmp:
         with open(tmp / "config.json", "w", encoding="utf-8") as f:
             json.dump(hf_config, f, indent=2)

@@ -9,6 +9,7 @@
 `load_finetuned(folder)` also accepts a plain HF classification folder (no finetune.json): the task
 is then read from the head (token head -> token; one output and no label names -> regression).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,8 +41,12 @@ def save_finetuned(model: nn.Module, tokenizer, path: str | os.PathLike, meta: d
     meta = {**meta, "pooling": getattr(config, "pooling", None)}  # an MLP has none
     family = _family(model)
     savable = SAVABLE_POOLING.get(family)
-    if (savable and config.head == "sequence" and config.pooling != savable
-            and (family == "decoder" or (family == "vit" and config.class_token) or config.pooler)):
+    if (
+        savable
+        and config.head == "sequence"
+        and config.pooling != savable
+        and (family == "decoder" or (family == "vit" and config.class_token) or config.pooler)
+    ):
         # config.json says the HF pooling; finetune.json keeps the one trained with, which load_finetuned restores
         model.config = dataclasses.replace(config, pooling=savable)
     try:
@@ -78,19 +83,29 @@ def finetuned_meta(model: nn.Module, tokenizer, path: str | os.PathLike) -> dict
     meta = read_meta(path)
     config = model.config
     if "task" in meta and get_task(meta["task"]).head != config.head:
-        raise CheckpointError(f"{path}: finetune.json says task {meta['task']!r}, but the model has a "
-                              f"{config.head!r} head; the folder's files do not belong together")
+        raise CheckpointError(
+            f"{path}: finetune.json says task {meta['task']!r}, but the model has a "
+            f"{config.head!r} head; the folder's files do not belong together"
+        )
     if "task" not in meta and config.head not in ("sequence", "token"):
-        raise CheckpointError(f"{path}: the model has a {config.head!r} head, not a classification or regression "
-                              "head; fine-tune it first (damoxing finetune)")
+        raise CheckpointError(
+            f"{path}: the model has a {config.head!r} head, not a classification or regression "
+            "head; fine-tune it first (damoxing finetune)"
+        )
     if meta.get("pooling") and meta["pooling"] != config.pooling:
         model.config = dataclasses.replace(config, pooling=meta["pooling"])
     labels = getattr(model, "labels", None)
     meta["task"] = get_task(meta["task"]).name if "task" in meta else task_for_head(config, labels).name
     meta.setdefault("labels", labels or [f"LABEL_{i}" for i in range(config.num_labels)])
     meta.setdefault("max_length", getattr(tokenizer, "model_max_length", None) or 512)
-    for key, default in (("text_column", "text"), ("text_pair_column", ""), ("label_column", "label"),
-                         ("tokens_column", "tokens"), ("tags_column", "tags"), ("source_column", "source"),
-                         ("target_column", "target")):
+    for key, default in (
+        ("text_column", "text"),
+        ("text_pair_column", ""),
+        ("label_column", "label"),
+        ("tokens_column", "tokens"),
+        ("tags_column", "tags"),
+        ("source_column", "source"),
+        ("target_column", "target"),
+    ):
         meta.setdefault(key, default)
     return meta

@@ -21,6 +21,7 @@ Block layouts (32 weights each; ggml-common.h): Q8_0 = fp16 d + 32 int8 codes, w
 Q4_0 = fp16 d + 16 bytes, w = d * (q - 8); Q4_1 = fp16 d + fp16 m + 16 bytes, w = d * q + m. In the
 16 bytes of a Q4 block, the low nibbles hold weights 0-15 and the high nibbles weights 16-31.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -108,7 +109,7 @@ def _reader(path: Path):
 
     try:
         return gguf.GGUFReader(str(path))
-    except Exception as error:  # truncated or not a GGUF file: numpy / struct / value errors
+    except Exception as error:  # truncated or not a GGUF file: numpy / struct / value errors  # noqa: BLE001
         raise CheckpointError(f"{path} is not a readable GGUF file ({error}); download it again") from None
 
 
@@ -127,8 +128,9 @@ def _metadata(reader) -> dict:
 def config_from_gguf(meta: dict, path: Path, has_output: bool) -> DecoderConfig:
     arch = meta.get("general.architecture")
     if arch not in ARCHITECTURES:
-        raise CheckpointError(f"{path}: unsupported GGUF architecture {arch!r}; damoxing reads "
-                              f"{', '.join(ARCHITECTURES)}")
+        raise CheckpointError(
+            f"{path}: unsupported GGUF architecture {arch!r}; damoxing reads {', '.join(ARCHITECTURES)}"
+        )
 
     def get(key, default=None):
         value = meta.get(f"{arch}.{key}", default)
@@ -146,13 +148,29 @@ def config_from_gguf(meta: dict, path: Path, has_output: bool) -> DecoderConfig:
         raise CheckpointError(f"{path}: rope scaling {scaling!r} is not supported (only plain RoPE)")
     ids = {k: meta.get(f"tokenizer.ggml.{k}_token_id") for k in ("bos", "eos", "padding")}
     return DecoderConfig(
-        vocab_size=int(vocab), dim=dim, layers=int(get("block_count")), heads=heads,
-        kv_heads=kv if kv != heads else None, head_dim=head_dim if head_dim * heads != dim else None,
-        mlp_dim=int(get("feed_forward_length")), max_positions=int(get("context_length", 2048)),
-        position="rope", rope_base=float(get("rope.freq_base", 10000.0)), norm="rmsnorm",
-        norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-5)), mlp="swiglu", activation="silu",
-        attention_bias=False, mlp_bias=False, tie_embeddings=not has_output, dropout=0.0, attention_dropout=0.0,
-        bos_id=ids["bos"], eos_id=ids["eos"], pad_id=ids["padding"])
+        vocab_size=int(vocab),
+        dim=dim,
+        layers=int(get("block_count")),
+        heads=heads,
+        kv_heads=kv if kv != heads else None,
+        head_dim=head_dim if head_dim * heads != dim else None,
+        mlp_dim=int(get("feed_forward_length")),
+        max_positions=int(get("context_length", 2048)),
+        position="rope",
+        rope_base=float(get("rope.freq_base", 10000.0)),
+        norm="rmsnorm",
+        norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-5)),
+        mlp="swiglu",
+        activation="silu",
+        attention_bias=False,
+        mlp_bias=False,
+        tie_embeddings=not has_output,
+        dropout=0.0,
+        attention_dropout=0.0,
+        bos_id=ids["bos"],
+        eos_id=ids["eos"],
+        pad_id=ids["padding"],
+    )
 
 
 def read_gguf(path: str | Path, keep_blocks: bool = False) -> tuple[DecoderConfig, dict[str, torch.Tensor | Blocks]]:
@@ -176,7 +194,8 @@ def read_gguf(path: str | Path, keep_blocks: bool = False) -> tuple[DecoderConfi
             raise CheckpointError(f"{path}: unexpected tensor {t.name!r}; not a plain Llama-family model")
         shape = [int(n) for n in reversed(t.shape)]  # GGUF lists dims inner-first
         heads = {"attn_q.weight": config.heads, "attn_k.weight": config.kv_heads or config.heads}.get(
-            tmpl.removeprefix("blk.{}."))
+            tmpl.removeprefix("blk.{}.")
+        )
         name = GGUF_MAP[tmpl].replace("{}", index) if index is not None else GGUF_MAP[tmpl]
         if keep_blocks and t.tensor_type.name in BLOCK_TYPES and len(shape) == 2:
             b = decode_blocks(t.data, t.tensor_type.name, tuple(shape))
@@ -187,7 +206,7 @@ def read_gguf(path: str | Path, keep_blocks: bool = False) -> tuple[DecoderConfi
             continue
         try:
             w = gguf.quants.dequantize(t.data, t.tensor_type)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001
             raise CheckpointError(f"{path}: cannot dequantize {t.name} ({t.tensor_type.name}): {error}") from None
         w = np.array(w, dtype=np.float32).reshape(shape)
         if heads is not None:
@@ -229,8 +248,10 @@ def load_blocks(model: nn.Module, blocks: dict[str, Blocks], source) -> dict[str
         name = weight_name.removesuffix(".weight")
         like = model.get_submodule(name)
         if b.codes.shape != like.weight.shape:
-            raise CheckpointError(f"{source}: {weight_name} has shape {list(b.codes.shape)}, the model needs "
-                                  f"{list(like.weight.shape)}; the file's metadata and tensors disagree")
+            raise CheckpointError(
+                f"{source}: {weight_name} has shape {list(b.codes.shape)}, the model needs "
+                f"{list(like.weight.shape)}; the file's metadata and tensors disagree"
+            )
         if isinstance(like, nn.Embedding):
             layer = Int8Embedding(like.num_embeddings, like.embedding_dim, groups=like.embedding_dim // BLOCK)
             if b.kind == "Q8_0":

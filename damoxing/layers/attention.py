@@ -2,6 +2,7 @@
 
 Masks are boolean and broadcastable to (B, H, Tq, Tk); True means "may attend".
 """
+
 from __future__ import annotations
 
 import torch
@@ -53,7 +54,7 @@ class LayerKV:
     def _resize(self, capacity: int) -> None:
         k = self.k.new_empty((*self.k.shape[:2], capacity, self.k.shape[3]))
         v = self.v.new_empty(k.shape)
-        k[:, :, :self.length], v[:, :, :self.length] = self.k[:, :, :self.length], self.v[:, :, :self.length]
+        k[:, :, : self.length], v[:, :, : self.length] = self.k[:, :, : self.length], self.v[:, :, : self.length]
         self.k, self.v = k, v
 
     def select(self, index: torch.Tensor) -> None:
@@ -181,11 +182,13 @@ class MultiHeadAttention(nn.Module):
         if self.record_probs:
             out = self._attend_recording(q, k, v, mask, is_causal, p)
         elif grouped:  # each group of query heads reads its key/value head in place: no copies
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal,
-                                                 enable_gqa=True)
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal, enable_gqa=True
+            )
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal,
-                                                 scale=self.scale)
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal, scale=self.scale
+            )
         return self.o(out.transpose(1, 2).reshape(B, T, self.heads * self.head_dim))  # (B, T, C)
 
     def project_kv(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -209,10 +212,10 @@ class MultiHeadAttention(nn.Module):
         if self.qkv_bias is not None:
             qkv = qkv + self.qkv_bias
         heads = qkv.view(B, T, self.heads + 2 * self.kv_heads, self.head_dim).transpose(1, 2)  # (B, H + 2Hkv, T, d)
-        qk, v = heads[:, :self.heads + self.kv_heads], heads[:, self.heads + self.kv_heads:]
+        qk, v = heads[:, : self.heads + self.kv_heads], heads[:, self.heads + self.kv_heads :]
         if rope is not None:
             qk = apply_rotary(qk, *rope)  # queries and keys rotated in one go
-        return qk[:, :self.heads], qk[:, self.heads:], v  # (B, H, T, d), (B, Hkv, T, d), (B, Hkv, T, d)
+        return qk[:, : self.heads], qk[:, self.heads :], v  # (B, H, T, d), (B, Hkv, T, d), (B, Hkv, T, d)
 
     def _attend_recording(self, q, k, v, mask, is_causal, p):
         scores = (q @ k.transpose(-2, -1)) * (self.head_dim**-0.5 if self.scale is None else self.scale)  # (B, H, T, S)

@@ -5,6 +5,7 @@ PostNormBlock (BERT, the original Transformer): norm1(x + attn(x)),  norm2(x + m
 An optional cross-attention sub-layer (encoder-decoder models) sits between the two; it reads the encoder
 output (`context`) or, when decoding step by step, its keys and values computed once (`context_kv`).
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Output heads and pooling. Every head is called as head(hidden (B, T, C), pooled (B, C)) -> logits."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Losses shared by the tasks: the ignore label, and a linear layer + cross-entropy that never holds (N, V) logits."""
+
 from __future__ import annotations
 
 import torch
@@ -28,8 +29,8 @@ class _LinearCE(torch.autograd.Function):
         gb = torch.zeros_like(bias, dtype=acc) if bias is not None else None
         buffer = h.new_empty(min(chunk, h.shape[0]), w.shape[0])  # reused: no fresh pages for every chunk
         for i in range(0, h.shape[0], chunk):
-            hi, yi = h[i:i + chunk], y[i:i + chunk]
-            logits = torch.mm(hi, w.t(), out=buffer[:len(hi)])  # (n, V)
+            hi, yi = h[i : i + chunk], y[i : i + chunk]
+            logits = torch.mm(hi, w.t(), out=buffer[: len(hi)])  # (n, V)
             if bias is not None:
                 logits += bias.to(h.dtype)
             logits = logits.to(acc)
@@ -45,7 +46,7 @@ class _LinearCE(torch.autograd.Function):
             if smoothing:
                 grad -= smoothing / grad.shape[1]
             grad = grad.to(h.dtype)
-            gh[i:i + chunk] = grad @ w
+            gh[i : i + chunk] = grad @ w
             if grad.dtype == gw.dtype:
                 gw.addmm_(grad.t(), hi)
             else:
@@ -63,16 +64,19 @@ class _LinearCE(torch.autograd.Function):
         return gh * g.to(gh.dtype), (gw * g).to(wd), None if gb is None else (gb * g).to(bd), None, None, None
 
 
-def linear_cross_entropy(h: torch.Tensor, proj: torch.nn.Linear, y: torch.Tensor, chunk: int = 512,
-                         label_smoothing: float = 0.0):
+def linear_cross_entropy(
+    h: torch.Tensor, proj: torch.nn.Linear, y: torch.Tensor, chunk: int = 512, label_smoothing: float = 0.0
+):
     """Summed cross-entropy of `proj(h)` (N, V) against `y` (N,), never holding all N x V logits."""
-    if torch.is_grad_enabled() and (h.requires_grad or proj.weight.requires_grad or
-                                    (proj.bias is not None and proj.bias.requires_grad)):
+    if torch.is_grad_enabled() and (
+        h.requires_grad or proj.weight.requires_grad or (proj.bias is not None and proj.bias.requires_grad)
+    ):
         if torch.is_autocast_enabled(h.device.type):
             h = h.to(torch.get_autocast_dtype(h.device.type))
         return _LinearCE.apply(h, proj.weight, proj.bias, y, chunk, label_smoothing)
     total = h.new_zeros((), dtype=torch.promote_types(h.dtype, torch.float32))
     for i in range(0, h.shape[0], chunk):
-        total += F.cross_entropy(wide(proj(h[i:i + chunk])), y[i:i + chunk], reduction="sum",
-                                 label_smoothing=label_smoothing)
+        total += F.cross_entropy(
+            wide(proj(h[i : i + chunk])), y[i : i + chunk], reduction="sum", label_smoothing=label_smoothing
+        )
     return total

@@ -1,4 +1,5 @@
 """Attention masks from batch fields. Boolean, True = may attend, shaped to broadcast over heads."""
+
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,6 @@
 """Feed-forward layers: a two-layer MLP with a chosen activation, and gated MLPs (Shazeer 2020): SwiGLU
 (Llama) and GELU-gated (T5 v1.1)."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Normalisation layers chosen by name: LayerNorm (BERT, GPT-2) and RMSNorm (Llama)."""
+
 from __future__ import annotations
 
 from torch import nn

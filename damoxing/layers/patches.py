@@ -1,4 +1,5 @@
 """Images into token sequences (ViT, Dosovitskiy et al. 2021): non-overlapping patches, one vector each."""
+
 from __future__ import annotations
 
 import torch

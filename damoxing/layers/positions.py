@@ -1,5 +1,6 @@
 """Positional encodings: sinusoidal (Vaswani et al. 2017), learned absolute, rotary (Su et al. 2021), and T5's
 relative position buckets (Raffel et al. 2020)."""
+
 from __future__ import annotations
 
 import math
@@ -19,8 +20,11 @@ def sinusoidal_table(length: int, dim: int, base: float = 10000.0, layout: str =
     pos = torch.arange(length, dtype=torch.float64)[:, None]  # (L, 1)
     inv = torch.exp(-math.log(base) * torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # (dim/2,)
     table = torch.zeros(length, dim, dtype=torch.float64)
-    sines, cosines = (table[:, 0::2], table[:, 1::2]) if layout == "interleaved" else (
-        table[:, :(dim + 1) // 2], table[:, (dim + 1) // 2:])
+    sines, cosines = (
+        (table[:, 0::2], table[:, 1::2])
+        if layout == "interleaved"
+        else (table[:, : (dim + 1) // 2], table[:, (dim + 1) // 2 :])
+    )
     sines.copy_(torch.sin(pos * inv))
     cosines.copy_(torch.cos(pos * inv[: dim // 2]))
     return table.float()
@@ -78,8 +82,9 @@ def relative_bucket(relative: torch.Tensor, bidirectional: bool, buckets: int, m
     else:
         distance = (-relative).clamp(min=0)
     exact = buckets // 2
-    log_spaced = exact + (torch.log(distance.float() / exact) / math.log(max_distance / exact)
-                          * (buckets - exact)).long()  # float32 as in T5, so every bucket matches
+    log_spaced = (
+        exact + (torch.log(distance.float() / exact) / math.log(max_distance / exact) * (buckets - exact)).long()
+    )  # float32 as in T5, so every bucket matches
     return bucket + torch.where(distance < exact, distance, log_spaced.clamp(max=buckets - 1))
 
 

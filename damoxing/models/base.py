@@ -1,4 +1,5 @@
 """What every model family shares: the head surface, attention recording, weight init, parameter counts."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,10 +16,16 @@ def check_layer_heads(layer_heads: tuple[int, ...], layers: int, heads: int) -> 
     """model.layer_heads, when set: one count per layer, each between 1 and model.heads."""
     if not layer_heads:
         return
-    check(len(layer_heads) == layers, "model.layer_heads", f"needs one head count per layer ({layers}), "
-          f"got {len(layer_heads)}.")
-    check(all(1 <= h <= heads for h in layer_heads), "model.layer_heads",
-          f"each layer keeps between 1 and model.heads ({heads}) heads, got {list(layer_heads)}.")
+    check(
+        len(layer_heads) == layers,
+        "model.layer_heads",
+        f"needs one head count per layer ({layers}), got {len(layer_heads)}.",
+    )
+    check(
+        all(1 <= h <= heads for h in layer_heads),
+        "model.layer_heads",
+        f"each layer keeps between 1 and model.heads ({heads}) heads, got {list(layer_heads)}.",
+    )
 
 
 def init_weights(model: nn.Module, std: float = 0.02, residual_layers: int | None = None) -> None:

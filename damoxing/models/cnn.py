@@ -8,8 +8,10 @@ each stage ending in 2x2 max pooling, then adaptive pooling, fully connected lay
 (adaptive pooling to pool_size x pool_size, flattened, through the FC layers), so `head`, `features` and
 `lora` (on the FC layers) fine-tuning work as for the Transformers.
 """
+
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -42,8 +44,11 @@ class CNNConfig:
     def __post_init__(self):
         for key in ("image_size", "channels", "pool_size", "num_labels"):
             check_positive(f"model.{key}", getattr(self, key))
-        check(len(self.widths) > 0 and len(self.widths) == len(self.depths), "model.depths",
-              f"give one depth per stage width ({len(self.widths)} widths, {len(self.depths)} depths).")
+        check(
+            len(self.widths) > 0 and len(self.widths) == len(self.depths),
+            "model.depths",
+            f"give one depth per stage width ({len(self.widths)} widths, {len(self.depths)} depths).",
+        )
         for key in ("widths", "depths", "fc_dims"):
             for v in getattr(self, key):
                 check_positive(f"model.{key}", v)
@@ -98,7 +103,7 @@ class CNN(ModelBase):
                 width = out
         self.blocks = nn.ModuleList(units)
         dims = (c.widths[-1] * c.pool_size**2, *c.fc_dims)
-        self.fcs = nn.ModuleList(FullyConnected(a, b, c.dropout) for a, b in zip(dims, dims[1:]))
+        self.fcs = nn.ModuleList(FullyConnected(a, b, c.dropout) for a, b in itertools.pairwise(dims))
         self.head = self.make_head(c.head, c.num_labels)
         for m in self.modules():  # torchvision's VGG init: Kaiming for convolutions, N(0, 0.01) for linears
             if isinstance(m, nn.Conv2d):

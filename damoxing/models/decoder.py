@@ -3,6 +3,7 @@
 One file covers GPT-2 style (learned positions, LayerNorm, GELU MLP, tied embeddings) and Llama style
 (RoPE, RMSNorm, SwiGLU, grouped-query attention) through the config.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,9 +13,23 @@ from torch import nn
 
 from ..config import check, check_choice, check_positive, check_range
 from ..layers import (
-    MLP, KVCache, LearnedPositions, LMHead, MultiHeadAttention, NoHead, PreNormBlock, RotaryEmbedding,
-    SequenceHead, SinusoidalPositions, SwiGLU, TokenHead, combine_masks, document_mask, make_norm,
-    padding_mask, pool,
+    MLP,
+    KVCache,
+    LearnedPositions,
+    LMHead,
+    MultiHeadAttention,
+    NoHead,
+    PreNormBlock,
+    RotaryEmbedding,
+    SequenceHead,
+    SinusoidalPositions,
+    SwiGLU,
+    TokenHead,
+    combine_masks,
+    document_mask,
+    make_norm,
+    padding_mask,
+    pool,
 )
 from ..layers.mlp import ACTIVATIONS
 from .base import ModelBase, check_layer_heads, init_weights
@@ -59,10 +74,16 @@ class DecoderConfig:
         kv = self.kv_heads or self.heads
         check(self.heads % kv == 0, "model.kv_heads", f"{kv} must divide model.heads ({self.heads}).")
         check_layer_heads(self.layer_heads, self.layers, self.heads)
-        check(not self.layer_heads or kv == self.heads, "model.layer_heads",
-              "per-layer head counts need one key/value head per query head (kv_heads unset).")
-        check(self.head_dim is not None or self.dim % self.heads == 0, "model.dim",
-              f"{self.dim} must be divisible by model.heads ({self.heads}), or set model.head_dim.")
+        check(
+            not self.layer_heads or kv == self.heads,
+            "model.layer_heads",
+            "per-layer head counts need one key/value head per query head (kv_heads unset).",
+        )
+        check(
+            self.head_dim is not None or self.dim % self.heads == 0,
+            "model.dim",
+            f"{self.dim} must be divisible by model.heads ({self.heads}), or set model.head_dim.",
+        )
         check_choice("model.position", self.position, ("learned", "sinusoidal", "rope"))
         check_choice("model.norm", self.norm, ("layernorm", "rmsnorm"))
         check_choice("model.mlp", self.mlp, ("gelu", "swiglu"))
@@ -89,10 +110,20 @@ class Decoder(ModelBase):
         self.dropout = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(
             PreNormBlock(
-                attn=MultiHeadAttention(c.dim, heads, c.kv_heads if not c.layer_heads else None, causal=True,
-                                        bias=c.attention_bias, dropout=c.attention_dropout, head_dim=head_dim),
-                mlp=(SwiGLU(c.dim, c.mlp_dim, c.mlp_bias, c.dropout) if c.mlp == "swiglu"
-                     else MLP(c.dim, c.mlp_dim, c.activation, c.mlp_bias, c.dropout)),
+                attn=MultiHeadAttention(
+                    c.dim,
+                    heads,
+                    c.kv_heads if not c.layer_heads else None,
+                    causal=True,
+                    bias=c.attention_bias,
+                    dropout=c.attention_dropout,
+                    head_dim=head_dim,
+                ),
+                mlp=(
+                    SwiGLU(c.dim, c.mlp_dim, c.mlp_bias, c.dropout)
+                    if c.mlp == "swiglu"
+                    else MLP(c.dim, c.mlp_dim, c.activation, c.mlp_bias, c.dropout)
+                ),
                 norm1=make_norm(c.norm, c.dim, c.norm_eps),
                 norm2=make_norm(c.norm, c.dim, c.norm_eps),
                 dropout=c.dropout,
@@ -149,7 +180,7 @@ class Decoder(ModelBase):
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, C) -> (B, C) as chosen by config.pooling (the mask may also cover cached positions)."""
-        mask = attention_mask[:, -hidden.shape[1]:] if attention_mask is not None else None
+        mask = attention_mask[:, -hidden.shape[1] :] if attention_mask is not None else None
         return pool(hidden, mask, self.config.pooling)
 
     def forward_head(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 Heads: 'none' (features), 'mlm', 'pretraining' (MLM + next-sentence), 'sequence', 'token'.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,8 +12,19 @@ from torch import nn
 
 from ..config import check, check_choice, check_positive, check_range
 from ..layers import (
-    MLP, LearnedPositions, MaskedLMHead, MultiHeadAttention, NoHead, PostNormBlock, PretrainingHead,
-    RotaryEmbedding, SequenceHead, SinusoidalPositions, TokenHead, padding_mask, pool,
+    MLP,
+    LearnedPositions,
+    MaskedLMHead,
+    MultiHeadAttention,
+    NoHead,
+    PostNormBlock,
+    PretrainingHead,
+    RotaryEmbedding,
+    SequenceHead,
+    SinusoidalPositions,
+    TokenHead,
+    padding_mask,
+    pool,
 )
 from ..layers.mlp import ACTIVATIONS
 from .base import ModelBase, check_layer_heads, init_weights

@@ -5,8 +5,10 @@
 Images (B, C, H, W) are flattened first, so `input_dim` = C * H * W (784 for MNIST). Presets follow
 Zalando's Fashion-MNIST benchmark table (a 256-128-100 ReLU MLP).
 """
+
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -72,7 +74,9 @@ class MLPNet(ModelBase):
         super().__init__()
         c = self.config = config
         dims = (c.input_dim, *c.hidden)
-        self.blocks = nn.ModuleList(Dense(a, b, c.activation, c.batch_norm, c.dropout) for a, b in zip(dims, dims[1:]))
+        self.blocks = nn.ModuleList(
+            Dense(a, b, c.activation, c.batch_norm, c.dropout) for a, b in itertools.pairwise(dims)
+        )
         self.head = self.make_head(c.head, c.num_labels)
         for block in self.blocks:  # He init suits ReLU-family activations
             nn.init.kaiming_normal_(block.fc.weight, nonlinearity="relu")
@@ -86,8 +90,11 @@ class MLPNet(ModelBase):
             return SequenceHead(self.config.dim, num_outputs, self.config.classifier_dropout)
         return NoHead()
 
-    def forward_features(self, pixel_values: torch.Tensor | None = None,  # (B, C, H, W) images
-                         features: torch.Tensor | None = None) -> torch.Tensor:  # (B, input_dim) tabular rows
+    def forward_features(
+        self,
+        pixel_values: torch.Tensor | None = None,  # (B, C, H, W) images
+        features: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # (B, input_dim) tabular rows
         if (pixel_values is None) == (features is None):
             raise ValueError("give pixel_values (images) or features (tabular rows), not both")
         x = pixel_values.flatten(1) if pixel_values is not None else features  # (B, input_dim)

@@ -17,6 +17,7 @@ Step-by-step decoding: `new_cache(memory, memory_mask)` projects the encoder out
 cross-attention layer's keys and values once per source; each `decode(..., cache=cache)` call then only
 adds the new positions' self-attention keys and values.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,19 @@ from torch import nn
 
 from ..config import check, check_choice, check_positive, check_range
 from ..layers import (
-    MLP, GatedMLP, KVCache, LMHead, MultiHeadAttention, NoHead, PostNormBlock, PreNormBlock, RelativePositionBias,
-    SinusoidalPositions, make_norm, padding_mask, pool,
+    MLP,
+    GatedMLP,
+    KVCache,
+    LMHead,
+    MultiHeadAttention,
+    NoHead,
+    PostNormBlock,
+    PreNormBlock,
+    RelativePositionBias,
+    SinusoidalPositions,
+    make_norm,
+    padding_mask,
+    pool,
 )
 from ..layers.mlp import ACTIVATIONS
 from .base import ModelBase, init_weights
@@ -71,13 +83,25 @@ class Seq2SeqConfig:
     init_std: float = 0.02
 
     def __post_init__(self):
-        for key in ("vocab_size", "dim", "layers", "heads", "mlp_dim", "max_positions", "relative_buckets",
-                    "relative_max_distance", "num_labels"):
+        for key in (
+            "vocab_size",
+            "dim",
+            "layers",
+            "heads",
+            "mlp_dim",
+            "max_positions",
+            "relative_buckets",
+            "relative_max_distance",
+            "num_labels",
+        ):
             check_positive(f"model.{key}", getattr(self, key))
         if self.decoder_layers is not None:
             check_positive("model.decoder_layers", self.decoder_layers)
-        check(self.head_dim is not None or self.dim % self.heads == 0, "model.dim",
-              f"{self.dim} must be divisible by model.heads ({self.heads}), or set model.head_dim.")
+        check(
+            self.head_dim is not None or self.dim % self.heads == 0,
+            "model.dim",
+            f"{self.dim} must be divisible by model.heads ({self.heads}), or set model.head_dim.",
+        )
         check_choice("model.position", self.position, ("sinusoidal", "relative"))
         check_choice("model.norm", self.norm, ("layernorm", "rmsnorm"))
         check_choice("model.norm_position", self.norm_position, ("post", "pre"))
@@ -88,8 +112,11 @@ class Seq2SeqConfig:
         for key in ("dropout", "attention_dropout"):
             check_range(f"model.{key}", getattr(self, key), 0.0, 1.0)
         for key in ("pad_id", "eos_id", "decoder_start_id"):
-            check(0 <= getattr(self, key) < self.vocab_size, f"model.{key}",
-                  f"{getattr(self, key)} is not a token id of a vocabulary of {self.vocab_size}.")
+            check(
+                0 <= getattr(self, key) < self.vocab_size,
+                f"model.{key}",
+                f"{getattr(self, key)} is not a token id of a vocabulary of {self.vocab_size}.",
+            )
 
     @property
     def num_decoder_layers(self) -> int:
@@ -101,16 +128,25 @@ class Stack(nn.Module):
 
     def __init__(self, c: Seq2SeqConfig, layers: int, decoder: bool):
         super().__init__()
-        self.positions = SinusoidalPositions(c.max_positions, c.dim, layout="halves") if c.position == "sinusoidal" \
+        self.positions = (
+            SinusoidalPositions(c.max_positions, c.dim, layout="halves") if c.position == "sinusoidal" else None
+        )
+        self.relative = (
+            RelativePositionBias(c.heads, c.relative_buckets, c.relative_max_distance, bidirectional=not decoder)
+            if c.position == "relative"
             else None
-        self.relative = RelativePositionBias(c.heads, c.relative_buckets, c.relative_max_distance,
-                                             bidirectional=not decoder) if c.position == "relative" else None
+        )
         block = PreNormBlock if c.norm_position == "pre" else PostNormBlock
         self.blocks = nn.ModuleList(
-            block(attn=_attention(c, causal=decoder), mlp=_mlp(c),
-                  norm1=make_norm(c.norm, c.dim, c.norm_eps), norm2=make_norm(c.norm, c.dim, c.norm_eps),
-                  dropout=c.dropout, cross_attn=_attention(c) if decoder else None,
-                  norm_cross=make_norm(c.norm, c.dim, c.norm_eps) if decoder else None)
+            block(
+                attn=_attention(c, causal=decoder),
+                mlp=_mlp(c),
+                norm1=make_norm(c.norm, c.dim, c.norm_eps),
+                norm2=make_norm(c.norm, c.dim, c.norm_eps),
+                dropout=c.dropout,
+                cross_attn=_attention(c) if decoder else None,
+                norm_cross=make_norm(c.norm, c.dim, c.norm_eps) if decoder else None,
+            )
             for _ in range(layers)
         )
         self.norm = make_norm(c.norm, c.dim, c.norm_eps) if c.norm_position == "pre" else None
@@ -122,8 +158,15 @@ class Stack(nn.Module):
 
 
 def _attention(c: Seq2SeqConfig, causal: bool = False) -> MultiHeadAttention:
-    return MultiHeadAttention(c.dim, c.heads, causal=causal, bias=c.bias, dropout=c.attention_dropout,
-                              head_dim=c.head_dim, scale=None if c.scale_attention else 1.0)
+    return MultiHeadAttention(
+        c.dim,
+        c.heads,
+        causal=causal,
+        bias=c.bias,
+        dropout=c.attention_dropout,
+        head_dim=c.head_dim,
+        scale=None if c.scale_attention else 1.0,
+    )
 
 
 def _mlp(c: Seq2SeqConfig) -> nn.Module:
@@ -235,9 +278,15 @@ class Seq2Seq(ModelBase):
             memory_mask = cache.memory_mask
         context_mask = padding_mask(memory_mask) if memory_mask is not None else None  # (B, 1, 1, S)
         for i, block in enumerate(d.blocks):
-            x = block(x, mask=self_mask, position_bias=bias, context=memory, context_mask=context_mask,
-                      cache=cache.self_attn[i] if cache is not None else None,
-                      context_kv=cache.cross[i] if cache is not None else None)  # (B, T, C)
+            x = block(
+                x,
+                mask=self_mask,
+                position_bias=bias,
+                context=memory,
+                context_mask=context_mask,
+                cache=cache.self_attn[i] if cache is not None else None,
+                context_kv=cache.cross[i] if cache is not None else None,
+            )  # (B, T, C)
         return d.finish(x)
 
     # ------------------------------------------------------------------ head

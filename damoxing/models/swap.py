@@ -5,6 +5,7 @@
 
 Matching is by module name only, so it works on any model, ours or not.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -25,8 +26,9 @@ def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(parent, child, module)
 
 
-def swap_modules(model: nn.Module, select: Callable[[str, nn.Module], bool],
-                 replace: Callable[[str, nn.Module], nn.Module]) -> list[str]:
+def swap_modules(
+    model: nn.Module, select: Callable[[str, nn.Module], bool], replace: Callable[[str, nn.Module], nn.Module]
+) -> list[str]:
     """Replace every submodule with select(name, module) true by replace(name, module); returns their names.
 
     The names are collected first, so a replacement's own children are never visited.

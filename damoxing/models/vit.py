@@ -5,6 +5,7 @@ Heads: 'none' (features) and 'sequence' (image classification over the pooled st
 Pooling: 'cls' (the class token, as Hugging Face's ViTForImageClassification), 'mean' (the patch tokens'
 average, as timm's global_pool='avg'), or 'pooler' (dense + tanh over [CLS], ViTModel's pooler).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,16 +46,25 @@ class ViTConfig:
     def __post_init__(self):
         for key in ("image_size", "patch_size", "channels", "dim", "layers", "heads", "mlp_dim", "num_labels"):
             check_positive(f"model.{key}", getattr(self, key))
-        check(self.image_size % self.patch_size == 0, "model.image_size",
-              f"{self.image_size} must be divisible by model.patch_size ({self.patch_size}).")
+        check(
+            self.image_size % self.patch_size == 0,
+            "model.image_size",
+            f"{self.image_size} must be divisible by model.patch_size ({self.patch_size}).",
+        )
         check(self.dim % self.heads == 0, "model.dim", f"{self.dim} must be divisible by model.heads ({self.heads}).")
         check_choice("model.activation", self.activation, tuple(ACTIVATIONS))
         check_choice("model.position", self.position, ("learned", "sinusoidal"))
-        check(self.position != "sinusoidal" or self.dim % 4 == 0, "model.dim",
-              f"{self.dim} must be divisible by 4 for 2-D sinusoidal positions.")
+        check(
+            self.position != "sinusoidal" or self.dim % 4 == 0,
+            "model.dim",
+            f"{self.dim} must be divisible by 4 for 2-D sinusoidal positions.",
+        )
         check_choice("model.pooling", self.pooling, ("cls", "mean", "pooler"))
-        check(self.pooling == "mean" or self.class_token, "model.pooling",
-              f"{self.pooling!r} reads the class token; set model.class_token: true or pooling: mean.")
+        check(
+            self.pooling == "mean" or self.class_token,
+            "model.pooling",
+            f"{self.pooling!r} reads the class token; set model.class_token: true or pooling: mean.",
+        )
         check(self.pooling != "pooler" or self.pooler, "model.pooling", "'pooler' needs model.pooler: true.")
         check_choice("model.head", self.head, VIT_HEADS)
         for key in ("dropout", "attention_dropout", "classifier_dropout"):
@@ -85,8 +95,10 @@ class Embeddings(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         B, _, H, W = pixel_values.shape
         if (H, W) != (self.image_size, self.image_size):
-            raise ValueError(f"images are {H}x{W}, the model takes {self.image_size}x{self.image_size}; "
-                             "resize them (the model's preprocessor does)")
+            raise ValueError(
+                f"images are {H}x{W}, the model takes {self.image_size}x{self.image_size}; "
+                "resize them (the model's preprocessor does)"
+            )
         x = self.patches(pixel_values)  # (B, N, C)
         if self.cls is not None:
             x = torch.cat([self.cls.expand(B, -1, -1), x], dim=1)  # (B, 1 + N, C)
@@ -132,7 +144,7 @@ class ViT(ModelBase):
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, C) -> (B, C) as chosen by config.pooling ('mean' averages the patches, not [CLS])."""
         if self.config.pooling == "mean":
-            return hidden[:, int(self.config.class_token):].mean(1)
+            return hidden[:, int(self.config.class_token) :].mean(1)
         if self.config.pooling == "pooler":
             return torch.tanh(self.pooler(hidden[:, 0]))
         return hidden[:, 0]

@@ -9,6 +9,7 @@ take the original. From a GGUF file, `quantize --method int8|int4` keeps the blo
 width (Q8_0 for int8; Q4_0, Q4_1 for int4) exactly as stored and re-quantizes the others from their float
 values; the notes in config.json["quantization"] say which.
 """
+
 from __future__ import annotations
 
 import copy
@@ -71,15 +72,24 @@ def quantize_model(src: str | os.PathLike, dst: str | os.PathLike, method: str, 
     if not keep_blocks and any(isinstance(m, QuantizedLayer) for m in model.modules()):
         raise UserError(f"{src} is already quantized ({model.quantization.get('method')}); quantize the float model")
     if keep_blocks:  # blocks of the other width are re-quantized from their float values
-        other = dequantize_layers(model, lambda n, m: isinstance(m, (Int8Linear, Int4Linear))
-                                  and not isinstance(m, BLOCK_WIDTH[method]))
+        other = dequantize_layers(
+            model, lambda n, m: isinstance(m, (Int8Linear, Int4Linear)) and not isinstance(m, BLOCK_WIDTH[method])
+        )
         if other:
-            model.quantization["notes"].append(f"{len(other)} layers of another width re-quantized to {method} "
-                                               f"from their dequantized values: {', '.join(other[:3])}, ...")
+            model.quantization["notes"].append(
+                f"{len(other)} layers of another width re-quantized to {method} "
+                f"from their dequantized values: {', '.join(other[:3])}, ..."
+            )
     section = quantize(model, method, group_size)
     _save(model, _tokenizer(src), src, dst)
-    summary = {"source": str(src), "method": method, "layers": len(section["modules"]), "notes": section["notes"],
-               "bytes_before": size_of(src), "bytes_after": size_of(dst)}
+    summary = {
+        "source": str(src),
+        "method": method,
+        "layers": len(section["modules"]),
+        "notes": section["notes"],
+        "bytes_before": size_of(src),
+        "bytes_after": size_of(dst),
+    }
     summary["smaller"] = round(summary["bytes_before"] / max(1, summary["bytes_after"]), 2)
     return summary
 
@@ -88,9 +98,16 @@ def quantize_model(src: str | os.PathLike, dst: str | os.PathLike, method: str, 
 LEVELS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-def prune_model(src: str | os.PathLike, dst: str | os.PathLike, heads: float | None = None,
-                sparsity: float | None = None, data: str | os.PathLike | None = None, batch_size: int = 16,
-                importance_examples: int = 256, levels: Sequence[float] = LEVELS) -> dict:
+def prune_model(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    heads: float | None = None,
+    sparsity: float | None = None,
+    data: str | os.PathLike | None = None,
+    batch_size: int = 16,
+    importance_examples: int = 256,
+    levels: Sequence[float] = LEVELS,
+) -> dict:
     """Prune `src` (a fraction of attention `heads`, or a weight `sparsity`), save to `dst`.
 
     With `data` (labelled records in the model's format, or texts for a language model), the model is also
@@ -113,8 +130,10 @@ def prune_model(src: str | os.PathLike, dst: str | os.PathLike, heads: float | N
             raise UserError(f"{data}: no records")
     scores = None
     if heads is not None:
-        batches = [task.encode(tokenizer, part, meta["max_length"])
-                   for part in chunks(records[:importance_examples], batch_size)]
+        batches = [
+            task.encode(tokenizer, part, meta["max_length"])
+            for part in chunks(records[:importance_examples], batch_size)
+        ]
         scores = head_importance(model, batches, lambda m, b: sum(task.loss(m, b).losses.values()))
 
     def pruned(level: float):
@@ -129,15 +148,22 @@ def prune_model(src: str | os.PathLike, dst: str | os.PathLike, heads: float | N
     target = heads if heads is not None else sparsity
     result = pruned(target)
     _save(result, tokenizer, src, dst)
-    summary = {"source": str(src), "what": "heads" if heads is not None else "sparsity", "target": target,
-               "parameters_before": model.num_parameters(), "parameters_after": result.num_parameters(),
-               "layer_heads": list(result.config.layer_heads), "weight_sparsity": round(sparsity_of(result), 4)}
+    summary = {
+        "source": str(src),
+        "what": "heads" if heads is not None else "sparsity",
+        "target": target,
+        "parameters_before": model.num_parameters(),
+        "parameters_after": result.num_parameters(),
+        "layer_heads": list(result.config.layer_heads),
+        "weight_sparsity": round(sparsity_of(result), 4),
+    }
     if records is not None:
         metric = "accuracy" if meta["labels"] else "perplexity"
         curve = []
         for level in sorted(set(levels) | {target}):
-            metrics = evaluate_records(pruned(level), tokenizer, task, records, meta["labels"], meta["max_length"],
-                                       batch_size)
+            metrics = evaluate_records(
+                pruned(level), tokenizer, task, records, meta["labels"], meta["max_length"], batch_size
+            )
             curve.append({"level": level, metric: metrics[metric]})
         summary["curve"] = curve
         _plot_curve(curve, metric, summary["what"], dst / "prune-curve.png")
@@ -180,5 +206,10 @@ def export_model(src: str | os.PathLike, dst: str | os.PathLike, opset: int | No
             else:
                 expected = model(*inputs.values())
         gap = max(gap, float((run_onnx(session, inputs) - expected).abs().max()))
-    return {"source": str(src), "onnx": str(path), "bytes": path.stat().st_size, "max_abs_difference": gap,
-            "inputs": [i.name for i in session.get_inputs()]}
+    return {
+        "source": str(src),
+        "onnx": str(path),
+        "bytes": path.stat().st_size,
+        "max_abs_difference": gap,
+        "inputs": [i.name for i in session.get_inputs()],
+    }

@@ -11,6 +11,7 @@ with the `Distillation` task -> the student saved as the teacher was (a fine-tun
 The run folder holds the Trainer's checkpoints, `model/` (the student), and result.json: parameter counts
 of teacher and student and their metrics on the validation (and test) data.
 """
+
 from __future__ import annotations
 
 import json
@@ -89,12 +90,13 @@ class DistillRunConfig:
 
     def __post_init__(self):
         check(self.data is not None, "data", "the config needs a 'data' section with 'train' files.")
-        check(set(self.teacher) == {"path"}, "teacher", "give exactly 'path' (a fine-tuned folder or a language model).")
+        check(
+            set(self.teacher) == {"path"}, "teacher", "give exactly 'path' (a fine-tuned folder or a language model)."
+        )
         check(Path(str(self.teacher["path"])).exists(), "teacher.path", f"not found: {self.teacher['path']}")
 
 
-TRAIN_DEFAULTS = {"lr": 1e-4, "epochs": 3, "max_steps": 100_000, "batch_size": 16, "plot": False,
-                  "tensorboard": False}
+TRAIN_DEFAULTS = {"lr": 1e-4, "epochs": 3, "max_steps": 100_000, "batch_size": 16, "plot": False, "tensorboard": False}
 
 
 def load_distill_config(source, overrides=()) -> DistillRunConfig:
@@ -117,27 +119,46 @@ def distil(config, out_dir: str | Path | None = None, overrides=(), verbose: boo
         student = student_from_teacher(teacher, cfg.student.layers or None)
     task = Distillation(teacher, base, cfg.distill.temperature, cfg.distill.alpha)
     language_model = teacher.config.head == "lm"
-    train_batches, valid_batches, valid, test = (_lm_batches if language_model else _labelled_batches)(
-        cfg, base, tokenizer, meta)
+    train_batches, valid_batches, _valid, test = (_lm_batches if language_model else _labelled_batches)(
+        cfg, base, tokenizer, meta
+    )
     tc = cfg.train
     if tc.epochs:
         tc = replace(tc, max_steps=min(tc.max_steps, tc.epochs * math.ceil(len(train_batches) / tc.grad_accum)))
     if language_model:
-        save = lambda m, folder: save_model(m, tokenizer, folder)  # noqa: E731
+        save = lambda m, folder: save_model(m, tokenizer, folder)
     else:
         meta = {k: v for k, v in meta.items() if k != "pooling"}
-        save = lambda m, folder: save_finetuned(m, tokenizer, folder, meta)  # noqa: E731
+        save = lambda m, folder: save_finetuned(m, tokenizer, folder, meta)
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(to_dict(cfg), out / "config.yaml")
-    _log(verbose, f"distil: teacher {teacher.num_parameters():,} parameters ({teacher.config.layers} layers), "
-                  f"student {student.num_parameters():,} ({student.config.layers} layers)")
-    fit = Trainer(student, task, train_batches, tc, out, eval_data=valid_batches, save=save, load=load_into,
-                  run_config=to_dict(cfg)).fit()
+    _log(
+        verbose,
+        f"distil: teacher {teacher.num_parameters():,} parameters ({teacher.config.layers} layers), "
+        f"student {student.num_parameters():,} ({student.config.layers} layers)",
+    )
+    fit = Trainer(
+        student,
+        task,
+        train_batches,
+        tc,
+        out,
+        eval_data=valid_batches,
+        save=save,
+        load=load_into,
+        run_config=to_dict(cfg),
+    ).fit()
     student.eval()
     save(student, out / "model")
-    result = {"teacher": str(cfg.teacher["path"]), "teacher_parameters": teacher.num_parameters(),
-              "student_parameters": student.num_parameters(), "student_layers": student.config.layers,
-              "steps": fit["step"], "valid": fit["eval"], "model_dir": str(out / "model")}
+    result = {
+        "teacher": str(cfg.teacher["path"]),
+        "teacher_parameters": teacher.num_parameters(),
+        "student_parameters": student.num_parameters(),
+        "student_layers": student.config.layers,
+        "steps": fit["step"],
+        "valid": fit["eval"],
+        "model_dir": str(out / "model"),
+    }
     if not language_model and test:
         for who, model in (("teacher", teacher), ("student", student)):
             metrics = evaluate_records(model, tokenizer, base, test, meta["labels"], cfg.data.max_length)
@@ -152,10 +173,12 @@ def distil(config, out_dir: str | Path | None = None, overrides=(), verbose: boo
 def _labelled_batches(cfg: DistillRunConfig, base, tokenizer, meta: dict):
     """Classifier teachers: labelled records read with the teacher's columns and label names."""
     data = cfg.data
-    columns = {**{k: meta.get(k) for k in ("text_column", "text_pair_column", "label_column")},
-               **{k: getattr(data, k) for k in ("text_column", "text_pair_column", "label_column")}}
+    columns = {
+        **{k: meta.get(k) for k in ("text_column", "text_pair_column", "label_column")},
+        **{k: getattr(data, k) for k in ("text_column", "text_pair_column", "label_column")},
+    }
     labels = base.known_labels(meta["labels"])
-    read = lambda paths: list(base.read(paths, columns, labels=labels))  # noqa: E731
+    read = lambda paths: list(base.read(paths, columns, labels=labels))
     train = read(data.train)
     if data.max_train_examples:
         train = train[: data.max_train_examples]
@@ -168,10 +191,18 @@ def _labelled_batches(cfg: DistillRunConfig, base, tokenizer, meta: dict):
         raise DataError(f"data: {len(train)} training and {len(valid)} validation records; need at least one of each")
     pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
     collator = PaddingCollator(pad_id)
-    collate = lambda examples, generators: collator(examples)  # noqa: E731
-    batches = [Batches(base.examples(tokenizer, part, data.max_length), collate, cfg.train.batch_size,
-                       seed=cfg.train.seed, shuffle=shuffle, drop_last=False)
-               for part, shuffle in ((train, True), (valid, False))]
+    collate = lambda examples, generators: collator(examples)
+    batches = [
+        Batches(
+            base.examples(tokenizer, part, data.max_length),
+            collate,
+            cfg.train.batch_size,
+            seed=cfg.train.seed,
+            shuffle=shuffle,
+            drop_last=False,
+        )
+        for part, shuffle in ((train, True), (valid, False))
+    ]
     return batches[0], batches[1], valid, test
 
 
@@ -179,13 +210,17 @@ def _lm_batches(cfg: DistillRunConfig, base, tokenizer, meta: dict):
     """Language-model teachers: documents packed into blocks of data.seq_len tokens, as in pretraining."""
     data = cfg.data
     if data.test:
-        raise ConfigError("data.test: a language-model student is measured by its validation loss; "
-                          "evaluate perplexity afterwards with damoxing evaluate")
-    docs = [t for t in read_texts(list(data.train), text_column=data.text_column, text_mode=data.text_mode)
-            if t.strip()]
+        raise ConfigError(
+            "data.test: a language-model student is measured by its validation loss; "
+            "evaluate perplexity afterwards with damoxing evaluate"
+        )
+    docs = [
+        t for t in read_texts(list(data.train), text_column=data.text_column, text_mode=data.text_mode) if t.strip()
+    ]
     if data.valid:
-        valid_docs = [t for t in read_texts(list(data.valid), text_column=data.text_column, text_mode=data.text_mode)
-                      if t.strip()]
+        valid_docs = [
+            t for t in read_texts(list(data.valid), text_column=data.text_column, text_mode=data.text_mode) if t.strip()
+        ]
     else:
         docs, valid_docs = train_val_split(docs, data.valid_fraction, seed=cfg.train.seed)
     if not docs or not valid_docs:
@@ -194,8 +229,12 @@ def _lm_batches(cfg: DistillRunConfig, base, tokenizer, meta: dict):
     train, collate = base.prepare(tokenizer, docs, run)
     valid, _ = base.prepare(tokenizer, valid_docs, run)
     bs = cfg.train.batch_size
-    return (Batches(train, collate, bs, seed=cfg.train.seed, drop_last=False),
-            Batches(valid, collate, bs, shuffle=False, drop_last=False), valid, None)
+    return (
+        Batches(train, collate, bs, seed=cfg.train.seed, drop_last=False),
+        Batches(valid, collate, bs, shuffle=False, drop_last=False),
+        valid,
+        None,
+    )
 
 
 def _log(verbose: bool, message: str) -> None:

@@ -8,14 +8,15 @@ from its head); a language model (an `lm` head) is evaluated with the `clm` task
 Files are read lazily and batch by batch: memory does not grow with the file. Bad input (a malformed
 row, a label the model does not know, an empty file) is a DataError naming the file and line.
 """
+
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from ..data.readers import ReadSummary
 from ..data.processors import load_processor
+from ..data.readers import ReadSummary
 from ..errors import DataError, UserError
 from ..evaluation.evaluate import evaluate_records
 from ..evaluation.report import write_report
@@ -35,9 +36,17 @@ def load_for_evaluation(model_dir):
     return model, tokenizer, finetuned_meta(model, tokenizer, model_dir)
 
 
-def evaluate_model(model_dir: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.PathLike | None = None,
-                   *, batch_size: int = 32, max_length: int | None = None, skip_bad: bool = False,
-                   worst_k: int = 20, columns: dict | None = None) -> dict:
+def evaluate_model(
+    model_dir: str | os.PathLike,
+    data: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    batch_size: int = 32,
+    max_length: int | None = None,
+    skip_bad: bool = False,
+    worst_k: int = 20,
+    columns: dict | None = None,
+) -> dict:
     """Load a model folder, evaluate it on `data`, and write a report into `out_dir` (if given).
 
     `columns` overrides the column names saved with the model (text_column, text_pair_column, label_column).
@@ -55,19 +64,30 @@ def evaluate_model(model_dir: str | os.PathLike, data: str | os.PathLike, out_di
     task = get_task(meta["task"]).configure(meta)
     summary = ReadSummary()
     records = task.read(data, meta, labels=task.known_labels(meta["labels"]), skip_bad=skip_bad, summary=summary)
-    metrics = evaluate_records(model, tokenizer, task, records, meta["labels"], meta["max_length"], batch_size,
-                               worst_k)
+    metrics = evaluate_records(model, tokenizer, task, records, meta["labels"], meta["max_length"], batch_size, worst_k)
     read = summary.as_dict()
-    metrics = {"model": str(model_dir), "data": str(data), **metrics, "records_skipped": read["skipped"],
-               "skipped_total": read["skipped_total"], "skipped_examples": read["skipped_examples"]}
+    metrics = {
+        "model": str(model_dir),
+        "data": str(data),
+        **metrics,
+        "records_skipped": read["skipped"],
+        "skipped_total": read["skipped_total"],
+        "skipped_examples": read["skipped_examples"],
+    }
     if out_dir is not None:  # images: with a grid of the most confidently misclassified ones
         write_report(metrics, out_dir, title=f"Evaluation of {Path(model_dir).name} on {data.name}")
     metrics.pop("worst_images", None)  # thumbnails: drawn in the report, not JSON
     return metrics
 
 
-def input_records(task, meta: dict, texts: Sequence[str] | None = None, data: str | os.PathLike | None = None,
-                  skip_bad: bool = False, summary: ReadSummary | None = None) -> Iterator[dict]:
+def input_records(
+    task,
+    meta: dict,
+    texts: Sequence[str] | None = None,
+    data: str | os.PathLike | None = None,
+    skip_bad: bool = False,
+    summary: ReadSummary | None = None,
+) -> Iterator[dict]:
     """Unlabelled records from command-line texts or a file (lazily), one per input row; a label column, if
     any, is ignored. Files skipped with `skip_bad` (an empty file has no row) are counted in `summary`."""
     if (texts is None) == (data is None):
@@ -82,9 +102,16 @@ def input_records(task, meta: dict, texts: Sequence[str] | None = None, data: st
     return task.read(path, meta, skip_bad=skip_bad, with_labels=False, summary=summary)
 
 
-def predict(model_dir: str | os.PathLike, texts: Sequence[str] | None = None, data: str | os.PathLike | None = None,
-            *, batch_size: int = 32, skip_bad: bool = False, loaded=None,
-            summary: ReadSummary | None = None) -> Iterator[dict]:
+def predict(
+    model_dir: str | os.PathLike,
+    texts: Sequence[str] | None = None,
+    data: str | os.PathLike | None = None,
+    *,
+    batch_size: int = 32,
+    skip_bad: bool = False,
+    loaded=None,
+    summary: ReadSummary | None = None,
+) -> Iterator[dict]:
     """Predictions for `texts` or the records of `data`, lazily: one row per input row, in order, an empty or
     (with `skip_bad`) bad one with `error` set. `loaded` = (model, tokenizer, meta) to reuse."""
     model, tokenizer, meta = loaded if loaded is not None else load_finetuned(model_dir)

@@ -14,6 +14,7 @@ The run folder holds
 The run folder is checked, locked and cleared of a killed run's leftovers before any work, as in
 pretrain (damoxing/training/state.py); model/ and adapter/ are each written in one atomic step.
 """
+
 from __future__ import annotations
 
 import copy
@@ -30,7 +31,6 @@ from torch import nn
 
 from ..atomic import atomic_dir, atomic_open
 from ..config import from_dict, save_yaml, to_dict
-from ..data.collators import PaddingCollator
 from ..data.processors import load_processor
 from ..data.readers import ReadSummary
 from ..data.splits import train_val_split
@@ -70,12 +70,19 @@ class FinetuneResult:
 
     def summary(self) -> dict:
         keys = ("accuracy", "f1_macro", "loss", "mse", "pearson")
-        pick = lambda m: {k: m[k] for k in keys if m and k in m}  # noqa: E731
-        return {"method": self.method, "task": self.task, "trainable_parameters": self.trainable_parameters,
-                "total_parameters": self.total_parameters, "wall_time_s": round(self.wall_time, 2),
-                "valid": pick(self.metrics), "test": pick(self.test_metrics) if self.test_metrics else None,
-                "model_dir": str(self.model_dir) if self.model_dir else None, "adapter_dir": str(self.adapter_dir) if self.adapter_dir else None,
-                "features_from_cache": self.from_cache}
+        pick = lambda m: {k: m[k] for k in keys if m and k in m}
+        return {
+            "method": self.method,
+            "task": self.task,
+            "trainable_parameters": self.trainable_parameters,
+            "total_parameters": self.total_parameters,
+            "wall_time_s": round(self.wall_time, 2),
+            "valid": pick(self.metrics),
+            "test": pick(self.test_metrics) if self.test_metrics else None,
+            "model_dir": str(self.model_dir) if self.model_dir else None,
+            "adapter_dir": str(self.adapter_dir) if self.adapter_dir else None,
+            "features_from_cache": self.from_cache,
+        }
 
 
 def build_model(cfg: FinetuneRunConfig, task, train: list[dict], out: Path):
@@ -103,9 +110,17 @@ def build_model(cfg: FinetuneRunConfig, task, train: list[dict], out: Path):
     return create_model(config), tokenizer
 
 
-def finetune(config, out_dir: str | Path | None = None, overrides=(), *, model: nn.Module | None = None,
-             tokenizer=None, config_name: str | None = None, verbose: bool = True,
-             force: bool = False) -> FinetuneResult:
+def finetune(
+    config,
+    out_dir: str | Path | None = None,
+    overrides=(),
+    *,
+    model: nn.Module | None = None,
+    tokenizer=None,
+    config_name: str | None = None,
+    verbose: bool = True,
+    force: bool = False,
+) -> FinetuneResult:
     """Fine-tune as `config` says (YAML path, dict or FinetuneRunConfig) into `out_dir` (default runs/<name>/).
 
     `model` and `tokenizer` replace the config's model section (the model is changed in place). `force`
@@ -118,18 +133,22 @@ def finetune(config, out_dir: str | Path | None = None, overrides=(), *, model: 
         if cfg.train.resume != "auto":
             state.refuse_earlier_run(out)
             if (out / "result.json").is_file() and not force:
-                raise UserError(f"{out} holds a finished fine-tuning run (result.json): write to another folder "
-                                "(--out), or pass --force to replace its model and reports")
+                raise UserError(
+                    f"{out} holds a finished fine-tuning run (result.json): write to another folder "
+                    "(--out), or pass --force to replace its model and reports"
+                )
         return _finetune(cfg, name, out, model, tokenizer, verbose)
 
 
-def _finetune(cfg: FinetuneRunConfig, name: str, out: Path, model: nn.Module | None, tokenizer,
-              verbose: bool) -> FinetuneResult:
+def _finetune(
+    cfg: FinetuneRunConfig, name: str, out: Path, model: nn.Module | None, tokenizer, verbose: bool
+) -> FinetuneResult:
     ft, data = cfg.finetune, cfg.data
     task = get_task(ft.task).configure(to_dict(ft))
     if model is not None and tokenizer is None and task.unit == "tokens":
-        raise ConfigError(f"finetune(model=...): the {task.name} task reads text, so it needs the tokenizer too "
-                          "(tokenizer=...).")
+        raise ConfigError(
+            f"finetune(model=...): the {task.name} task reads text, so it needs the tokenizer too (tokenizer=...)."
+        )
 
     # data: labels come from the training set; validation and test must use only those labels
     columns = columns_of(data)
@@ -141,7 +160,9 @@ def _finetune(cfg: FinetuneRunConfig, name: str, out: Path, model: nn.Module | N
         valid = list(task.read(data.valid, columns, labels=labels, skip_bad=data.skip_bad, summary=read))
     else:
         train, valid = train_val_split(train, data.valid_fraction, seed=cfg.train.seed)
-    test = list(task.read(data.test, columns, labels=labels, skip_bad=data.skip_bad, summary=read)) if data.test else None
+    test = (
+        list(task.read(data.test, columns, labels=labels, skip_bad=data.skip_bad, summary=read)) if data.test else None
+    )
     if read.skipped:
         reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(read.skipped.items()))
         _log(verbose, f"skipped {sum(read.skipped.values())} bad records ({reasons}); first: {read.examples[0]}")
@@ -164,8 +185,14 @@ def _finetune(cfg: FinetuneRunConfig, name: str, out: Path, model: nn.Module | N
     torch.manual_seed(cfg.train.seed)  # the new head's initialisation
     model.reset_head(task.num_outputs(labels), task.head)
     model.labels = list(labels.names) if labels is not None else ["score"]
-    meta = {"task": task.name, "method": ft.method, "max_length": data.max_length, "labels": model.labels, **columns,
-            **task.settings()}
+    meta = {
+        "task": task.name,
+        "method": ft.method,
+        "max_length": data.max_length,
+        "labels": model.labels,
+        **columns,
+        **task.settings(),
+    }
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(to_dict(cfg), out / "config.yaml")
     total = model.num_parameters()
@@ -174,17 +201,26 @@ def _finetune(cfg: FinetuneRunConfig, name: str, out: Path, model: nn.Module | N
     adapter_dir, from_cache = None, None
     if ft.method == "features":
         trainable = prepare(model, "features")
-        feats = cached_features(model, tokenizer, task, train, data.max_length, ft.cache_dir or None,
-                                ft.eval_batch_size)
+        feats = cached_features(
+            model, tokenizer, task, train, data.max_length, ft.cache_dir or None, ft.eval_batch_size
+        )
         fit_linear_head(model, feats.x, feats.y, task, c=ft.classifier_c, seed=cfg.train.seed)
         trainable, from_cache = sum(p.numel() for p in model.head.parameters()), feats.from_cache
         _log(verbose, f"features: {len(train)} examples {'from cache' if from_cache else 'embedded'} ({feats.path})")
     else:
-        trainable = prepare(model, ft.method, lora_rank=ft.lora_rank, lora_alpha=ft.lora_alpha,
-                            lora_dropout=ft.lora_dropout, lora_targets=ft.lora_targets)
+        trainable = prepare(
+            model,
+            ft.method,
+            lora_rank=ft.lora_rank,
+            lora_alpha=ft.lora_alpha,
+            lora_dropout=ft.lora_dropout,
+            lora_targets=ft.lora_targets,
+        )
         if trainable == 0:
-            raise ConfigError(f"finetune.method: {ft.method} trains nothing here (the head has no weights of its own: "
-                              "its output layer is tied to the embeddings); use lora or full.")
+            raise ConfigError(
+                f"finetune.method: {ft.method} trains nothing here (the head has no weights of its own: "
+                "its output layer is tied to the embeddings); use lora or full."
+            )
         _train(model, tokenizer, task, cfg, train, valid, out, meta)
     wall = time.perf_counter() - start
     _log(verbose, f"{ft.method}: {trainable:,} trainable of {total:,} parameters; fitted in {wall:.1f}s")
@@ -209,8 +245,20 @@ def _finetune(cfg: FinetuneRunConfig, name: str, out: Path, model: nn.Module | N
         test_metrics = evaluate_records(model, tokenizer, task, test, model.labels, data.max_length, ft.eval_batch_size)
         write_report(test_metrics, out / "test", title=f"{name}: {ft.method} fine-tuning, test data")
     model_dir = out / "model" if ft.method != "lora" or ft.lora_merge else None
-    result = FinetuneResult(ft.method, ft.task, trainable, total, wall, metrics, test_metrics, out, model_dir,
-                            adapter_dir, from_cache, model)
+    result = FinetuneResult(
+        ft.method,
+        ft.task,
+        trainable,
+        total,
+        wall,
+        metrics,
+        test_metrics,
+        out,
+        model_dir,
+        adapter_dir,
+        from_cache,
+        model,
+    )
     with atomic_open(out / "result.json") as f:
         json.dump(result.summary(), f, indent=2)
         f.write("\n")
@@ -225,13 +273,31 @@ def _log(verbose: bool, message: str) -> None:
 
 def columns_of(data) -> dict:
     """The column names of a data section (what a task's `read` takes, and what finetune.json records)."""
-    columns = {k: getattr(data, k) for k in ("text_column", "text_pair_column", "label_column", "tokens_column",
-                                             "tags_column", "source_column", "target_column")}
+    columns = {
+        k: getattr(data, k)
+        for k in (
+            "text_column",
+            "text_pair_column",
+            "label_column",
+            "tokens_column",
+            "tags_column",
+            "source_column",
+            "target_column",
+        )
+    }
     return {**columns, **({"label_names": list(data.label_names)} if data.label_names else {})}
 
 
-def _train(model, tokenizer, task: SupervisedTask, cfg: FinetuneRunConfig, train: list[dict], valid: list[dict],
-           out: Path, meta: dict):
+def _train(
+    model,
+    tokenizer,
+    task: SupervisedTask,
+    cfg: FinetuneRunConfig,
+    train: list[dict],
+    valid: list[dict],
+    out: Path,
+    meta: dict,
+):
     """Prepare the examples once, build batch sources and run the Trainer (the task collates; the config's
     precision)."""
     ft, data, tc = cfg.finetune, cfg.data, cfg.train
@@ -242,8 +308,9 @@ def _train(model, tokenizer, task: SupervisedTask, cfg: FinetuneRunConfig, train
         train_batches = LengthGroupedBatches(train_ex, collate, tc.batch_size, seed=tc.seed)
     else:
         train_batches = Batches(train_ex, collate, tc.batch_size, seed=tc.seed, shuffle=True, drop_last=False)
-    valid_batches = Batches(valid_ex, task.collate(tokenizer, training=False), ft.eval_batch_size, shuffle=False,
-                            drop_last=False)
+    valid_batches = Batches(
+        valid_ex, task.collate(tokenizer, training=False), ft.eval_batch_size, shuffle=False, drop_last=False
+    )
     if tc.epochs:  # the schedule spans the run that will happen (as the HF Trainer computes it)
         steps = tc.epochs * math.ceil(len(train_batches) / tc.grad_accum)
         tc = dataclasses.replace(tc, max_steps=min(tc.max_steps, steps))
@@ -254,6 +321,16 @@ def _train(model, tokenizer, task: SupervisedTask, cfg: FinetuneRunConfig, train
     groups = None  # the Trainer's decay / no-decay groups
     if ft.method == "full" and ft.layerwise_lr_decay < 1.0:  # groups with an lr_scale per depth
         groups = layerwise_param_groups(model, tc.lr, ft.layerwise_lr_decay, tc.weight_decay)
-    trainer = Trainer(model, task, train_batches, tc, out, eval_data=valid_batches, save=save, load=load,
-                      run_config=to_dict(cfg), param_groups=groups)
+    trainer = Trainer(
+        model,
+        task,
+        train_batches,
+        tc,
+        out,
+        eval_data=valid_batches,
+        save=save,
+        load=load,
+        run_config=to_dict(cfg),
+        param_groups=groups,
+    )
     return trainer.fit(resume=tc.resume)

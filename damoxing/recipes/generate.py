@@ -1,10 +1,11 @@
 """The `generate` and `chat` commands: a decoder (HF folder or GGUF file) from the command line.
 
-    model, tokenizer, config = load_for_generation("SmolLM2.gguf", {"temperature": 0.7})
-    for delta in generate_deltas(model, tokenizer, "Once upon a time", config): print(delta, end="")
-    for row in generate_rows(model, tokenizer, ["a", "b"], config): ...          # one dict per prompt, in order
-    chat_loop(ChatSession(model, tokenizer, config), sys.stdin, sys.stdout)      # /reset, /exit
+model, tokenizer, config = load_for_generation("SmolLM2.gguf", {"temperature": 0.7})
+for delta in generate_deltas(model, tokenizer, "Once upon a time", config): print(delta, end="")
+for row in generate_rows(model, tokenizer, ["a", "b"], config): ...          # one dict per prompt, in order
+chat_loop(ChatSession(model, tokenizer, config), sys.stdin, sys.stdout)      # /reset, /exit
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,8 +30,9 @@ def load_for_generation(path, settings: dict):
 
     model = load_model(path)
     if not isinstance(model, Decoder):
-        raise UserError(f"{path}: generating text needs a decoder (GPT-2, Llama, SmolLM2...), this is "
-                        f"a {type(model).__name__}")
+        raise UserError(
+            f"{path}: generating text needs a decoder (GPT-2, Llama, SmolLM2...), this is a {type(model).__name__}"
+        )
     tokenizer = load_tokenizer(path)
     config = dataclasses.replace(load_generation_config(path), **{k: v for k, v in settings.items() if v is not None})
     if not config.stop_token_ids and tokenizer.eos_id is not None:
@@ -44,7 +46,7 @@ def generate_deltas(model, tokenizer, prompt: str, config: GenerationConfig) -> 
         yield from stream_text(model, tokenizer, prompt, config)
         return
     ids = torch.tensor([tokenizer.encode(prompt)], device=next(model.parameters()).device)
-    new = generate(model, ids, config)[0, ids.shape[1]:].tolist()
+    new = generate(model, ids, config)[0, ids.shape[1] :].tolist()
     stream = TextStream(tokenizer, config.stop_strings)
     text = ""
     for token in new:
@@ -69,8 +71,13 @@ def generate_rows(model, tokenizer, prompts: Iterable[str], config: GenerationCo
         reply = stream_text(model, tokenizer, prompt, config)
         for _ in reply:
             pass
-        yield {"prompt": prompt, "text": reply.text, "finish_reason": reply.finish_reason,
-               "prompt_tokens": len(reply.prompt_ids), "completion_tokens": len(reply.token_ids)}
+        yield {
+            "prompt": prompt,
+            "text": reply.text,
+            "finish_reason": reply.finish_reason,
+            "prompt_tokens": len(reply.prompt_ids),
+            "completion_tokens": len(reply.token_ids),
+        }
 
 
 def chat_loop(session: ChatSession, lines: TextIO, out: TextIO, prompt: str = "> ") -> int:

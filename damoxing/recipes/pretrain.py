@@ -14,6 +14,7 @@ Before any work the run folder is checked (a file, or a folder no run wrote, nee
 against a second run, cleared of what a killed run left, and a fresh run refuses one that holds
 checkpoints (see damoxing/training/state.py).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,8 +46,13 @@ def pretraining_task(name: str) -> Task:
     return task
 
 
-def pretrain(config_path: str | Path, out: str | Path | None = None, resume: bool = False,
-             overrides: list[str] = (), force: bool = False) -> dict:
+def pretrain(
+    config_path: str | Path,
+    out: str | Path | None = None,
+    resume: bool = False,
+    overrides: list[str] = (),
+    force: bool = False,
+) -> dict:
     run = load_run_config(config_path, overrides)
     c = run.train
     task = pretraining_task(c.task)
@@ -74,16 +80,32 @@ def _pretrain(run: RunConfig, task: Task, run_dir: Path, resume: bool, d) -> dic
     resolved = {**to_dict(run), "model": {"family": family_of(model_cfg), **to_dict(model_cfg)}}
     if d.main:
         n = sum(p.numel() for p in model.parameters())
-        print(f"{task.name}: {n / 1e6:.2f}M parameters, vocabulary {tok.vocab_size}, "
-              f"{len(train_data)} batches of {c.batch_size} per epoch and rank; run folder {run_dir}", flush=True)
+        print(
+            f"{task.name}: {n / 1e6:.2f}M parameters, vocabulary {tok.vocab_size}, "
+            f"{len(train_data)} batches of {c.batch_size} per epoch and rank; run folder {run_dir}",
+            flush=True,
+        )
     flops = flops_per_token(model, run.data.seq_len, task.head_fraction(run.data))
-    trainer = Trainer(model, task, train_data, c, run_dir, eval_data=eval_data, run_config=resolved, dist=d,
-                      save=lambda m, folder: save_model(m, tok, folder), load=load_into, flops_per_token=flops)
+    trainer = Trainer(
+        model,
+        task,
+        train_data,
+        c,
+        run_dir,
+        eval_data=eval_data,
+        run_config=resolved,
+        dist=d,
+        save=lambda m, folder: save_model(m, tok, folder),
+        load=load_into,
+        flops_per_token=flops,
+    )
     result = trainer.fit(resume=resume)
     if d.main:
         final = result["eval"] or {}
-        print(f"done: step {result['step']}, eval loss {final.get('loss', float('nan')):.4f}; "
-              f"checkpoints in {run_dir}", flush=True)
+        print(
+            f"done: step {result['step']}, eval loss {final.get('loss', float('nan')):.4f}; checkpoints in {run_dir}",
+            flush=True,
+        )
     return result
 
 
@@ -129,8 +151,11 @@ def checkpoint_tokenizer(run: RunConfig, run_dir: Path, d) -> Tokenizer | None:
         if differs and d.main:
             t = run.tokenizer
             asked = f"tokenizer.path {t.path}" if t.path else f"tokenizer.train ({t.kind}, vocab_size {t.vocab_size})"
-            print(f"note: resuming with the tokenizer saved in {path}, the one the model was trained with; the config "
-                  f"asks for {asked}, which differs and is not used", flush=True)
+            print(
+                f"note: resuming with the tokenizer saved in {path}, the one the model was trained with; the config "
+                f"asks for {asked}, which differs and is not used",
+                flush=True,
+            )
         return tok
     return None
 
@@ -141,8 +166,9 @@ def train_tokenizer(t, files) -> Tokenizer:
         return Tokenizer.train_wordpiece(files, vocab_size=t.vocab_size, lowercase=t.lowercase)
     if t.kind == "bpe":
         return Tokenizer.train_bpe(files, vocab_size=t.vocab_size)
-    return Tokenizer.train_sentencepiece(files, vocab_size=t.vocab_size, extra_ids=t.extra_ids,
-                                         model="unigram" if t.kind == "unigram" else "bpe")
+    return Tokenizer.train_sentencepiece(
+        files, vocab_size=t.vocab_size, extra_ids=t.extra_ids, model="unigram" if t.kind == "unigram" else "bpe"
+    )
 
 
 def fit_to_tokenizer(cfg, tok, vocab_size: int):
@@ -152,8 +178,10 @@ def fit_to_tokenizer(cfg, tok, vocab_size: int):
         changes.update(pad_id=tok.pad_id if tok.pad_id is not None else 0)
     elif isinstance(cfg, Seq2SeqConfig):  # T5 and Marian start the decoder with the pad token
         if tok.pad_id is None or tok.eos_id is None:
-            raise ConfigError("tokenizer: an encoder-decoder model needs a pad and an end token (</s>); "
-                              "train one with tokenizer.kind: unigram")
+            raise ConfigError(
+                "tokenizer: an encoder-decoder model needs a pad and an end token (</s>); "
+                "train one with tokenizer.kind: unigram"
+            )
         changes.update(pad_id=tok.pad_id, eos_id=tok.eos_id, decoder_start_id=tok.pad_id)
     else:
         changes.update(eos_id=tok.eos_id, bos_id=tok.bos_id, pad_id=tok.pad_id)
@@ -164,13 +192,19 @@ def resolve_model(run: RunConfig, task: Task, tok):
     section = dict(run.model)
     cfg = model_config(section)
     if family_of(cfg) != task.family:
-        wants = {"encoder": "an encoder (preset bert-*)", "decoder": "a decoder (preset gpt-* or llama-*)",
-                 "seq2seq": "an encoder-decoder (preset t5-*, transformer-* or marian-*)"}
-        raise ConfigError(f"model: train.task {task.name!r} needs {wants.get(task.family, 'a ' + task.family)}, "
-                          f"but the model is a {family_of(cfg)}.")
+        wants = {
+            "encoder": "an encoder (preset bert-*)",
+            "decoder": "a decoder (preset gpt-* or llama-*)",
+            "seq2seq": "an encoder-decoder (preset t5-*, transformer-* or marian-*)",
+        }
+        raise ConfigError(
+            f"model: train.task {task.name!r} needs {wants.get(task.family, 'a ' + task.family)}, "
+            f"but the model is a {family_of(cfg)}."
+        )
     if "vocab_size" in section and section["vocab_size"] < tok.vocab_size:
-        raise ConfigError(f"model.vocab_size: {section['vocab_size']} is smaller than the tokenizer's "
-                          f"vocabulary ({tok.vocab_size}).")
+        raise ConfigError(
+            f"model.vocab_size: {section['vocab_size']} is smaller than the tokenizer's vocabulary ({tok.vocab_size})."
+        )
     cfg = dataclasses.replace(fit_to_tokenizer(cfg, tok, section.get("vocab_size", tok.vocab_size)), head=task.head)
     if cfg.max_positions < run.data.seq_len:
         raise ConfigError(f"data.seq_len: {run.data.seq_len} is longer than model.max_positions ({cfg.max_positions}).")
@@ -179,14 +213,18 @@ def resolve_model(run: RunConfig, task: Task, tok):
 
 def read_documents(paths, run: RunConfig, verbose: bool = False) -> list[str]:
     """The non-blank documents of `paths`; with data.skip_bad bad records are skipped, and counted if `verbose`."""
-    reader = read_records(list(paths), text_column=run.data.text_column, text_mode=run.data.text_mode,
-                          skip_bad=run.data.skip_bad)
+    reader = read_records(
+        list(paths), text_column=run.data.text_column, text_mode=run.data.text_mode, skip_bad=run.data.skip_bad
+    )
     docs = [r["text"] for r in reader if r["text"].strip()]
     skipped = reader.summary.as_dict()
     if verbose and skipped["skipped_total"]:
         reasons = ", ".join(f"{reason}: {n}" for reason, n in skipped["skipped"].items())
-        print(f"{', '.join(map(str, paths))}: skipped {skipped['skipped_total']} bad records ({reasons}); "
-              f"first: {skipped['skipped_examples'][0]}", flush=True)
+        print(
+            f"{', '.join(map(str, paths))}: skipped {skipped['skipped_total']} bad records ({reasons}); "
+            f"first: {skipped['skipped_examples'][0]}",
+            flush=True,
+        )
     if not docs:
         raise DataError(f"{', '.join(paths)}: no text found")
     return docs
@@ -203,12 +241,22 @@ def build_batches(run: RunConfig, task: Task, tok, d) -> tuple[Batches, Batches 
         train, held = train_val_split(train, data.eval_fraction, seed=c.seed)
 
     def batches(examples, collate, shuffle: bool, drop_last: bool) -> Batches:
-        return Batches(examples, collate, c.batch_size, seed=c.seed, shuffle=shuffle, drop_last=drop_last,
-                       rank=d.rank, world=d.world)
+        return Batches(
+            examples,
+            collate,
+            c.batch_size,
+            seed=c.seed,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            rank=d.rank,
+            world=d.world,
+        )
 
     train_batches = batches(train, collate_train, data.shuffle, True)
     eval_batches = batches(held, collate_eval, False, False) if held else None
     if len(train_batches) == 0:
-        raise DataError(f"data.train: {len(train)} examples of {data.seq_len} tokens are fewer than one batch "
-                        f"({c.batch_size} x {d.world} processes); add data or lower train.batch_size")
+        raise DataError(
+            f"data.train: {len(train)} examples of {data.seq_len} tokens are fewer than one batch "
+            f"({c.batch_size} x {d.world} processes); add data or lower train.batch_size"
+        )
     return train_batches, eval_batches

@@ -8,6 +8,7 @@ Every request body is validated by a pydantic model; a bad one gets a 400 with O
 (engine.py); a handler waits on an asyncio queue fed from that thread, streams server-sent events when asked,
 and cancels its job when the client disconnects or the request times out.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -48,15 +49,28 @@ class ServeOptions:
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 kind: str = "invalid_request_error", headers: dict | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        kind: str = "invalid_request_error",
+        headers: dict | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
         self.headers = headers
 
 
-def error_response(status: int, message: str, param: str | None = None, code: str | None = None,
-                   kind: str = "invalid_request_error", headers: dict | None = None) -> JSONResponse:
+def error_response(
+    status: int,
+    message: str,
+    param: str | None = None,
+    code: str | None = None,
+    kind: str = "invalid_request_error",
+    headers: dict | None = None,
+) -> JSONResponse:
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -77,6 +91,7 @@ class StreamOptions(Request_):
 
 class Sampling(Request_):
     """The decoding fields chat and completions share (None: the checkpoint's default)."""
+
     model: str
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
@@ -171,8 +186,9 @@ def create_app(options: ServeOptions, served: Served | None = None) -> FastAPI:
         first = error.errors()[0]
         loc = [str(part) for part in first.get("loc", ()) if part != "body"]
         if first.get("type") == "json_invalid":
-            return error_response(400, f"the request body is not valid JSON: {first.get('msg')}", "body",
-                                  "invalid_json")
+            return error_response(
+                400, f"the request body is not valid JSON: {first.get('msg')}", "body", "invalid_json"
+            )
         # a union's member name (str, list[str], ...) is noise in the field's path
         loc = [part for part in loc if not any(c in part for c in "[]") and part not in ("str", "list")]
         param = ".".join(loc) or "body"
@@ -184,17 +200,29 @@ def create_app(options: ServeOptions, served: Served | None = None) -> FastAPI:
 
     @app.middleware("http")
     async def _authorize(request: Request, call_next):
-        if options.api_key and request.url.path.startswith("/v1/") and \
-                request.headers.get("authorization") != f"Bearer {options.api_key}":
-            return error_response(401, "missing or wrong API key: send 'Authorization: Bearer KEY'", None,
-                                  "invalid_api_key", "authentication_error")
+        if (
+            options.api_key
+            and request.url.path.startswith("/v1/")
+            and request.headers.get("authorization") != f"Bearer {options.api_key}"
+        ):
+            return error_response(
+                401,
+                "missing or wrong API key: send 'Authorization: Bearer KEY'",
+                None,
+                "invalid_api_key",
+                "authentication_error",
+            )
         return await call_next(request)
 
     # ---------------------------------------------------------------- checks
     def check_model(name: str) -> None:
         if name != served.name:
-            raise APIError(404, f"model {name!r} is not served here; this server serves {served.name!r}",
-                           "model", "model_not_found")
+            raise APIError(
+                404,
+                f"model {name!r} is not served here; this server serves {served.name!r}",
+                "model",
+                "model_not_found",
+            )
 
     def need(ability: bool, what: str) -> None:
         if not ability:
@@ -202,12 +230,20 @@ def create_app(options: ServeOptions, served: Served | None = None) -> FastAPI:
 
     def encode_prompt(text: str, param: str, special: bool) -> list[int]:
         if len(text) > options.max_prompt_tokens * 32:  # cheap check before tokenizing a huge text
-            raise APIError(400, f"{param}: the prompt is longer than {options.max_prompt_tokens} tokens",
-                           param, "context_length_exceeded")
+            raise APIError(
+                400,
+                f"{param}: the prompt is longer than {options.max_prompt_tokens} tokens",
+                param,
+                "context_length_exceeded",
+            )
         ids = served.tokenizer.encode(text, add_special_tokens=special)
         if len(ids) > options.max_prompt_tokens:
-            raise APIError(400, f"{param}: the prompt has {len(ids)} tokens, more than the limit of "
-                           f"{options.max_prompt_tokens}", param, "context_length_exceeded")
+            raise APIError(
+                400,
+                f"{param}: the prompt has {len(ids)} tokens, more than the limit of {options.max_prompt_tokens}",
+                param,
+                "context_length_exceeded",
+            )
         if not ids:
             raise APIError(400, f"{param}: the prompt is empty", param, "invalid_value")
         return ids
@@ -215,14 +251,27 @@ def create_app(options: ServeOptions, served: Served | None = None) -> FastAPI:
     def generation_config(body: Sampling, max_tokens: int | None, logprobs: int) -> GenerationConfig:
         max_tokens = max_tokens if max_tokens is not None else min(served.defaults.max_new_tokens, options.max_tokens)
         if max_tokens > options.max_tokens:
-            raise APIError(400, f"max_tokens: {max_tokens} is more than this server's limit of {options.max_tokens}",
-                           "max_tokens", "invalid_value")
+            raise APIError(
+                400,
+                f"max_tokens: {max_tokens} is more than this server's limit of {options.max_tokens}",
+                "max_tokens",
+                "invalid_value",
+            )
         stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
         if len(stops) > 4 or any(not s for s in stops):
             raise APIError(400, "stop: give at most 4 non-empty stop strings", "stop", "invalid_value")
-        changes = {"max_new_tokens": max_tokens, "stop_strings": tuple(stops), "seed": body.seed,
-                   "logprobs": logprobs, "temperature": body.temperature, "top_p": body.top_p, "top_k": body.top_k,
-                   "min_p": body.min_p, "repetition_penalty": body.repetition_penalty, "num_beams": body.num_beams}
+        changes = {
+            "max_new_tokens": max_tokens,
+            "stop_strings": tuple(stops),
+            "seed": body.seed,
+            "logprobs": logprobs,
+            "temperature": body.temperature,
+            "top_p": body.top_p,
+            "top_k": body.top_k,
+            "min_p": body.min_p,
+            "repetition_penalty": body.repetition_penalty,
+            "num_beams": body.num_beams,
+        }
         changes = {k: v for k, v in changes.items() if v is not None}
         if changes.get("num_beams", 1) > 1 and body.stream:
             raise APIError(400, "num_beams: beam search cannot stream; send stream: false", "num_beams")
@@ -232,14 +281,23 @@ def create_app(options: ServeOptions, served: Served | None = None) -> FastAPI:
         """Submit a job; yield its events as they come; cancel it when the consumer stops early."""
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
-        job = Job(prompt_ids, config, lambda e: loop.call_soon_threadsafe(events.put_nowait, e),
-                  time.monotonic() + options.request_timeout)
+        job = Job(
+            prompt_ids,
+            config,
+            lambda e: loop.call_soon_threadsafe(events.put_nowait, e),
+            time.monotonic() + options.request_timeout,
+        )
         try:
             engine.submit(job)
         except QueueFull:
-            raise APIError(429, f"the server is busy ({options.max_queue} requests waiting or running); "
-                           "retry shortly", None, "rate_limit_exceeded", "rate_limit_error",
-                           headers={"Retry-After": "1"}) from None
+            raise APIError(
+                429,
+                f"the server is busy ({options.max_queue} requests waiting or running); retry shortly",
+                None,
+                "rate_limit_exceeded",
+                "rate_limit_error",
+                headers={"Retry-After": "1"},
+            ) from None
         return job, events
 
     async def events_of(request: Request, job: Job, events: asyncio.Queue):
@@ -258,23 +316,42 @@ def create_app(options: ServeOptions, served: Served | None = None) -> FastAPI:
             job.cancel()
 
     def top_entries(top) -> list[dict]:
-        return [{"token": served.tokenizer.decode([i], skip_special_tokens=False), "logprob": lp,
-                 "bytes": list(served.tokenizer.decode([i], skip_special_tokens=False).encode())} for i, lp in top]
+        return [
+            {
+                "token": served.tokenizer.decode([i], skip_special_tokens=False),
+                "logprob": lp,
+                "bytes": list(served.tokenizer.decode([i], skip_special_tokens=False).encode()),
+            }
+            for i, lp in top
+        ]
 
     # ---------------------------------------------------------------- endpoints
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": served.name,
-                "pending": engine.pending if engine is not None else 0}
+        return {"status": "ok", "model": served.name, "pending": engine.pending if engine is not None else 0}
 
     @app.get("/v1/models")
     async def models():
-        return {"object": "list", "data": [{"id": served.name, "object": "model", "created": 0,
-                                            "owned_by": "damoxing", "capabilities": capabilities()}]}
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": served.name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "damoxing",
+                    "capabilities": capabilities(),
+                }
+            ],
+        }
 
     def capabilities() -> dict:
-        return {"generate": served.can_generate, "chat": served.can_generate and bool(served.tokenizer.chat_template),
-                "embeddings": served.can_embed, "classify": served.can_classify}
+        return {
+            "generate": served.can_generate,
+            "chat": served.can_generate and bool(served.tokenizer.chat_template),
+            "embeddings": served.can_embed,
+            "classify": served.can_classify,
+        }
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest, request: Request):
@@ -288,8 +365,7 @@ def create_app(options: ServeOptions, served: Served | None = None) -> FastAPI:
                 content = m.content
             else:
                 if any(part.get("type") != "text" or not isinstance(part.get("text"), str) for part in m.content):
-                    raise APIError(400, f"messages.{i}.content: only text parts are supported",
-                                   f"messages.{i}.content")
+                    raise APIError(400, f"messages.{i}.content: only text parts are supported", f"messages.{i}.content")
                 content = "".join(part["text"] for part in m.content)
             messages.append({"role": m.role, "content": content})
         try:
@@ -325,25 +401,51 @@ def create_app(options: ServeOptions, served: Served | None = None) -> FastAPI:
             real = [d for d in deltas if d.token >= 0 and d.logprob is not None]
             tokens = [served.tokenizer.decode([d.token], skip_special_tokens=False) for d in real]
             if chat_format:
-                return {"content": [{"token": t, "logprob": d.logprob, "bytes": list(t.encode()),
-                                     "top_logprobs": top_entries(d.top or [])} for t, d in zip(tokens, real)]}
-            return {"tokens": tokens, "token_logprobs": [d.logprob for d in real],
-                    "top_logprobs": [{e["token"]: e["logprob"] for e in top_entries(d.top or [])} for d in real],
-                    "text_offset": []}
+                return {
+                    "content": [
+                        {
+                            "token": t,
+                            "logprob": d.logprob,
+                            "bytes": list(t.encode()),
+                            "top_logprobs": top_entries(d.top or []),
+                        }
+                        for t, d in zip(tokens, real)
+                    ]
+                }
+            return {
+                "tokens": tokens,
+                "token_logprobs": [d.logprob for d in real],
+                "top_logprobs": [{e["token"]: e["logprob"] for e in top_entries(d.top or [])} for d in real],
+                "text_offset": [],
+            }
 
         def usage(done: Done) -> dict:
-            return {"prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens,
-                    "total_tokens": done.prompt_tokens + done.completion_tokens}
+            return {
+                "prompt_tokens": done.prompt_tokens,
+                "completion_tokens": done.completion_tokens,
+                "total_tokens": done.prompt_tokens + done.completion_tokens,
+            }
 
         def chunk(text: str | None, finish: str | None, deltas: list[Delta], role: bool = False) -> dict:
             if chat_format:
                 delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
                 choice = {"index": 0, "delta": delta, "logprobs": logprob_entry(deltas), "finish_reason": finish}
-                return {"id": ident, "object": "chat.completion.chunk", "created": created, "model": served.name,
-                        "choices": [choice]}
-            return {"id": ident, "object": "text_completion", "created": created, "model": served.name,
-                    "choices": [{"index": 0, "text": text or "", "logprobs": logprob_entry(deltas),
-                                 "finish_reason": finish}]}
+                return {
+                    "id": ident,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": served.name,
+                    "choices": [choice],
+                }
+            return {
+                "id": ident,
+                "object": "text_completion",
+                "created": created,
+                "model": served.name,
+                "choices": [
+                    {"index": 0, "text": text or "", "logprobs": logprob_entry(deltas), "finish_reason": finish}
+                ],
+            }
 
         if body.stream:
             include_usage = body.stream_options is not None and body.stream_options.include_usage
@@ -362,13 +464,20 @@ def create_app(options: ServeOptions, served: Served | None = None) -> FastAPI:
                             final["choices"], final["usage"] = [], usage(event)
                             yield f"data: {json.dumps(final)}\n\n"
                     elif isinstance(event, Failed):
-                        error = {"error": {"message": event.message, "type": "server_error", "param": None,
-                                           "code": "timeout" if event.status == 504 else "internal_error"}}
+                        error = {
+                            "error": {
+                                "message": event.message,
+                                "type": "server_error",
+                                "param": None,
+                                "code": "timeout" if event.status == 504 else "internal_error",
+                            }
+                        }
                         yield f"data: {json.dumps(error)}\n\n"
                 yield "data: [DONE]\n\n"
 
-            return StreamingResponse(sse(), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return StreamingResponse(
+                sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+            )
 
         deltas: list[Delta] = []
         done = None
@@ -376,21 +485,32 @@ def create_app(options: ServeOptions, served: Served | None = None) -> FastAPI:
             if isinstance(event, Delta):
                 deltas.append(event)
             elif isinstance(event, Failed):
-                raise APIError(event.status, event.message, None, "timeout" if event.status == 504 else None,
-                               "server_error")
+                raise APIError(
+                    event.status, event.message, None, "timeout" if event.status == 504 else None, "server_error"
+                )
             else:
                 done = event
         if done is None:  # the client went away
             return JSONResponse({}, status_code=499)
         text = "".join(d.text for d in deltas)
         if chat_format:
-            choice = {"index": 0, "message": {"role": "assistant", "content": text},
-                      "logprobs": logprob_entry(deltas), "finish_reason": done.finish_reason}
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": logprob_entry(deltas),
+                "finish_reason": done.finish_reason,
+            }
         else:
             text = (body.prompt if isinstance(body.prompt, str) else body.prompt[0]) + text if body.echo else text
             choice = {"index": 0, "text": text, "logprobs": logprob_entry(deltas), "finish_reason": done.finish_reason}
-        return {"id": ident, "object": kind, "created": created, "model": served.name, "choices": [choice],
-                "usage": usage(done)}
+        return {
+            "id": ident,
+            "object": kind,
+            "created": created,
+            "model": served.name,
+            "choices": [choice],
+            "usage": usage(done),
+        }
 
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest):
@@ -405,11 +525,18 @@ def create_app(options: ServeOptions, served: Served | None = None) -> FastAPI:
         vectors, tokens = await asyncio.to_thread(embed, served, texts)
         data = []
         for i, v in enumerate(vectors):
-            value = (base64.b64encode(v.numpy().astype("<f4").tobytes()).decode() if body.encoding_format == "base64"
-                     else v.tolist())
+            value = (
+                base64.b64encode(v.numpy().astype("<f4").tobytes()).decode()
+                if body.encoding_format == "base64"
+                else v.tolist()
+            )
             data.append({"object": "embedding", "index": i, "embedding": value})
-        return {"object": "list", "data": data, "model": served.name,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        return {
+            "object": "list",
+            "data": data,
+            "model": served.name,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
 
     @app.post("/v1/classify")
     async def classify(body: ClassifyRequest):
@@ -419,8 +546,7 @@ def create_app(options: ServeOptions, served: Served | None = None) -> FastAPI:
         if not texts or len(texts) > 256:
             raise APIError(400, "input: give 1 to 256 texts", "input")
         rows = await asyncio.to_thread(classify_texts, served, texts)
-        return {"object": "list", "model": served.name,
-                "data": [{"index": i, **row} for i, row in enumerate(rows)]}
+        return {"object": "list", "model": served.name, "data": [{"index": i, **row} for i, row in enumerate(rows)]}
 
     # ---------------------------------------------------------------- the playground
     @app.get("/", include_in_schema=False)
@@ -449,5 +575,14 @@ def classify_texts(served: Served, texts: list[str]) -> list[dict]:
     from ..tasks import get_task
 
     task, meta = get_task(served.meta["task"]), served.meta
-    return list(predict_records(served.model, served.tokenizer, task, task.inputs(texts), meta["labels"],
-                                meta.get("max_length"), batch_size=32))
+    return list(
+        predict_records(
+            served.model,
+            served.tokenizer,
+            task,
+            task.inputs(texts),
+            meta["labels"],
+            meta.get("max_length"),
+            batch_size=32,
+        )
+    )

@@ -10,6 +10,7 @@ Failed(message). Requests share the model through continuous batching (see Engin
 batch at the next step and leaves it when done, so the tokens per second of all clients together grow with their
 number. A prompt that continues the previous one reuses its cached keys and values (session.PrefixCache).
 """
+
 from __future__ import annotations
 
 import queue
@@ -80,8 +81,11 @@ class Row:
     def take(self, logits: torch.Tensor) -> Done | None:
         """Pick the next token from (1, V) logits and deliver its text; a Done when the request is done."""
         logits = logits.float()
-        token = int(pick(process(logits, self.history, len(self.new), self.config, self.stop_ids), self.config,
-                         self.generator)[0])
+        token = int(
+            pick(process(logits, self.history, len(self.new), self.config, self.stop_ids), self.config, self.generator)[
+                0
+            ]
+        )
         self.new.append(token)
         self.history.append(torch.tensor([token], device=logits.device))
         logprob, top = None, None
@@ -253,7 +257,7 @@ class Engine:
         self.steps += 1
         finished = []
         for i, row in enumerate(self.rows):
-            done = row.take(logits[i:i + 1])
+            done = row.take(logits[i : i + 1])
             if done is not None:
                 self._keep_conversation(i)
                 self._end(row.job, done)
@@ -271,7 +275,10 @@ class Engine:
         if length - start != len(fed):
             return
         for layer, target in zip(self.cache, self.prefix.cache):
-            target.k, target.v = layer.k[i:i + 1, :, start:length].clone(), layer.v[i:i + 1, :, start:length].clone()
+            target.k, target.v = (
+                layer.k[i : i + 1, :, start:length].clone(),
+                layer.v[i : i + 1, :, start:length].clone(),
+            )
             target.length = length - start
         self.prefix.record(fed)
 
@@ -286,8 +293,8 @@ class Engine:
         self.mask, self.tokens = self.mask[index], self.tokens[index]
         first = int(self.mask.any(0).long().argmax())  # the first column any row uses
         for layer in self.cache:
-            layer.k = layer.k[index, :, first:layer.length].contiguous()
-            layer.v = layer.v[index, :, first:layer.length].contiguous()
+            layer.k = layer.k[index, :, first : layer.length].contiguous()
+            layer.v = layer.v[index, :, first : layer.length].contiguous()
             layer.length -= first
         self.mask = self.mask[:, first:]
 
@@ -296,7 +303,7 @@ class Engine:
         """Beam search cannot stream nor share the batch: it runs alone and the best beam arrives as one delta."""
         config = job.config
         ids = torch.tensor([job.prompt_ids], device=self.device)
-        new = generate(self.model, ids, config)[0, ids.shape[1]:].tolist()
+        new = generate(self.model, ids, config)[0, ids.shape[1] :].tolist()
         stream = TextStream(self.tokenizer, config.stop_strings)
         text, count, finish = "", 0, "length"
         for token in new:

@@ -9,6 +9,7 @@ span_corruption (pretraining; clm also evaluates text files).
 Earlier names still read: sequence -> classification, token -> token_classification, mlm -> masked_lm.
 `Distillation` (distill.py) wraps one of these around a teacher model, per run, so it has no registered name.
 """
+
 from __future__ import annotations
 
 from ..config import Registry
@@ -35,8 +36,19 @@ def register(task: Task) -> Task:
     return task
 
 
-for _task in (Classification(), Pair(), TokenClassification(), Regression(), ImageClassification(),
-              TabularClassification(), Translation(), MaskedLMNextSentence(), MaskedLM(), CausalLM(), SpanCorruption()):
+for _task in (
+    Classification(),
+    Pair(),
+    TokenClassification(),
+    Regression(),
+    ImageClassification(),
+    TabularClassification(),
+    Translation(),
+    MaskedLMNextSentence(),
+    MaskedLM(),
+    CausalLM(),
+    SpanCorruption(),
+):
     register(_task)
 
 
@@ -63,5 +75,17 @@ def finetune_tasks() -> list[str]:
     return [n for n in TASKS.names() if TASKS.get(n).finetune]
 
 
-__all__ = ["TASKS", "ALIASES", "Task", "SupervisedTask", "TaskOutput", "get_task", "register", "finetune_tasks", "task_for_head", "chunks",
-           "model_inputs", "Distillation"]
+__all__ = [
+    "ALIASES",
+    "TASKS",
+    "Distillation",
+    "SupervisedTask",
+    "Task",
+    "TaskOutput",
+    "chunks",
+    "finetune_tasks",
+    "get_task",
+    "model_inputs",
+    "register",
+    "task_for_head",
+]

@@ -30,6 +30,7 @@ Supervised tasks (fine-tuning, `evaluate`, `predict`) add, in `SupervisedTask`:
 
 A new task is one file with one class, registered in `tasks/__init__.py`.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -95,8 +96,15 @@ class SupervisedTask(Task):
 
     linear_probe: str | None = None  # the `features` method's classifier: "logistic", "ridge", or None
 
-    def read(self, paths, columns: dict, labels: LabelMap | None = None, skip_bad: bool = False,
-             with_labels: bool = True, summary: ReadSummary | None = None) -> Iterator[dict]:
+    def read(
+        self,
+        paths,
+        columns: dict,
+        labels: LabelMap | None = None,
+        skip_bad: bool = False,
+        with_labels: bool = True,
+        summary: ReadSummary | None = None,
+    ) -> Iterator[dict]:
         """Records from files, lazily; bad records stop with a DataError, or with `skip_bad` are counted in
         `summary` (a ReadSummary). `with_labels=False` reads prediction input: one record per input row, in
         order, a blank row with empty text and (with `skip_bad`) a bad one as {"error", "where", "message"}."""
@@ -121,11 +129,14 @@ class SupervisedTask(Task):
         given the loaded one (None for a fresh preset), the model, the config's `transforms` section and the
         training records. Text tasks need a tokenizer and read no `transforms`."""
         if options:
-            raise ConfigError(f"transforms: the {self.name} task reads text and takes no transforms; "
-                              "remove the section")
+            raise ConfigError(
+                f"transforms: the {self.name} task reads text and takes no transforms; remove the section"
+            )
         if tokenizer is None:
-            raise ConfigError("tokenizer: a preset model needs a tokenizer: {path: FOLDER}, or {train: true, kind: "
-                              "unigram, vocab_size: 8000} to train one on the training data.")
+            raise ConfigError(
+                "tokenizer: a preset model needs a tokenizer: {path: FOLDER}, or {train: true, kind: "
+                "unigram, vocab_size: 8000} to train one on the training data."
+            )
         return tokenizer
 
     def collate(self, tokenizer, training: bool = True) -> Callable[[list, list | None], dict]:
@@ -155,8 +166,9 @@ class SupervisedTask(Task):
     def score(self, metrics, outputs: torch.Tensor, labels: torch.Tensor, records: Sequence[dict]) -> tuple[float, int]:
         raise NotImplementedError
 
-    def rows(self, tokenizer, records: Sequence[dict], outputs: torch.Tensor, names: list[str],
-             max_length: int | None) -> Iterator[dict]:
+    def rows(
+        self, tokenizer, records: Sequence[dict], outputs: torch.Tensor, names: list[str], max_length: int | None
+    ) -> Iterator[dict]:
         raise NotImplementedError
 
     def outputs(self, model: nn.Module, batch: dict) -> torch.Tensor:

@@ -4,6 +4,7 @@ Labels are aligned with `input_ids` (the Hugging Face convention) and shifted he
 token t + 1. Only positions with a target reach the vocabulary projection, through the chunked
 linear cross-entropy, so (B, T, V) logits never exist in training.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
@@ -30,16 +31,18 @@ class CausalLM(SupervisedTask):
         return {"clm": (batch["labels"][:, 1:] != IGNORE_INDEX).sum()}
 
     def loss(self, model, batch: dict) -> TaskOutput:
-        hidden = model.forward_features(batch["input_ids"], batch.get("attention_mask"), batch.get("position_ids"),
-                                        batch.get("document_ids"))  # (B, T, C)
+        hidden = model.forward_features(
+            batch["input_ids"], batch.get("attention_mask"), batch.get("position_ids"), batch.get("document_ids")
+        )  # (B, T, C)
         labels = batch["labels"][:, 1:]  # position t predicts token t + 1
         where = labels != IGNORE_INDEX
         h = hidden[:, :-1][where]  # (N, C): only positions with a target reach the vocabulary projection
         return TaskOutput({"clm": linear_cross_entropy(h, model.head.proj, labels[where])})
 
     def target_logits(self, model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = model.forward_features(batch["input_ids"], batch.get("attention_mask"), batch.get("position_ids"),
-                                        batch.get("document_ids"))  # (B, T, C)
+        hidden = model.forward_features(
+            batch["input_ids"], batch.get("attention_mask"), batch.get("position_ids"), batch.get("document_ids")
+        )  # (B, T, C)
         labels = batch["labels"][:, 1:]
         where = labels != IGNORE_INDEX
         return model.forward_head(hidden[:, :-1][where]), labels[where]  # (N, V), (N,)
@@ -52,17 +55,22 @@ class CausalLM(SupervisedTask):
         """Documents -> (packed blocks of data.seq_len tokens, their collator) for `Batches`."""
         if tokenizer.eos_id is None:
             raise ConfigError("tokenizer: causal-LM pretraining needs an end-of-text token (eos).")
-        ids = tokenizer(docs, add_special_tokens=False, padding=False, truncation=False, return_tensors=None)["input_ids"]
-        blocks = [{k: torch.tensor(v, dtype=torch.long) for k, v in block.items()}
-                  for block in pack_documents(ids, run.data.seq_len, tokenizer.eos_id)]
+        ids = tokenizer(docs, add_special_tokens=False, padding=False, truncation=False, return_tensors=None)[
+            "input_ids"
+        ]
+        blocks = [
+            {k: torch.tensor(v, dtype=torch.long) for k, v in block.items()}
+            for block in pack_documents(ids, run.data.seq_len, tokenizer.eos_id)
+        ]
         return blocks, collate_clm()
 
     # ----- evaluation on a file of texts: mean next-token loss and perplexity
     def known_labels(self, names) -> None:
         return None
 
-    def read(self, paths, columns: dict, labels=None, skip_bad: bool = False, with_labels: bool = True,
-             summary=None) -> Iterator[dict]:
+    def read(
+        self, paths, columns: dict, labels=None, skip_bad: bool = False, with_labels: bool = True, summary=None
+    ) -> Iterator[dict]:
         for path in as_paths(paths):
             reader = read_records(path, text_column=columns.get("text_column", "text"), skip_bad=skip_bad)
             yield from ({"text": r["text"]} for r in reader)
@@ -82,8 +90,9 @@ class CausalLM(SupervisedTask):
 
     def score(self, metrics, outputs, labels, records) -> tuple[float, int]:
         target = labels[:, 1:]
-        loss = F.cross_entropy(outputs[:, :-1].flatten(0, 1), target.flatten(), ignore_index=IGNORE_INDEX,
-                               reduction="sum")
+        loss = F.cross_entropy(
+            outputs[:, :-1].flatten(0, 1), target.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+        )
         tokens = int((target != IGNORE_INDEX).sum())
         metrics.update(loss, tokens)
         return float(loss), tokens

@@ -1,4 +1,5 @@
 """`classification`: one label per text (records `{"text", "label"}`), cross-entropy, accuracy/P/R/F1."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
@@ -24,18 +25,31 @@ class Classification(SupervisedTask):
     finetune = True  # sentence-pair classification reads two text columns (see pair.py)
 
     # ----- records
-    def read(self, paths, columns: dict, labels: LabelMap | None = None, skip_bad: bool = False,
-             with_labels: bool = True, summary: ReadSummary | None = None) -> Iterator[dict]:
+    def read(
+        self,
+        paths,
+        columns: dict,
+        labels: LabelMap | None = None,
+        skip_bad: bool = False,
+        with_labels: bool = True,
+        summary: ReadSummary | None = None,
+    ) -> Iterator[dict]:
         """Records with label ids (when `labels` is given), raw label strings, or (with_labels=False) no label:
         then a plain-text file is one record per line, blank lines included (see SupervisedTask.read)."""
         pair = columns.get("text_pair_column") or None
         for path in as_paths(paths):
             is_text = not with_labels and is_text_file(path)
-            reader = read_records(path, text_column=columns.get("text_column", "text"), text_pair_column=pair,
-                                  label_column=columns.get("label_column", "label") if with_labels else None,
-                                  labels=labels if with_labels else None, skip_bad=skip_bad,
-                                  text_mode="line" if is_text else None, keep_blank=not with_labels,
-                                  error_records=not with_labels)
+            reader = read_records(
+                path,
+                text_column=columns.get("text_column", "text"),
+                text_pair_column=pair,
+                label_column=columns.get("label_column", "label") if with_labels else None,
+                labels=labels if with_labels else None,
+                skip_bad=skip_bad,
+                text_mode="line" if is_text else None,
+                keep_blank=not with_labels,
+                error_records=not with_labels,
+            )
             yield from reader
             if summary is not None:
                 summary.add(reader.summary)
@@ -100,8 +114,12 @@ class Classification(SupervisedTask):
         probs = outputs.softmax(-1)
         conf, best = probs.max(-1)
         for record, p, c, b in zip(records, probs.tolist(), conf.tolist(), best.tolist()):
-            yield {**text_of(record), "label": names[b], "probability": c,
-                   "probabilities": {n: round(v, 6) for n, v in zip(names, p)}}
+            yield {
+                **text_of(record),
+                "label": names[b],
+                "probability": c,
+                "probabilities": {n: round(v, 6) for n, v in zip(names, p)},
+            }
 
 
 def text_of(record: dict) -> dict:

@@ -9,6 +9,7 @@ by their count by the Trainer. alpha = 1 learns from the teacher alone. The base
 `pair`, `clm`, ...) says which logits and labels a batch has, through its `target_logits`. The task is built
 per run around its teacher, so it is not one of the registered names.
 """
+
 from __future__ import annotations
 
 import torch
@@ -51,8 +52,9 @@ class Distillation(Task):
             losses["hard"] = (1 - self.alpha) * F.cross_entropy(student, labels, reduction="sum")
         n = count(len(labels), labels)
         guess = student.argmax(-1)
-        return TaskOutput(losses, {"accuracy": ((guess == labels).sum(), n),
-                                   "agreement": ((guess == teacher.argmax(-1)).sum(), n)})
+        return TaskOutput(
+            losses, {"accuracy": ((guess == labels).sum(), n), "agreement": ((guess == teacher.argmax(-1)).sum(), n)}
+        )
 
     def items(self, batch: dict) -> int:
         return self.base.items(batch)

@@ -8,6 +8,7 @@ augmentation draws from the example's own generator, so resume stays exact.
 
 Data (data/images.py): class folders, image files, IDX files (MNIST), CSVs of pixels; see `read_images`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,12 +43,24 @@ class ImageClassification(SupervisedTask):
         return batch["pixel_values"].shape[0]
 
     # ----- records
-    def read(self, paths, columns: dict, labels: LabelMap | None = None, skip_bad: bool = False,
-             with_labels: bool = True, summary=None) -> Iterator[dict]:
+    def read(
+        self,
+        paths,
+        columns: dict,
+        labels: LabelMap | None = None,
+        skip_bad: bool = False,
+        with_labels: bool = True,
+        summary=None,
+    ) -> Iterator[dict]:
         # `summary` stays empty: these readers stop at the first bad file with a DataError naming it
-        yield from read_images(as_paths(paths), label_column=columns.get("label_column") or "label", labels=labels,
-                               label_names=columns.get("label_names") or (), with_labels=with_labels,
-                               skip_bad=skip_bad)
+        yield from read_images(
+            as_paths(paths),
+            label_column=columns.get("label_column") or "label",
+            labels=labels,
+            label_names=columns.get("label_names") or (),
+            with_labels=with_labels,
+            skip_bad=skip_bad,
+        )
 
     def label_map(self, records: list[dict]) -> tuple[list[dict], LabelMap]:
         label_map = LabelMap.from_labels(r["label"] for r in records)
@@ -62,8 +75,10 @@ class ImageClassification(SupervisedTask):
         """The loaded processor (a pretrained folder's) or a new one, with the `transforms` section applied;
         size and channels 0 take the model's image_size and channels."""
         if tokenizer is not None and not isinstance(tokenizer, ImageProcessor):
-            raise ConfigError("model.path: the folder has a tokenizer, not an image processor "
-                              "(preprocessor_config.json); image classification needs an image model")
+            raise ConfigError(
+                "model.path: the folder has a tokenizer, not an image processor "
+                "(preprocessor_config.json); image classification needs an image model"
+            )
         base = dataclasses.asdict(tokenizer) if tokenizer is not None else {}
         processor = from_dict(ImageProcessor, {**base, **(options or {})}, prefix="transforms")
         c = model.config
@@ -78,9 +93,13 @@ class ImageClassification(SupervisedTask):
             if not processor.channels and c.input_dim in (side2, 3 * side2):
                 processor = dataclasses.replace(processor, channels=c.input_dim // side2)
             n = (processor.channels or 1) * side2
-            check(n == c.input_dim, "model.input_dim", f"{c.input_dim}, but the images give "
-                  f"{processor.channels or 1} x {processor.size} x {processor.size} = {n} values; set "
-                  f"model.input_dim: {n}, or transforms.size and transforms.channels to match it")
+            check(
+                n == c.input_dim,
+                "model.input_dim",
+                f"{c.input_dim}, but the images give "
+                f"{processor.channels or 1} x {processor.size} x {processor.size} = {n} values; set "
+                f"model.input_dim: {n}, or transforms.size and transforms.channels to match it",
+            )
         return processor
 
     # ----- batches
@@ -95,6 +114,7 @@ class ImageClassification(SupervisedTask):
 
     def collate(self, tokenizer: ImageProcessor, training: bool = True) -> Callable[[list, list | None], dict]:
         """Training batches get the augmentation (each example from its own generator) and mixup."""
+
         def collate(examples: list[dict], generators: list[torch.Generator] | None) -> dict:
             if not training or generators is None:
                 return self.encode(tokenizer, examples, None)
@@ -104,6 +124,7 @@ class ImageClassification(SupervisedTask):
                 return {"pixel_values": x, "labels": y}
             x, partner, weight = mixup(x, y, tokenizer.mixup, generators)
             return {"pixel_values": x, "labels": y, "mix_labels": partner, "mix_weights": weight}
+
         return collate
 
     def record_key(self, record: dict) -> bytes:
@@ -121,8 +142,9 @@ class ImageClassification(SupervisedTask):
         y = batch["labels"]
         if "mix_labels" in batch:  # mixup: the two labels' losses, weighted as their images were mixed
             w = batch["mix_weights"].float()
-            ce = w * F.cross_entropy(logits, y, reduction="none") + \
-                (1 - w) * F.cross_entropy(logits, batch["mix_labels"], reduction="none")
+            ce = w * F.cross_entropy(logits, y, reduction="none") + (1 - w) * F.cross_entropy(
+                logits, batch["mix_labels"], reduction="none"
+            )
             return TaskOutput({"loss": ce.sum()}, {"accuracy": accuracy(logits, y)})
         return TaskOutput({"loss": F.cross_entropy(logits, y, reduction="sum")}, {"accuracy": accuracy(logits, y)})
 
@@ -131,13 +153,21 @@ class ImageClassification(SupervisedTask):
         return ImageClassificationMetrics(len(names), names, worst_k=worst_k)
 
     def score(self, metrics, outputs, labels, records) -> tuple[float, int]:
-        metrics.update(outputs, labels, texts=[r["source"] for r in records],
-                       images=lambda row: decode(records[row]["image"], records[row]["source"]))
+        metrics.update(
+            outputs,
+            labels,
+            texts=[r["source"] for r in records],
+            images=lambda row: decode(records[row]["image"], records[row]["source"]),
+        )
         return float(F.cross_entropy(outputs, labels, reduction="sum")), len(labels)
 
     def rows(self, tokenizer, records, outputs, names, max_length) -> Iterator[dict]:
         probs = outputs.softmax(-1)
         conf, best = probs.max(-1)
         for record, p, c, b in zip(records, probs.tolist(), conf.tolist(), best.tolist()):
-            yield {"image": record["source"], "label": names[b], "probability": c,
-                   "probabilities": {n: round(v, 6) for n, v in zip(names, p)}}
+            yield {
+                "image": record["source"],
+                "label": names[b],
+                "probability": c,
+                "probabilities": {n: round(v, 6) for n, v in zip(names, p)},
+            }

@@ -4,6 +4,7 @@ Records are documents of text. `prepare` splits them into sentences, tokenises t
 sentences into chunks, and returns chunk indices with a collator that pairs, masks and pads them per
 row (one random generator per row: resume and DDP stay exact).
 """
+
 from __future__ import annotations
 
 import torch
@@ -50,8 +51,13 @@ class MaskedLM(Task):
     def prepare(self, tokenizer, docs: list[str], run) -> tuple[list[int], MLMChunkCollator]:
         """Documents -> (chunk indices, collator) for `Batches`; `run` is the pretraining RunConfig."""
         sentences = [split_sentences(doc) for doc in docs]
-        flat = tokenizer([s for doc in sentences for s in doc], add_special_tokens=False, padding=False,
-                         truncation=False, return_tensors=None)["input_ids"]
+        flat = tokenizer(
+            [s for doc in sentences for s in doc],
+            add_special_tokens=False,
+            padding=False,
+            truncation=False,
+            return_tensors=None,
+        )["input_ids"]
         it = iter(flat)
         per_doc = [[next(it) for _ in doc] for doc in sentences]
         seq_len = run.data.seq_len
@@ -60,17 +66,34 @@ class MaskedLM(Task):
 
     def collator(self, chunks, nxt, tok, run) -> MLMChunkCollator:
         if tok.mask_id is None or tok.cls_id is None or tok.sep_id is None:
-            raise ConfigError("tokenizer: masked-LM pretraining needs [MASK], [CLS] and [SEP] tokens (a WordPiece "
-                              "tokenizer: tokenizer.kind=wordpiece).")
+            raise ConfigError(
+                "tokenizer: masked-LM pretraining needs [MASK], [CLS] and [SEP] tokens (a WordPiece "
+                "tokenizer: tokenizer.kind=wordpiece)."
+            )
         vocab = tok.vocab_size
         continuation = None
         if run.data.whole_word:
             continuation = torch.tensor([(tok.id_to_token(i) or "").startswith("##") for i in range(vocab)])
-        mlm = MLMCollator(vocab, tok.mask_id, tok.pad_id if tok.pad_id is not None else 0,
-                          special_ids=[i for i in tok.special_ids if i is not None], continuation=continuation,
-                          mlm_probability=run.data.mask_prob, seed=run.train.seed, at_least_one=True)
-        return MLMChunkCollator(chunks, nxt, mlm, seq_len=run.data.seq_len, cls_id=tok.cls_id, sep_id=tok.sep_id,
-                                nsp=self.nsp, nsp_prob=run.data.nsp_prob)
+        mlm = MLMCollator(
+            vocab,
+            tok.mask_id,
+            tok.pad_id if tok.pad_id is not None else 0,
+            special_ids=[i for i in tok.special_ids if i is not None],
+            continuation=continuation,
+            mlm_probability=run.data.mask_prob,
+            seed=run.train.seed,
+            at_least_one=True,
+        )
+        return MLMChunkCollator(
+            chunks,
+            nxt,
+            mlm,
+            seq_len=run.data.seq_len,
+            cls_id=tok.cls_id,
+            sep_id=tok.sep_id,
+            nsp=self.nsp,
+            nsp_prob=run.data.nsp_prob,
+        )
 
 
 class MaskedLMNextSentence(MaskedLM):

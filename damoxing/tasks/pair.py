@@ -3,6 +3,7 @@
 The chain is classification's; the records need a second text column (`data.text_pair_column`), and the
 tokenizer encodes both texts into one sequence with [SEP] between them (and token type ids for BERT).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
@@ -15,8 +16,9 @@ class Pair(Classification):
     name = "pair"
     pairs = True
 
-    def read(self, paths, columns: dict, labels=None, skip_bad: bool = False, with_labels: bool = True,
-             summary=None) -> Iterator[dict]:
+    def read(
+        self, paths, columns: dict, labels=None, skip_bad: bool = False, with_labels: bool = True, summary=None
+    ) -> Iterator[dict]:
         if not columns.get("text_pair_column"):
             raise ConfigError("data.text_pair_column: the pair task needs the column of the second text.")
         return super().read(paths, columns, labels, skip_bad, with_labels, summary)

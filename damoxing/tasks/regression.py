@@ -1,4 +1,5 @@
 """`regression`: one number per text or pair (records `{"text", "label": float}`), MSE, R²/Pearson/Spearman."""
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,9 @@ class Regression(Classification):
     def known_labels(self, names) -> None:
         return None
 
-    def read(self, paths, columns: dict, labels=None, skip_bad: bool = False, with_labels: bool = True,
-             summary=None) -> Iterator[dict]:
+    def read(
+        self, paths, columns: dict, labels=None, skip_bad: bool = False, with_labels: bool = True, summary=None
+    ) -> Iterator[dict]:
         """Records whose label is a finite number; anything else is an error naming the record."""
         records = super().read(paths, columns, None, skip_bad, with_labels, summary)
         if not with_labels:
@@ -35,8 +37,10 @@ class Regression(Classification):
             except ValueError:
                 value = math.nan
             if not math.isfinite(value):
-                raise DataError(f"{', '.join(map(str, as_paths(paths)))}: record {number}: label {record['label']!r} "
-                                "is not a number (regression needs numeric scores)")
+                raise DataError(
+                    f"{', '.join(map(str, as_paths(paths)))}: record {number}: label {record['label']!r} "
+                    "is not a number (regression needs numeric scores)"
+                )
             yield {**record, "label": value}
 
     def label_map(self, records):

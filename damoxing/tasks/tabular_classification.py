@@ -7,6 +7,7 @@ mean and standard deviation, saved as preprocessor_config.json and applied again
 The config's `transforms` section may choose `columns` (default: every column but the label) and turn
 `standardize` off.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,11 +42,23 @@ class TabularClassification(Classification):
         return batch["features"].shape[0]
 
     # ----- records
-    def read(self, paths, columns: dict, labels: LabelMap | None = None, skip_bad: bool = False,
-             with_labels: bool = True, summary=None) -> Iterator[dict]:
+    def read(
+        self,
+        paths,
+        columns: dict,
+        labels: LabelMap | None = None,
+        skip_bad: bool = False,
+        with_labels: bool = True,
+        summary=None,
+    ) -> Iterator[dict]:
         # `summary` stays empty: these readers stop at the first bad file with a DataError naming it
-        yield from read_table(as_paths(paths), label_column=columns.get("label_column") or "label", labels=labels,
-                              with_labels=with_labels, skip_bad=skip_bad)
+        yield from read_table(
+            as_paths(paths),
+            label_column=columns.get("label_column") or "label",
+            labels=labels,
+            with_labels=with_labels,
+            skip_bad=skip_bad,
+        )
 
     def inputs(self, texts: Sequence[str]) -> Iterator[dict]:
         raise UserError("a tabular model predicts rows of a file: use --data FILE.csv")
@@ -61,9 +74,12 @@ class TabularClassification(Classification):
         opts = from_dict(TabularOptions, options, prefix="transforms")
         processor = TabularProcessor.fit(records, opts.columns, opts.standardize)
         dim = getattr(model.config, "input_dim", None)
-        check(dim in (None, len(processor.columns)), "model.input_dim",
-              f"{dim}, but the data has {len(processor.columns)} feature columns ({', '.join(processor.columns[:8])}"
-              f"{' ...' if len(processor.columns) > 8 else ''}); set model.input_dim: {len(processor.columns)}")
+        check(
+            dim in (None, len(processor.columns)),
+            "model.input_dim",
+            f"{dim}, but the data has {len(processor.columns)} feature columns ({', '.join(processor.columns[:8])}"
+            f"{' ...' if len(processor.columns) > 8 else ''}); set model.input_dim: {len(processor.columns)}",
+        )
         return processor
 
     # ----- batches
@@ -78,8 +94,10 @@ class TabularClassification(Classification):
         return [{"features": row, "label": r["label"]} for row, r in zip(x, records)]
 
     def collate(self, tokenizer, training: bool = True) -> Callable[[list, list | None], dict]:
-        return lambda examples, generators: {"features": torch.stack([e["features"] for e in examples]),
-                                             "labels": torch.tensor([e["label"] for e in examples])}
+        return lambda examples, generators: {
+            "features": torch.stack([e["features"] for e in examples]),
+            "labels": torch.tensor([e["label"] for e in examples]),
+        }
 
     def record_key(self, record: dict) -> bytes:
         return json.dumps([record["fields"], record.get("label")], sort_keys=True).encode()

@@ -3,6 +3,7 @@
 The first sub-word of each word carries its tag; other sub-words, special tokens and padding get
 IGNORE_INDEX, as in Hugging Face's token-classification recipe.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
@@ -26,8 +27,15 @@ class TokenClassification(SupervisedTask):
     finetune = True
 
     # ----- records
-    def read(self, paths, columns: dict, labels: LabelMap | None = None, skip_bad: bool = False,
-             with_labels: bool = True, summary: ReadSummary | None = None) -> Iterator[dict]:
+    def read(
+        self,
+        paths,
+        columns: dict,
+        labels: LabelMap | None = None,
+        skip_bad: bool = False,
+        with_labels: bool = True,
+        summary: ReadSummary | None = None,
+    ) -> Iterator[dict]:
         """Records {"tokens", "tags"} (tag names), {"tokens", "labels"} (with `labels`), or {"tokens"}.
 
         Without labels (prediction) every line is a record: an empty word list too, and with `skip_bad` a bad
@@ -38,8 +46,10 @@ class TokenClassification(SupervisedTask):
             if not path.exists():
                 raise DataError(f"{path}: no such file")
             if strip_suffixes(path) not in (".jsonl", ".ndjson"):
-                raise DataError(f"{path}: token classification reads JSON Lines ({{\"{tokens_column}\": [words], "
-                                f"\"{tags_column}\": [tags]}} per line), not {strip_suffixes(path) or 'this file'}")
+                raise DataError(
+                    f'{path}: token classification reads JSON Lines ({{"{tokens_column}": [words], '
+                    f'"{tags_column}": [tags]}} per line), not {strip_suffixes(path) or "this file"}'
+                )
             summary.files += 1
             empty = True
             for row in read_jsonl(path):
@@ -47,8 +57,9 @@ class TokenClassification(SupervisedTask):
                 if problem is None and with_labels and labels is not None:
                     unknown = [t for t in row.fields[tags_column] if str(t) not in labels]
                     if unknown:
-                        problem = Problem(row.where, "unknown_label",
-                                          f"unknown tag {unknown[0]!r}; known tags are {labels.names}")
+                        problem = Problem(
+                            row.where, "unknown_label", f"unknown tag {unknown[0]!r}; known tags are {labels.names}"
+                        )
                 if problem is not None and not skip_bad:
                     raise DataError(f"{problem.where}: {problem.message}; {SKIP_HINT}")
                 empty = False
@@ -62,7 +73,9 @@ class TokenClassification(SupervisedTask):
                 record = {"tokens": [str(t) for t in row.fields[tokens_column]]}
                 if with_labels:
                     tags = [str(t) for t in row.fields[tags_column]]
-                    record.update({"labels": [labels.encode(t) for t in tags]} if labels is not None else {"tags": tags})
+                    record.update(
+                        {"labels": [labels.encode(t) for t in tags]} if labels is not None else {"tags": tags}
+                    )
                 yield record
             if empty:
                 if not skip_bad:
@@ -105,7 +118,10 @@ class TokenClassification(SupervisedTask):
             batch = self.encode(tokenizer, part, max_length)
             for row in range(len(part)):
                 n = int(batch["attention_mask"][row].sum())
-                example = {"input_ids": batch["input_ids"][row, :n].tolist(), "labels": batch["labels"][row, :n].tolist()}
+                example = {
+                    "input_ids": batch["input_ids"][row, :n].tolist(),
+                    "labels": batch["labels"][row, :n].tolist(),
+                }
                 if "token_type_ids" in batch:
                     example["token_type_ids"] = [0] * n
                 out.append(example)
@@ -162,6 +178,9 @@ def _problem(row, tokens_column: str, tags_column: str, with_tags: bool) -> Prob
     if with_tags:
         tags = row.fields.get(tags_column)
         if not isinstance(tags, list) or len(tags) != len(tokens):
-            return Problem(row.where, "bad_value",
-                           f"field {tags_column!r} must be a list with one tag per word ({len(tokens)} words)")
+            return Problem(
+                row.where,
+                "bad_value",
+                f"field {tags_column!r} must be a list with one tag per word ({len(tokens)} words)",
+            )
     return None

@@ -9,6 +9,7 @@ sacreBLEU's BLEU and chrF (their signatures in the report), beside the teacher-f
                (.jsonl .csv .tsv .parquet), or line-aligned text files in pairs: [train.en, train.fr]
     finetune:  task: translation, label_smoothing: 0.1, num_beams: 4, max_new_tokens: 128
 """
+
 from __future__ import annotations
 
 import copy
@@ -36,7 +37,7 @@ class Translation(SupervisedTask):
     label_smoothing = 0.0
     generation = Seq2SeqGenerationConfig()
 
-    def configure(self, options: dict) -> "Translation":
+    def configure(self, options: dict) -> Translation:
         task = copy.copy(self)
         task.label_smoothing = float(options.get("label_smoothing", 0.0))
         task.generation = Seq2SeqGenerationConfig(**{k: options[k] for k in SETTINGS if k in options})
@@ -46,10 +47,16 @@ class Translation(SupervisedTask):
         return {k: getattr(self.generation, k) for k in SETTINGS}
 
     # ----- records
-    def read(self, paths, columns: dict, labels=None, skip_bad: bool = False, with_labels: bool = True,
-             summary=None) -> Iterator[dict]:
-        return read_parallel(paths, columns.get("source_column") or "source", columns.get("target_column") or "target",
-                             skip_bad=skip_bad, with_target=with_labels)
+    def read(
+        self, paths, columns: dict, labels=None, skip_bad: bool = False, with_labels: bool = True, summary=None
+    ) -> Iterator[dict]:
+        return read_parallel(
+            paths,
+            columns.get("source_column") or "source",
+            columns.get("target_column") or "target",
+            skip_bad=skip_bad,
+            with_target=with_labels,
+        )
 
     def label_map(self, records: list[dict]) -> tuple[list[dict], None]:
         return records, None
@@ -73,8 +80,9 @@ class Translation(SupervisedTask):
     # ----- batches
     def examples(self, tokenizer, records: Sequence[dict], max_length: int | None) -> list[dict]:
         """Token ids of each source and target, the end token appended, cut to max_length."""
-        encode = lambda texts: tokenizer(texts, max_length=max_length, padding=False, truncation=True,  # noqa: E731
-                                         return_tensors=None)["input_ids"]
+        encode = lambda texts: tokenizer(
+            texts, max_length=max_length, padding=False, truncation=True, return_tensors=None
+        )["input_ids"]
         sources = encode([r["source"] for r in records])
         if not records or "target" not in records[0]:
             return [{"input_ids": s} for s in sources]
@@ -101,8 +109,9 @@ class Translation(SupervisedTask):
     def decoding(self, model) -> Seq2SeqGenerationConfig:
         """The run's decoding settings with the model's own rules: never its pad token, end by the last step."""
         c = model.config
-        return dataclasses.replace(self.generation, bad_token_ids=(c.pad_id,) if c.pad_id != c.eos_id else (),
-                                   forced_eos_token_id=c.eos_id)
+        return dataclasses.replace(
+            self.generation, bad_token_ids=(c.pad_id,) if c.pad_id != c.eos_id else (), forced_eos_token_id=c.eos_id
+        )
 
     def outputs(self, model, batch: dict) -> dict:
         """Generated ids (B, L), and with targets the teacher-forced loss summed over their tokens."""
@@ -116,11 +125,17 @@ class Translation(SupervisedTask):
         return TranslationMetrics(tokenizer=tokenizer)
 
     def score(self, metrics, outputs: dict, labels, records) -> tuple[float, int]:
-        metrics.update(decode_outputs(metrics.tokenizer, outputs["ids"]), [r["target"] for r in records],
-                       [r["source"] for r in records])
+        metrics.update(
+            decode_outputs(metrics.tokenizer, outputs["ids"]),
+            [r["target"] for r in records],
+            [r["source"] for r in records],
+        )
         return outputs["loss"], outputs["tokens"]
 
     def rows(self, tokenizer, records, outputs: dict, names, max_length) -> Iterator[dict]:
         for record, text in zip(records, decode_outputs(tokenizer, outputs["ids"])):
-            yield {"source": record["source"], "translation": text,
-                   **({"reference": record["target"]} if "target" in record else {})}
+            yield {
+                "source": record["source"],
+                "translation": text,
+                **({"reference": record["target"]} if "target" in record else {}),
+            }

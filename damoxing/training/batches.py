@@ -11,14 +11,14 @@ a seeded permutation per epoch, indexed directly, split across ranks, collated w
 per example seeded from (seed, epoch, example), so random masking does not depend on how examples are
 batched or sharded (2 ranks x 8 see the same masks as 1 x 16).
 """
+
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
 from ..data.buckets import LengthBucketSampler
-
 
 
 def example_generator(seed: int, epoch: int, index: int) -> torch.Generator:
@@ -28,8 +28,18 @@ def example_generator(seed: int, epoch: int, index: int) -> torch.Generator:
 class Batches:
     """Batches of `examples` collated by `collate(examples, generators) -> dict of tensors`."""
 
-    def __init__(self, examples: Sequence, collate: Callable, batch_size: int, *, seed: int = 0, shuffle: bool = True,
-                 drop_last: bool = True, rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        examples: Sequence,
+        collate: Callable,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        rank: int = 0,
+        world: int = 1,
+    ):
         self.examples, self.collate, self.batch_size = examples, collate, batch_size
         self.seed, self.shuffle, self.drop_last, self.rank, self.world = seed, shuffle, drop_last, rank, world
         per_step = batch_size * world  # examples consumed by all ranks together per micro-batch
@@ -46,8 +56,8 @@ class Batches:
     def batches(self, epoch: int, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
         order, per_step = self.order(epoch), self.batch_size * self.world
         for i in range(start, self.n):
-            chunk = order[i * per_step:(i + 1) * per_step]
-            mine = chunk[self.rank::self.world].tolist()  # rank r takes every world-th example of the step
+            chunk = order[i * per_step : (i + 1) * per_step]
+            mine = chunk[self.rank :: self.world].tolist()  # rank r takes every world-th example of the step
             if not mine:
                 continue
             yield self.collate([self.examples[j] for j in mine], [example_generator(self.seed, epoch, j) for j in mine])

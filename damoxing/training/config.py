@@ -5,6 +5,7 @@
 Every field is a plain type; every value is checked in __post_init__ with a message naming the key.
 The `model` section stays a dict here: `damoxing.models.model_config` resolves it (presets, families).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -58,8 +59,19 @@ class TrainConfig:
     def __post_init__(self):
         for key in ("batch_size", "grad_accum", "max_steps", "lr", "log_every", "max_skipped_steps"):
             check_positive(f"train.{key}", getattr(self, key))
-        for key in ("epochs", "max_minutes", "eval_every", "eval_batches", "save_every", "warmup_steps", "patience", "clip_grad",
-                    "weight_decay", "eps", "keep_last"):
+        for key in (
+            "epochs",
+            "max_minutes",
+            "eval_every",
+            "eval_batches",
+            "save_every",
+            "warmup_steps",
+            "patience",
+            "clip_grad",
+            "weight_decay",
+            "eps",
+            "keep_last",
+        ):
             check_positive(f"train.{key}", getattr(self, key), allow_zero=True)
         check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
         check_choice("train.schedule", self.schedule, SCHEDULES)
@@ -71,8 +83,11 @@ class TrainConfig:
         check_range("train.warmup_ratio", self.warmup_ratio, 0.0, 1.0)
         check_range("train.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
         check_range("train.momentum", self.momentum, 0.0, 1.0)
-        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "train.betas",
-              f"two numbers in [0, 1), got {list(self.betas)}.")
+        check(
+            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            "train.betas",
+            f"two numbers in [0, 1), got {list(self.betas)}.",
+        )
 
     @property
     def warmup(self) -> int:
@@ -89,13 +104,19 @@ class TokenizerConfig:
     extra_ids: int = 0  # unigram / sentencepiece_bpe: <extra_id_N> sentinels for span corruption (T5: 100)
 
     def __post_init__(self):
-        check(bool(self.path) != self.train, "tokenizer",
-              "give either 'path' (load a tokenizer) or 'train: true' (train one on data.train), not both.")
+        check(
+            bool(self.path) != self.train,
+            "tokenizer",
+            "give either 'path' (load a tokenizer) or 'train: true' (train one on data.train), not both.",
+        )
         check_choice("tokenizer.kind", self.kind, TOKENIZER_KINDS)
         check_positive("tokenizer.vocab_size", self.vocab_size)
         check_positive("tokenizer.extra_ids", self.extra_ids, allow_zero=True)
-        check(self.extra_ids == 0 or self.kind in ("unigram", "sentencepiece_bpe"), "tokenizer.extra_ids",
-              "sentinels come with the sentencepiece-style kinds (unigram, sentencepiece_bpe).")
+        check(
+            self.extra_ids == 0 or self.kind in ("unigram", "sentencepiece_bpe"),
+            "tokenizer.extra_ids",
+            "sentinels come with the sentencepiece-style kinds (unigram, sentencepiece_bpe).",
+        )
 
 
 @dataclass(frozen=True)
@@ -120,7 +141,11 @@ class DataConfig:
         check_range("data.eval_fraction", self.eval_fraction, 0.0, 0.5)
         check_choice("data.text_mode", self.text_mode, ("paragraph", "line", "file"))
         check_positive("data.seq_len", self.seq_len)
-        check(0.0 < self.mask_prob < 1.0, "data.mask_prob", f"must be between 0 and 1 (exclusive), got {self.mask_prob!r}.")
+        check(
+            0.0 < self.mask_prob < 1.0,
+            "data.mask_prob",
+            f"must be between 0 and 1 (exclusive), got {self.mask_prob!r}.",
+        )
         check_range("data.nsp_prob", self.nsp_prob, 0.0, 1.0)
 
 

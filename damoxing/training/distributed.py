@@ -6,6 +6,7 @@ Without torchrun (no WORLD_SIZE in the environment) everything here is a no-op a
 gloo on CPU, NCCL on GPU. Each rank reads its own shard of the data (see batches.Batches(rank, world));
 only rank 0 writes logs and checkpoints.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -22,7 +23,7 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
-    device: torch.device = torch.device("cpu")
+    device: torch.device = torch.device("cpu")  # noqa: RUF009
 
     @property
     def main(self) -> bool:
@@ -94,7 +95,9 @@ def load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer, model_st
     """FSDP: shard full state dicts onto every rank (collective). The model state comes from rank 0 (others
     pass {}); the optimiser state is the full one on every rank (each reads the training-state file)."""
     from torch.distributed.checkpoint.state_dict import (
-        StateDictOptions, set_model_state_dict, set_optimizer_state_dict,
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
     )
 
     set_model_state_dict(model, model_state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))

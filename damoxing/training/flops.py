@@ -5,6 +5,7 @@ matrix multiplies: 2 x (weights used per token) + attention scores 2 x 2 x layer
 GPU peaks come from a table (dense bf16 / fp32 tensor throughput); a CPU's peak is measured once by
 timing a large matmul, and cached in ~/.cache/damoxing/cpu_peak.json.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,10 +17,21 @@ import torch
 
 # dense TFLOP/s: (bf16/fp16 tensor core, fp32 (tf32 where that is the default))
 GPU_PEAKS = {
-    "H200": (989e12, 67e12), "H100 SXM": (989e12, 67e12), "H100 PCIe": (756e12, 51e12), "H100": (989e12, 67e12),
-    "A100": (312e12, 19.5e12), "A10G": (125e12, 31e12), "A10": (125e12, 31e12), "L40S": (362e12, 91.6e12),
-    "L40": (181e12, 90.5e12), "L4": (121e12, 30e12), "V100": (125e12, 15.7e12), "T4": (65e12, 8.1e12),
-    "RTX 4090": (165e12, 82.6e12), "RTX 3090": (71e12, 35.6e12), "B200": (2250e12, 80e12),
+    "H200": (989e12, 67e12),
+    "H100 SXM": (989e12, 67e12),
+    "H100 PCIe": (756e12, 51e12),
+    "H100": (989e12, 67e12),
+    "A100": (312e12, 19.5e12),
+    "A10G": (125e12, 31e12),
+    "A10": (125e12, 31e12),
+    "L40S": (362e12, 91.6e12),
+    "L40": (181e12, 90.5e12),
+    "L4": (121e12, 30e12),
+    "V100": (125e12, 15.7e12),
+    "T4": (65e12, 8.1e12),
+    "RTX 4090": (165e12, 82.6e12),
+    "RTX 3090": (71e12, 35.6e12),
+    "B200": (2250e12, 80e12),
 }
 
 

@@ -2,6 +2,7 @@
 
 Only rank 0 creates a RunLog with `enabled=True`; the others get a silent one.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,18 +12,20 @@ from pathlib import Path
 
 
 class RunLog:
-    def __init__(self, run_dir: Path, total_steps: int, start_step: int = 0, enabled: bool = True,
-                 tensorboard: bool = True):
+    def __init__(
+        self, run_dir: Path, total_steps: int, start_step: int = 0, enabled: bool = True, tensorboard: bool = True
+    ):
         self.run_dir, self.enabled = Path(run_dir), enabled
         self.bar = self.tb = None
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.metrics_file = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        self.metrics_file = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, file=sys.stderr,
-                        disable=None)  # None: off when stderr is not a terminal
+        self.bar = tqdm(
+            total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, file=sys.stderr, disable=None
+        )  # None: off when stderr is not a terminal
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter

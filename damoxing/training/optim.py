@@ -4,6 +4,7 @@ Weight decay applies to matrices only: biases, norm weights and embedding tables
 (as in BERT, GPT-2 and most recipes since). The schedule is a pure function of the step, so a
 resumed run needs nothing but the step number to continue it.
 """
+
 from __future__ import annotations
 
 import math

@@ -20,6 +20,7 @@ whose files do not match its checkpoint.json is not a checkpoint: resume falls b
 The run folder is locked (`fcntl.flock` on RUN/.damoxing.lock) while a run writes it: a second run gets a
 clear message, and the kernel releases the lock when a run dies, however it dies.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,8 +32,8 @@ import random
 import re
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -51,14 +52,17 @@ RUN_FILES = (LOCK_FILE, "metrics.jsonl", "best.json", "result.json")  # names on
 
 # ---------------------------------------------------------------- RNG states as plain tensors
 def rng_state() -> dict:
-    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    _np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     py_version, py_state, py_gauss = random.getstate()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
-                  "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
-        "python": {"version": py_version, "state": torch.tensor(py_state, dtype=torch.int64),
-                   "gauss": py_gauss},
+        "numpy": {
+            "keys": torch.from_numpy(np_keys.astype(np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "gauss": float(np_gauss),
+        },
+        "python": {"version": py_version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": py_gauss},
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -89,14 +93,18 @@ def check_run_folder(run_dir: Path, force: bool = False) -> None:
     if run_dir.is_symlink() or run_dir.exists():
         if not run_dir.is_dir():
             if not force:
-                raise UserError(f"{run_dir} is a file, not a run folder: choose another folder (--out), "
-                                "or pass --force to replace the file")
+                raise UserError(
+                    f"{run_dir} is a file, not a run folder: choose another folder (--out), "
+                    "or pass --force to replace the file"
+                )
             remove(run_dir)
         elif not force and not is_run_folder(run_dir) and any(run_dir.iterdir()):
             names = sorted(p.name for p in run_dir.iterdir())
             shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-            raise UserError(f"{run_dir} is not empty and no damoxing run wrote it ({shown}): choose another "
-                            "folder (--out), or pass --force to write the run into it anyway")
+            raise UserError(
+                f"{run_dir} is not empty and no damoxing run wrote it ({shown}): choose another "
+                "folder (--out), or pass --force to write the run into it anyway"
+            )
 
 
 def _lock(run_dir: Path) -> int:
@@ -109,14 +117,16 @@ def _lock(run_dir: Path) -> int:
     except BlockingIOError:
         holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
         os.close(fd)
-        raise UserError(f"{run_dir} is in use by another run ({holder}): wait for it to finish, or write to "
-                        "another folder (--out)") from None
+        raise UserError(
+            f"{run_dir} is in use by another run ({holder}): wait for it to finish, or write to another folder (--out)"
+        ) from None
     except OSError as e:
         os.close(fd)
         raise UserError(f"{path}: cannot lock the run folder ({e.strerror}); use a folder on a local disk") from None
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
-              .encode(), 0)
+    os.pwrite(
+        fd, f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0
+    )
     return fd
 
 
@@ -147,7 +157,7 @@ def run_folder(run_dir: str | Path, d: distributed.Dist | None = None, *, check:
         if d.main:
             try:
                 fd = _take(run_dir, check, force)
-            except Exception as e:  # the other ranks must hear of it, not wait forever
+            except Exception as e:  # the other ranks must hear of it, not wait forever  # noqa: BLE001
                 error = e
         if distributed.broadcast_flag(error is not None, d):
             if error is not None:
@@ -167,8 +177,9 @@ def run_folder(run_dir: str | Path, d: distributed.Dist | None = None, *, check:
 def refuse_earlier_run(run_dir: Path) -> None:
     """A fresh run never writes into a folder that holds another run's checkpoints."""
     if step_folders(run_dir):
-        raise UserError(f"{run_dir} holds checkpoints of an earlier run: resume it (--resume), or write to "
-                        "another folder (--out)")
+        raise UserError(
+            f"{run_dir} holds checkpoints of an earlier run: resume it (--resume), or write to another folder (--out)"
+        )
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -229,8 +240,15 @@ def _write_manifest(folder: Path, step: int) -> None:
         json.dump({"step": step, "files": files}, f, indent=1)
 
 
-def save_checkpoint(run_dir: Path, step: int, save_model: Callable[[Path], None], training_state: dict,
-                    config: dict | None, keep_last: int, best: dict | None = None) -> Path:
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    save_model: Callable[[Path], None],
+    training_state: dict,
+    config: dict | None,
+    keep_last: int,
+    best: dict | None = None,
+) -> Path:
     """Write RUN/step-{step}/ (see the module docstring), mark it best if `best` ({"metric", "value"}) is
     given, then delete the oldest checkpoints beyond `keep_last`, never the one best.json names."""
     path = run_dir / f"step-{step:06d}"
@@ -253,8 +271,7 @@ def mark_best(run_dir: Path, checkpoint: Path, metric: str, value: float, step: 
     if not math.isfinite(value):
         raise ValueError(f"a non-finite {metric} ({value}) never marks a best checkpoint")
     with atomic_open(run_dir / "best.json") as f:
-        json.dump({"checkpoint": checkpoint.name, "metric": metric, "value": value, "step": step}, f,
-                  allow_nan=False)
+        json.dump({"checkpoint": checkpoint.name, "metric": metric, "value": value, "step": step}, f, allow_nan=False)
 
 
 def load_training_state(path: Path) -> dict:
@@ -263,5 +280,5 @@ def load_training_state(path: Path) -> dict:
         raise CheckpointError(f"{path}: not a complete checkpoint ({problem}); cannot resume from it")
     try:
         return torch.load(path / STATE_FILE, weights_only=True, map_location="cpu")
-    except Exception as e:  # a damaged file: say which, never a traceback
+    except Exception as e:  # a damaged file: say which, never a traceback  # noqa: BLE001
         raise CheckpointError(f"{path / STATE_FILE}: cannot be read ({e})") from None

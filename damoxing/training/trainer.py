@@ -31,6 +31,7 @@ What it guarantees:
 - Ctrl-C stops after the current step, saves a checkpoint and raises `Interrupted` (a KeyboardInterrupt)
   whose message says where the progress is; a second Ctrl-C stops at once.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,8 +42,8 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -89,8 +90,12 @@ class _CtrlC:
             raise KeyboardInterrupt
         self.requested = True
         if self.verbose:
-            print("\nCtrl-C: saving a checkpoint after this step, then stopping (Ctrl-C again stops at once, "
-                  "without saving)", file=sys.stderr, flush=True)
+            print(
+                "\nCtrl-C: saving a checkpoint after this step, then stopping (Ctrl-C again stops at once, "
+                "without saving)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def __exit__(self, *exc):
         if self.previous is not None:
@@ -98,11 +103,23 @@ class _CtrlC:
 
 
 class Trainer:
-    def __init__(self, model: nn.Module, task: str | Task, train_data, config: TrainConfig, run_dir: str | Path, *,
-                 save: Callable, load: Callable, eval_data=None, metrics_fn: Callable | None = None,
-                 run_config: dict | None = None,
-                 flops_per_token: float | None = None, dist: distributed.Dist | None = None,
-                 param_groups: list[dict] | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        task: str | Task,
+        train_data,
+        config: TrainConfig,
+        run_dir: str | Path,
+        *,
+        save: Callable,
+        load: Callable,
+        eval_data=None,
+        metrics_fn: Callable | None = None,
+        run_config: dict | None = None,
+        flops_per_token: float | None = None,
+        dist: distributed.Dist | None = None,
+        param_groups: list[dict] | None = None,
+    ):
         self.config, self.run_dir = config, Path(run_dir)
         self.task = get_task(task, key="train.task")
         self.dist = dist or distributed.Dist(device=next(model.parameters()).device)
@@ -139,15 +156,15 @@ class Trainer:
         d = self.dist
         with state.run_folder(self.run_dir, d, check=False), _CtrlC(verbose=d.main) as ctrl_c:
             self._start(resume)
-            log = RunLog(self.run_dir, self.config.max_steps, self.step, enabled=d.main,
-                         tensorboard=self.config.tensorboard)
+            log = RunLog(
+                self.run_dir, self.config.max_steps, self.step, enabled=d.main, tensorboard=self.config.tensorboard
+            )
             try:
                 return self._loop(log, ctrl_c)
             except KeyboardInterrupt as e:
                 if isinstance(e, Interrupted):
                     raise
-                raise Interrupted(f"stopped at once at step {self.step} without saving; "
-                                  f"{self._last_saved()}") from None
+                raise Interrupted(f"stopped at once at step {self.step} without saving; {self._last_saved()}") from None
             finally:
                 log.close(plot=self.config.plot)
 
@@ -205,11 +222,18 @@ class Trainer:
             # 5. log, evaluate, checkpoint, early stop
             if self.step % c.log_every == 0 or self.step == c.max_steps:
                 elapsed = time.perf_counter() - t0
-                means = {k: float(v) / n_steps for k, v in distributed.all_sum(
-                    {k: torch.as_tensor(v) for k, v in sums.items()}, d).items()}
+                means = {
+                    k: float(v) / n_steps
+                    for k, v in distributed.all_sum({k: torch.as_tensor(v) for k, v in sums.items()}, d).items()
+                }
                 ips = n_items * d.world / max(elapsed, 1e-9)
-                record = {"loss": sum(means.values()) if means else math.nan, **(means if len(means) > 1 else {}),
-                          "lr": lr, "grad_norm": float(norm), f"{self.task.unit}_per_s": round(ips, 1)}
+                record = {
+                    "loss": sum(means.values()) if means else math.nan,
+                    **(means if len(means) > 1 else {}),
+                    "lr": lr,
+                    "grad_norm": float(norm),
+                    f"{self.task.unit}_per_s": round(ips, 1),
+                }
                 if skipped:
                     record["skipped_steps"] = skipped
                 if (u := mfu(ips, self.flops_per_token or 0, peak, d.world)) is not None:
@@ -242,8 +266,10 @@ class Trainer:
                 self._checkpoint()
         if stop:
             best = self.best["value"]
-            log.write(f"early stop at step {self.step}: no improvement of eval {c.metric} in {c.patience} "
-                      f"evaluations; best {'none' if best is None else f'{best:.4g}'} at step {self.best['step']}")
+            log.write(
+                f"early stop at step {self.step}: no improvement of eval {c.metric} in {c.patience} "
+                f"evaluations; best {'none' if best is None else f'{best:.4g}'} at step {self.best['step']}"
+            )
         return {"step": self.step, "stopped_early": stop, "best": dict(self.best), "eval": last_eval}
 
     # ------------------------------------------------------------------ evaluation
@@ -266,8 +292,9 @@ class Trainer:
             for k, (num, den) in out.metrics.items():
                 metrics[f"{k}/num"] = metrics.get(f"{k}/num", 0) + num.double().cpu()
                 metrics[f"{k}/den"] = metrics.get(f"{k}/den", 0) + torch.as_tensor(den).double().cpu()
-        total = distributed.all_sum({**{f"{k}/sum": v for k, v in sums.items()},
-                                     **{f"{k}/count": v for k, v in counts.items()}, **metrics}, d)
+        total = distributed.all_sum(
+            {**{f"{k}/sum": v for k, v in sums.items()}, **{f"{k}/count": v for k, v in counts.items()}, **metrics}, d
+        )
         terms = {k: float(total[f"{k}/sum"] / total[f"{k}/count"].clamp(min=1)) for k in sums}
         result = {"loss": sum(terms.values()), **(terms if len(terms) > 1 else {})}
         if self.task.perplexity in terms:
@@ -320,27 +347,34 @@ class Trainer:
         """A step with a non-finite loss or gradient norm was not applied: stop, or go on (see the docstring)."""
         c, loss = self.config, float(sum(terms.values()))
         what, at = (f"loss ({loss})" if not math.isfinite(loss) else f"gradient norm ({norm})"), self.step + 1
-        advice = ("lower train.lr, set train.clip_grad, or train in precision bf16 or fp32; "
-                  f"{self._last_saved()}")
+        advice = f"lower train.lr, set train.clip_grad, or train in precision bf16 or fp32; {self._last_saved()}"
         if self.scaler.is_enabled():  # fp16: the GradScaler skips an overflowing step and lowers its scale
             if in_a_row >= c.max_skipped_steps:
-                raise UserError(f"train: {in_a_row} steps in a row skipped under fp16 (train.max_skipped_steps: "
-                                f"{c.max_skipped_steps}), the last at step {at} with a non-finite {what}; {advice}")
+                raise UserError(
+                    f"train: {in_a_row} steps in a row skipped under fp16 (train.max_skipped_steps: "
+                    f"{c.max_skipped_steps}), the last at step {at} with a non-finite {what}; {advice}"
+                )
             return
         if c.nonfinite == "stop":
-            raise UserError(f"train: non-finite {what} at step {at}; stopped before it reached the weights "
-                            f"(train.nonfinite: stop; 'skip' skips such steps). To fix it, {advice}")
+            raise UserError(
+                f"train: non-finite {what} at step {at}; stopped before it reached the weights "
+                f"(train.nonfinite: stop; 'skip' skips such steps). To fix it, {advice}"
+            )
         if in_a_row >= c.max_skipped_steps:
-            raise UserError(f"train: {in_a_row} steps in a row skipped (train.nonfinite: skip, "
-                            f"train.max_skipped_steps: {c.max_skipped_steps}), the last at step {at} with a "
-                            f"non-finite {what}; {advice}")
+            raise UserError(
+                f"train: {in_a_row} steps in a row skipped (train.nonfinite: skip, "
+                f"train.max_skipped_steps: {c.max_skipped_steps}), the last at step {at} with a "
+                f"non-finite {what}; {advice}"
+            )
         log.write(f"step {at}: non-finite {what}; the step is skipped (train.nonfinite: skip)")
 
     def _track_best(self, result: dict) -> bool:
         c = self.config
         if c.metric not in result:
-            raise UserError(f"train.metric: {c.metric!r} is not an evaluation metric here; "
-                            f"choose one of {', '.join(sorted(result))}.")
+            raise UserError(
+                f"train.metric: {c.metric!r} is not an evaluation metric here; "
+                f"choose one of {', '.join(sorted(result))}."
+            )
         value, best = result[c.metric], self.best["value"]
         better = math.isfinite(value) and (best is None or (value < best if c.metric_mode == "min" else value > best))
         if better:
@@ -363,9 +397,11 @@ class Trainer:
         """Save RUN/step-N (rank 0; collective under FSDP); never non-finite weights. Returns the folder."""
         d = self.dist
         if not self._weights_finite():
-            raise UserError(f"train: the weights hold non-finite values after step {self.step}, so no checkpoint "
-                            f"was saved; lower train.lr, check train.weight_decay and train.clip_grad; "
-                            f"{self._last_saved()}")
+            raise UserError(
+                f"train: the weights hold non-finite values after step {self.step}, so no checkpoint "
+                f"was saved; lower train.lr, check train.weight_decay and train.clip_grad; "
+                f"{self._last_saved()}"
+            )
         optimizer_state = self.optimizer.state_dict() if not self.sharded else None
         if self.sharded:  # gather the full weights and optimiser state on rank 0 (every rank takes part)
             model_state, optimizer_state = distributed.full_state(self.runner, self.optimizer)
@@ -374,14 +410,25 @@ class Trainer:
         path = None
         if d.main:
             training_state = {
-                "step": self.step, "epoch": self.epoch, "batch_index": self.batch_index,
-                "tokens_seen": self.tokens_seen, "world": d.world, "best": dict(self.best),
-                "optimizer": optimizer_state, "scaler": self.scaler.state_dict(), "rng": state.rng_state(),
+                "step": self.step,
+                "epoch": self.epoch,
+                "batch_index": self.batch_index,
+                "tokens_seen": self.tokens_seen,
+                "world": d.world,
+                "best": dict(self.best),
+                "optimizer": optimizer_state,
+                "scaler": self.scaler.state_dict(),
+                "rng": state.rng_state(),
             }
-            path = state.save_checkpoint(self.run_dir, self.step, self.save, training_state, self.run_config,
-                                         self.config.keep_last,
-                                         best={"metric": self.config.metric, "value": self.best["value"]} if best
-                                         else None)
+            path = state.save_checkpoint(
+                self.run_dir,
+                self.step,
+                self.save,
+                training_state,
+                self.run_config,
+                self.config.keep_last,
+                best={"metric": self.config.metric, "value": self.best["value"]} if best else None,
+            )
         self._saved_step = self.step
         distributed.barrier(d)
         return path
@@ -415,21 +462,26 @@ class Trainer:
                 damaged.append(str(e))
                 continue
             if self.dist.main:
-                print(f"resuming from {path} (step {self.step}, epoch {self.epoch}, batch {self.batch_index})",
-                      flush=True)
+                print(
+                    f"resuming from {path} (step {self.step}, epoch {self.epoch}, batch {self.batch_index})", flush=True
+                )
                 for reason in damaged:
                     print(f"skipped a newer checkpoint: {reason}", flush=True)
             return
         if damaged:
-            raise CheckpointError(f"{self.run_dir}: no checkpoint can be resumed from ({'; '.join(damaged)}); "
-                                  "move the damaged folders away to start afresh")
+            raise CheckpointError(
+                f"{self.run_dir}: no checkpoint can be resumed from ({'; '.join(damaged)}); "
+                "move the damaged folders away to start afresh"
+            )
         # nothing saved yet: start fresh
 
     def _restore(self, path: Path) -> None:
         s = state.load_training_state(path)  # CheckpointError when incomplete or unreadable
         if s["world"] != self.dist.world:
-            raise UserError(f"{path} was written by {s['world']} processes, this run has {self.dist.world}; "
-                            "resume with the same number of processes")
+            raise UserError(
+                f"{path} was written by {s['world']} processes, this run has {self.dist.world}; "
+                "resume with the same number of processes"
+            )
         if self.sharded:  # rank 0 reads the full state; every rank receives its shards
             model_state, error = {}, None
             if self.dist.main:
@@ -463,8 +515,11 @@ def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype:
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
         return torch.bfloat16 if device.type == "cpu" and _cpu_has_bf16() else torch.float32
     if precision == "bf16" and device.type == "cpu" and not _cpu_has_bf16():
-        warnings.warn("train.precision: bf16 on a CPU without AVX-512 BF16 or AMX runs emulated and is much "
-                      "slower than fp32 here; use precision: auto (or fp32).", stacklevel=3)
+        warnings.warn(
+            "train.precision: bf16 on a CPU without AVX-512 BF16 or AMX runs emulated and is much "
+            "slower than fp32 here; use precision: auto (or fp32).",
+            stacklevel=3,
+        )
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 

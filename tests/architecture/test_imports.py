@@ -5,6 +5,7 @@
 - the Trainer never imports checkpoint code (damoxing/io/): it is handed `save` and `load`;
 - the module graph has no cycle (an import of a.b.c also loads the package a.b first).
 """
+
 from __future__ import annotations
 
 import ast
@@ -73,16 +74,20 @@ def test_no_module_imports_the_package_face():
 
 def test_only_the_command_line_imports_recipes():
     allowed = (f"{ROOT}.cli", f"{ROOT}.recipes")
-    offenders = {m: sorted(t for t in targets if t.startswith(f"{ROOT}.recipes"))
-                 for m, targets in graph().items() if not m.startswith(allowed)}
+    offenders = {
+        m: sorted(t for t in targets if t.startswith(f"{ROOT}.recipes"))
+        for m, targets in graph().items()
+        if not m.startswith(allowed)
+    }
     offenders = {m: t for m, t in offenders.items() if t}
     assert not offenders, f"the library imports recipes: {offenders}"
 
 
 def test_the_trainer_never_imports_checkpoint_code():
     edges = graph()
-    offenders = {m: sorted(t for t in edges[m] if t.startswith(f"{ROOT}.io")) for m in edges
-                 if m.startswith(f"{ROOT}.training")}
+    offenders = {
+        m: sorted(t for t in edges[m] if t.startswith(f"{ROOT}.io")) for m in edges if m.startswith(f"{ROOT}.training")
+    }
     assert not {m: t for m, t in offenders.items() if t}, offenders
 
 
@@ -97,7 +102,7 @@ def test_the_import_graph_has_no_cycle():
             if nxt == ROOT or nxt not in edges:
                 continue
             if state.get(nxt) == "grey":
-                cycles.append(stack[stack.index(nxt):] + [nxt])
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt)
         stack.pop()

@@ -3,6 +3,7 @@
 A task owns its whole chain; everything else asks the task object (its head, metric, linear probe,
 records, batches, rows). Adding a task is one new file, never a new branch elsewhere.
 """
+
 from __future__ import annotations
 
 import ast
@@ -35,8 +36,12 @@ def task_name_branches(source: str) -> list[tuple[int, str]]:
         elif isinstance(node, ast.Dict):  # {"classification": ..., "regression": ...}[task]
             found += [(node.lineno, n) for key in node.keys if key is not None for n in _names_in(key)]
         elif isinstance(node, ast.match_case):
-            found += [(node.pattern.lineno, n) for sub in ast.walk(node.pattern) if isinstance(sub, ast.MatchValue)
-                      for n in _names_in(sub.value)]
+            found += [
+                (node.pattern.lineno, n)
+                for sub in ast.walk(node.pattern)
+                if isinstance(sub, ast.MatchValue)
+                for n in _names_in(sub.value)
+            ]
     return found
 
 
@@ -45,24 +50,34 @@ def outside_tasks() -> list[Path]:
 
 
 def test_no_branch_on_a_task_name_outside_tasks():
-    offenders = [f"{p.relative_to(PACKAGE.parent)}:{line}: {name!r}" for p in outside_tasks()
-                 for line, name in task_name_branches(p.read_text(encoding="utf-8"))]
+    offenders = [
+        f"{p.relative_to(PACKAGE.parent)}:{line}: {name!r}"
+        for p in outside_tasks()
+        for line, name in task_name_branches(p.read_text(encoding="utf-8"))
+    ]
     assert not offenders, "branches on task names outside damoxing/tasks/:\n" + "\n".join(offenders)
 
 
 def test_no_task_comparison_pattern_outside_tasks():
     pattern = re.compile(r"task (==|!=|in \()")
-    offenders = [f"{p}:{i}" for p in outside_tasks()
-                 for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
+    offenders = [
+        f"{p}:{i}"
+        for p in outside_tasks()
+        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+        if pattern.search(line)
+    ]
     assert not offenders, offenders
 
 
-@pytest.mark.parametrize("source", [
-    'if task == "regression": pass',
-    'x = meta["task"] in ("classification", "pair")',
-    'loss = {"clm": a, "masked_lm": b}[name]',
-    'match t:\n    case "token_classification": pass',
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        'if task == "regression": pass',
+        'x = meta["task"] in ("classification", "pair")',
+        'loss = {"clm": a, "masked_lm": b}[name]',
+        'match t:\n    case "token_classification": pass',
+    ],
+)
 def test_the_checker_finds_branches(source):
     assert task_name_branches(source)
 

@@ -1,5 +1,9 @@
 """Tiny models for the compression tests, and a Q8_0 GGUF file written with the `gguf` package."""
+
 from __future__ import annotations
+
+import functools
+import operator
 
 import gguf
 import numpy as np
@@ -9,7 +13,7 @@ import torch
 import damoxing
 
 # every dimension a multiple of 32 (GGUF blocks, int4 groups) and every output a multiple of 16 (int4 kernel)
-LLAMA = dict(vocab_size=96, dim=64, layers=2, heads=4, kv_heads=2, mlp_dim=128, max_positions=64)
+LLAMA = {"vocab_size": 96, "dim": 64, "layers": 2, "heads": 4, "kv_heads": 2, "mlp_dim": 128, "max_positions": 64}
 
 
 def tiny_decoder(seed: int = 0, **changes):
@@ -19,8 +23,16 @@ def tiny_decoder(seed: int = 0, **changes):
 
 def tiny_encoder(seed: int = 0, **changes):
     torch.manual_seed(seed)
-    fields = dict(vocab_size=96, dim=32, layers=2, heads=4, mlp_dim=64, max_positions=64, head="sequence",
-                  num_labels=3)
+    fields = {
+        "vocab_size": 96,
+        "dim": 32,
+        "layers": 2,
+        "heads": 4,
+        "mlp_dim": 64,
+        "max_positions": 64,
+        "head": "sequence",
+        "num_labels": 3,
+    }
     return damoxing.create_model(damoxing.preset("bert-tiny", **{**fields, **changes})).eval()
 
 
@@ -41,14 +53,19 @@ def write_gguf(path, kind=gguf.GGMLQuantizationType.Q8_0, seed: int = 0):
     w.add_uint32("llama.vocab_size", c["vocab_size"])
     shapes = {"token_embd.weight": (c["vocab_size"], c["dim"])}
     for i in range(c["layers"]):
-        shapes.update({f"blk.{i}.attn_q.weight": (c["dim"], c["dim"]),
-                       f"blk.{i}.attn_k.weight": (c["kv_heads"] * head_dim, c["dim"]),
-                       f"blk.{i}.attn_v.weight": (c["kv_heads"] * head_dim, c["dim"]),
-                       f"blk.{i}.attn_output.weight": (c["dim"], c["dim"]),
-                       f"blk.{i}.ffn_gate.weight": (c["mlp_dim"], c["dim"]),
-                       f"blk.{i}.ffn_up.weight": (c["mlp_dim"], c["dim"]),
-                       f"blk.{i}.ffn_down.weight": (c["dim"], c["mlp_dim"]),
-                       f"blk.{i}.attn_norm.weight": (c["dim"],), f"blk.{i}.ffn_norm.weight": (c["dim"],)})
+        shapes.update(
+            {
+                f"blk.{i}.attn_q.weight": (c["dim"], c["dim"]),
+                f"blk.{i}.attn_k.weight": (c["kv_heads"] * head_dim, c["dim"]),
+                f"blk.{i}.attn_v.weight": (c["kv_heads"] * head_dim, c["dim"]),
+                f"blk.{i}.attn_output.weight": (c["dim"], c["dim"]),
+                f"blk.{i}.ffn_gate.weight": (c["mlp_dim"], c["dim"]),
+                f"blk.{i}.ffn_up.weight": (c["mlp_dim"], c["dim"]),
+                f"blk.{i}.ffn_down.weight": (c["dim"], c["mlp_dim"]),
+                f"blk.{i}.attn_norm.weight": (c["dim"],),
+                f"blk.{i}.ffn_norm.weight": (c["dim"],),
+            }
+        )
     shapes["output_norm.weight"] = (c["dim"],)
     for name, shape in shapes.items():
         if len(shape) == 1:
@@ -81,7 +98,9 @@ def classifier_dir(tmp_path_factory):
     words = {"sport": ["goal", "match", "team"], "tech": ["chip", "code", "robot"], "food": ["bread", "soup", "rice"]}
     filler = ["the", "a", "today", "people", "said", "new", "big"]
     corpus = folder / "corpus.txt"
-    corpus.write_text("\n".join(" ".join(filler + sum(words.values(), [])) for _ in range(5)) + "\n")
+    corpus.write_text(
+        "\n".join(" ".join(filler + functools.reduce(operator.iadd, words.values(), [])) for _ in range(5)) + "\n"
+    )
     tokenizer = Tokenizer.train_wordpiece([corpus], vocab_size=120, min_frequency=1, model_max_length=64)
     rng = random.Random(0)
     for split, n in (("train", 48), ("test", 24)):
@@ -93,7 +112,14 @@ def classifier_dir(tmp_path_factory):
                 writer.writerow([" ".join(rng.choices(filler, k=4) + rng.choices(words[label], k=2)), label])
     model = tiny_encoder(vocab_size=tokenizer.vocab_size, layers=4)
     model.labels = sorted(words)
-    meta = {"task": "classification", "method": "full", "max_length": 32, "labels": model.labels,
-            "text_column": "text", "text_pair_column": "", "label_column": "label"}
+    meta = {
+        "task": "classification",
+        "method": "full",
+        "max_length": 32,
+        "labels": model.labels,
+        "text_column": "text",
+        "text_pair_column": "",
+        "label_column": "label",
+    }
     save_finetuned(model, tokenizer, folder / "model", meta)
     return folder

@@ -1,4 +1,5 @@
 """The commands end to end on a tiny fine-tuned classifier: quantize, prune, export, distil; then evaluate."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,20 @@ def test_quantize_dynamic_then_evaluate_unchanged(classifier_dir, tmp_path, caps
 
 def test_prune_heads_with_a_curve_and_sparsity_without(classifier_dir, tmp_path, capsys):
     out = tmp_path / "heads"
-    assert main(["prune", str(classifier_dir / "model"), str(out), "--heads", "0.5",
-                 "--data", str(classifier_dir / "test.csv")]) == 0
+    assert (
+        main(
+            [
+                "prune",
+                str(classifier_dir / "model"),
+                str(out),
+                "--heads",
+                "0.5",
+                "--data",
+                str(classifier_dir / "test.csv"),
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert sum(summary["layer_heads"]) == 8 and summary["parameters_after"] < summary["parameters_before"]
     assert (out / "prune-curve.png").is_file() and len(summary["curve"]) == 10

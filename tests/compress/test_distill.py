@@ -1,4 +1,5 @@
 """Distillation: the loss is zero for a student equal to its teacher, and soft labels alone teach a student."""
+
 from __future__ import annotations
 
 import copy
@@ -19,7 +20,11 @@ from .conftest import tiny_decoder, tiny_encoder
 def classification_batch(seed: int = 0, rows: int = 8):
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(1, 96, (rows, 12), generator=g)
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.randint(0, 3, (rows,), generator=g)}
+    return {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "labels": torch.randint(0, 3, (rows,), generator=g),
+    }
 
 
 def test_loss_is_zero_when_the_student_is_the_teacher():
@@ -58,10 +63,15 @@ def test_a_student_learns_from_soft_labels_alone(tmp_path):
 
     def collate(rows, generators):
         ids = torch.stack([r["input_ids"] for r in rows])
-        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.stack([r["labels"] for r in rows])}
+        return {
+            "input_ids": ids,
+            "attention_mask": torch.ones_like(ids),
+            "labels": torch.stack([r["labels"] for r in rows]),
+        }
 
-    held_out = collate([{"input_ids": torch.randint(1, 96, (12,), generator=g), "labels": torch.tensor(0)}
-                        for _ in range(64)], None)
+    held_out = collate(
+        [{"input_ids": torch.randint(1, 96, (12,), generator=g), "labels": torch.tensor(0)} for _ in range(64)], None
+    )
     task = Distillation(teacher, get_task("classification"), temperature=2.0, alpha=1.0)
 
     def soft_loss_and_agreement():
@@ -70,10 +80,21 @@ def test_a_student_learns_from_soft_labels_alone(tmp_path):
         return out.losses["soft"].item(), out.metrics["agreement"][0].item()
 
     loss_before, agree_before = soft_loss_and_agreement()
-    config = TrainConfig(task="classification", lr=3e-3, max_steps=80, batch_size=16, log_every=80, plot=False,
-                         tensorboard=False, warmup_steps=0, schedule="constant", precision="fp32")
-    Trainer(student, task, Batches(examples, collate, 16), config, tmp_path, save=lambda m, f: None,
-            load=lambda m, f: None).fit()
+    config = TrainConfig(
+        task="classification",
+        lr=3e-3,
+        max_steps=80,
+        batch_size=16,
+        log_every=80,
+        plot=False,
+        tensorboard=False,
+        warmup_steps=0,
+        schedule="constant",
+        precision="fp32",
+    )
+    Trainer(
+        student, task, Batches(examples, collate, 16), config, tmp_path, save=lambda m, f: None, load=lambda m, f: None
+    ).fit()
     loss_after, agree_after = soft_loss_and_agreement()
     assert loss_after < 0.5 * loss_before
     assert agree_after > agree_before

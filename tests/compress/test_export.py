@@ -1,4 +1,5 @@
 """ONNX export: onnxruntime gives PyTorch's outputs within 1e-4 on any batch size and length, on real weights."""
+
 from __future__ import annotations
 
 import pytest
@@ -48,7 +49,9 @@ def test_tiny_encoder_and_decoder_match_pytorch(tmp_path):
     decoder = tiny_decoder()
     session = check_matches(decoder, export_onnx(decoder, tmp_path / "dec.onnx"), 1e-4)
     prompt = torch.tensor([[5, 17, 33, 2]])
-    assert torch.equal(greedy_onnx(session, prompt, 16), generate(decoder, prompt, GenerationConfig(max_new_tokens=16))[:, 4:])
+    assert torch.equal(
+        greedy_onnx(session, prompt, 16), generate(decoder, prompt, GenerationConfig(max_new_tokens=16))[:, 4:]
+    )
     assert not (tmp_path / "dec.onnx.data").exists()  # one file
 
 
@@ -75,4 +78,4 @@ def test_smollm2_decoder_matches_pytorch_and_greedy_gives_the_same_64_tokens(smo
     check_matches(model, path, 1e-4)
     prompt = torch.tensor([[1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198]])
     tokens = greedy_onnx(onnx_session(path), prompt, 64)
-    assert torch.equal(tokens, generate(model, prompt, GenerationConfig(max_new_tokens=64))[:, prompt.shape[1]:])
+    assert torch.equal(tokens, generate(model, prompt, GenerationConfig(max_new_tokens=64))[:, prompt.shape[1] :])

@@ -1,4 +1,5 @@
 """Pruning: magnitude masks made permanent; heads ranked by importance and physically removed."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,7 +8,13 @@ import torch.nn.functional as F
 
 import damoxing
 from damoxing.compress.prune import (
-    head_importance, heads_to_keep, magnitude_prune, make_permanent, prune_heads, remove_heads, sparsity_of,
+    head_importance,
+    heads_to_keep,
+    magnitude_prune,
+    make_permanent,
+    prune_heads,
+    remove_heads,
+    sparsity_of,
 )
 from damoxing.errors import ConfigError
 
@@ -16,8 +23,10 @@ from .conftest import tiny_decoder, tiny_encoder
 
 def batches(n: int = 3, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    return [{"input_ids": torch.randint(1, 96, (4, 10), generator=g), "labels": torch.randint(0, 3, (4,), generator=g)}
-            for _ in range(n)]
+    return [
+        {"input_ids": torch.randint(1, 96, (4, 10), generator=g), "labels": torch.randint(0, 3, (4,), generator=g)}
+        for _ in range(n)
+    ]
 
 
 def classification_loss(model, batch):
@@ -26,8 +35,17 @@ def classification_loss(model, batch):
 
 def test_magnitude_pruning_zeroes_the_smallest_weights_and_saves_plain(tmp_path):
     model = tiny_encoder()
-    smallest = torch.cat([m.weight.detach().abs().flatten() for n, m in model.named_modules()
-                          if isinstance(m, torch.nn.Linear) and not n.startswith("head")]).sort().values
+    smallest = (
+        torch.cat(
+            [
+                m.weight.detach().abs().flatten()
+                for n, m in model.named_modules()
+                if isinstance(m, torch.nn.Linear) and not n.startswith("head")
+            ]
+        )
+        .sort()
+        .values
+    )
     zeroed = magnitude_prune(model, 0.5)
     assert zeroed == round(0.5 * len(smallest))
     assert "blocks.0.attn.q.weight_mask" in model.state_dict()
@@ -45,13 +63,16 @@ def gated_importance(model, data) -> torch.Tensor:
     """The definition: |dL/d xi_h| per example, with an explicit gate xi on each head's output."""
     attns = [b.attn for b in model.blocks]
     gates = [torch.ones(a.heads, dtype=torch.float64, requires_grad=True) for a in attns]
-    hooks = [a.o.register_forward_pre_hook(
-        lambda m, args, a=a, g=g: (args[0] * g.repeat_interleave(a.head_dim).to(args[0].dtype),))
-        for a, g in zip(attns, gates)]
+    hooks = [
+        a.o.register_forward_pre_hook(
+            lambda m, args, a=a, g=g: (args[0] * g.repeat_interleave(a.head_dim).to(args[0].dtype),)
+        )
+        for a, g in zip(attns, gates)
+    ]
     scores = torch.zeros(len(attns), attns[0].heads, dtype=torch.float64)
     for batch in data:
         for row in range(batch["input_ids"].shape[0]):
-            one = {k: v[row: row + 1] for k, v in batch.items()}
+            one = {k: v[row : row + 1] for k, v in batch.items()}
             grads = torch.autograd.grad(classification_loss(model, one), gates)
             scores += torch.stack(grads).abs()
     for h in hooks:
@@ -75,9 +96,12 @@ def test_half_the_heads_removed_shrinks_the_model_and_equals_masking_them(tmp_pa
     assert sum(len(k) for k in keep) == 4  # 8 heads, half removed
     # the reference: the full model with the removed heads' outputs set to zero
     d = model.blocks[0].attn.head_dim
-    hooks = [b.attn.o.register_forward_pre_hook(
-        lambda m, args, k=k: (args[0] * torch.tensor([float(h in k) for h in range(4)]).repeat_interleave(d),))
-        for b, k in zip(model.blocks, keep)]
+    hooks = [
+        b.attn.o.register_forward_pre_hook(
+            lambda m, args, k=k: (args[0] * torch.tensor([float(h in k) for h in range(4)]).repeat_interleave(d),)
+        )
+        for b, k in zip(model.blocks, keep)
+    ]
     with torch.no_grad():
         masked = model(ids)
     for h in hooks:

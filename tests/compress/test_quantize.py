@@ -8,6 +8,7 @@ of an output y_n = sum_k x_k w_nk is, with U = 2^-9 the unit roundoff of bf16:
 The dynamic layer quantizes its input per call with step s_x over the input's range (7 bits):
     s_x * sum_k |w_nk| + scale_n / 2 * sum_k |x_k|, plus float32 rounding.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,7 +33,7 @@ from damoxing.io.gguf import decode_blocks, read_gguf
 
 from .conftest import tiny_decoder, tiny_encoder, write_gguf
 
-U = 2.0 ** -9
+U = 2.0**-9
 
 
 def scale_per_weight(layer) -> torch.Tensor:
@@ -48,7 +49,7 @@ def kernel_scale_error(layer) -> torch.Tensor:
         s = scale_per_weight(layer)
         m = layer.weight_min.double().repeat_interleave(layer.group_size, dim=1)
         codes = layer.codes().double()
-        return ((codes - 8).abs() * s + (m + 8 * s).abs()) * U * (1 + 2.0 ** -15)
+        return ((codes - 8).abs() * s + (m + 8 * s).abs()) * U * (1 + 2.0**-15)
     return w.abs() * U  # code * bf16(scale): one rounding of the scale
 
 
@@ -58,7 +59,7 @@ def weight_only_bound(layer, x: torch.Tensor, weight_error: torch.Tensor) -> tor
     e = kernel_scale_error(layer)
     w = layer.dequantize().double().abs() + e
     k = layer.in_features
-    return ax @ (weight_error + e).T + (2 * U + k * 2.0 ** -24) * (ax @ w.T) * (1 + 2.0 ** -7)
+    return ax @ (weight_error + e).T + (2 * U + k * 2.0**-24) * (ax @ w.T) * (1 + 2.0**-7)
 
 
 def float64_reference(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -113,8 +114,11 @@ def test_dynamic_int8_within_bound_from_its_scales():
     w = layer.dequantize().double()
     step = (max(x.max().item(), 0) - min(x.min().item(), 0)) / 127  # the input's 7-bit step
     ax = x.double().abs()
-    bound = step * w.abs().sum(1) + ax.sum(1, keepdim=True) * layer.weight_scale.double().T / 2 + \
-        2.0 ** -20 * (ax @ w.abs().T + lin.bias.double().abs())
+    bound = (
+        step * w.abs().sum(1)
+        + ax.sum(1, keepdim=True) * layer.weight_scale.double().T / 2
+        + 2.0**-20 * (ax @ w.abs().T + lin.bias.double().abs())
+    )
     diff = (y.double() - float64_reference(lin, x)).abs()
     assert (diff <= bound).all(), (diff / bound).max()
     assert diff.max() > 0
@@ -162,8 +166,11 @@ def test_q8_0_gguf_runs_directly_within_the_bound_of_its_fp32_twin(q8_gguf):
     assert all(isinstance(model.get_submodule(n), Int8Linear) for n in ("blocks.0.attn.q", "head.proj"))
     assert model.head.proj.weight is model.embed.weight  # the tied projection reads the embedding's codes
     seen = {}
-    hooks = [m.register_forward_hook(lambda m, inp, out, n=n: seen.__setitem__(n, (inp[0], out)))
-             for n, m in model.named_modules() if isinstance(m, Int8Linear)]
+    hooks = [
+        m.register_forward_hook(lambda m, inp, out, n=n: seen.__setitem__(n, (inp[0], out)))
+        for n, m in model.named_modules()
+        if isinstance(m, Int8Linear)
+    ]
     ids = torch.randint(0, 96, (2, 11), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         logits = model(ids)
@@ -202,8 +209,9 @@ def test_smollm2_q4_1_blocks_map_exactly(smollm2_gguf):
     assert kinds == {"int4/32", "int8/32", "embedding-int8/32"}  # Q4_1 layers, the Q8_0 embedding and head
     _, fp32 = read_gguf(smollm2_gguf)
     for name in ("blocks.0.attn.q", "blocks.29.mlp.down", "head.proj"):
-        assert torch.equal(model.get_submodule(name).dequantize(), fp32["embed.weight" if name == "head.proj"
-                                                                        else f"{name}.weight"])
+        assert torch.equal(
+            model.get_submodule(name).dequantize(), fp32["embed.weight" if name == "head.proj" else f"{name}.weight"]
+        )
 
 
 # ---------------------------------------------------------------------- whole models, saved and loaded

@@ -1,4 +1,5 @@
 """`damoxing data clean`: normalisation, dedup, length filter, PII, summary, atomic output, CLI."""
+
 import gzip
 import json
 
@@ -17,42 +18,55 @@ def test_normalize_text():
     assert normalize_text("a\n\n\nb", keep_paragraphs=False) == "a\nb"
 
 
-@pytest.mark.parametrize("text", [
-    "\U0001f469\u200d\U0001f4bb coder",                      # ZWJ emoji sequence
-    "\U0001f468\u200d\U0001f469\u200d\U0001f467 family",
-    "\U0001f3f3\ufe0f\u200d\U0001f308",                       # selector and joiner in one sequence
-    "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",    # Persian ZWNJ
-    "\u0915\u094d\u200d\u0937",                              # ZWJ after a Devanagari virama
-    "\u2764\ufe0f love",                                      # emoji variation selector
-    "1\ufe0f\u20e3 #\ufe0f\u20e3",                             # keycaps
-    "\u845b\U000e0100\u57ce",                                 # ideographic variation sequence
-    "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f",  # flag of Scotland (tags)
-    "\u1820\u180b\u1822",                                     # Mongolian free variation selector
-    "\u2800\u2800\u2801\u2800\u2803",                         # Braille with blank cells
-    "\u0661\u0662\u0663 \u0967\u0968",                        # Arabic-Indic and Devanagari digits
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\U0001f469\u200d\U0001f4bb coder",  # ZWJ emoji sequence
+        "\U0001f468\u200d\U0001f469\u200d\U0001f467 family",
+        "\U0001f3f3\ufe0f\u200d\U0001f308",  # selector and joiner in one sequence
+        "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",  # Persian ZWNJ
+        "\u0915\u094d\u200d\u0937",  # ZWJ after a Devanagari virama
+        "\u2764\ufe0f love",  # emoji variation selector
+        "1\ufe0f\u20e3 #\ufe0f\u20e3",  # keycaps
+        "\u845b\U000e0100\u57ce",  # ideographic variation sequence
+        "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f",  # flag of Scotland (tags)
+        "\u1820\u180b\u1822",  # Mongolian free variation selector
+        "\u2800\u2800\u2801\u2800\u2803",  # Braille with blank cells
+        "\u0661\u0662\u0663 \u0967\u0968",  # Arabic-Indic and Devanagari digits
+    ],
+)
 def test_normalize_text_keeps_characters_that_do_visible_work(text):
     assert normalize_text(text) == text
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("138\ufe0f0013\ufe0f8000", "13800138000"),               # variation selectors between digits
-    ("139\u034f1234\u034f5678", "13912345678"),               # combining grapheme joiner
-    ("1380013\u31648000", "13800138000"),                     # Hangul filler (NFKC makes it U+1160)
-    ("call 138\u28000013\u28008000", "call 13800138000"),    # a Braille blank with no Braille around
-    ("4111\u180b1111", "41111111"),                           # a Mongolian selector after a digit
-    ("a\u200db\u200cc", "abc"),                               # joiners between ASCII letters
-    ("\ufeffsoft\u00adhy\u200bphen\u2060", "softhyphen"),
-    ("x\ufe0f\U0001f600\ufe0f\ufe0f", "x\U0001f600\ufe0f"),  # after ASCII, or a second selector
-    ("e\u200b\u0301", "\u00e9"),                              # composes once the zero-width space is gone
-    ("\u2800\u2800 \u200b", ""),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("138\ufe0f0013\ufe0f8000", "13800138000"),  # variation selectors between digits
+        ("139\u034f1234\u034f5678", "13912345678"),  # combining grapheme joiner
+        ("1380013\u31648000", "13800138000"),  # Hangul filler (NFKC makes it U+1160)
+        ("call 138\u28000013\u28008000", "call 13800138000"),  # a Braille blank with no Braille around
+        ("4111\u180b1111", "41111111"),  # a Mongolian selector after a digit
+        ("a\u200db\u200cc", "abc"),  # joiners between ASCII letters
+        ("\ufeffsoft\u00adhy\u200bphen\u2060", "softhyphen"),
+        ("x\ufe0f\U0001f600\ufe0f\ufe0f", "x\U0001f600\ufe0f"),  # after ASCII, or a second selector
+        ("e\u200b\u0301", "\u00e9"),  # composes once the zero-width space is gone
+        ("\u2800\u2800 \u200b", ""),
+    ],
+)
 def test_normalize_text_removes_invisible_characters(text, expected):
     assert normalize_text(text) == expected
 
+
 def make_corpus(path):
-    docs = ["Hello   world, mail me at alice@example.com", "Hello world, mail me at alice@example.com",
-            "ok", "电话13800138000，卡号4111111111111111", "x" * 50, "Card 4111111111111112 is fake"]
+    docs = [
+        "Hello   world, mail me at alice@example.com",
+        "Hello world, mail me at alice@example.com",
+        "ok",
+        "电话13800138000，卡号4111111111111111",
+        "x" * 50,
+        "Card 4111111111111112 is fake",
+    ]
     path.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
     return path
 
@@ -72,7 +86,7 @@ def test_clean_txt_gz_output_reads_back(tmp_path):
     src.write_text(json.dumps({"text": "para one\n\n\npara two"}) + "\n" + json.dumps({"text": "b"}) + "\n")
     out = tmp_path / "out.txt.gz"
     clean_corpus(src, out, redact=False)
-    assert gzip.open(out, "rt").read() == "para one\npara two\n\nb\n\n"
+    assert gzip.open(out, "rt").read() == "para one\npara two\n\nb\n\n"  # noqa: SIM115
     assert list(read_texts(out)) == ["para one\npara two", "b"]
 
 
@@ -84,9 +98,16 @@ def test_no_redact_and_no_dedup(tmp_path):
 
 
 def test_dedup_on_text_before_redaction_with_labels(tmp_path):
-    rows = [("Contact alice@example.com now", "pos"), ("Contact bob@example.org now", "neg"),
-            ("Contact  alice@example.com now", "pos"), ("Contact alice@example.com now", "neg"), ("", "pos"),
-            ("\u200b \u2800\ufe0f", "neg"), ("Contact carol@example.net now", "neg"), ("fine", "neg")]
+    rows = [
+        ("Contact alice@example.com now", "pos"),
+        ("Contact bob@example.org now", "neg"),
+        ("Contact  alice@example.com now", "pos"),
+        ("Contact alice@example.com now", "neg"),
+        ("", "pos"),
+        ("\u200b \u2800\ufe0f", "neg"),
+        ("Contact carol@example.net now", "neg"),
+        ("fine", "neg"),
+    ]
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows), encoding="utf-8")
     out = tmp_path / "out.jsonl"
@@ -97,14 +118,20 @@ def test_dedup_on_text_before_redaction_with_labels(tmp_path):
     assert summary["documents_in"] == 8 and summary["documents_out"] == 5 and summary["redactions"] == {"EMAIL": 4}
     records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [(r["text"], r["label"]) for r in records] == [
-        ("Contact [EMAIL] now", "pos"), ("Contact [EMAIL] now", "neg"), ("Contact [EMAIL] now", "neg"),
-        ("Contact [EMAIL] now", "neg"), ("fine", "neg")]
+        ("Contact [EMAIL] now", "pos"),
+        ("Contact [EMAIL] now", "neg"),
+        ("Contact [EMAIL] now", "neg"),
+        ("Contact [EMAIL] now", "neg"),
+        ("fine", "neg"),
+    ]
 
 
 def test_invisible_character_cannot_hide_a_phone_number(tmp_path):
     src = tmp_path / "in.txt"
-    src.write_text("call 139\u034f1234\u034f5678 or 186\u20131234\u20135678\n\n"
-                   "\U0001f469\u200d\U0001f4bb \u0661\u0662\u0663\n", encoding="utf-8")
+    src.write_text(
+        "call 139\u034f1234\u034f5678 or 186\u20131234\u20135678\n\n\U0001f469\u200d\U0001f4bb \u0661\u0662\u0663\n",
+        encoding="utf-8",
+    )
     out = tmp_path / "out.jsonl"
     summary = clean_corpus(src, out)
     assert summary["redactions"] == {"PHONE": 2}

@@ -1,6 +1,7 @@
 """Packed causal LM: full blocks, no padding, positions and documents restart, attention stays inside.
 
 That a packed token computes what it computes alone, through the real decoder: test_packing_model.py."""
+
 import random
 
 import torch

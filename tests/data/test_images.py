@@ -1,5 +1,6 @@
 """Image readers, transforms and processors: labels stay with their images, randomness comes from the
 example's seed only, and bad input is one DataError naming the file."""
+
 from __future__ import annotations
 
 import gzip
@@ -115,8 +116,11 @@ def test_wrong_idx_magic_and_truncated_idx_are_named(tmp_path):
     images, labels = labelled_images()
     path = write_idx(tmp_path, images, labels)
     labels_file = tmp_path / "train-labels-idx1-ubyte.gz"
-    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte\.gz: not an IDX file of images: magic number "
-                                        r"0x00000801, expected 0x00000803"):
+    with pytest.raises(
+        DataError,
+        match=r"train-labels-idx1-ubyte\.gz: not an IDX file of images: magic number "
+        r"0x00000801, expected 0x00000803",
+    ):
         list(read_images(labels_file))
     with gzip.open(path, "wb") as f:
         f.write(struct.pack(">IIII", 0x803, 12, 16, 16) + b"\0" * 100)
@@ -148,15 +152,16 @@ def test_labels_stay_with_their_images_through_shuffled_augmented_batches(tmp_pa
 
 def test_augmentation_depends_only_on_the_example_seed():
     rng = np.random.default_rng(0)
-    records = [{"image": rng.integers(0, 256, (16, 16), dtype=np.uint8), "source": f"x#{i}", "label": 0}
-               for i in range(6)]
+    records = [
+        {"image": rng.integers(0, 256, (16, 16), dtype=np.uint8), "source": f"x#{i}", "label": 0} for i in range(6)
+    ]
     processor = ImageProcessor(size=16, crop_padding=2, flip=True, randaugment=2, randaugment_magnitude=15)
 
     def gens(indices, seed=0, epoch=1):
         return [example_generator(seed, epoch, i) for i in indices]
 
     together = processor.pixels(records, gens(range(6)))
-    apart = torch.cat([processor.pixels(records[i:i + 1], gens([i])) for i in (0, 1, 2, 3, 4, 5)])
+    apart = torch.cat([processor.pixels(records[i : i + 1], gens([i])) for i in (0, 1, 2, 3, 4, 5)])
     assert torch.equal(together, apart)  # the same crop, flip and operations in any batch
     assert torch.equal(together, processor.pixels(records, gens(range(6))))
     assert not torch.equal(together, processor.pixels(records, gens(range(6), epoch=2)))

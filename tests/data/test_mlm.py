@@ -1,4 +1,5 @@
 """MLM masking: rates over >100k positions, special tokens, whole-word masking, chosen positions."""
+
 import random
 
 import torch
@@ -97,9 +98,14 @@ def test_continuation_after_special_token_is_its_own_word():
 
 
 def test_pair_examples_pass_through():
-    examples = [{"input_ids": [CLS, 7, SEP, 8, SEP], "token_type_ids": [0, 0, 0, 1, 1], "next_sentence_label": 1},
-                {"input_ids": [CLS, 9, SEP, 10, 11, 12, SEP], "token_type_ids": [0, 0, 0, 1, 1, 1, 1],
-                 "next_sentence_label": 0}]
+    examples = [
+        {"input_ids": [CLS, 7, SEP, 8, SEP], "token_type_ids": [0, 0, 0, 1, 1], "next_sentence_label": 1},
+        {
+            "input_ids": [CLS, 9, SEP, 10, 11, 12, SEP],
+            "token_type_ids": [0, 0, 0, 1, 1, 1, 1],
+            "next_sentence_label": 0,
+        },
+    ]
     batch = MLMCollator(VOCAB, MASK, PAD, SPECIAL)(examples)
     assert batch["token_type_ids"].tolist() == [[0, 0, 0, 1, 1, 0, 0], [0, 0, 0, 1, 1, 1, 1]]
     assert batch["next_sentence_label"].tolist() == [1, 0]

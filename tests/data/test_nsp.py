@@ -1,5 +1,6 @@
 """Next-sentence prediction as pretraining builds it: chunks of whole sentences, IsNext/NotNext pairs, segment ids,
 truncation, masking per row (`segment_chunks` + `MLMChunkCollator`)."""
+
 import math
 import random
 
@@ -29,8 +30,9 @@ def make_documents(count: int, seed: int) -> list[list[list[int]]]:
 
 def make_collator(chunks, next_chunk, seq_len: int = SEQ_LEN, nsp: bool = True, nsp_prob: float = 0.5):
     mlm = MLMCollator(vocab_size=VOCAB, mask_id=MASK, pad_id=PAD, special_ids=[PAD, CLS, SEP, MASK])
-    return MLMChunkCollator(chunks, next_chunk, mlm, seq_len=seq_len, cls_id=CLS, sep_id=SEP, nsp=nsp,
-                            nsp_prob=nsp_prob)
+    return MLMChunkCollator(
+        chunks, next_chunk, mlm, seq_len=seq_len, cls_id=CLS, sep_id=SEP, nsp=nsp, nsp_prob=nsp_prob
+    )
 
 
 def generators(indices: list[int], seed: int = 0) -> list[torch.Generator]:
@@ -43,8 +45,9 @@ def rows(batch: dict) -> list[tuple[list[int], list[int], list[int]]]:
     out = []
     for row in range(len(original)):
         n = int(batch["attention_mask"][row].sum())
-        out.append((original[row, :n].tolist(), batch["token_type_ids"][row, :n].tolist(),
-                    batch["labels"][row, :n].tolist()))
+        out.append(
+            (original[row, :n].tolist(), batch["token_type_ids"][row, :n].tolist(), batch["labels"][row, :n].tolist())
+        )
     return out
 
 
@@ -52,7 +55,7 @@ def split_pair(ids: list[int], types: list[int]) -> tuple[list[int], list[int]]:
     first_sep = ids.index(SEP)
     assert ids[0] == CLS and ids[-1] == SEP
     assert types == [0] * (first_sep + 1) + [1] * (len(ids) - first_sep - 1)
-    return ids[1:first_sep], ids[first_sep + 1:-1]
+    return ids[1:first_sep], ids[first_sep + 1 : -1]
 
 
 def test_chunks_are_whole_sentences_in_document_order():
@@ -128,7 +131,7 @@ def test_rows_depend_only_on_their_own_generator():
 def test_truncation_shortens_the_longer_segment_from_its_end():
     chunks, next_chunk = [list(range(10, 30)), list(range(40, 45))], [1, -1]
     batch = make_collator(chunks, next_chunk, seq_len=16, nsp_prob=0.0)([0], generators([0]))
-    (ids, types, _), = rows(batch)
+    ((ids, types, _),) = rows(batch)
     assert split_pair(ids, types) == (list(range(10, 18)), list(range(40, 45)))
     assert len(ids) == 16 and batch["next_sentence_label"].tolist() == [IS_NEXT]
 

@@ -1,6 +1,7 @@
 """PII redaction: a table of real-looking positives and look-alike negatives, English and Chinese,
 then the classes that used to leak: other separators, other scripts' digits, look-alike letters, invisible
 characters."""
+
 import time
 from collections import Counter
 
@@ -48,8 +49,7 @@ POSITIVES = [
     ("mapped ::ffff:192.0.2.128 address", "mapped [IP] address"),
     ("prefix 2001:db8::", "prefix [IP]"),
     # several in one line
-    ("Mail bob@corp.com or call +1 (415) 555-2671 from 10.1.2.3",
-     "Mail [EMAIL] or call [PHONE] from [IP]"),
+    ("Mail bob@corp.com or call +1 (415) 555-2671 from 10.1.2.3", "Mail [EMAIL] or call [PHONE] from [IP]"),
     # North American numbers with dashes or dots and no brackets
     ("Call 415-555-2671 today", "Call [PHONE] today"),
     ("Call 415.555.2671 today", "Call [PHONE] today"),
@@ -116,16 +116,16 @@ NEGATIVES = [
     # phone look-alikes
     "+5 points for effort",
     "The year +2023 was good",
-    "order 12345678901 shipped",            # 11 digits but not a mobile prefix
-    "号码1380013800少一位",                   # 10 digits
-    "编号138001380001多一位",                 # 12 digits
+    "order 12345678901 shipped",  # 11 digits but not a mobile prefix
+    "号码1380013800少一位",  # 10 digits
+    "编号138001380001多一位",  # 12 digits
     "score 1-0 and 2-1",
     "ISBN 978-7-111-54742-6",
     "pages 120-135, 2019-2021",
     # ID look-alikes (bad check digit or impossible date)
-    "身份证号110105194912310021",            # wrong check digit
-    "ID 440304199013011233 on file",       # month 13
-    "编号110101200102290008",                # 2001-02-29 does not exist
+    "身份证号110105194912310021",  # wrong check digit
+    "ID 440304199013011233 on file",  # month 13
+    "编号110101200102290008",  # 2001-02-29 does not exist
     "serial 123456789012345678",
     # card look-alikes (fail Luhn)
     "Visa 4111111111111112 expires",
@@ -235,9 +235,11 @@ def test_fold_text_maps_back_to_the_original():
 def test_a_megabyte_redacts_in_linear_time():
     """A megabyte of real text takes about half a second on one core; the bound allows for a shared machine.
     Then runs built to make a backtracking pattern quadratic (minutes at this size if one were)."""
-    unit = ("Mail bob@corp.com or call +1 (415) 555-2671 from 10.1.2.3. 身份证号11010519491231002X，"
-            "电话138\u200b0013\u200b8000。رقم ١٣٨٠٠١٣٨٠٠٠ \U0001f469\u200d\U0001f4bb "
-            "version 1.2.3, 2019\u20132021.\n")
+    unit = (
+        "Mail bob@corp.com or call +1 (415) 555-2671 from 10.1.2.3. 身份证号11010519491231002X，"
+        "电话138\u200b0013\u200b8000。رقم ١٣٨٠٠١٣٨٠٠٠ \U0001f469\u200d\U0001f4bb "
+        "version 1.2.3, 2019\u20132021.\n"
+    )
     copies = (1 << 20) // len(unit.encode())
     counts = Counter()
     start = time.perf_counter()
@@ -247,7 +249,17 @@ def test_a_megabyte_redacts_in_linear_time():
     assert redacted.count("[PHONE]") == 3 * copies
     n = 1 << 16
     start = time.perf_counter()
-    for run in ("a_" * n, "1" * 2 * n, "+1 2" * n, "a@b" + ".c" * n, "张1" * n, "1:" * n, "1-" * n, "a@" * n, "1." * n,
-                "a.a@" * n):
+    for run in (
+        "a_" * n,
+        "1" * 2 * n,
+        "+1 2" * n,
+        "a@b" + ".c" * n,
+        "张1" * n,
+        "1:" * n,
+        "1-" * n,
+        "a@" * n,
+        "1." * n,
+        "a.a@" * n,
+    ):
         assert redact_pii(run) == run
     assert time.perf_counter() - start < 5

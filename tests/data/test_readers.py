@@ -1,4 +1,5 @@
 """Readers: every format (plain and gzip), labels, and every bad-input case (message or count)."""
+
 import gzip
 import json
 from pathlib import Path
@@ -36,14 +37,24 @@ def test_jsonl_labelled(tmp_path, gz):
     lines = [{"review": "good", "stars": "pos"}, {"review": "bad", "stars": "neg"}, {"review": "fine", "stars": 1}]
     path = write(tmp_path / "r.jsonl", "\n".join(json.dumps(x) for x in lines) + "\n\n", gz)
     records = list(read_records(path, text_column="review", label_column="stars"))
-    assert records == [{"text": "good", "label": "pos"}, {"text": "bad", "label": "neg"}, {"text": "fine", "label": "1"}]
+    assert records == [
+        {"text": "good", "label": "pos"},
+        {"text": "bad", "label": "neg"},
+        {"text": "fine", "label": "1"},
+    ]
 
 
 @pytest.mark.parametrize("suffix, sep", [(".csv", ","), (".tsv", "\t")])
 @pytest.mark.parametrize("gz", [False, True])
 def test_csv_tsv_columns_by_name(tmp_path, suffix, sep, gz):
-    body = sep.join(["id", "label", "sentence"]) + "\n" + sep.join(["1", "b", '"multi\nline"']) + "\n" \
-        + sep.join(["2", "a", "plain"]) + "\n"
+    body = (
+        sep.join(["id", "label", "sentence"])
+        + "\n"
+        + sep.join(["1", "b", '"multi\nline"'])
+        + "\n"
+        + sep.join(["2", "a", "plain"])
+        + "\n"
+    )
     path = write(tmp_path / f"t{suffix}", body, gz)
     records, label_map, summary = load_labelled(path, text_column="sentence")
     assert label_map.names == ["a", "b"]
@@ -75,8 +86,11 @@ def test_class_folder(tmp_path):
             write(tmp_path / label / f"{i}.txt", text + "\n\nmore", gz=(label == "tech"))
     records, label_map, _ = load_labelled(tmp_path)
     assert label_map.names == ["sport", "tech"]
-    assert records == [{"text": "goal\n\nmore", "label": 0}, {"text": "match\n\nmore", "label": 0},
-                       {"text": "chip\n\nmore", "label": 1}]
+    assert records == [
+        {"text": "goal\n\nmore", "label": 0},
+        {"text": "match\n\nmore", "label": 0},
+        {"text": "chip\n\nmore", "label": 1},
+    ]
 
 
 def test_label_map_stable_and_saved(tmp_path):
@@ -98,9 +112,12 @@ def test_given_labels_encode_in_given_order(tmp_path):
 BAD_CASES = {
     "malformed_json": ("x.jsonl", b'{"text": "ok"}\n{"text": oops}\n{"text": "ok2"}\n', {}, ":2: malformed JSON"),
     "missing_column": ("x.jsonl", b'{"text": "ok"}\n{"body": "no text"}\n{"text": "ok2"}\n', {}, ":2: no field 'text'"),
-    "unknown_label": ("x.csv", b"text,label\nok,pos\nbad,maybe\nok2,neg\n", {"label_column": "label",
-                                                                          "labels": ["neg", "pos"]},
-                      ":3: unknown label 'maybe'"),
+    "unknown_label": (
+        "x.csv",
+        b"text,label\nok,pos\nbad,maybe\nok2,neg\n",
+        {"label_column": "label", "labels": ["neg", "pos"]},
+        ":3: unknown label 'maybe'",
+    ),
     "bad_utf8": ("x.txt", b"ok\n\nbad \xff byte\nsecond line\n\nok2\n", {}, ":3: byte 0xff"),
     "short_row": ("x.csv", b"text,label\nok,a\nlonely\nok2,b\n", {"label_column": "label"}, ":3: the row has 1 fields"),
 }
@@ -155,7 +172,9 @@ def test_empty_file_in_class_folder(tmp_path):
 
 def test_missing_csv_column_names_columns(tmp_path):
     path = write(tmp_path / "x.csv", "sentence,label\nhi,a\n")
-    with pytest.raises(DataError, match=r"x\.csv:1: no column 'text' in the header; columns are \['sentence', 'label'\]"):
+    with pytest.raises(
+        DataError, match=r"x\.csv:1: no column 'text' in the header; columns are \['sentence', 'label'\]"
+    ):
         list(read_records(path, label_column="label"))
 
 

@@ -1,4 +1,5 @@
 """T5 span corruption: the decoder target reconstructs exactly the removed spans, and the noise is unbiased."""
+
 import random
 
 import pytest
@@ -101,4 +102,4 @@ def test_batch_padding_and_decoder_inputs():
     assert torch.equal(batch["decoder_attention_mask"].bool(), real)
     lengths = batch["attention_mask"].sum(1)
     assert lengths[0] > lengths[1] and batch["input_ids"].shape[1] == lengths[0]
-    assert (batch["input_ids"][1, lengths[1]:] == PAD).all()
+    assert (batch["input_ids"][1, lengths[1] :] == PAD).all()

@@ -1,4 +1,5 @@
 """Seeded shuffles and splits: reproducible from the seed, nothing lost or duplicated."""
+
 from damoxing.data import buffer_shuffle, shuffled, stream_split, train_val_split
 
 

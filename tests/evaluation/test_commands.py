@@ -1,4 +1,5 @@
 """`damoxing evaluate` and `damoxing predict`: metrics and reports, clear messages on bad input, streaming."""
+
 from __future__ import annotations
 
 import csv
@@ -12,12 +13,11 @@ import torch
 
 import damoxing
 from damoxing.cli import main
-from damoxing.recipes.evaluate import evaluate_model
 from damoxing.inference.predict import predict_records
-from damoxing.recipes.evaluate import input_records, predict
-from damoxing.tasks import get_task
-from damoxing.recipes.finetune import finetune
 from damoxing.io.finetuned import load_finetuned
+from damoxing.recipes.evaluate import evaluate_model, input_records, predict
+from damoxing.recipes.finetune import finetune
+from damoxing.tasks import get_task
 from damoxing.tokenizer import Tokenizer
 
 WORDS = {"pos": ["good", "great", "love", "nice"], "neg": ["bad", "awful", "hate", "broken"]}
@@ -51,11 +51,14 @@ def trained(tmp_path_factory):
     corpus.write_text(" ".join(FILLER + WORDS["pos"] + WORDS["neg"]) + "\n", encoding="utf-8")
     tok = Tokenizer.train_wordpiece([corpus], vocab_size=120, min_frequency=1, model_max_length=64)
     torch.manual_seed(0)
-    model = damoxing.create_model(damoxing.preset("bert-tiny", vocab_size=tok.vocab_size, dim=32, layers=2, heads=2,
-                                                  mlp_dim=64, max_positions=64))
+    model = damoxing.create_model(
+        damoxing.preset("bert-tiny", vocab_size=tok.vocab_size, dim=32, layers=2, heads=2, mlp_dim=64, max_positions=64)
+    )
     train, valid = write_csv(folder / "train.csv", rows(200, 1)), write_csv(folder / "valid.csv", rows(80, 2))
-    cfg = {"data": {"train": [str(train)], "valid": [str(valid)], "max_length": 32},
-           "finetune": {"method": "features", "pooling": "mean", "cache_dir": str(folder / "cache")}}
+    cfg = {
+        "data": {"train": [str(train)], "valid": [str(valid)], "max_length": 32},
+        "finetune": {"method": "features", "pooling": "mean", "cache_dir": str(folder / "cache")},
+    }
     result = finetune(cfg, folder / "run", model=model, tokenizer=tok, verbose=False)
     return {"model": result.model_dir, "valid": valid, "folder": folder, "result": result}
 
@@ -82,8 +85,10 @@ def test_evaluate_cli_json(trained, capsys):
 def test_bad_row_names_file_and_line(trained, tmp_path, capsys):
     bad = tmp_path / "bad.csv"
     bad.write_text("text,label\ngood phone,pos\nbad day,neg,extra\n", encoding="utf-8")
-    for argv in (["evaluate", "--model", str(trained["model"]), "--data", str(bad)],
-                 ["predict", "--model", str(trained["model"]), "--data", str(bad)]):
+    for argv in (
+        ["evaluate", "--model", str(trained["model"]), "--data", str(bad)],
+        ["predict", "--model", str(trained["model"]), "--data", str(bad)],
+    ):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert f"{bad}:3" in err and "3 fields but the header has 2" in err and "Traceback" not in err
@@ -100,8 +105,10 @@ def test_unseen_label_is_a_clear_error(trained, tmp_path, capsys):
 def test_empty_file_is_a_clear_error(trained, tmp_path, capsys, content):
     empty = tmp_path / "empty.csv"
     empty.write_text(content, encoding="utf-8")
-    for argv in (["evaluate", "--model", str(trained["model"]), "--data", str(empty)],
-                 ["predict", "--model", str(trained["model"]), "--data", str(empty)]):
+    for argv in (
+        ["evaluate", "--model", str(trained["model"]), "--data", str(empty)],
+        ["predict", "--model", str(trained["model"]), "--data", str(empty)],
+    ):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert str(empty) in err and "empty" in err
@@ -175,8 +182,9 @@ def test_evaluate_rejects_a_model_without_a_task_head(tmp_path, capsys):
     corpus = tmp_path / "c.txt"
     corpus.write_text("good bad phone\n")
     tok = Tokenizer.train_wordpiece([corpus], vocab_size=60, min_frequency=1)
-    model = damoxing.create_model(damoxing.preset("bert-tiny", vocab_size=tok.vocab_size, dim=32, layers=1, heads=2,
-                                                  mlp_dim=64))
+    model = damoxing.create_model(
+        damoxing.preset("bert-tiny", vocab_size=tok.vocab_size, dim=32, layers=1, heads=2, mlp_dim=64)
+    )
     damoxing.save(model, tok, tmp_path / "plain")
     data = write_csv(tmp_path / "d.csv", [("good", "pos")])
     assert main(["evaluate", "--model", str(tmp_path / "plain"), "--data", str(data)]) == 2
@@ -188,8 +196,9 @@ def test_evaluate_language_model_reports_loss_and_perplexity(tmp_path, capsys):
     corpus.write_text("the phone is good\n\nthe day was bad\n")
     tok = Tokenizer.train_wordpiece([corpus], vocab_size=60, min_frequency=1)
     torch.manual_seed(0)
-    model = damoxing.create_model(damoxing.preset("gpt-mini", vocab_size=tok.vocab_size, dim=32, layers=1, heads=2,
-                                                  mlp_dim=64, max_positions=64))
+    model = damoxing.create_model(
+        damoxing.preset("gpt-mini", vocab_size=tok.vocab_size, dim=32, layers=1, heads=2, mlp_dim=64, max_positions=64)
+    )
     damoxing.save(model, tok, tmp_path / "lm")
     assert main(["evaluate", "--model", str(tmp_path / "lm"), "--data", str(corpus), "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
@@ -241,8 +250,9 @@ def test_evaluate_skip_bad_counts_in_summary_metrics_and_report(trained, tmp_pat
     with open(data, "a", encoding="utf-8") as f:
         f.write("awful,neg,extra\n")
     out = tmp_path / "report"
-    assert main(["evaluate", "--model", str(trained["model"]), "--data", str(data), "--out", str(out),
-                 "--skip-bad"]) == 0
+    assert (
+        main(["evaluate", "--model", str(trained["model"]), "--data", str(data), "--out", str(out), "--skip-bad"]) == 0
+    )
     err = capsys.readouterr().err
     assert "skipped 2 bad records (malformed_row: 1, unknown_label: 1)" in err
     metrics = json.loads((out / "metrics.json").read_text())

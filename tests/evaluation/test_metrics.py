@@ -1,4 +1,5 @@
 """Streaming metrics against scikit-learn, scipy, torchmetrics and sacrebleu on fixed predictions."""
+
 import math
 
 import numpy as np
@@ -29,8 +30,8 @@ def logits_for(predicted: list[int], num_classes: int, seed: int = 0) -> torch.T
 
 def stream(metric: ClassificationMetrics, logits: torch.Tensor, targets: torch.Tensor, batch: int = 5, texts=None):
     for start in range(0, len(targets), batch):
-        chunk = texts[start:start + batch] if texts is not None else None
-        metric.update(logits[start:start + batch], targets[start:start + batch], chunk)
+        chunk = texts[start : start + batch] if texts is not None else None
+        metric.update(logits[start : start + batch], targets[start : start + batch], chunk)
     return metric.compute()
 
 
@@ -43,7 +44,8 @@ def assert_matches_sklearn(result: dict, y_true, y_pred, num_classes: int) -> No
         assert result[f"recall_{average}"] == pytest.approx(r, abs=TOL), average
         assert result[f"f1_{average}"] == pytest.approx(f, abs=TOL), average
         assert result[f"f1_{average}"] == pytest.approx(
-            skm.f1_score(y_true, y_pred, average=average, zero_division=0), abs=TOL)
+            skm.f1_score(y_true, y_pred, average=average, zero_division=0), abs=TOL
+        )
     labels = list(range(num_classes))
     p, r, f, s = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     rows = result["per_class"]
@@ -160,7 +162,9 @@ def test_worst_examples_carry_texts_and_skip_ignored_rows():
     result = metric.compute()
     assert result["n"] == 3
     assert [(ex["index"], ex["text"], ex["true"], ex["predicted"]) for ex in result["worst_examples"]] == [
-        (2, "very sure, wrong", "pos", "neg"), (0, "sure but wrong", "pos", "neg")]
+        (2, "very sure, wrong", "pos", "neg"),
+        (0, "sure but wrong", "pos", "neg"),
+    ]
     # float64 softmax of [5, 0] against 1 / (1 + e^-5): an exp (1 ulp), a sum and a division on each side
     assert result["worst_examples"][0]["confidence"] == pytest.approx(1 / (1 + math.exp(-5.0)), rel=4 * EPS64)
 
@@ -183,8 +187,10 @@ def test_regression_matches_scipy_and_sklearn():
     predictions = np.round(targets + rng.normal(size=300) * 0.5, 1)  # rounding creates ties for Spearman
     metric = RegressionMetrics()
     for start in range(0, 300, 32):
-        metric.update(torch.tensor(predictions[start:start + 32]).float().unsqueeze(1),
-                      torch.tensor(targets[start:start + 32]))
+        metric.update(
+            torch.tensor(predictions[start : start + 32]).float().unsqueeze(1),
+            torch.tensor(targets[start : start + 32]),
+        )
     result = metric.compute()
     # Inputs went through float32 once; compare against the same values. Both sides then sum in float64.
     predictions = predictions.astype(np.float32).astype(np.float64)

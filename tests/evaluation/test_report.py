@@ -1,4 +1,5 @@
 """The report folder: metrics.json, the two plots, report.md and report.html."""
+
 import json
 
 import pytest
@@ -26,7 +27,12 @@ def test_classification_report_files(tmp_path, classification_result):
     out = tmp_path / "report"
     paths = write_report(classification_result, out, title="Sentiment <eval>")
     assert sorted(p.name for p in out.iterdir()) == [
-        "calibration.png", "confusion_matrix.png", "metrics.json", "report.html", "report.md"]
+        "calibration.png",
+        "confusion_matrix.png",
+        "metrics.json",
+        "report.html",
+        "report.md",
+    ]
     assert set(paths) == {"json", "confusion_matrix", "calibration", "markdown", "html"}
 
     loaded = json.loads((out / "metrics.json").read_text())
@@ -39,7 +45,10 @@ def test_classification_report_files(tmp_path, classification_result):
     markdown = (out / "report.md").read_text()
     page = (out / "report.html").read_text()
     for row in classification_result["per_class"]:
-        assert f"| {row['class']} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1']:.4f} | {row['support']} |" in markdown
+        assert (
+            f"| {row['class']} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1']:.4f} | {row['support']} |"
+            in markdown
+        )
         assert f"<td>{row['class']}</td><td>{row['precision']:.4f}</td>" in page
     assert f"| accuracy | {classification_result['accuracy']:.4f} |" in markdown
     assert "![Confusion matrix](confusion_matrix.png)" in markdown

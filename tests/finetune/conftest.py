@@ -3,6 +3,7 @@
 The data is separable by construction: each class has its own keywords, mixed with shared filler words,
 so a model that learns anything beats the majority-class baseline clearly.
 """
+
 from __future__ import annotations
 
 import csv
@@ -59,9 +60,21 @@ def make_encoder(tokenizer):
         import torch
 
         torch.manual_seed(seed)
-        return damoxing.create_model(damoxing.preset("bert-tiny", vocab_size=tokenizer.vocab_size, dim=32, layers=2,
-                                                     heads=2, mlp_dim=64, max_positions=64, dropout=0.0,
-                                                     attention_dropout=0.0, classifier_dropout=0.0))
+        return damoxing.create_model(
+            damoxing.preset(
+                "bert-tiny",
+                vocab_size=tokenizer.vocab_size,
+                dim=32,
+                layers=2,
+                heads=2,
+                mlp_dim=64,
+                max_positions=64,
+                dropout=0.0,
+                attention_dropout=0.0,
+                classifier_dropout=0.0,
+            )
+        )
+
     return make
 
 
@@ -71,9 +84,19 @@ def make_decoder(tokenizer):
         import torch
 
         torch.manual_seed(seed)
-        return damoxing.create_model(damoxing.preset("gpt-mini", vocab_size=tokenizer.vocab_size, dim=32, layers=2,
-                                                     heads=2, mlp_dim=64, max_positions=64,
-                                                     pad_id=tokenizer.pad_id))
+        return damoxing.create_model(
+            damoxing.preset(
+                "gpt-mini",
+                vocab_size=tokenizer.vocab_size,
+                dim=32,
+                layers=2,
+                heads=2,
+                mlp_dim=64,
+                max_positions=64,
+                pad_id=tokenizer.pad_id,
+            )
+        )
+
     return make
 
 
@@ -83,16 +106,18 @@ def topic_data(tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("topics")
     train, valid = make_rows(240, seed=1), make_rows(90, seed=2)
     counts = {label: sum(1 for _, y in valid if y == label) for label in PROPORTIONS}
-    return {"train": write_csv(folder / "train.csv", train), "valid": write_csv(folder / "valid.csv", valid),
-            "majority": max(counts.values()) / len(valid)}
+    return {
+        "train": write_csv(folder / "train.csv", train),
+        "valid": write_csv(folder / "valid.csv", valid),
+        "majority": max(counts.values()) / len(valid),
+    }
 
 
 def config(data: dict, method: str, task: str = "classification", **finetune) -> dict:
     """A fine-tuning config dict for the tiny models (the caller passes model= and tokenizer=)."""
     lr = {"full": 3e-3, "head": 0.3, "lora": 2e-2}.get(method, 1e-3)
     finetune = {"pooling": "mean", **finetune}  # random tiny bodies: mean pooling carries the keywords best
-    train = {"lr": lr, "epochs": 5, "batch_size": 16, "precision": "fp32",
-             "log_every": 1000, "warmup_ratio": 0.1}
+    train = {"lr": lr, "epochs": 5, "batch_size": 16, "precision": "fp32", "log_every": 1000, "warmup_ratio": 0.1}
     data_section = {"train": [str(data["train"])], "valid": [str(data["valid"])], "max_length": 32}
     data_section.update(data.get("columns", {}))
     return {"data": data_section, "finetune": {"method": method, "task": task, **finetune}, "train": train}

@@ -1,4 +1,5 @@
 """`damoxing finetune CONFIG.yaml --out DIR --section.key=value`: the whole command on a tiny preset model."""
+
 from __future__ import annotations
 
 import json
@@ -14,14 +15,32 @@ from .conftest import config
 def test_finetune_command_end_to_end(tokenizer, topic_data, tmp_path, capsys):
     tokenizer.save(tmp_path / "tok")
     cfg = config(topic_data, "head")
-    cfg["model"] = {"preset": "bert-tiny", "vocab_size": tokenizer.vocab_size, "dim": 32, "layers": 2, "heads": 2,
-                    "mlp_dim": 64, "max_positions": 64}
+    cfg["model"] = {
+        "preset": "bert-tiny",
+        "vocab_size": tokenizer.vocab_size,
+        "dim": 32,
+        "layers": 2,
+        "heads": 2,
+        "mlp_dim": 64,
+        "max_positions": 64,
+    }
     cfg["tokenizer"] = {"path": str(tmp_path / "tok")}
     cfg["train"]["epochs"] = 1
     (tmp_path / "ft.yaml").write_text(yaml.safe_dump(cfg))
     out = tmp_path / "run"
-    assert main(["finetune", str(tmp_path / "ft.yaml"), "--out", str(out), "--finetune.method=features",
-                 f"--finetune.cache_dir={tmp_path / 'cache'}"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                str(tmp_path / "ft.yaml"),
+                "--out",
+                str(out),
+                "--finetune.method=features",
+                f"--finetune.cache_dir={tmp_path / 'cache'}",
+            ]
+        )
+        == 0
+    )
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["finetune"]["method"] == "features" and saved["train"]["task"] == "classification"
     result = json.loads((out / "result.json").read_text())
@@ -46,8 +65,15 @@ def test_finetune_skip_bad_counts_what_it_skips(tokenizer, topic_data, tmp_path,
     train = tmp_path / "train.csv"
     train.write_text(topic_data["train"].read_text() + "a row,with,too many fields\n")
     cfg = config({**topic_data, "train": train}, "features")
-    cfg["model"] = {"preset": "bert-tiny", "vocab_size": tokenizer.vocab_size, "dim": 32, "layers": 1, "heads": 2,
-                    "mlp_dim": 64, "max_positions": 64}
+    cfg["model"] = {
+        "preset": "bert-tiny",
+        "vocab_size": tokenizer.vocab_size,
+        "dim": 32,
+        "layers": 1,
+        "heads": 2,
+        "mlp_dim": 64,
+        "max_positions": 64,
+    }
     cfg["tokenizer"] = {"path": str(tmp_path / "tok")}
     cfg["finetune"]["cache_dir"] = str(tmp_path / "cache")
     (tmp_path / "ft.yaml").write_text(yaml.safe_dump(cfg))

@@ -1,12 +1,13 @@
 """The features method caches embeddings on disk: a re-run embeds nothing; any change misses the cache."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
 from damoxing.finetune import features as features_module
-from damoxing.recipes.finetune import finetune
 from damoxing.finetune.features import cached_features, fit_linear_head
+from damoxing.recipes.finetune import finetune
 from damoxing.tasks import get_task
 
 CLASSIFICATION = get_task("classification")
@@ -14,8 +15,9 @@ CLASSIFICATION = get_task("classification")
 from .conftest import config
 
 
-def test_second_run_reads_the_cache_and_runs_no_forward_pass(make_encoder, tokenizer, topic_data, tmp_path,
-                                                             monkeypatch):
+def test_second_run_reads_the_cache_and_runs_no_forward_pass(
+    make_encoder, tokenizer, topic_data, tmp_path, monkeypatch
+):
     cfg = config(topic_data, "features", cache_dir=str(tmp_path / "cache"))
     first = finetune(cfg, tmp_path / "a", model=make_encoder(), tokenizer=tokenizer, verbose=False)
     assert first.from_cache is False and len(list((tmp_path / "cache").glob("*.safetensors"))) == 1

@@ -1,4 +1,5 @@
 """The example Fashion-MNIST configs load, and their models keep to the issue's parameter limits."""
+
 from __future__ import annotations
 
 from pathlib import Path

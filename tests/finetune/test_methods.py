@@ -1,11 +1,12 @@
 """Each method trains on tiny models and beats the majority baseline; frozen bodies stay bit-identical."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from damoxing.recipes.finetune import finetune
 from damoxing.finetune.methods import body_parameters, layerwise_param_groups, prepare
+from damoxing.recipes.finetune import finetune
 
 from .conftest import config
 
@@ -19,8 +20,13 @@ def body_state(model) -> dict[str, torch.Tensor]:
 def test_method_beats_majority_baseline(method, family, make_encoder, make_decoder, tokenizer, topic_data, tmp_path):
     model = (make_encoder if family == "encoder" else make_decoder)()
     before = body_state(model)
-    result = finetune(config(topic_data, method, cache_dir=str(tmp_path / "cache")), tmp_path / "run",
-                      model=model, tokenizer=tokenizer, verbose=False)
+    result = finetune(
+        config(topic_data, method, cache_dir=str(tmp_path / "cache")),
+        tmp_path / "run",
+        model=model,
+        tokenizer=tokenizer,
+        verbose=False,
+    )
     assert result.metrics["accuracy"] > topic_data["majority"] + 0.15, result.metrics["accuracy"]
     assert result.metrics["f1_macro"] > 0.5
     assert 0 < result.trainable_parameters <= result.total_parameters
@@ -68,8 +74,13 @@ def test_layerwise_lr_decay_groups(make_encoder):
 def test_full_with_layerwise_decay_trains_and_keeps_ratios(make_encoder, tokenizer, topic_data, tmp_path):
     from damoxing.training.optim import set_lr
 
-    result = finetune(config(topic_data, "full", layerwise_lr_decay=0.5), tmp_path / "run", model=make_encoder(),
-                      tokenizer=tokenizer, verbose=False)
+    result = finetune(
+        config(topic_data, "full", layerwise_lr_decay=0.5),
+        tmp_path / "run",
+        model=make_encoder(),
+        tokenizer=tokenizer,
+        verbose=False,
+    )
     assert result.metrics["accuracy"] > topic_data["majority"] + 0.15
     group = {"params": [], "lr_scale": 0.25}
     opt = torch.optim.AdamW([group], lr=1.0)

@@ -1,4 +1,5 @@
 """Sentence-pair classification, token classification and regression each train (the loss falls)."""
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,9 @@ import torch
 
 from damoxing.errors import ConfigError
 from damoxing.finetune import load_finetune_config
-from damoxing.recipes.finetune import finetune
 from damoxing.io.finetuned import load_finetuned
 from damoxing.recipes.evaluate import predict
+from damoxing.recipes.finetune import finetune
 
 from .conftest import FILLER, KEYWORDS, TAGS, config, sentence, write_csv
 
@@ -29,8 +30,10 @@ def pair_rows(n, seed):
 def token_rows(n, seed):
     rng = random.Random(seed)
     words = FILLER + [w for ws in KEYWORDS.values() for w in ws]
-    return [{"tokens": (ws := rng.choices(words, k=rng.randint(3, 9))), "tags": [TAGS.get(w, "O") for w in ws]}
-            for _ in range(n)]
+    return [
+        {"tokens": (ws := rng.choices(words, k=rng.randint(3, 9))), "tags": [TAGS.get(w, "O") for w in ws]}
+        for _ in range(n)
+    ]
 
 
 def score_rows(n, seed):
@@ -46,9 +49,11 @@ def score_rows(n, seed):
 
 
 def test_sentence_pair_classification_trains(make_encoder, tokenizer, tmp_path):
-    data = {"train": write_csv(tmp_path / "train.csv", pair_rows(300, 1), ("premise", "hypothesis", "label")),
-            "valid": write_csv(tmp_path / "valid.csv", pair_rows(100, 2), ("premise", "hypothesis", "label")),
-            "columns": {"text_column": "premise", "text_pair_column": "hypothesis"}}
+    data = {
+        "train": write_csv(tmp_path / "train.csv", pair_rows(300, 1), ("premise", "hypothesis", "label")),
+        "valid": write_csv(tmp_path / "valid.csv", pair_rows(100, 2), ("premise", "hypothesis", "label")),
+        "columns": {"text_column": "premise", "text_pair_column": "hypothesis"},
+    }
     cfg = config(data, "full")
     cfg["train"].update(epochs=8, lr=3e-3)
     result = finetune(cfg, tmp_path / "run", model=make_encoder(), tokenizer=tokenizer, verbose=False)
@@ -62,11 +67,12 @@ def test_token_classification_trains(make_encoder, tokenizer, tmp_path):
     for split, n, seed in (("train", 200, 1), ("valid", 60, 2)):
         files[split] = tmp_path / f"{split}.jsonl"
         files[split].write_text("".join(json.dumps(r) + "\n" for r in token_rows(n, seed)))
-    result = finetune(config(files, "full", task="token"), tmp_path / "run", model=make_encoder(),
-                      tokenizer=tokenizer, verbose=False)
+    result = finetune(
+        config(files, "full", task="token"), tmp_path / "run", model=make_encoder(), tokenizer=tokenizer, verbose=False
+    )
     assert result.metrics["loss"] < 0.5 * math.log(4)  # 4 tags: O, SPORT, TECH, FOOD
     assert result.metrics["accuracy"] > 0.9
-    model, tok, meta = load_finetuned(result.model_dir)
+    model, _tok, meta = load_finetuned(result.model_dir)
     assert meta["task"] == "token_classification" and model.config.head == "token"
     row = next(predict(result.model_dir, texts=["we saw a goal"]))
     assert row["tokens"] == ["we", "saw", "a", "goal"] and len(row["labels"]) == 4
@@ -74,9 +80,11 @@ def test_token_classification_trains(make_encoder, tokenizer, tmp_path):
 
 @pytest.mark.parametrize("method", ["full", "features"])
 def test_regression_trains(method, make_encoder, tokenizer, tmp_path):
-    data = {"train": write_csv(tmp_path / "train.csv", score_rows(300, 1), ("text", "score")),
-            "valid": write_csv(tmp_path / "valid.csv", score_rows(100, 2), ("text", "score")),
-            "columns": {"label_column": "score"}}
+    data = {
+        "train": write_csv(tmp_path / "train.csv", score_rows(300, 1), ("text", "score")),
+        "valid": write_csv(tmp_path / "valid.csv", score_rows(100, 2), ("text", "score")),
+        "columns": {"label_column": "score"},
+    }
     cfg = config(data, method, task="regression", cache_dir=str(tmp_path / "cache"))
     cfg["train"].update(epochs=8)
     result = finetune(cfg, tmp_path / "run", model=make_encoder(), tokenizer=tokenizer, verbose=False)
@@ -89,14 +97,21 @@ def test_regression_trains(method, make_encoder, tokenizer, tmp_path):
 
 
 def test_regression_rejects_non_numeric_scores(make_encoder, tokenizer, tmp_path):
-    data = {"train": write_csv(tmp_path / "train.csv", [("a goal", "1.0"), ("soup", "high")], ("text", "score")),
-            "valid": write_csv(tmp_path / "valid.csv", [("a goal", "1.0")], ("text", "score")),
-            "columns": {"label_column": "score"}}
+    data = {
+        "train": write_csv(tmp_path / "train.csv", [("a goal", "1.0"), ("soup", "high")], ("text", "score")),
+        "valid": write_csv(tmp_path / "valid.csv", [("a goal", "1.0")], ("text", "score")),
+        "columns": {"label_column": "score"},
+    }
     from damoxing.errors import DataError
 
     with pytest.raises(DataError, match="record 2: label 'high' is not a number"):
-        finetune(config(data, "full", task="regression"), tmp_path / "run", model=make_encoder(),
-                 tokenizer=tokenizer, verbose=False)
+        finetune(
+            config(data, "full", task="regression"),
+            tmp_path / "run",
+            model=make_encoder(),
+            tokenizer=tokenizer,
+            verbose=False,
+        )
 
 
 def test_config_errors_name_the_key(topic_data):

@@ -1,5 +1,6 @@
 """The translation task end to end: a joint tokenizer, a tiny Transformer from scratch, BLEU by decoding,
 `damoxing translate`, the fine-tuning methods, and bad parallel data named by file and line."""
+
 from __future__ import annotations
 
 import json
@@ -42,11 +43,23 @@ def config(data: Path, **finetune) -> dict:
     return {
         "model": {"preset": "transformer-small", "dim": 64, "layers": 2, "heads": 4, "mlp_dim": 128, "dropout": 0.0},
         "tokenizer": {"train": True, "kind": "unigram", "vocab_size": 200},
-        "data": {"train": [str(data)], "valid": [str(data)], "source_column": "en", "target_column": "fr",
-                 "max_length": 64},
+        "data": {
+            "train": [str(data)],
+            "valid": [str(data)],
+            "source_column": "en",
+            "target_column": "fr",
+            "max_length": 64,
+        },
         "finetune": {"task": "translation", "num_beams": 2, "max_new_tokens": 64, **finetune},
-        "train": {"lr": 1e-3, "epochs": 300, "batch_size": 6, "warmup_steps": 30, "schedule": "constant",
-                  "weight_decay": 0.0, "log_every": 100},
+        "train": {
+            "lr": 1e-3,
+            "epochs": 300,
+            "batch_size": 6,
+            "warmup_steps": 30,
+            "schedule": "constant",
+            "weight_decay": 0.0,
+            "log_every": 100,
+        },
     }
 
 
@@ -78,10 +91,13 @@ def test_translate_texts_and_a_file_as_json_lines(overfit, tmp_path):
     result, data = overfit
     rows = list(translate(result.model_dir, texts=["Jesus wept.", "Love your enemies."], num_beams=4))
     assert [r["translation"] for r in rows] == ["Jésus pleura.", "Aimez vos ennemis."]
-    out = subprocess.run([sys.executable, "-m", "damoxing", "translate", str(result.model_dir), "--data", str(data),
-                          "--num-beams", "1"], capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": str(Path(__file__).parents[2]), "OMP_NUM_THREADS": "1",
-                              "PATH": "/usr/bin:/bin"})
+    out = subprocess.run(
+        [sys.executable, "-m", "damoxing", "translate", str(result.model_dir), "--data", str(data), "--num-beams", "1"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(Path(__file__).parents[2]), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+    )
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert [r["translation"] for r in lines] == [fr for _, fr in PAIRS]
     assert lines[0] == {"source": PAIRS[0][0], "translation": PAIRS[0][1]}

@@ -1,4 +1,5 @@
 """The preallocated key/value cache: growth, reserve, crop and select give the same logits as no cache."""
+
 import torch
 
 import damoxing
@@ -15,7 +16,7 @@ def run(model, ids, cache, chunks):
     """Feed `ids` in chunks of the given sizes; the logits of every position, (B, T, V)."""
     out, start = [], 0
     for size in chunks:
-        out.append(model(ids[:, start:start + size], cache=cache))
+        out.append(model(ids[:, start : start + size], cache=cache))
         start += size
     return torch.cat(out, dim=1)
 

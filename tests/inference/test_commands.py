@@ -1,4 +1,5 @@
 """The `generate` and `chat` commands on a tiny random Llama with SmolLM2's tokenizer (HF folder)."""
+
 import io
 import json
 
@@ -15,16 +16,33 @@ def test_generate_streams_the_greedy_continuation(tiny_chat_dir, capsys):
     # the same prepared float32 model in this process (same summation order: no near-tie can flip)
     model, tokenizer, config = load_for_generation(tiny_chat_dir, {"max_new_tokens": 8, "temperature": 0.0})
     assert config.stop_token_ids == (tokenizer.eos_id,)
-    expected = generate_text(model, tokenizer, "Hello there",
-                             GenerationConfig(max_new_tokens=8, stop_token_ids=(tokenizer.eos_id,)))
+    expected = generate_text(
+        model, tokenizer, "Hello there", GenerationConfig(max_new_tokens=8, stop_token_ids=(tokenizer.eos_id,))
+    )
     assert printed == expected + "\n"
 
 
 def test_generate_seeded_sampling_repeats_and_beams_run(tiny_chat_dir, capsys):
     runs = []
     for _ in range(2):
-        assert main(["generate", str(tiny_chat_dir), "Hi", "--max-new-tokens", "6", "--temperature", "1.0",
-                     "--top-k", "50", "--seed", "3"]) == 0
+        assert (
+            main(
+                [
+                    "generate",
+                    str(tiny_chat_dir),
+                    "Hi",
+                    "--max-new-tokens",
+                    "6",
+                    "--temperature",
+                    "1.0",
+                    "--top-k",
+                    "50",
+                    "--seed",
+                    "3",
+                ]
+            )
+            == 0
+        )
         runs.append(capsys.readouterr().out)
     assert runs[0] == runs[1] and runs[0].strip()
     assert main(["generate", str(tiny_chat_dir), "Hi", "--max-new-tokens", "4", "--num-beams", "3"]) == 0
@@ -72,8 +90,10 @@ def test_chat_keeps_history_resets_and_exits(tiny_chat_dir):
     first_prompt = session.turns[0][1] + session.turns[0][2]
     assert session.turns[1][1] >= first_prompt - 1
     # after /reset the history is gone: the same first message gets the same reply as at the start
-    assert session.messages == [{"role": "user", "content": "Hello!"},
-                                {"role": "assistant", "content": session.turns[0][0]}]
+    assert session.messages == [
+        {"role": "user", "content": "Hello!"},
+        {"role": "assistant", "content": session.turns[0][0]},
+    ]
     assert session.turns[2][0] == session.turns[0][0]
 
 

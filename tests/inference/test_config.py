@@ -1,4 +1,5 @@
 """GenerationConfig defaults read from checkpoints: generation_config.json, config.json, GGUF metadata."""
+
 import json
 
 import pytest
@@ -16,13 +17,32 @@ def folder(tmp_path, generation=None, config=None):
 
 
 def test_hf_generation_config(tmp_path):
-    path = folder(tmp_path, {"do_sample": True, "temperature": 0.6, "top_p": 0.9, "top_k": 20,
-                             "repetition_penalty": 1.1, "eos_token_id": [2, 7], "pad_token_id": 0,
-                             "max_new_tokens": 64, "transformers_version": "4.45.0", "min_p": None},
-                  {"eos_token_id": 99})
+    path = folder(
+        tmp_path,
+        {
+            "do_sample": True,
+            "temperature": 0.6,
+            "top_p": 0.9,
+            "top_k": 20,
+            "repetition_penalty": 1.1,
+            "eos_token_id": [2, 7],
+            "pad_token_id": 0,
+            "max_new_tokens": 64,
+            "transformers_version": "4.45.0",
+            "min_p": None,
+        },
+        {"eos_token_id": 99},
+    )
     config = load_generation_config(path)
-    assert config == GenerationConfig(temperature=0.6, top_p=0.9, top_k=20, repetition_penalty=1.1,
-                                      stop_token_ids=(2, 7), pad_token_id=0, max_new_tokens=64)
+    assert config == GenerationConfig(
+        temperature=0.6,
+        top_p=0.9,
+        top_k=20,
+        repetition_penalty=1.1,
+        stop_token_ids=(2, 7),
+        pad_token_id=0,
+        max_new_tokens=64,
+    )
 
 
 def test_greedy_unless_do_sample_and_eos_from_config_json(tmp_path):

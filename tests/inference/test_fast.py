@@ -1,4 +1,5 @@
 """prepare_for_decoding: fused q/k/v and gate/up, transposed layouts; the same model in every observable way."""
+
 import pytest
 import torch
 

@@ -1,4 +1,5 @@
 """Greedy and sampled decoding on a tiny random Llama: cache, left padding, per-row stops, seeds, filters."""
+
 import math
 
 import pytest
@@ -52,7 +53,7 @@ def test_each_row_stops_on_its_own():
     j = next(j for j, t in enumerate(row0) if t not in row1)
     steps = list(generate_stream(model, batch, greedy(6, stop_token_ids=(row0[j],), pad_token_id=49), mask))
     tokens = torch.stack([s.tokens for s in steps], dim=1)
-    assert tokens[0].tolist() == row0[:j + 1] + [49] * (5 - j)  # stopped after its stop token, then padding
+    assert tokens[0].tolist() == row0[: j + 1] + [49] * (5 - j)  # stopped after its stop token, then padding
     assert tokens[1].tolist() == row1  # the other row ran to max_new_tokens, unaffected
     assert [s.active[0].item() for s in steps] == [True] * (j + 1) + [False] * (5 - j)
     assert steps[j].finished.tolist() == [True, False] and len(steps) == 6
@@ -80,8 +81,10 @@ def test_sampling_is_reproducible_with_a_seed():
     config = GenerationConfig(max_new_tokens=10, temperature=1.0, top_k=10, top_p=0.9, min_p=0.05, seed=3)
     a, b = generate(model, prompt, config), generate(model, prompt, config)
     assert torch.equal(a, b)
-    others = {tuple(generate(model, prompt, GenerationConfig(max_new_tokens=10, temperature=1.0, seed=s))[0].tolist())
-              for s in range(5)}
+    others = {
+        tuple(generate(model, prompt, GenerationConfig(max_new_tokens=10, temperature=1.0, seed=s))[0].tolist())
+        for s in range(5)
+    }
     assert len(others) > 1  # the seed matters
 
 
@@ -146,14 +149,20 @@ def test_filtered_sampling_draws_only_kept_tokens():
 
 
 # ---- config validation
-@pytest.mark.parametrize("changes, key", [
-    ({"max_new_tokens": 0}, "generation.max_new_tokens"), ({"top_p": 0.0}, "generation.top_p"),
-    ({"top_k": 2.5}, "generation.top_k"), ({"temperature": -1.0}, "generation.temperature"),
-    ({"early_stopping": "sometimes"}, "generation.early_stopping"), ({"min_p": 2.0}, "generation.min_p"),
-    ({"min_new_tokens": 9, "max_new_tokens": 8}, "generation.min_new_tokens"),
-    ({"stop_strings": ("",)}, "generation.stop_strings"),
-    ({"repetition_penalty": 0.0}, "generation.repetition_penalty"),
-])
+@pytest.mark.parametrize(
+    "changes, key",
+    [
+        ({"max_new_tokens": 0}, "generation.max_new_tokens"),
+        ({"top_p": 0.0}, "generation.top_p"),
+        ({"top_k": 2.5}, "generation.top_k"),
+        ({"temperature": -1.0}, "generation.temperature"),
+        ({"early_stopping": "sometimes"}, "generation.early_stopping"),
+        ({"min_p": 2.0}, "generation.min_p"),
+        ({"min_new_tokens": 9, "max_new_tokens": 8}, "generation.min_new_tokens"),
+        ({"stop_strings": ("",)}, "generation.stop_strings"),
+        ({"repetition_penalty": 0.0}, "generation.repetition_penalty"),
+    ],
+)
 def test_bad_settings_name_the_key(changes, key):
     with pytest.raises(ConfigError, match=key):
         GenerationConfig(**changes)

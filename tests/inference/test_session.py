@@ -1,4 +1,5 @@
 """Chat sessions reuse their key/value cache: a turn runs only its new tokens and replies as a fresh run would."""
+
 import pytest
 import torch
 
@@ -18,8 +19,9 @@ def tokenizer(smollm2_gguf):
 def model(tokenizer):
     """A tiny random Llama over SmolLM2's vocabulary, in float64 so that chunked and whole prefills agree."""
     torch.manual_seed(0)
-    cfg = damoxing.preset("llama-tiny", vocab_size=tokenizer.vocab_size, dim=32, layers=2, heads=4, kv_heads=2,
-                          mlp_dim=64)
+    cfg = damoxing.preset(
+        "llama-tiny", vocab_size=tokenizer.vocab_size, dim=32, layers=2, heads=4, kv_heads=2, mlp_dim=64
+    )
     return damoxing.create_model(cfg).eval().double()
 
 

@@ -4,6 +4,7 @@ Both sides run in float64 on the same weights (transformers reads the HF folder 
 near-tie can flip with the CPU's summation order; damoxing runs prepared for decoding (fused, transposed
 weights). One model of each is shared by the module; every case generates 32 tokens.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -37,37 +38,51 @@ def models(smollm2_gguf, tokenizer, tmp_path_factory):
 
 def theirs(hf, **settings):
     with torch.no_grad():
-        return hf.generate(PROMPT, attention_mask=torch.ones_like(PROMPT), max_new_tokens=NEW, do_sample=False,
-                           pad_token_id=EOS, **settings)
+        return hf.generate(
+            PROMPT,
+            attention_mask=torch.ones_like(PROMPT),
+            max_new_tokens=NEW,
+            do_sample=False,
+            pad_token_id=EOS,
+            **settings,
+        )
 
 
-@pytest.mark.parametrize("settings", [
-    {},  # greedy
-    {"repetition_penalty": 1.3},
-    {"no_repeat_ngram_size": 2},
-], ids=["greedy", "repetition_penalty", "no_repeat_ngram_size"])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},  # greedy
+        {"repetition_penalty": 1.3},
+        {"no_repeat_ngram_size": 2},
+    ],
+    ids=["greedy", "repetition_penalty", "no_repeat_ngram_size"],
+)
 def test_greedy_matches_transformers(models, settings):
     ours, hf = models
     expected = theirs(hf, eos_token_id=None, **settings)  # no stop: all 32 tokens
     got = generate(ours, PROMPT, GenerationConfig(max_new_tokens=NEW, **settings))
     assert got.shape[1] == PROMPT.shape[1] + NEW
-    assert got[0, PROMPT.shape[1]:].tolist() == expected[0, PROMPT.shape[1]:].tolist()
+    assert got[0, PROMPT.shape[1] :].tolist() == expected[0, PROMPT.shape[1] :].tolist()
 
 
 def test_beam_search_matches_transformers(models):
     ours, hf = models
     expected = theirs(hf, eos_token_id=EOS, num_beams=4)
-    got = generate(ours, PROMPT, GenerationConfig(max_new_tokens=NEW, num_beams=4, stop_token_ids=(EOS,),
-                                                  pad_token_id=EOS))
+    got = generate(
+        ours, PROMPT, GenerationConfig(max_new_tokens=NEW, num_beams=4, stop_token_ids=(EOS,), pad_token_id=EOS)
+    )
     assert got.tolist() == expected.tolist()
-    assert EOS in got[0, PROMPT.shape[1]:].tolist()  # the best hypothesis finished with the stop token
+    assert EOS in got[0, PROMPT.shape[1] :].tolist()  # the best hypothesis finished with the stop token
 
 
 def test_streamed_reply_is_the_decoded_reply(models, tokenizer):
     ours, _ = models
-    prompt = tokenizer.encode(tokenizer.apply_chat_template(
-        [{"role": "user", "content": "Reply with three emoji and the Chinese word for cat."}]),
-        add_special_tokens=False)
+    prompt = tokenizer.encode(
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": "Reply with three emoji and the Chinese word for cat."}]
+        ),
+        add_special_tokens=False,
+    )
     streamed = stream_text(ours, tokenizer, prompt, GenerationConfig(max_new_tokens=NEW, stop_token_ids=(EOS,)))
     deltas = list(streamed)
     reply = [t for t in streamed.token_ids if t != EOS]

@@ -4,6 +4,7 @@ A scripted model (its logits force a given continuation) drives the real text pa
 GPT-2's byte-level BPE, which splits Chinese characters and emoji over several tokens, and a sentencepiece BPE
 with byte fallback.
 """
+
 import pytest
 import torch
 from torch import nn
@@ -28,8 +29,25 @@ def gpt2(gpt2_bpe_dir):
 @pytest.fixture(scope="module")
 def sentencepiece():
     """A Llama-style sentencepiece BPE that knows a few words and falls back to bytes for everything else."""
-    tokens = ["<unk>", "<s>", "</s>", *(f"<0x{b:02X}>" for b in range(256)),
-              "▁", "t", "h", "e", "i", "s", "▁t", "he", "▁the", "▁i", "▁is", "大", "。"]
+    tokens = [
+        "<unk>",
+        "<s>",
+        "</s>",
+        *(f"<0x{b:02X}>" for b in range(256)),
+        "▁",
+        "t",
+        "h",
+        "e",
+        "i",
+        "s",
+        "▁t",
+        "he",
+        "▁the",
+        "▁i",
+        "▁is",
+        "大",
+        "。",
+    ]
     merges = [("▁", "t"), ("h", "e"), ("▁t", "he"), ("▁", "i"), ("▁i", "s")]
     return Tokenizer(_sentencepiece_bpe(tokens, merges, 0), unk_token="<unk>", bos_token="<s>", eos_token="</s>")
 
@@ -46,8 +64,10 @@ class ScriptedModel(nn.Module):
         return damoxing.layers.KVCache(1)
 
     def forward_features(self, input_ids, attention_mask=None, position_ids=None, cache=None):
-        cache[0].update(torch.zeros(input_ids.shape[0], 1, input_ids.shape[1], 1),
-                        torch.zeros(input_ids.shape[0], 1, input_ids.shape[1], 1))
+        cache[0].update(
+            torch.zeros(input_ids.shape[0], 1, input_ids.shape[1], 1),
+            torch.zeros(input_ids.shape[0], 1, input_ids.shape[1], 1),
+        )
         return torch.full((*input_ids.shape, 1), float(cache.length))  # (B, T, 1): positions fed so far
 
     def forward_head(self, hidden):
@@ -114,14 +134,17 @@ def test_the_stop_token_ends_the_text(gpt2):
     assert streamed.token_ids[-1] == gpt2.eos_id
 
 
-@pytest.mark.parametrize("text, stops, expected", [
-    ("The capital of France is Paris. It is", ("Paris.",), "The capital of France is "),  # spans " Paris" + "."
-    ("Parisians love Paris. Yes", ("Paris.",), "Parisians love "),  # "Paris" held, then released with "ians"
-    ("I love pizza 🍕🎉👍🏽! Café", ("🎉👍",), "I love pizza 🍕"),  # a stop string inside multi-token emoji
-    ("北京是中国的首都。上海很大", ("首都。", "上海"), "北京是中国的"),  # the first stop string to appear wins
-    ("User: hi\nAssistant: hello\nUser: bye", ("\nUser:",), "User: hi\nAssistant: hello"),
-    ("no stop here", ("zzz",), "no stop here"),
-])
+@pytest.mark.parametrize(
+    "text, stops, expected",
+    [
+        ("The capital of France is Paris. It is", ("Paris.",), "The capital of France is "),  # spans " Paris" + "."
+        ("Parisians love Paris. Yes", ("Paris.",), "Parisians love "),  # "Paris" held, then released with "ians"
+        ("I love pizza 🍕🎉👍🏽! Café", ("🎉👍",), "I love pizza 🍕"),  # a stop string inside multi-token emoji
+        ("北京是中国的首都。上海很大", ("首都。", "上海"), "北京是中国的"),  # the first stop string to appear wins
+        ("User: hi\nAssistant: hello\nUser: bye", ("\nUser:",), "User: hi\nAssistant: hello"),
+        ("no stop here", ("zzz",), "no stop here"),
+    ],
+)
 def test_stop_strings_never_leak(gpt2, text, stops, expected):
     ids = gpt2.encode(text, add_special_tokens=False)
     deltas = pieces(gpt2, ids, stops)

@@ -1,4 +1,5 @@
 """Shared layers against their definitions: positions, causality, padding, GQA, KV cache, attention recording."""
+
 from __future__ import annotations
 
 import math
@@ -9,9 +10,17 @@ import torch
 from damoxing import DecoderConfig, EncoderConfig, create_model
 from damoxing.layers import MultiHeadAttention, RotaryEmbedding, apply_rotary, sinusoidal_table
 
-GPT2_STYLE = dict(vocab_size=64, dim=32, layers=2, heads=4, mlp_dim=64, max_positions=32)
-LLAMA_STYLE = dict(GPT2_STYLE, position="rope", norm="rmsnorm", mlp="swiglu", kv_heads=2, attention_bias=False,
-                   mlp_bias=False, tie_embeddings=False)
+GPT2_STYLE = {"vocab_size": 64, "dim": 32, "layers": 2, "heads": 4, "mlp_dim": 64, "max_positions": 32}
+LLAMA_STYLE = dict(
+    GPT2_STYLE,
+    position="rope",
+    norm="rmsnorm",
+    mlp="swiglu",
+    kv_heads=2,
+    attention_bias=False,
+    mlp_bias=False,
+    tie_embeddings=False,
+)
 DECODERS = {"gpt2": GPT2_STYLE, "llama": LLAMA_STYLE}
 EPS32 = torch.finfo(torch.float32).eps
 # The equivalence checks run in float64 (eps 2.2e-16), where two ways of computing the same thing differ only in
@@ -27,8 +36,23 @@ def decoder(style: str, **changes):
 
 def encoder(**changes):
     torch.manual_seed(0)
-    return create_model(EncoderConfig(**{**dict(vocab_size=64, dim=32, layers=2, heads=4, mlp_dim=64,
-                                                  max_positions=32), **changes})).double().eval()
+    return (
+        create_model(
+            EncoderConfig(
+                **{
+                    "vocab_size": 64,
+                    "dim": 32,
+                    "layers": 2,
+                    "heads": 4,
+                    "mlp_dim": 64,
+                    "max_positions": 32,
+                    **changes,
+                }
+            )
+        )
+        .double()
+        .eval()
+    )
 
 
 def test_sinusoidal_table_is_the_papers_formula():
@@ -52,8 +76,9 @@ def test_rope_is_a_complex_rotation_of_pairs_i_and_i_plus_half():
     size = x.abs().max().item() * math.sqrt(2)
     for t in range(T):
         for i in range(d // 2):
-            z = complex(x[0, 1, t, i], x[0, 1, t, i + d // 2]) * complex(math.cos(t * base ** (-2 * i / d)),
-                                                                        math.sin(t * base ** (-2 * i / d)))
+            z = complex(x[0, 1, t, i], x[0, 1, t, i + d // 2]) * complex(
+                math.cos(t * base ** (-2 * i / d)), math.sin(t * base ** (-2 * i / d))
+            )
             assert out[0, 1, t, i].item() == pytest.approx(z.real, abs=(t + 5) * EPS32 * size)
             assert out[0, 1, t, i + d // 2].item() == pytest.approx(z.imag, abs=(t + 5) * EPS32 * size)
     # a rotation: norms kept (cos^2 + sin^2 = 1 within 4 eps, the norm's sum of d squares within d eps)...
@@ -61,7 +86,7 @@ def test_rope_is_a_complex_rotation_of_pairs_i_and_i_plus_half():
     # ...and q.k depends only on the distance between positions: angles up to 13 rad rounded (13 eps each, q and k),
     # the rotations (4 eps), the dot product's sum of d terms (d eps), all relative to |q| |k|
     q, k = torch.randn(d), torch.randn(d)
-    rot = lambda v, p: apply_rotary(v.view(1, 1, 1, d), *RotaryEmbedding(d, base)(torch.tensor([[p]]))).flatten()  # noqa: E731
+    rot = lambda v, p: apply_rotary(v.view(1, 1, 1, d), *RotaryEmbedding(d, base)(torch.tensor([[p]]))).flatten()
     bound = 2 * (2 * 13 + 4 + d) * EPS32 * (q.norm() * k.norm()).item()
     assert (rot(q, 5) @ rot(k, 2)).item() == pytest.approx((rot(q, 13) @ rot(k, 10)).item(), abs=bound)
 
@@ -98,8 +123,9 @@ def test_decoder_padding_never_changes_real_positions(style, side):
     ids = torch.randint(0, 64, (1, 6), generator=torch.Generator().manual_seed(3))
     pad = torch.full((1, 4), 5)
     padded = torch.cat([ids, pad] if side == "right" else [pad, ids], dim=1)
-    mask = torch.cat([torch.ones(1, 6), torch.zeros(1, 4)] if side == "right" else
-                     [torch.zeros(1, 4), torch.ones(1, 6)], dim=1).long()
+    mask = torch.cat(
+        [torch.ones(1, 6), torch.zeros(1, 4)] if side == "right" else [torch.zeros(1, 4), torch.ones(1, 6)], dim=1
+    ).long()
     positions = (mask.cumsum(1) - 1).clamp(min=0)  # real tokens keep positions 0..5 under left padding too
     with torch.no_grad():
         alone = model(ids)
@@ -134,7 +160,7 @@ def test_kv_cache_incremental_decoding_equals_full_forward(style):
         cache = model.new_cache()
         steps = [model(ids[:, :5], cache=cache)]  # a prompt, then one token at a time
         for t in range(5, 12):
-            steps.append(model(ids[:, t:t + 1], cache=cache))
+            steps.append(model(ids[:, t : t + 1], cache=cache))
     assert cache.length == 12
     torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=0, atol=F64_TOL)
 

@@ -1,10 +1,11 @@
 """Fixtures for checkpoint tests: tiny seeded `transformers` models saved as Hugging Face folders."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-TINY = dict(vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+TINY = {"vocab_size": 96, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
 EPS32 = torch.finfo(torch.float32).eps
 # Outputs compared in float64 (eps 2.2e-16) differ only in summation order: <= n * eps * sum|terms| per sum, n <= 1536
 # (MiniLM's MLP), 6 layers, |outputs| <= ~10: ~1e-11 at worst. 1e-9 leaves room and is far below float32 (~1e-7).
@@ -33,15 +34,24 @@ def transformers():
 
 def hf_gpt2(transformers, cls="GPT2LMHeadModel", **extra):
     torch.manual_seed(0)
-    config = transformers.GPT2Config(vocab_size=96, n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=0,
-                                     eos_token_id=0, **extra)
+    config = transformers.GPT2Config(
+        vocab_size=96, n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=0, eos_token_id=0, **extra
+    )
     return getattr(transformers, cls)(config).eval()
 
 
 def hf_llama(transformers, cls="LlamaForCausalLM", **extra):
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(**TINY, num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-6,
-                                      rope_theta=5000.0, bos_token_id=1, eos_token_id=2, **extra)
+    config = transformers.LlamaConfig(
+        **TINY,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        rms_norm_eps=1e-6,
+        rope_theta=5000.0,
+        bos_token_id=1,
+        eos_token_id=2,
+        **extra,
+    )
     model = getattr(transformers, cls)(config).eval()
     with torch.no_grad():  # norms start at 1: make them random so a mixed-up norm shows
         for name, p in model.named_parameters():

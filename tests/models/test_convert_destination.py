@@ -1,5 +1,6 @@
 """`convert` (and `damoxing.save`) replace the destination as a whole, so they refuse a destination whose loss
 nobody asked for: a file, a folder holding other things, or the folder that holds the source; --force overrides."""
+
 import pytest
 import torch
 from safetensors.torch import load_file

@@ -1,4 +1,5 @@
 """damoxing's models give the outputs of `transformers` on the same weights."""
+
 from __future__ import annotations
 
 import pytest
@@ -62,7 +63,7 @@ def test_gpt2_logits_match_transformers(gpt2_dir, transformers):
         assert diff <= F64_TOL, diff
         cache, steps = ours.new_cache(), []
         for t in range(ids.shape[1]):
-            steps.append(ours(ids[:, t:t + 1], cache=cache))
+            steps.append(ours(ids[:, t : t + 1], cache=cache))
         assert (torch.cat(steps, 1) - ours(ids)).abs().max() <= F64_TOL
 
 

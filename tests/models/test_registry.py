@@ -5,6 +5,7 @@ are built on the meta device (no memory, no time); the forward pass and the roun
 architecture shrunk to hidden 32 and 2 layers (images: 16x16 pixels), with every head kind the Hugging
 Face layout (or damoxing's own model types in it) can hold.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,9 +19,14 @@ from damoxing.io.hf import architecture_for
 from damoxing.models import FAMILIES, PRESETS, create_model, family_of, preset
 from damoxing.models.base import ModelBase
 
-HEADS = {"encoder": ("none", "mlm", "pretraining", "sequence", "token"), "decoder": ("lm", "none", "sequence", "token"),
-         "vit": ("none", "sequence"), "cnn": ("none", "sequence"), "mlp": ("none", "sequence"),
-         "seq2seq": ("lm", "none")}
+HEADS = {
+    "encoder": ("none", "mlm", "pretraining", "sequence", "token"),
+    "decoder": ("lm", "none", "sequence", "token"),
+    "vit": ("none", "sequence"),
+    "cnn": ("none", "sequence"),
+    "mlp": ("none", "sequence"),
+    "seq2seq": ("lm", "none"),
+}
 IMAGE_FAMILIES = ("vit", "cnn", "mlp")  # they read pixel_values (B, C, H, W), not token ids
 
 
@@ -35,12 +41,13 @@ def shrink(config):
     if family == "vit":
         return dataclasses.replace(config, image_size=16, patch_size=4, dim=32, layers=2, heads=4, mlp_dim=64)
     if family == "cnn":
-        return dataclasses.replace(config, image_size=16, widths=(8, 16), depths=(1, 1), pool_size=2,
-                                   fc_dims=(32,) if config.fc_dims else ())
+        return dataclasses.replace(
+            config, image_size=16, widths=(8, 16), depths=(1, 1), pool_size=2, fc_dims=(32,) if config.fc_dims else ()
+        )
     if family == "mlp":
         return dataclasses.replace(config, input_dim=16 * 16, hidden=(32, 32), image_size=16)
     group = config.heads // (getattr(config, "kv_heads", None) or config.heads)
-    changes = dict(dim=32, layers=2, heads=4, mlp_dim=64, vocab_size=101, max_positions=64)
+    changes = {"dim": 32, "layers": 2, "heads": 4, "mlp_dim": 64, "vocab_size": 101, "max_positions": 64}
     if hasattr(config, "kv_heads"):
         changes.update(kv_heads=max(1, 4 // group) if group > 1 else None, head_dim=None)
     if hasattr(config, "decoder_start_id"):  # encoder-decoder: 2 decoder blocks too, special ids inside the vocabulary
@@ -82,7 +89,9 @@ def test_preset_runs_and_round_trips_with_every_savable_head(name, tmp_path):
     decoder_ids = inputs[0][:, :4] if family == "seq2seq" else None
     saved = 0
     for head in HEADS[family]:
-        config = dataclasses.replace(base, head=head, num_labels=3 if head in ("sequence", "token") else base.num_labels)
+        config = dataclasses.replace(
+            base, head=head, num_labels=3 if head in ("sequence", "token") else base.num_labels
+        )
         if family == "encoder" and head in ("pretraining", "sequence"):
             config = dataclasses.replace(config, pooler=True, pooling="pooler")
         torch.manual_seed(0)
@@ -106,8 +115,9 @@ def test_preset_runs_and_round_trips_with_every_savable_head(name, tmp_path):
             # last two hold no pooler: the loaded model reads [CLS] and keeps a pooler only if the file has one
             expected = dataclasses.replace(expected, pooler=loaded.config.pooler, pooling=loaded.config.pooling)
         if family == "seq2seq" and head == "none":  # T5Model / MarianModel hold no output layer to describe
-            expected = dataclasses.replace(expected, **{k: getattr(loaded.config, k) for k in (
-                "tie_embeddings", "scale_output", "logits_bias")})
+            expected = dataclasses.replace(
+                expected, **{k: getattr(loaded.config, k) for k in ("tie_embeddings", "scale_output", "logits_bias")}
+            )
         assert loaded.config == expected
         ours, theirs = model.state_dict(), loaded.state_dict()
         assert theirs.keys() <= ours.keys() and all(torch.equal(ours[k], theirs[k]) for k in theirs)

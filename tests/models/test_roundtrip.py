@@ -1,4 +1,5 @@
 """Round trips: damoxing.save -> transformers loads it; transformers saves -> damoxing loads it. Same outputs."""
+
 from __future__ import annotations
 
 import copy
@@ -17,9 +18,18 @@ IDS = torch.randint(1, 96, (2, 12), generator=torch.Generator().manual_seed(0))
 MASK = torch.ones_like(IDS)
 TYPES = torch.zeros_like(IDS)
 TYPES[:, 6:] = 1
-SMALL = dict(vocab_size=96, dim=32, layers=2, heads=4, mlp_dim=64, dropout=0.0, attention_dropout=0.0)
-LLAMA = dict(SMALL, position="rope", norm="rmsnorm", mlp="swiglu", activation="silu", kv_heads=2, attention_bias=False,
-             mlp_bias=False, max_positions=64)
+SMALL = {"vocab_size": 96, "dim": 32, "layers": 2, "heads": 4, "mlp_dim": 64, "dropout": 0.0, "attention_dropout": 0.0}
+LLAMA = dict(
+    SMALL,
+    position="rope",
+    norm="rmsnorm",
+    mlp="swiglu",
+    activation="silu",
+    kv_heads=2,
+    attention_bias=False,
+    mlp_bias=False,
+    max_positions=64,
+)
 
 
 def randomised(model):
@@ -105,8 +115,9 @@ HF = {
     "GPT2LMHeadModel": lambda t: hf_gpt2(t),
     "GPT2ForSequenceClassification": lambda t: hf_gpt2(t, "GPT2ForSequenceClassification", pad_token_id=0),
     "LlamaForCausalLM": lambda t: hf_llama(t),
-    "LlamaForSequenceClassification": lambda t: hf_llama(t, "LlamaForSequenceClassification", pad_token_id=0,
-                                                         num_labels=3),
+    "LlamaForSequenceClassification": lambda t: hf_llama(
+        t, "LlamaForSequenceClassification", pad_token_id=0, num_labels=3
+    ),
 }
 
 

@@ -6,6 +6,7 @@ transformers, so T5 logits agree to about 1e-6, not to float64 rounding; the bou
 For decoding, tiny models are first taught to reverse short sequences (so their outputs end at different
 lengths and beams finish at different steps) and greedy and 4-beam outputs must be the same tokens.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,22 +33,43 @@ def randomize_norms(model):
 
 def hf_t5(transformers, layout: str, vocab: int = V, decoder_layers: int = 3):
     torch.manual_seed(0)
-    extra = dict(feed_forward_proj="gated-gelu") if layout == "v1.1" else {}
-    config = transformers.T5Config(vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=2,
-                                   num_decoder_layers=decoder_layers,
-                                   num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=20,
-                                   decoder_start_token_id=0,
-                                   **extra)
+    extra = {"feed_forward_proj": "gated-gelu"} if layout == "v1.1" else {}
+    config = transformers.T5Config(
+        vocab_size=vocab,
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_decoder_layers=decoder_layers,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=20,
+        decoder_start_token_id=0,
+        **extra,
+    )
     return randomize_norms(transformers.T5ForConditionalGeneration(config).eval())
 
 
 def hf_marian(transformers, vocab: int = V):
     torch.manual_seed(0)
-    config = transformers.MarianConfig(vocab_size=vocab, d_model=32, encoder_layers=2, decoder_layers=2,
-                                       encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
-                                       decoder_ffn_dim=64, max_position_embeddings=64, pad_token_id=vocab - 1,
-                                       decoder_start_token_id=vocab - 1, eos_token_id=0, forced_eos_token_id=0,
-                                       activation_function="swish", scale_embedding=True, dropout=0.0)
+    config = transformers.MarianConfig(
+        vocab_size=vocab,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=64,
+        pad_token_id=vocab - 1,
+        decoder_start_token_id=vocab - 1,
+        eos_token_id=0,
+        forced_eos_token_id=0,
+        activation_function="swish",
+        scale_embedding=True,
+        dropout=0.0,
+    )
     model = transformers.MarianMTModel(config).eval()
     with torch.no_grad():
         model.final_logits_bias.uniform_(-0.5, 0.5)
@@ -125,8 +147,20 @@ def test_round_trips_both_ways(name, folders, transformers, tmp_path):
 
 @pytest.mark.parametrize("name", ["transformer-small", "t5-small", "t5-v1.1-small", "marian-base"])
 def test_fresh_presets_load_in_transformers_with_the_same_logits(name, transformers, tmp_path):
-    config = dataclasses.replace(preset(name), vocab_size=V, dim=32, layers=2, decoder_layers=1, heads=4, head_dim=None,
-                                 mlp_dim=64, max_positions=64, pad_id=V - 1, eos_id=0, decoder_start_id=V - 1)
+    config = dataclasses.replace(
+        preset(name),
+        vocab_size=V,
+        dim=32,
+        layers=2,
+        decoder_layers=1,
+        heads=4,
+        head_dim=None,
+        mlp_dim=64,
+        max_positions=64,
+        pad_id=V - 1,
+        eos_id=0,
+        decoder_start_id=V - 1,
+    )
     torch.manual_seed(0)
     ours = randomize_norms(create_model(config).eval())
     if config.logits_bias:
@@ -137,7 +171,7 @@ def test_fresh_presets_load_in_transformers_with_the_same_logits(name, transform
     ids, mask = source_batch(config.pad_id)
     target = torch.randint(3, V - 1, (3, 5), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        diff = (ours(ids, mask, target) - theirs(input_ids=ids, attention_mask=mask, decoder_input_ids=target).logits)
+        diff = ours(ids, mask, target) - theirs(input_ids=ids, attention_mask=mask, decoder_input_ids=target).logits
     assert diff.abs().max().item() <= 1e-4
 
 
@@ -156,8 +190,8 @@ def teach(model, start: int, eos: int, lr: float, steps: int = 150):
         src = torch.full((32, 8), start)
         tgt = torch.full((32, 9), -100)
         for i, s in enumerate(sources):
-            src[i, :len(s)] = s
-            tgt[i, :len(s) + 1] = torch.cat([s.flip(0), torch.tensor([eos])])
+            src[i, : len(s)] = s
+            tgt[i, : len(s) + 1] = torch.cat([s.flip(0), torch.tensor([eos])])
         loss = model(input_ids=src, attention_mask=(torch.arange(8) < lengths[:, None]).long(), labels=tgt).loss
         optimizer.zero_grad()
         loss.backward()
@@ -170,8 +204,10 @@ def teach(model, start: int, eos: int, lr: float, steps: int = 150):
 def taught(transformers, tmp_path_factory):
     """name -> (transformers model, damoxing model), both float64, after a little training."""
     out = {}
-    for name, model, lr in (("t5", hf_t5(transformers, "v1.0", decoder_layers=2), 3e-3),
-                            ("marian", hf_marian(transformers), 1e-3)):
+    for name, model, lr in (
+        ("t5", hf_t5(transformers, "v1.0", decoder_layers=2), 3e-3),
+        ("marian", hf_marian(transformers), 1e-3),
+    ):
         model = teach(model, model.config.pad_token_id, model.config.eos_token_id, lr)  # both start with pad
         folder = tmp_path_factory.mktemp(name)
         model.save_pretrained(folder)
@@ -193,13 +229,25 @@ def test_greedy_and_beam_search_give_the_tokens_of_transformers(name, beams, ear
     ids = torch.randint(3, V - 1, (6, 7), generator=torch.Generator().manual_seed(4))
     mask = (torch.arange(7) < torch.tensor([7, 2, 5, 3, 6, 4])[:, None]).long()
     ids = ids.masked_fill(mask == 0, c.pad_id)
-    settings = dict(max_new_tokens=9, num_beams=beams, early_stopping=early_stopping)
-    hf = transformers.GenerationConfig(do_sample=False, decoder_start_token_id=c.decoder_start_id, eos_token_id=c.eos_id,
-                                       pad_token_id=c.pad_id, forced_eos_token_id=c.eos_id,
-                                       bad_words_ids=[[c.pad_id]] if c.pad_id != c.eos_id else None, **settings)
+    settings = {"max_new_tokens": 9, "num_beams": beams, "early_stopping": early_stopping}
+    hf = transformers.GenerationConfig(
+        do_sample=False,
+        decoder_start_token_id=c.decoder_start_id,
+        eos_token_id=c.eos_id,
+        pad_token_id=c.pad_id,
+        forced_eos_token_id=c.eos_id,
+        bad_words_ids=[[c.pad_id]] if c.pad_id != c.eos_id else None,
+        **settings,
+    )
     expected = theirs.generate(input_ids=ids, attention_mask=mask, generation_config=hf)[:, 1:]
-    got = generate_seq2seq(ours, ids, mask, Seq2SeqGenerationConfig(
-        **settings, forced_eos_token_id=c.eos_id, bad_token_ids=(c.pad_id,) if c.pad_id != c.eos_id else ()))
+    got = generate_seq2seq(
+        ours,
+        ids,
+        mask,
+        Seq2SeqGenerationConfig(
+            **settings, forced_eos_token_id=c.eos_id, bad_token_ids=(c.pad_id,) if c.pad_id != c.eos_id else ()
+        ),
+    )
     rows = [until_eos(r, c.eos_id) for r in got]
     assert rows == [until_eos(r, c.eos_id) for r in expected]
     assert len({len(r) for r in rows}) >= 3  # outputs end at different lengths: the finishing logic is exercised
@@ -208,8 +256,19 @@ def test_greedy_and_beam_search_give_the_tokens_of_transformers(name, beams, ear
 
 @pytest.mark.parametrize("name", ["transformer-small", "t5-small", "t5-v1.1-small", "marian-base"])
 def test_cached_decoding_equals_the_full_forward_pass(name):
-    config = dataclasses.replace(preset(name), vocab_size=V, dim=32, layers=2, heads=4, head_dim=None, mlp_dim=64,
-                                 max_positions=64, pad_id=V - 1, eos_id=0, decoder_start_id=V - 1)
+    config = dataclasses.replace(
+        preset(name),
+        vocab_size=V,
+        dim=32,
+        layers=2,
+        heads=4,
+        head_dim=None,
+        mlp_dim=64,
+        max_positions=64,
+        pad_id=V - 1,
+        eos_id=0,
+        decoder_start_id=V - 1,
+    )
     torch.manual_seed(0)
     model = randomize_norms(create_model(config)).double().eval()
     ids, mask = source_batch(config.pad_id)
@@ -219,15 +278,26 @@ def test_cached_decoding_equals_the_full_forward_pass(name):
         memory = model.forward_features(ids, mask)
         cache = model.new_cache(memory, mask)
         steps = [model.forward_head(model.decode(target[:, :3], cache=cache))]  # a prefix of 3, then one at a time
-        steps += [model.forward_head(model.decode(target[:, t:t + 1], cache=cache)) for t in range(3, 8)]
+        steps += [model.forward_head(model.decode(target[:, t : t + 1], cache=cache)) for t in range(3, 8)]
     assert cache.length == 8
     assert (torch.cat(steps, dim=1) - full).abs().max().item() <= 1e-12
 
 
 @pytest.mark.parametrize("name", ["t5-small", "marian-base"])
 def test_padding_the_source_never_changes_the_output(name):
-    config = dataclasses.replace(preset(name), vocab_size=V, dim=32, layers=2, heads=4, head_dim=None, mlp_dim=64,
-                                 max_positions=64, pad_id=V - 1, eos_id=0, decoder_start_id=V - 1)
+    config = dataclasses.replace(
+        preset(name),
+        vocab_size=V,
+        dim=32,
+        layers=2,
+        heads=4,
+        head_dim=None,
+        mlp_dim=64,
+        max_positions=64,
+        pad_id=V - 1,
+        eos_id=0,
+        decoder_start_id=V - 1,
+    )
     torch.manual_seed(0)
     model = randomize_norms(create_model(config)).double().eval()
     source = torch.randint(3, V - 1, (1, 5), generator=torch.Generator().manual_seed(6))
@@ -240,5 +310,6 @@ def test_padding_the_source_never_changes_the_output(name):
     assert (alone - with_pads).abs().max().item() <= 1e-12
     for beams in (1, 3):
         settings = Seq2SeqGenerationConfig(max_new_tokens=6, num_beams=beams)
-        assert torch.equal(generate_seq2seq(model, source, None, settings),
-                           generate_seq2seq(model, padded, padded_mask, settings))
+        assert torch.equal(
+            generate_seq2seq(model, source, None, settings), generate_seq2seq(model, padded, padded_mask, settings)
+        )

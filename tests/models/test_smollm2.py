@@ -3,6 +3,7 @@
 transformers needs ~45 s on 2 cores to read this GGUF (it parses the file twice); its reference outputs
 (logits of the prompt, 32 greedy tokens) are computed live once per test session, never cached on disk.
 """
+
 from __future__ import annotations
 
 import copy
@@ -28,13 +29,20 @@ def reference(smollm2_gguf):
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("accelerate")  # transformers needs it to read GGUF
     hf = transformers.AutoModelForCausalLM.from_pretrained(
-        str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name, dtype=torch.float32).eval()
+        str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name, dtype=torch.float32
+    ).eval()
     ids = torch.tensor([PROMPT])
     with torch.no_grad():
         logits = hf(ids).logits[0]
-        out = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS, do_sample=False,
-                          eos_token_id=None, pad_token_id=2)
-    return {"logits": logits, "tokens": out[0, len(PROMPT):]}
+        out = hf.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=NEW_TOKENS,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=2,
+        )
+    return {"logits": logits, "tokens": out[0, len(PROMPT) :]}
 
 
 def test_config_read_from_gguf_metadata(model):

@@ -1,4 +1,5 @@
 """Each image family (ViT, VGG-style CNN, MLP) learns a small batch by heart, and its surface is the text one."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,9 +11,9 @@ from damoxing.models import create_model, preset
 from damoxing.models.base import ModelBase
 
 SMALL = {
-    "vit-tiny": dict(dim=32, layers=2, heads=4, mlp_dim=64),
-    "vgg-mini": dict(),
-    "mlp-small": dict(hidden=(64, 32)),
+    "vit-tiny": {"dim": 32, "layers": 2, "heads": 4, "mlp_dim": 64},
+    "vgg-mini": {},
+    "mlp-small": {"hidden": (64, 32)},
 }
 
 
@@ -62,8 +63,9 @@ def test_reset_head_and_features_surface(name):
 
 def test_vit_mean_pooling_and_sinusoidal_positions():
     torch.manual_seed(0)
-    config = preset("vit-tiny", dim=32, layers=1, heads=4, mlp_dim=64, position="sinusoidal", class_token=False,
-                    pooling="mean")
+    config = preset(
+        "vit-tiny", dim=32, layers=1, heads=4, mlp_dim=64, position="sinusoidal", class_token=False, pooling="mean"
+    )
     model = create_model(config).eval()
     assert "embed.positions" not in model.state_dict()  # a fixed table, not a weight
     hidden = model.forward_features(torch.randn(2, 1, 28, 28))

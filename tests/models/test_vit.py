@@ -3,6 +3,7 @@
 Exact checks run in float64 on both sides (the same operations in another order differ by a few ulps
 of float64); the float32 check uses the issue's bound of 1e-4 on logits of order 1.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,8 +20,17 @@ from damoxing.models import ViTConfig, create_model
 
 transformers = pytest.importorskip("transformers")
 
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=28,
-            patch_size=7, num_channels=1, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+TINY = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "image_size": 28,
+    "patch_size": 7,
+    "num_channels": 1,
+    "hidden_dropout_prob": 0.0,
+    "attention_probs_dropout_prob": 0.0,
+}
 
 
 def hf_vit(cls_name: str, seed: int = 0, **changes):
@@ -69,8 +79,21 @@ def test_base_model_features_and_pooler_match_transformers(tmp_path):
 
 def test_transformers_loads_what_we_save(tmp_path):
     torch.manual_seed(0)
-    ours = create_model(ViTConfig(image_size=28, patch_size=7, channels=1, dim=32, layers=2, heads=4, mlp_dim=64,
-                                  head="sequence", num_labels=3, norm_eps=1e-6, activation="gelu_tanh"))
+    ours = create_model(
+        ViTConfig(
+            image_size=28,
+            patch_size=7,
+            channels=1,
+            dim=32,
+            layers=2,
+            heads=4,
+            mlp_dim=64,
+            head="sequence",
+            num_labels=3,
+            norm_eps=1e-6,
+            activation="gelu_tanh",
+        )
+    )
     ours.labels = ["shirt", "shoe", "bag"]
     damoxing.save(ours, ImageProcessor(size=28, channels=1, mean=(0.29,), std=(0.35,)), tmp_path / "ours")
     config = json.loads((tmp_path / "ours" / "config.json").read_text())
@@ -95,16 +118,29 @@ def test_the_image_processor_file_reads_both_ways(tmp_path):
     assert (got - expected).abs().max() < 1e-5  # the same affine map; they compute in float32 in another order
     assert load_processor(tmp_path) == ours  # the training settings are kept for the record
 
-    transformers.ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5, 0.4, 0.3],
-                                   image_std=[0.2, 0.2, 0.2]).save_pretrained(tmp_path / "hf")
+    transformers.ViTImageProcessor(
+        size={"height": 32, "width": 32}, image_mean=[0.5, 0.4, 0.3], image_std=[0.2, 0.2, 0.2]
+    ).save_pretrained(tmp_path / "hf")
     loaded = load_processor(tmp_path / "hf")
     assert (loaded.size, loaded.mean, loaded.std) == (32, (0.5, 0.4, 0.3), (0.2, 0.2, 0.2))
 
 
 def test_a_vit_transformers_cannot_hold_is_saved_as_our_own_type(tmp_path):
     torch.manual_seed(0)
-    config = ViTConfig(image_size=16, patch_size=4, channels=3, dim=32, layers=2, heads=4, mlp_dim=64,
-                       class_token=False, position="sinusoidal", pooling="mean", head="sequence", num_labels=4)
+    config = ViTConfig(
+        image_size=16,
+        patch_size=4,
+        channels=3,
+        dim=32,
+        layers=2,
+        heads=4,
+        mlp_dim=64,
+        class_token=False,
+        position="sinusoidal",
+        pooling="mean",
+        head="sequence",
+        num_labels=4,
+    )
     model = create_model(config).eval()
     damoxing.save(model, None, tmp_path / "m")
     saved = json.loads((tmp_path / "m" / "config.json").read_text())
@@ -123,5 +159,7 @@ def test_unsupported_transformers_settings_are_named(tmp_path):
 
 def test_an_image_model_without_its_processor_file_says_so(tmp_path):
     hf_vit("ViTForImageClassification").save_pretrained(tmp_path / "hf")
-    with pytest.raises(CheckpointError, match="no preprocessor_config.json in .*an image model needs its image processor"):
+    with pytest.raises(
+        CheckpointError, match="no preprocessor_config.json in .*an image model needs its image processor"
+    ):
         load_processor(tmp_path / "hf")

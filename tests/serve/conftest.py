@@ -1,4 +1,5 @@
 """A real server on 127.0.0.1 (a free port) in a background thread, for the openai client and plain HTTP."""
+
 from __future__ import annotations
 
 import contextlib
@@ -45,8 +46,15 @@ def tiny_server(tiny_chat_dir):
 
     from damoxing.serve.app import ServeOptions
 
-    options = ServeOptions(str(tiny_chat_dir), model_name="tiny", max_queue=16, max_prompt_tokens=512,
-                           max_tokens=64, request_timeout=60, dtype=torch.float64)
+    options = ServeOptions(
+        str(tiny_chat_dir),
+        model_name="tiny",
+        max_queue=16,
+        max_prompt_tokens=512,
+        max_tokens=64,
+        request_timeout=60,
+        dtype=torch.float64,
+    )
     with running_server(options) as (url, app):
         yield url, app
 

@@ -1,4 +1,5 @@
 """Bad requests get a 4xx JSON error in OpenAI's shape naming the field, and the server keeps serving."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,19 +13,22 @@ def post(url, path, body, **headers):
     return http(f"{url}{path}", body, headers)
 
 
-@pytest.mark.parametrize("path, body, param", [
-    ("/v1/chat/completions", '{"model": "tiny", "messages": [', "body"),
-    ("/v1/chat/completions", {**CHAT, "model": "gpt-4"}, "model"),
-    ("/v1/chat/completions", {**CHAT, "max_tokens": -3}, "max_tokens"),
-    ("/v1/chat/completions", {**CHAT, "max_tokens": 100000}, "max_tokens"),
-    ("/v1/chat/completions", {**CHAT, "temperature": -0.5}, "temperature"),
-    ("/v1/completions", {"model": "tiny", "prompt": "x" * 1_000_000, "max_tokens": 4}, "prompt"),
-    ("/v1/chat/completions", {**CHAT, "messages": [{"role": "wizard", "content": "Hi"}]}, "messages.0.role"),
-    ("/v1/chat/completions", {"model": "tiny", "max_tokens": 4}, "messages"),
-    ("/v1/completions", {"model": "tiny", "prompt": "Hi", "top_p": 0}, "top_p"),
-    ("/v1/completions", {"model": "tiny", "prompt": "Hi", "stop": ["a", "b", "c", "d", "e"]}, "stop"),
-    ("/v1/embeddings", {"model": "tiny", "input": "Hi"}, "model"),
-])
+@pytest.mark.parametrize(
+    "path, body, param",
+    [
+        ("/v1/chat/completions", '{"model": "tiny", "messages": [', "body"),
+        ("/v1/chat/completions", {**CHAT, "model": "gpt-4"}, "model"),
+        ("/v1/chat/completions", {**CHAT, "max_tokens": -3}, "max_tokens"),
+        ("/v1/chat/completions", {**CHAT, "max_tokens": 100000}, "max_tokens"),
+        ("/v1/chat/completions", {**CHAT, "temperature": -0.5}, "temperature"),
+        ("/v1/completions", {"model": "tiny", "prompt": "x" * 1_000_000, "max_tokens": 4}, "prompt"),
+        ("/v1/chat/completions", {**CHAT, "messages": [{"role": "wizard", "content": "Hi"}]}, "messages.0.role"),
+        ("/v1/chat/completions", {"model": "tiny", "max_tokens": 4}, "messages"),
+        ("/v1/completions", {"model": "tiny", "prompt": "Hi", "top_p": 0}, "top_p"),
+        ("/v1/completions", {"model": "tiny", "prompt": "Hi", "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ("/v1/embeddings", {"model": "tiny", "input": "Hi"}, "model"),
+    ],
+)
 def test_bad_request_names_the_field_and_the_server_keeps_serving(tiny_server, path, body, param):
     url, _ = tiny_server
     status, _, answer = post(url, path, body)

@@ -1,4 +1,5 @@
 """Encoders: /v1/embeddings from MiniLM through the openai client; /v1/classify on a fine-tuned classifier."""
+
 from __future__ import annotations
 
 import pytest
@@ -18,8 +19,9 @@ def mean_pooled(model, tokenizer, texts):
     """damoxing's own mean pooling over real tokens, normalised (as sentence-transformers computes it)."""
     batch = tokenizer(texts)
     with torch.no_grad():
-        hidden = model.double().forward_features(batch["input_ids"], batch["attention_mask"],
-                                                 batch.get("token_type_ids"))  # (N, T, C)
+        hidden = model.double().forward_features(
+            batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
+        )  # (N, T, C)
     pooled = damoxing.layers.heads.pool(hidden, batch["attention_mask"], "mean")
     return torch.nn.functional.normalize(pooled, dim=-1)
 
@@ -49,8 +51,19 @@ def test_classify_returns_labels_with_probabilities(tmp_path):
     corpus.write_text("good bad phone day great awful the a is\n", encoding="utf-8")
     tok = Tokenizer.train_wordpiece([corpus], vocab_size=60, min_frequency=1, model_max_length=32)
     torch.manual_seed(0)
-    model = damoxing.create_model(damoxing.preset("bert-tiny", vocab_size=tok.vocab_size, dim=32, layers=1, heads=2,
-                                                  mlp_dim=64, max_positions=32, head="sequence", num_labels=2))
+    model = damoxing.create_model(
+        damoxing.preset(
+            "bert-tiny",
+            vocab_size=tok.vocab_size,
+            dim=32,
+            layers=1,
+            heads=2,
+            mlp_dim=64,
+            max_positions=32,
+            head="sequence",
+            num_labels=2,
+        )
+    )
     model.labels = ["neg", "pos"]
     folder = save_finetuned(model, tok, tmp_path / "model", {"task": "classification", "max_length": 32})
     with running_server(ServeOptions(str(folder), model_name="clf")) as (url, _):

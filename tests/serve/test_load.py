@@ -1,5 +1,6 @@
 """Continuous batching under load, on the tiny random decoder: concurrent clients share decode steps, every
 response is complete and equals the lone answer, the queue bound answers 429, a client that leaves stops its job."""
+
 from __future__ import annotations
 
 import json
@@ -25,14 +26,22 @@ def rss_mb() -> float:
 
 
 def chat_body(i: int, max_tokens: int = 12, **extra) -> dict:
-    return {"model": "tiny", "messages": [{"role": "user", "content": f"Request {i}: " + "word " * (i % 7)}],
-            "max_tokens": max_tokens, "temperature": 0, **extra}
+    return {
+        "model": "tiny",
+        "messages": [{"role": "user", "content": f"Request {i}: " + "word " * (i % 7)}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        **extra,
+    }
 
 
 def streamed(url: str, body: dict) -> tuple[str, str | None, bool]:
     """(text, finish_reason, ended with [DONE]) of a streamed chat completion read with the standard library."""
-    request = urllib.request.Request(f"{url}/v1/chat/completions", data=json.dumps({**body, "stream": True}).encode(),
-                                     headers={"content-type": "application/json"})
+    request = urllib.request.Request(
+        f"{url}/v1/chat/completions",
+        data=json.dumps({**body, "stream": True}).encode(),
+        headers={"content-type": "application/json"},
+    )
     text, finish, done = "", None, False
     with urllib.request.urlopen(request, timeout=120) as response:
         for line in response:
@@ -56,8 +65,9 @@ def test_sixteen_clients_four_requests_each_share_the_batch(tiny_server, tiny_ch
     def lone(i):  # what request i answers when it runs alone
         messages = chat_body(i)["messages"]
         prompt = tokenizer.encode(tokenizer.apply_chat_template(messages), add_special_tokens=False)
-        return generate_text(model, tokenizer, prompt, GenerationConfig(max_new_tokens=12,
-                                                                       stop_token_ids=(tokenizer.eos_id,)))
+        return generate_text(
+            model, tokenizer, prompt, GenerationConfig(max_new_tokens=12, stop_token_ids=(tokenizer.eos_id,))
+        )
 
     def client(c):
         results = []
@@ -78,8 +88,10 @@ def test_sixteen_clients_four_requests_each_share_the_batch(tiny_server, tiny_ch
         results = [row for rows in pool.map(client, range(16)) for row in rows]
     seconds = time.perf_counter() - start
     after = rss_mb()
-    print(f"\n64 requests from 16 clients in {seconds:.1f} s; {engine.steps - steps} decode steps; "
-          f"resident memory {before:.0f} MB before, {after:.0f} MB after")
+    print(
+        f"\n64 requests from 16 clients in {seconds:.1f} s; {engine.steps - steps} decode steps; "
+        f"resident memory {before:.0f} MB before, {after:.0f} MB after"
+    )
     assert len(results) == 64
     for i, text, finish, done in results:
         assert done and finish in ("stop", "length"), (i, finish)
@@ -114,8 +126,9 @@ def test_a_client_that_disconnects_stops_its_generation(tiny_server):
     url, app = tiny_server
     engine = app.state.engine
     body = {**chat_body(3, max_tokens=64), "stream": True, "min_p": 0.0}
-    request = urllib.request.Request(f"{url}/v1/chat/completions", data=json.dumps(body).encode(),
-                                     headers={"content-type": "application/json"})
+    request = urllib.request.Request(
+        f"{url}/v1/chat/completions", data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+    )
     steps = engine.steps
     response = urllib.request.urlopen(request, timeout=60)
     response.readline()  # the first event arrived: the job is running
@@ -133,8 +146,9 @@ def test_a_request_that_times_out_gets_504(tiny_chat_dir):
 
     from damoxing.serve.app import ServeOptions
 
-    with running_server(ServeOptions(str(tiny_chat_dir), model_name="tiny", request_timeout=0.0,
-                                     dtype=torch.float64)) as (url, _):
+    with running_server(
+        ServeOptions(str(tiny_chat_dir), model_name="tiny", request_timeout=0.0, dtype=torch.float64)
+    ) as (url, _):
         status, _, body = http(f"{url}/v1/chat/completions", chat_body(1))
         assert status == 504 and body["error"]["code"] == "timeout"
 
@@ -144,25 +158,30 @@ def test_a_continued_conversation_runs_only_its_new_tokens(tiny_server, tiny_cha
     engine = app.state.engine
     tokenizer = damoxing.load_tokenizer(tiny_chat_dir)
     messages = [{"role": "user", "content": "Tell me about the sea, in many words."}]
-    status, _, first = http(f"{url}/v1/chat/completions", {"model": "tiny", "messages": messages, "max_tokens": 16,
-                                                           "temperature": 0})
+    status, _, first = http(
+        f"{url}/v1/chat/completions", {"model": "tiny", "messages": messages, "max_tokens": 16, "temperature": 0}
+    )
     assert status == 200
     # the engine kept the conversation's keys and values: the prompt and every reply token it fed back
     usage = first["usage"]
     prompt_ids = tokenizer.encode(tokenizer.apply_chat_template(messages), add_special_tokens=False)
     assert len(engine.prefix.ids) == engine.prefix.cache.length == usage["total_tokens"] - 1
-    assert engine.prefix.ids[:len(prompt_ids)] == prompt_ids
+    assert engine.prefix.ids[: len(prompt_ids)] == prompt_ids
     messages += [first["choices"][0]["message"], {"role": "user", "content": "And the sky?"}]
-    status, _, second = http(f"{url}/v1/chat/completions", {"model": "tiny", "messages": messages,
-                                                            "max_tokens": 4, "temperature": 0})
+    status, _, second = http(
+        f"{url}/v1/chat/completions", {"model": "tiny", "messages": messages, "max_tokens": 4, "temperature": 0}
+    )
     assert status == 200
     # the first turn's prompt (and its reply, as far as its tokens come back the same) came from the cache; the
     # prompt's final "\n" may merge with the reply's first characters when the template renders the reply anew
     assert engine.reused >= usage["prompt_tokens"] - 1
-    assert second["usage"]["prompt_tokens"] - engine.reused <= len(tokenizer.encode(
-        "And the sky?", add_special_tokens=False)) + first["usage"]["completion_tokens"] + 10
+    assert (
+        second["usage"]["prompt_tokens"] - engine.reused
+        <= len(tokenizer.encode("And the sky?", add_special_tokens=False)) + first["usage"]["completion_tokens"] + 10
+    )
     # and the answer is the one a fresh run gives
     model = damoxing.load(tiny_chat_dir).double()
     prompt = tokenizer.encode(tokenizer.apply_chat_template(messages), add_special_tokens=False)
     assert second["choices"][0]["message"]["content"] == generate_text(
-        model, tokenizer, prompt, GenerationConfig(max_new_tokens=4, stop_token_ids=(tokenizer.eos_id,)))
+        model, tokenizer, prompt, GenerationConfig(max_new_tokens=4, stop_token_ids=(tokenizer.eos_id,))
+    )

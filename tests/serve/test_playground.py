@@ -1,5 +1,6 @@
 """The web playground in a real headless Chromium (Debian's, driven by Playwright): type a prompt, watch the
 streamed tokens appear; the screenshot stays in the test's temporary folder."""
+
 from __future__ import annotations
 
 import os
@@ -10,8 +11,15 @@ import pytest
 from .conftest import http
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest.fixture(scope="module")

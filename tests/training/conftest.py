@@ -1,4 +1,5 @@
 """Training tests run single-threaded: tiny models are faster that way, and others share the CPU."""
+
 import pytest
 import torch
 

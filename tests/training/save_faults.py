@@ -11,6 +11,7 @@ failure is harmless (making a folder that exists, a best-effort clean-up). After
 - no checkpoint that had been saved before the fault is lost (the newest step is at least that step);
 - after the next start-up no temporary or .old name is left, and resume finishes the run.
 """
+
 from __future__ import annotations
 
 import errno
@@ -31,17 +32,38 @@ from damoxing.training import TrainConfig, Trainer, state
 from .tiny import HF, clm_source, tiny_decoder
 
 CALLS = ("mkdir", "fsync", "rename", "replace", "unlink", "rmdir")
-NO_FSYNC = lambda fd: None  # noqa: E731  the calls are counted, but the tests check their order, not the disk
+NO_FSYNC = lambda fd: None
 SCORES = [1.0, 3.0, 2.0, 4.0]  # evaluations at steps 1, 2, 3 and the re-save of step 3
 
 
 def trainer(run: Path, scores=SCORES) -> Trainer:
     scores = iter(scores)
-    cfg = TrainConfig(task="clm", max_steps=10, epochs=1, batch_size=8, save_every=1, eval_every=1, keep_last=1,
-                      metric="score", metric_mode="max", lr=1e-3, log_every=1, plot=False, tensorboard=False,
-                      precision="fp32")
-    return Trainer(tiny_decoder(), "clm", clm_source(8, n=24), cfg, run, eval_data=clm_source(8, n=8),
-                   metrics_fn=lambda m: {"score": next(scores, 0.0)}, **HF)
+    cfg = TrainConfig(
+        task="clm",
+        max_steps=10,
+        epochs=1,
+        batch_size=8,
+        save_every=1,
+        eval_every=1,
+        keep_last=1,
+        metric="score",
+        metric_mode="max",
+        lr=1e-3,
+        log_every=1,
+        plot=False,
+        tensorboard=False,
+        precision="fp32",
+    )
+    return Trainer(
+        tiny_decoder(),
+        "clm",
+        clm_source(8, n=24),
+        cfg,
+        run,
+        eval_data=clm_source(8, n=8),
+        metrics_fn=lambda m: {"score": next(scores, 0.0)},
+        **HF,
+    )
 
 
 class Faults:
@@ -68,6 +90,7 @@ class Faults:
                     os._exit(9)
                 raise OSError(errno.ENOSPC, "No space left on device (injected)")
             return real(*args, **kwargs)
+
         return call
 
 
@@ -132,7 +155,7 @@ def kill_at_every_call(base: Path) -> int:
                 with pytest.MonkeyPatch.context() as mp:
                     Faults(mp, at=k, kill=True)
                     trainer(run).fit()
-            except BaseException:
+            except BaseException:  # noqa: BLE001
                 traceback.print_exc()
                 code = 3
             finally:

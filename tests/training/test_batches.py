@@ -1,4 +1,5 @@
 """Batch sources: a seeded order per epoch, ranks that share nothing, and a start anywhere (exact resume)."""
+
 import torch
 
 from damoxing.training import Batches

@@ -1,4 +1,5 @@
 """Config mistakes: one clear message naming the key or file, exit code 2, no traceback."""
+
 import os
 import subprocess
 import sys
@@ -13,21 +14,34 @@ ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
 def _run(tmp_path: Path, cfg: dict, *extra: str) -> subprocess.CompletedProcess:
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    return subprocess.run([sys.executable, "-m", "damoxing", "pretrain", str(path), "--out", str(tmp_path / "run"),
-                           *extra], env=ENV, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "damoxing", "pretrain", str(path), "--out", str(tmp_path / "run"), *extra],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def _good(tmp_path: Path) -> dict:
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("to be or not to be\n\nthat is the question\n")
-    return {"model": {"preset": "gpt-mini"}, "tokenizer": {"train": True, "kind": "bpe", "vocab_size": 300},
-            "data": {"train": [str(corpus)]}, "train": {"task": "clm", "lr": 1e-3}}
+    return {
+        "model": {"preset": "gpt-mini"},
+        "tokenizer": {"train": True, "kind": "bpe", "vocab_size": 300},
+        "data": {"train": [str(corpus)]},
+        "train": {"task": "clm", "lr": 1e-3},
+    }
 
 
 CASES = {
     "typo in a section": (lambda c: c.update(trian=c.pop("train")), ["unknown key 'trian'", "Did you mean 'train'"]),
     "typo in a key": (lambda c: c["train"].update(lrr=1e-3), ["unknown key 'train.lrr'", "Did you mean 'train.lr'"]),
-    "missing data file": (lambda c: c["data"].update(train=["nowhere/corpus.txt"]), ["data.train", "nowhere/corpus.txt"]),
+    "missing data file": (
+        lambda c: c["data"].update(train=["nowhere/corpus.txt"]),
+        ["data.train", "nowhere/corpus.txt"],
+    ),
     "unknown preset": (lambda c: c["model"].update(preset="bert-huge"), ["model.preset", "'bert-huge'", "bert-base"]),
     "bad value": (lambda c: c["train"].update(optimizer="adamw8"), ["train.optimizer", "Did you mean 'adamw'"]),
     "unknown task": (lambda c: c["train"].update(task="clmm"), ["train.task", "'clmm'"]),

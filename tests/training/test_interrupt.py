@@ -1,4 +1,5 @@
 """Ctrl-C: the step finishes, a checkpoint is saved, the message says where; resuming loses nothing."""
+
 import os
 import re
 import shlex
@@ -40,8 +41,9 @@ class CtrlCAt:
 
 
 def _trainer(run, source) -> Trainer:
-    cfg = TrainConfig(task="clm", max_steps=6, batch_size=8, lr=1e-2, log_every=1, plot=False, tensorboard=False,
-                      precision="fp32")
+    cfg = TrainConfig(
+        task="clm", max_steps=6, batch_size=8, lr=1e-2, log_every=1, plot=False, tensorboard=False, precision="fp32"
+    )
     return Trainer(tiny_decoder(), "clm", source, cfg, run, **HF)
 
 
@@ -68,11 +70,20 @@ def _pretrain_config(folder: Path) -> Path:
     corpus = folder / "corpus.txt"
     corpus.write_text("\n\n".join(f"line {i} of a little corpus, with words {i % 7} and {i % 5}." for i in range(200)))
     Tokenizer.train_bpe([corpus], vocab_size=300).save(folder / "tok")
-    cfg = {"model": {"preset": "gpt-mini", "dim": 32, "layers": 2, "heads": 2, "mlp_dim": 64, "max_positions": 32},
-           "tokenizer": {"path": str(folder / "tok")},
-           "data": {"train": [str(corpus)], "seq_len": 32, "eval_fraction": 0.0},
-           "train": {"task": "clm", "batch_size": 4, "max_steps": 400, "log_every": 1, "plot": False,
-                     "tensorboard": False, "precision": "fp32"}}
+    cfg = {
+        "model": {"preset": "gpt-mini", "dim": 32, "layers": 2, "heads": 2, "mlp_dim": 64, "max_positions": 32},
+        "tokenizer": {"path": str(folder / "tok")},
+        "data": {"train": [str(corpus)], "seq_len": 32, "eval_fraction": 0.0},
+        "train": {
+            "task": "clm",
+            "batch_size": 4,
+            "max_steps": 400,
+            "log_every": 1,
+            "plot": False,
+            "tensorboard": False,
+            "precision": "fp32",
+        },
+    }
     path = folder / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -83,8 +94,9 @@ def test_ctrl_c_on_the_command_line_saves_prints_the_resume_command_and_exits_13
     config, run = _pretrain_config(tmp_path), tmp_path / "run"
     args = ["pretrain", str(config), "--out", str(run), "--train.max_steps=400"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
-    proc = subprocess.Popen([sys.executable, "-m", "damoxing", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "damoxing", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     metrics = run / "metrics.jsonl"
     while proc.poll() is None and (not metrics.is_file() or metrics.read_text().count("\n") < 2):
         time.sleep(0.01)

@@ -1,5 +1,6 @@
 """Non-finite numbers: stop with a message naming the step, or skip; fp16 overflows are skipped by design;
 non-finite weights are never saved and a non-finite evaluation is never the best."""
+
 import json
 import math
 
@@ -29,8 +30,20 @@ class NaNLossAt(CausalLM):
 
 
 def _config(**kw) -> TrainConfig:
-    base = dict(task="clm", max_steps=4, batch_size=8, optimizer="sgd", momentum=0.0, lr=0.1, weight_decay=0.0,
-                schedule="constant", log_every=1, plot=False, tensorboard=False, precision="fp32")
+    base = {
+        "task": "clm",
+        "max_steps": 4,
+        "batch_size": 8,
+        "optimizer": "sgd",
+        "momentum": 0.0,
+        "lr": 0.1,
+        "weight_decay": 0.0,
+        "schedule": "constant",
+        "log_every": 1,
+        "plot": False,
+        "tensorboard": False,
+        "precision": "fp32",
+    }
     return TrainConfig(**{**base, **kw})
 
 
@@ -65,15 +78,22 @@ def test_skip_stops_after_max_skipped_steps_in_a_row(tmp_path):
 
 def test_fp16_overflows_are_skipped_by_design_until_too_many_in_a_row(tmp_path):
     # a loss scale of 2**20 overflows fp16 gradients: the GradScaler skips those steps and halves the scale
-    trainer = Trainer(tiny_decoder(), "clm", clm_source(8), _config(precision="fp16", max_steps=6), tmp_path / "a",
-                      **NO_SAVE)
+    trainer = Trainer(
+        tiny_decoder(), "clm", clm_source(8), _config(precision="fp16", max_steps=6), tmp_path / "a", **NO_SAVE
+    )
     trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**20)
     assert trainer.fit()["step"] == 6  # train.nonfinite: stop does not stop on an fp16 overflow
     assert sum(r.get("skipped_steps", 0) for r in _records(tmp_path / "a") if r["split"] == "train") >= 1
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
     # 2**40 needs about 20 halvings: five in a row is too many
-    trainer = Trainer(tiny_decoder(), "clm", clm_source(8), _config(precision="fp16", max_skipped_steps=5, max_steps=8),
-                      tmp_path / "b", **NO_SAVE)
+    trainer = Trainer(
+        tiny_decoder(),
+        "clm",
+        clm_source(8),
+        _config(precision="fp16", max_skipped_steps=5, max_steps=8),
+        tmp_path / "b",
+        **NO_SAVE,
+    )
     trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40)
     with pytest.raises(UserError, match=r"5 steps in a row skipped under fp16 .* the last at step 5"):
         trainer.fit()
@@ -84,8 +104,16 @@ def test_non_finite_weights_are_never_saved(tmp_path):
         model.blocks[0].mlp.fc1.weight.data[0, 0] = math.inf
         return {"score": 1.0}
 
-    trainer = Trainer(tiny_decoder(), "clm", clm_source(8), _config(eval_every=2, metric="score", metric_mode="max"),
-                      tmp_path, eval_data=clm_source(8, n=8), metrics_fn=poison, **HF)
+    trainer = Trainer(
+        tiny_decoder(),
+        "clm",
+        clm_source(8),
+        _config(eval_every=2, metric="score", metric_mode="max"),
+        tmp_path,
+        eval_data=clm_source(8, n=8),
+        metrics_fn=poison,
+        **HF,
+    )
     with pytest.raises(UserError, match="non-finite values after step 2, so no checkpoint was saved"):
         trainer.fit()
     assert list(tmp_path.glob("step-*")) == [] and not (tmp_path / "best.json").exists()
@@ -94,8 +122,16 @@ def test_non_finite_weights_are_never_saved(tmp_path):
 def test_a_non_finite_evaluation_is_never_the_best(tmp_path):
     scores = iter([math.nan, 2.0, math.nan, math.inf])
     cfg = _config(eval_every=1, metric="score", metric_mode="max", keep_last=1)
-    result = Trainer(tiny_decoder(), "clm", clm_source(8), cfg, tmp_path, eval_data=clm_source(8, n=8),
-                     metrics_fn=lambda m: {"score": next(scores)}, **HF).fit()
+    result = Trainer(
+        tiny_decoder(),
+        "clm",
+        clm_source(8),
+        cfg,
+        tmp_path,
+        eval_data=clm_source(8, n=8),
+        metrics_fn=lambda m: {"score": next(scores)},
+        **HF,
+    ).fit()
     assert result["best"]["step"] == 2 and result["best"]["value"] == 2.0
     text = (tmp_path / "best.json").read_text()
     assert json.loads(text)["checkpoint"] == "step-000002" and "NaN" not in text and "Infinity" not in text

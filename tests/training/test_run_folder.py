@@ -1,5 +1,6 @@
 """The run folder: which folders a run may write, one run at a time (the lock), start-up recovery, resume
 past a damaged checkpoint, and the tokenizer a resumed run uses."""
+
 import os
 import shutil
 import signal
@@ -25,10 +26,22 @@ def corpus(tmp_path_factory):
 
 
 def _config(folder, corpus, tokenizer: dict, **train) -> str:
-    cfg = {"model": {"preset": "gpt-mini", "dim": 32, "layers": 2, "heads": 2, "mlp_dim": 64, "max_positions": 32},
-           "tokenizer": tokenizer, "data": {"train": [str(corpus)], "seq_len": 32, "eval_fraction": 0.0},
-           "train": {"task": "clm", "batch_size": 4, "max_steps": 2, "save_every": 1, "log_every": 1, "plot": False,
-                     "tensorboard": False, "precision": "fp32", **train}}
+    cfg = {
+        "model": {"preset": "gpt-mini", "dim": 32, "layers": 2, "heads": 2, "mlp_dim": 64, "max_positions": 32},
+        "tokenizer": tokenizer,
+        "data": {"train": [str(corpus)], "seq_len": 32, "eval_fraction": 0.0},
+        "train": {
+            "task": "clm",
+            "batch_size": 4,
+            "max_steps": 2,
+            "save_every": 1,
+            "log_every": 1,
+            "plot": False,
+            "tensorboard": False,
+            "precision": "fp32",
+            **train,
+        },
+    }
     path = folder / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return str(path)
@@ -60,8 +73,15 @@ def test_a_run_refuses_a_file_or_a_folder_no_run_wrote_unless_forced(tmp_path, c
 
 def test_finetune_applies_the_same_rule_before_loading_anything(tmp_path, capsys, minilm_dir):
     (tmp_path / "train.csv").write_text("text,label\na,x\nb,y\n")
-    (tmp_path / "ft.yaml").write_text(yaml.safe_dump({"model": {"path": str(minilm_dir)}, "data": {
-        "train": [str(tmp_path / "train.csv")]}, "finetune": {"method": "head"}}))
+    (tmp_path / "ft.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "model": {"path": str(minilm_dir)},
+                "data": {"train": [str(tmp_path / "train.csv")]},
+                "finetune": {"method": "head"},
+            }
+        )
+    )
     out = tmp_path / "out.txt"
     out.write_text("keep me")
     assert main(["finetune", str(tmp_path / "ft.yaml"), "--out", str(out)]) == 2
@@ -135,8 +155,12 @@ def test_start_up_restores_a_lone_old_checkpoint_and_removes_every_temporary_nam
     Trainer(tiny_decoder(), "clm", clm_source(8), cfg, tmp_path, **HF).fit()
     os.rename(tmp_path / "step-000002", tmp_path / ".step-000002.old")  # a kill between the two renames
     shutil.copytree(tmp_path / "step-000001", tmp_path / ".step-000001.old")  # a kill before its deletion
-    leftovers = ["..step-000027.abcd1234.tmp.efgh5678.tmp", ".step-000003.abcd1234.tmp", ".step-000001.abcd1234.del",
-                 "..step-000027.abcd1234.tmp.old"]
+    leftovers = [
+        "..step-000027.abcd1234.tmp.efgh5678.tmp",
+        ".step-000003.abcd1234.tmp",
+        ".step-000001.abcd1234.del",
+        "..step-000027.abcd1234.tmp.old",
+    ]
     for name in leftovers:
         (tmp_path / name).mkdir()
         (tmp_path / name / "training_state.pt").write_bytes(b"half")

@@ -1,12 +1,14 @@
 """Task functions: losses as sums over targets, MLM projected only at masked positions, chunked CE exact."""
+
 import torch
 import torch.nn.functional as F
-from .tiny import NO_SAVE, VOCAB, FixedBatches, clm_blocks, mlm_nsp_batch, tiny_decoder, tiny_encoder
 
-from damoxing.training import TrainConfig, Trainer
 from damoxing.data.collators import collate_clm
 from damoxing.layers.losses import linear_cross_entropy
 from damoxing.tasks import TASKS
+from damoxing.training import TrainConfig, Trainer
+
+from .tiny import NO_SAVE, VOCAB, FixedBatches, clm_blocks, mlm_nsp_batch, tiny_decoder, tiny_encoder
 
 # The loss checks run in float64, where only summation order differs (eps 2.2e-16): a sum of n terms reordered moves
 # by <= n * eps * sum|terms|. RTOL below bounds that for these sizes (n <= 64 rows x 97 classes) with 100x room.
@@ -14,10 +16,19 @@ RTOL = 100 * 64 * 97 * torch.finfo(torch.float64).eps
 
 
 def _overfit(model, task, batch, tmp_path):
-    cfg = TrainConfig(task=task, max_steps=120, lr=1e-2, warmup_steps=5, schedule="constant", weight_decay=0.0,
-                      log_every=10, precision="fp32", plot=False, tensorboard=False)  # fp32: the same run on any CPU
-    return Trainer(model, task, FixedBatches(batch), cfg, tmp_path, eval_data=FixedBatches(batch),
-                   **NO_SAVE).fit()
+    cfg = TrainConfig(
+        task=task,
+        max_steps=120,
+        lr=1e-2,
+        warmup_steps=5,
+        schedule="constant",
+        weight_decay=0.0,
+        log_every=10,
+        precision="fp32",
+        plot=False,
+        tensorboard=False,
+    )  # fp32: the same run on any CPU
+    return Trainer(model, task, FixedBatches(batch), cfg, tmp_path, eval_data=FixedBatches(batch), **NO_SAVE).fit()
 
 
 def test_overfit_one_batch_mlm_nsp(tmp_path):
@@ -56,8 +67,9 @@ def test_clm_loss_equals_shifted_full_cross_entropy():
     batch["labels"][0, 5] = -100  # an ignored target is skipped
     out = TASKS.get("clm").loss(model, batch)
     logits = model(batch["input_ids"])
-    ref = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1),
-                          reduction="sum")
+    ref = F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1), reduction="sum"
+    )
     torch.testing.assert_close(out.losses["clm"], ref, rtol=RTOL, atol=0)
     assert int(TASKS.get("clm").targets(batch)["clm"]) == 4 * 15 - 1
 
@@ -99,11 +111,17 @@ def test_seq2seq_target_loss_equals_cross_entropy_of_the_full_logits():
     from damoxing.tasks import get_task
 
     torch.manual_seed(0)
-    model = create_model(preset("t5-small", vocab_size=VOCAB, dim=32, layers=2, heads=4, mlp_dim=64, dropout=0.0,
-                                attention_dropout=0.0))
+    model = create_model(
+        preset("t5-small", vocab_size=VOCAB, dim=32, layers=2, heads=4, mlp_dim=64, dropout=0.0, attention_dropout=0.0)
+    )
     g = torch.Generator().manual_seed(1)
-    examples = [{"input_ids": torch.randint(3, VOCAB, (n,), generator=g).tolist(),
-                 "labels": torch.randint(3, VOCAB, (m,), generator=g).tolist() + [1]} for n, m in ((7, 4), (3, 9))]
+    examples = [
+        {
+            "input_ids": torch.randint(3, VOCAB, (n,), generator=g).tolist(),
+            "labels": torch.randint(3, VOCAB, (m,), generator=g).tolist() + [1],
+        }
+        for n, m in ((7, 4), (3, 9))
+    ]
     batch = Seq2SeqCollator(pad_id=0, decoder_start_id=0)(examples)
     task = get_task("translation").configure({"label_smoothing": 0.1})
     out = task.loss(model, batch)

@@ -1,13 +1,15 @@
 """The loop: accumulation equals the large batch, early stopping keeps the best, optimiser groups, schedules."""
+
+import itertools
 import json
 
 import pytest
 import torch
 
 import damoxing
+from damoxing.tasks import TASKS
 from damoxing.training import Batches, TrainConfig, Trainer
 from damoxing.training.optim import lr_at, parameter_groups
-from damoxing.tasks import TASKS
 
 from .tiny import HF, NO_SAVE, VOCAB, clm_source, mlm_nsp_batch, tiny_decoder, tiny_encoder
 
@@ -24,8 +26,19 @@ def _stack(examples, generators) -> dict:
 
 def _train(model, task, source, tmp_path, **kw):
     """SGD steps in the model's own dtype: precision fp32 means no autocast, so a float64 model stays float64."""
-    cfg = TrainConfig(task=task, optimizer="sgd", momentum=0.0, lr=0.5, weight_decay=0.0, clip_grad=0.0,
-                      schedule="constant", precision="fp32", plot=False, tensorboard=False, **kw)
+    cfg = TrainConfig(
+        task=task,
+        optimizer="sgd",
+        momentum=0.0,
+        lr=0.5,
+        weight_decay=0.0,
+        clip_grad=0.0,
+        schedule="constant",
+        precision="fp32",
+        plot=False,
+        tensorboard=False,
+        **kw,
+    )
     dtypes = set()
 
     def loss(model, batch):  # the task's loss, recording the dtype of what the Trainer back-propagates
@@ -44,12 +57,12 @@ def _train(model, task, source, tmp_path, **kw):
 
 @pytest.mark.parametrize("task", ["mlm_nsp", "clm"])
 def test_grad_accumulation_4x4_equals_batch_16(task, tmp_path):
-    make = lambda: (tiny_encoder() if task == "mlm_nsp" else tiny_decoder()).double()  # noqa: E731  exact check
+    make = lambda: (tiny_encoder() if task == "mlm_nsp" else tiny_decoder()).double()
     if task == "mlm_nsp":  # masked-token counts differ between micro-batches: the normaliser must be global
         rows = _rows(mlm_nsp_batch(b=32, seed=1))
-        src = lambda bs: Batches(rows, _stack, bs, seed=3)  # noqa: E731
+        src = lambda bs: Batches(rows, _stack, bs, seed=3)
     else:
-        src = lambda bs: clm_source(bs, n=32)  # noqa: E731
+        src = lambda bs: clm_source(bs, n=32)
     big = _train(make(), task, src(16), tmp_path / "a", max_steps=2)
     acc = _train(make(), task, src(4), tmp_path / "b", max_steps=2, grad_accum=4)
     start = make()
@@ -64,11 +77,29 @@ def test_grad_accumulation_4x4_equals_batch_16(task, tmp_path):
 
 def test_early_stopping_keeps_best_checkpoint(tmp_path):
     scores = iter([1.0, 2.0, 3.0, 2.5, 2.9, 5.0])
-    cfg = TrainConfig(task="clm", max_steps=100, eval_every=2, patience=2, metric="score", metric_mode="max",
-                      keep_last=1, lr=1e-3, plot=False, tensorboard=False)
+    cfg = TrainConfig(
+        task="clm",
+        max_steps=100,
+        eval_every=2,
+        patience=2,
+        metric="score",
+        metric_mode="max",
+        keep_last=1,
+        lr=1e-3,
+        plot=False,
+        tensorboard=False,
+    )
     model = tiny_decoder()
-    result = Trainer(model, "clm", clm_source(8), cfg, tmp_path, eval_data=clm_source(8, n=16),
-                     metrics_fn=lambda m: {"score": next(scores)}, **HF).fit()
+    result = Trainer(
+        model,
+        "clm",
+        clm_source(8),
+        cfg,
+        tmp_path,
+        eval_data=clm_source(8, n=16),
+        metrics_fn=lambda m: {"score": next(scores)},
+        **HF,
+    ).fit()
     assert result["stopped_early"] and result["step"] == 10
     assert result["best"]["step"] == 6 and result["best"]["value"] == 3.0
     best = json.loads((tmp_path / "best.json").read_text())
@@ -97,7 +128,7 @@ def test_optimizer_groups_exclude_biases_norms_embeddings_and_frozen():
 
 
 def test_schedule_shapes():
-    base = dict(lr=1.0, max_steps=110, warmup_steps=10)
+    base = {"lr": 1.0, "max_steps": 110, "warmup_steps": 10}
     lin, cos, const = (TrainConfig(schedule=s, **base) for s in ("linear", "cosine", "constant"))
     # Python floats, and these points come out exact: k / 10, 1 - 1/2, (1 + cos(pi/2)) / 2 with cos(pi/2) ~ 6e-17
     # vanishing next to 1 (below eps/2)
@@ -107,7 +138,7 @@ def test_schedule_shapes():
     assert lr_at(100, const) == 1.0
     for cfg in (lin, cos):
         after = [lr_at(s, cfg) for s in range(10, 111)]
-        assert all(a >= b for a, b in zip(after, after[1:]))
+        assert all(a >= b for a, b in itertools.pairwise(after))
     floor = TrainConfig(schedule="cosine", min_lr_ratio=0.1, **base)
     assert lr_at(110, floor) == 0.1  # 0.1 + 0.9 * (1 + cos(pi)) / 2, cos(pi) = -1 exactly
 
@@ -128,8 +159,15 @@ def test_scaled_param_groups_get_lr_times_scale_after_a_step_and_after_resume(tm
         groups = layerwise_param_groups(model, 0.1, decay=0.5, weight_decay=0.01)
         if not keep_scale:  # the scales must come back from the checkpoint
             groups = [{k: v for k, v in g.items() if k != "lr_scale"} for g in groups]
-        cfg = TrainConfig(task="clm", max_steps=max_steps, lr=0.1, schedule="constant", weight_decay=0.01,
-                          plot=False, tensorboard=False)
+        cfg = TrainConfig(
+            task="clm",
+            max_steps=max_steps,
+            lr=0.1,
+            schedule="constant",
+            weight_decay=0.01,
+            plot=False,
+            tensorboard=False,
+        )
         trainer = Trainer(model, "clm", clm_source(8), cfg, tmp_path, param_groups=groups, **HF)
         trainer.fit(resume=resume)
         return trainer, model

@@ -1,12 +1,13 @@
 """Tiny models and synthetic batch sources for the training tests (no tokenizer, no files)."""
+
 from __future__ import annotations
 
 import torch
 
 from damoxing.data import pack_documents
+from damoxing.data.collators import collate_clm
 from damoxing.io.checkpoint import load_into, save_model
 from damoxing.models import DecoderConfig, EncoderConfig, create_model
-from damoxing.data.collators import collate_clm
 from damoxing.training.batches import Batches
 
 VOCAB = 97
@@ -14,14 +15,35 @@ VOCAB = 97
 
 def tiny_encoder(seed: int = 0, dropout: float = 0.0):
     torch.manual_seed(seed)
-    return create_model(EncoderConfig(vocab_size=VOCAB, dim=32, layers=2, heads=2, mlp_dim=64, max_positions=64,
-                                      dropout=dropout, attention_dropout=dropout, head="pretraining"))
+    return create_model(
+        EncoderConfig(
+            vocab_size=VOCAB,
+            dim=32,
+            layers=2,
+            heads=2,
+            mlp_dim=64,
+            max_positions=64,
+            dropout=dropout,
+            attention_dropout=dropout,
+            head="pretraining",
+        )
+    )
 
 
 def tiny_decoder(seed: int = 0, dropout: float = 0.0):
     torch.manual_seed(seed)
-    return create_model(DecoderConfig(vocab_size=VOCAB, dim=32, layers=2, heads=2, mlp_dim=64, max_positions=64,
-                                      dropout=dropout, attention_dropout=dropout))
+    return create_model(
+        DecoderConfig(
+            vocab_size=VOCAB,
+            dim=32,
+            layers=2,
+            heads=2,
+            mlp_dim=64,
+            max_positions=64,
+            dropout=dropout,
+            attention_dropout=dropout,
+        )
+    )
 
 
 def clm_blocks(n: int = 64, seq_len: int = 16, seed: int = 0):
@@ -42,9 +64,14 @@ def mlm_nsp_batch(b: int = 8, t: int = 16, seed: int = 0) -> dict:
     mask[: b // 2, -3:] = 0  # some padding
     labels[mask == 0] = -100
     types = torch.zeros_like(ids)
-    types[:, t // 2:] = 1
-    return {"input_ids": inputs, "attention_mask": mask, "token_type_ids": types, "labels": labels,
-            "next_sentence_label": torch.randint(0, 2, (b,), generator=g)}
+    types[:, t // 2 :] = 1
+    return {
+        "input_ids": inputs,
+        "attention_mask": mask,
+        "token_type_ids": types,
+        "labels": labels,
+        "next_sentence_label": torch.randint(0, 2, (b,), generator=g),
+    }
 
 
 def clm_source(batch_size: int, n: int = 64, seq_len: int = 16, rank: int = 0, world: int = 1, seed: int = 0):

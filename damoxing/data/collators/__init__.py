@@ -1,4 +1,5 @@
 """Collators: turn token ids into training batches (dicts of tensors), independent of the tokenizer class."""
+
 from .clm import PackedCLMCollator, collate_clm, pack_documents, packed_labels
 from .mlm import MLMCollator
 from .nsp import IS_NEXT, NOT_NEXT, MLMChunkCollator, segment_chunks
@@ -7,7 +8,19 @@ from .seq2seq import Seq2SeqCollator
 from .span import SpanCorruptionCollator, random_spans_noise_mask
 
 __all__ = [
-    "IGNORE_INDEX", "IS_NEXT", "MLMChunkCollator", "MLMCollator", "NOT_NEXT", "PackedCLMCollator", "PaddingCollator",
-    "Seq2SeqCollator", "SpanCorruptionCollator", "collate_clm", "pack_documents", "pad_sequences", "packed_labels",
-    "random_spans_noise_mask", "segment_chunks",
+    "IGNORE_INDEX",
+    "IS_NEXT",
+    "NOT_NEXT",
+    "MLMChunkCollator",
+    "MLMCollator",
+    "PackedCLMCollator",
+    "PaddingCollator",
+    "Seq2SeqCollator",
+    "SpanCorruptionCollator",
+    "collate_clm",
+    "pack_documents",
+    "packed_labels",
+    "pad_sequences",
+    "random_spans_noise_mask",
+    "segment_chunks",
 ]

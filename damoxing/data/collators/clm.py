@@ -10,6 +10,7 @@ A document cut by a block boundary continues in the next block as a new piece, w
 Labels follow HF: `labels` equal `input_ids` and the model shifts them (token t predicts label t + 1);
 the first token of every piece has label -100, so no token learns to predict across a boundary.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -40,7 +41,7 @@ def pack_documents(documents: Iterable[Sequence[int]], block_size: int, eos_id: 
             else:
                 piece_pos, piece_doc = positions[-1] + 1, doc_ids[-1]
             take = min(block_size - len(ids), len(tokens) - start)
-            ids += tokens[start:start + take]
+            ids += tokens[start : start + take]
             positions += range(piece_pos, piece_pos + take)
             doc_ids += [piece_doc] * take
             start += take
@@ -62,10 +63,14 @@ class PackedCLMCollator:
         lengths = {len(b["input_ids"]) for b in blocks}
         if len(lengths) != 1:
             raise ValueError(f"packed blocks must all have the same length, got {sorted(lengths)}")
-        stack = lambda key: torch.stack([torch.as_tensor(b[key], dtype=torch.long) for b in blocks])  # noqa: E731
+        stack = lambda key: torch.stack([torch.as_tensor(b[key], dtype=torch.long) for b in blocks])
         input_ids, position_ids, document_ids = stack("input_ids"), stack("position_ids"), stack("document_ids")
-        return {"input_ids": input_ids, "position_ids": position_ids, "document_ids": document_ids,
-                "labels": packed_labels(input_ids, position_ids)}
+        return {
+            "input_ids": input_ids,
+            "position_ids": position_ids,
+            "document_ids": document_ids,
+            "labels": packed_labels(input_ids, position_ids),
+        }
 
 
 def collate_clm(document_mask: bool = False) -> Callable:

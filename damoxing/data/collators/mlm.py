@@ -1,4 +1,5 @@
 """Masked-language-model batches (BERT): choose 15% of tokens, 80% -> [MASK], 10% -> random, 10% unchanged."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -32,10 +33,20 @@ class MLMCollator:
     batched together or on padding (the Trainer seeds them from (seed, epoch, example) for exact resume).
     """
 
-    def __init__(self, vocab_size: int, mask_id: int, pad_id: int, special_ids: Sequence[int] = (),
-                 continuation: Sequence[bool] | torch.Tensor | None = None, mlm_probability: float = 0.15,
-                 mask_fraction: float = 0.8, random_fraction: float = 0.1, seed: int = 0,
-                 pad_to_multiple_of: int | None = None, at_least_one: bool = False):
+    def __init__(
+        self,
+        vocab_size: int,
+        mask_id: int,
+        pad_id: int,
+        special_ids: Sequence[int] = (),
+        continuation: Sequence[bool] | torch.Tensor | None = None,
+        mlm_probability: float = 0.15,
+        mask_fraction: float = 0.8,
+        random_fraction: float = 0.1,
+        seed: int = 0,
+        pad_to_multiple_of: int | None = None,
+        at_least_one: bool = False,
+    ):
         if not 0.0 < mlm_probability < 1.0:
             raise ValueError("mlm_probability must be in (0, 1)")
         if mask_fraction < 0 or random_fraction < 0 or mask_fraction + random_fraction > 1:
@@ -58,8 +69,9 @@ class MLMCollator:
         self.at_least_one = at_least_one
         self.generator = seeded_generator(seed)
 
-    def __call__(self, examples: Sequence[Example], generators: Sequence[torch.Generator] | None = None
-                 ) -> dict[str, torch.Tensor]:
+    def __call__(
+        self, examples: Sequence[Example], generators: Sequence[torch.Generator] | None = None
+    ) -> dict[str, torch.Tensor]:
         ids = [example_ids(e) for e in examples]
         input_ids = pad_sequences(ids, self.pad_id, self.pad_to_multiple_of)
         attention_mask = attention_mask_for(ids, input_ids.shape[1])
@@ -78,13 +90,14 @@ class MLMCollator:
             masked, labels = input_ids.clone(), torch.full_like(input_ids, IGNORE_INDEX)
             for row, (seq, g) in enumerate(zip(ids, generators)):
                 n = len(seq)
-                m, y, _ = self.mask_tokens(input_ids[row:row + 1, :n], attention_mask[row:row + 1, :n], g)
+                m, y, _ = self.mask_tokens(input_ids[row : row + 1, :n], attention_mask[row : row + 1, :n], g)
                 masked[row, :n], labels[row, :n] = m[0], y[0]
             positions = (labels != IGNORE_INDEX).nonzero()
         return {"input_ids": masked, **batch, "labels": labels, "masked_positions": positions}
 
-    def choose(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+    def choose(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """(B, L) bool: the positions chosen for prediction (whole words when `continuation` is set)."""
         g = self.generator if generator is None else generator
         eligible = attention_mask.bool() & ~self.special[input_ids]
@@ -113,8 +126,9 @@ class MLMCollator:
             pick = torch.multinomial(candidates[empty].float(), 1, generator=g).flatten()
             chosen[empty, pick] = True
 
-    def mask_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def mask_tokens(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return (masked input_ids, labels, masked_positions) for a padded batch (random draws from
         `generator`, or the collator's own)."""
         g = self.generator if generator is None else generator

@@ -5,6 +5,7 @@ pairs a chunk A with the chunk that follows it in its document (label 0, IsNext)
 (label 1, NotNext), then masks and pads the rows with an `MLMCollator`. The labels follow HF's
 `next_sentence_label`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -40,8 +41,18 @@ class MLMChunkCollator:
     `damoxing.data.MLMCollator`, one generator per row). With `nsp`, B is the next chunk (label 0) or, with
     probability nsp_prob or at a document's end, a random chunk (label 1), as in BERT."""
 
-    def __init__(self, chunks: list[list[int]], next_chunk: list[int], mlm: MLMCollator, *, seq_len: int,
-                 cls_id: int, sep_id: int, nsp: bool = True, nsp_prob: float = 0.5):
+    def __init__(
+        self,
+        chunks: list[list[int]],
+        next_chunk: list[int],
+        mlm: MLMCollator,
+        *,
+        seq_len: int,
+        cls_id: int,
+        sep_id: int,
+        nsp: bool = True,
+        nsp_prob: float = 0.5,
+    ):
         self.chunks, self.next_chunk, self.mlm, self.seq_len = chunks, next_chunk, mlm, seq_len
         self.cls_id, self.sep_id, self.nsp, self.nsp_prob = cls_id, sep_id, nsp, nsp_prob
 

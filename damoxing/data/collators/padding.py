@@ -1,4 +1,5 @@
 """Dynamic padding: pad each batch to its own longest sequence, not to a fixed length."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -30,8 +31,9 @@ def padded_length(longest: int, pad_to_multiple_of: int | None) -> int:
     return longest
 
 
-def pad_sequences(sequences: Sequence[Sequence[int]], pad_value: int, pad_to_multiple_of: int | None = None,
-                  side: str = "right") -> torch.Tensor:
+def pad_sequences(
+    sequences: Sequence[Sequence[int]], pad_value: int, pad_to_multiple_of: int | None = None, side: str = "right"
+) -> torch.Tensor:
     """Stack id lists into a (B, L) long tensor, L = the longest (rounded up to a multiple if asked)."""
     length = padded_length(max((len(s) for s in sequences), default=0), pad_to_multiple_of)
     out = torch.full((len(sequences), length), pad_value, dtype=torch.long)
@@ -41,7 +43,7 @@ def pad_sequences(sequences: Sequence[Sequence[int]], pad_value: int, pad_to_mul
             if side == "right":
                 out[row, : len(seq)] = values
             else:
-                out[row, length - len(seq):] = values
+                out[row, length - len(seq) :] = values
     return out
 
 
@@ -72,8 +74,10 @@ class PaddingCollator:
     def __call__(self, examples: Sequence[Example]) -> dict[str, torch.Tensor]:
         ids = [example_ids(e) for e in examples]
         input_ids = pad_sequences(ids, self.pad_id, self.pad_to_multiple_of, self.padding_side)
-        batch = {"input_ids": input_ids,
-                 "attention_mask": attention_mask_for(ids, input_ids.shape[1], self.padding_side)}
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask_for(ids, input_ids.shape[1], self.padding_side),
+        }
         first = examples[0]
         if isinstance(first, Mapping) and "token_type_ids" in first:
             types = [example_ids(e, "token_type_ids") for e in examples]
@@ -83,8 +87,11 @@ class PaddingCollator:
             labels = [e[label_key] for e in examples]  # type: ignore[index]
             if isinstance(labels[0], (int, float)) or (isinstance(labels[0], torch.Tensor) and labels[0].dim() == 0):
                 dtype = torch.float if isinstance(labels[0], float) else torch.long
-                batch["labels"] = torch.tensor([float(x) if dtype == torch.float else int(x) for x in labels], dtype=dtype)
+                batch["labels"] = torch.tensor(
+                    [float(x) if dtype == torch.float else int(x) for x in labels], dtype=dtype
+                )
             else:
-                batch["labels"] = pad_sequences([as_ids(x) for x in labels], IGNORE_INDEX, self.pad_to_multiple_of,
-                                                self.padding_side)
+                batch["labels"] = pad_sequences(
+                    [as_ids(x) for x in labels], IGNORE_INDEX, self.pad_to_multiple_of, self.padding_side
+                )
         return batch

@@ -1,4 +1,5 @@
 """Batches for encoder-decoder training (teacher forcing): sources, targets and the decoder's inputs."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -28,6 +29,9 @@ class Seq2SeqCollator:
         targets = [example_ids(e, "labels") for e in examples]
         labels = pad_sequences(targets, IGNORE_INDEX, self.pad_to_multiple_of)  # (B, T)
         shifted = torch.cat([torch.full((len(targets), 1), self.decoder_start_id), labels[:, :-1]], dim=1)
-        batch.update(labels=labels, decoder_input_ids=shifted.masked_fill(shifted == IGNORE_INDEX, self.pad_id),
-                     decoder_attention_mask=attention_mask_for(targets, labels.shape[1]))
+        batch.update(
+            labels=labels,
+            decoder_input_ids=shifted.masked_fill(shifted == IGNORE_INDEX, self.pad_id),
+            decoder_attention_mask=attention_mask_for(targets, labels.shape[1]),
+        )
         return batch

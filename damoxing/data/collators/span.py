@@ -13,6 +13,7 @@ split at random), with two changes that make the noise unbiased at every length:
   spans), so every position is noise with the same probability; T5 always starts with kept tokens, which
   pushes the noise towards the end of short inputs.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -36,8 +37,9 @@ def _stochastic_round(x: float, generator: torch.Generator) -> int:
     return whole + int(torch.rand((), generator=generator).item() < x - whole)
 
 
-def random_spans_noise_mask(length: int, noise_density: float, mean_span_length: float,
-                            generator: torch.Generator) -> torch.Tensor:
+def random_spans_noise_mask(
+    length: int, noise_density: float, mean_span_length: float, generator: torch.Generator
+) -> torch.Tensor:
     """(length,) bool, True on noise tokens: E[mask.sum()] = length * noise_density, and every position is
     equally likely to be noise. Kept and noise segments alternate, rotated by a random offset."""
     num_noise = min(_stochastic_round(length * noise_density, generator), length - 1)
@@ -50,7 +52,7 @@ def random_spans_noise_mask(length: int, noise_density: float, mean_span_length:
     start = 0
     for keep, noise in zip(keep_lengths.tolist(), noise_lengths.tolist()):
         start += keep
-        mask[start:start + noise] = True
+        mask[start : start + noise] = True
         start += noise
     offset = int(torch.randint(length, (), generator=generator))
     return mask.roll(offset)
@@ -67,9 +69,17 @@ class SpanCorruptionCollator:
     right behind `decoder_start_id`, default `pad_id`, as in T5) and `decoder_attention_mask`.
     """
 
-    def __init__(self, sentinel_ids: Sequence[int], pad_id: int, eos_id: int | None = None,
-                 noise_density: float = 0.15, mean_span_length: float = 3.0, decoder_start_id: int | None = None,
-                 seed: int = 0, pad_to_multiple_of: int | None = None):
+    def __init__(
+        self,
+        sentinel_ids: Sequence[int],
+        pad_id: int,
+        eos_id: int | None = None,
+        noise_density: float = 0.15,
+        mean_span_length: float = 3.0,
+        decoder_start_id: int | None = None,
+        seed: int = 0,
+        pad_to_multiple_of: int | None = None,
+    ):
         if not 0.0 < noise_density < 1.0:
             raise ValueError("noise_density must be in (0, 1)")
         self.sentinel_ids = list(sentinel_ids)
@@ -83,8 +93,9 @@ class SpanCorruptionCollator:
 
     def corrupt(self, ids: Sequence[int], generator: torch.Generator | None = None) -> tuple[list[int], list[int]]:
         """(encoder input, decoder target) for one sequence of ids (EOS appended to both if set)."""
-        mask = random_spans_noise_mask(len(ids), self.noise_density, self.mean_span_length,
-                                       generator if generator is not None else self.generator).tolist()
+        mask = random_spans_noise_mask(
+            len(ids), self.noise_density, self.mean_span_length, generator if generator is not None else self.generator
+        ).tolist()
         inputs: list[int] = []
         targets: list[int] = []
         span = -1
@@ -93,8 +104,10 @@ class SpanCorruptionCollator:
                 if position == 0 or not mask[position - 1]:
                     span += 1
                     if span + 1 >= len(self.sentinel_ids):
-                        raise ValueError(f"a sequence of {len(ids)} tokens needs more than "
-                                         f"{len(self.sentinel_ids)} sentinel ids; pass more or use shorter inputs")
+                        raise ValueError(
+                            f"a sequence of {len(ids)} tokens needs more than "
+                            f"{len(self.sentinel_ids)} sentinel ids; pass more or use shorter inputs"
+                        )
                     inputs.append(self.sentinel_ids[span])
                     targets.append(self.sentinel_ids[span])
                 targets.append(token)
@@ -106,8 +119,9 @@ class SpanCorruptionCollator:
             targets.append(self.eos_id)
         return inputs, targets
 
-    def __call__(self, examples: Sequence[Example],
-                 generators: Sequence[torch.Generator] | None = None) -> dict[str, torch.Tensor]:
+    def __call__(
+        self, examples: Sequence[Example], generators: Sequence[torch.Generator] | None = None
+    ) -> dict[str, torch.Tensor]:
         generators = generators or [None] * len(examples)
         pairs = [self.corrupt(example_ids(e), g) for e, g in zip(examples, generators)]
         inputs = [p[0] for p in pairs]
@@ -115,8 +129,13 @@ class SpanCorruptionCollator:
         input_ids = pad_sequences(inputs, self.pad_id, self.pad_to_multiple_of)
         labels = pad_sequences(targets, IGNORE_INDEX, self.pad_to_multiple_of)
         decoder_input_ids = torch.cat(
-            [torch.full((len(targets), 1), self.decoder_start_id, dtype=torch.long), labels[:, :-1]], dim=1)
+            [torch.full((len(targets), 1), self.decoder_start_id, dtype=torch.long), labels[:, :-1]], dim=1
+        )
         decoder_input_ids = decoder_input_ids.masked_fill(decoder_input_ids == IGNORE_INDEX, self.pad_id)
-        return {"input_ids": input_ids, "attention_mask": attention_mask_for(inputs, input_ids.shape[1]),
-                "labels": labels, "decoder_input_ids": decoder_input_ids,
-                "decoder_attention_mask": attention_mask_for(targets, labels.shape[1])}
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask_for(inputs, input_ids.shape[1]),
+            "labels": labels,
+            "decoder_input_ids": decoder_input_ids,
+            "decoder_attention_mask": attention_mask_for(targets, labels.shape[1]),
+        }

@@ -13,6 +13,7 @@ layout under damoxing's own model types (`native.py`).
 A new architecture is one new file with a `MAP`, added to `MAPS` below: it registers its model type and
 each of its head architectures; registering a name twice is an error.
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,7 +25,17 @@ from .base import HFMap, labels_of, rename, template
 
 MODEL_TYPES = Registry("Hugging Face model type")  # model_type -> HFMap
 ARCHITECTURES = Registry("Hugging Face architecture")  # architecture -> (HFMap, our head kind)
-MAPS = (bert.MAP, gpt2.MAP, llama.MAP, t5.MAP, marian.MAP, vit.MAP, vit.NATIVE, cnn.MAP, mlp.MAP)  # the first that fits saves
+MAPS = (
+    bert.MAP,
+    gpt2.MAP,
+    llama.MAP,
+    t5.MAP,
+    marian.MAP,
+    vit.MAP,
+    vit.NATIVE,
+    cnn.MAP,
+    mlp.MAP,
+)  # the first that fits saves
 
 
 def register(m: HFMap) -> None:
@@ -108,19 +119,25 @@ def architecture_for(config) -> str:
         if arch is not None:
             return arch
     shape = ", ".join(f"{k} {getattr(config, k)}" for k in ("position", "norm", "mlp") if hasattr(config, k))
-    raise CheckpointError(f"cannot save in the Hugging Face layout: no architecture has {shape} "
-                          "(GPT-2: learned/layernorm/gelu; Llama: rope/rmsnorm/swiglu; BERT: an encoder; "
-                          "T5: relative positions; Marian: sinusoidal positions)")
+    raise CheckpointError(
+        f"cannot save in the Hugging Face layout: no architecture has {shape} "
+        "(GPT-2: learned/layernorm/gelu; Llama: rope/rmsnorm/swiglu; BERT: an encoder; "
+        "T5: relative positions; Marian: sinusoidal positions)"
+    )
 
 
 def config_to_hf(config, labels: list[str] | None = None, dtype: torch.dtype = torch.float32) -> dict:
     """Our config -> config.json dict that transformers' AutoConfig reads."""
     arch = architecture_for(config)
     m, _ = ARCHITECTURES.get(arch)
-    out = {"architectures": [arch], "model_type": m.model_type,
-           **({"vocab_size": config.vocab_size} if hasattr(config, "vocab_size") else {}),
-           "initializer_range": config.init_std, "dtype": str(dtype).removeprefix("torch."),
-           **m.config_to_hf(config)}
+    out = {
+        "architectures": [arch],
+        "model_type": m.model_type,
+        **({"vocab_size": config.vocab_size} if hasattr(config, "vocab_size") else {}),
+        "initializer_range": config.init_std,
+        "dtype": str(dtype).removeprefix("torch."),
+        **m.config_to_hf(config),
+    }
     if config.head in ("sequence", "token"):
         n = config.num_labels
         names = labels if labels and len(labels) == n else [f"LABEL_{i}" for i in range(n)]
@@ -129,5 +146,16 @@ def config_to_hf(config, labels: list[str] | None = None, dtype: torch.dtype = t
     return out
 
 
-__all__ = ["ARCHITECTURES", "MODEL_TYPES", "HFMap", "architecture_of", "config_from_hf", "state_from_hf",
-           "hf_name", "state_to_hf", "architecture_for", "config_to_hf", "register"]
+__all__ = [
+    "ARCHITECTURES",
+    "MODEL_TYPES",
+    "HFMap",
+    "architecture_for",
+    "architecture_of",
+    "config_from_hf",
+    "config_to_hf",
+    "hf_name",
+    "register",
+    "state_from_hf",
+    "state_to_hf",
+]

@@ -5,16 +5,23 @@ index. Loading renames the file's keys with it, saving renames ours back. Each a
 (`bert.py`, `gpt2.py`, `llama.py`, ...) is one `HFMap`: its key maps, its config translation both
 ways, and the question "can this config be saved as one of my architectures?".
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ...errors import CheckpointError
 
-ACT_FROM_HF = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu",
-               "silu": "silu", "swish": "silu"}
+ACT_FROM_HF = {
+    "gelu": "gelu",
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "relu": "relu",
+    "silu": "silu",
+    "swish": "silu",
+}
 ACT_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu", "silu": "silu"}
 
 
@@ -48,7 +55,7 @@ class HFMap:
 def template(name: str) -> tuple[str, str | None]:
     """'blocks.3.attn.q.weight' -> ('blocks.{}.attn.q.weight', '3')."""
     m = re.search(r"\.(\d+)\.", name)
-    return (f"{name[:m.start()]}.{{}}.{name[m.end():]}", m.group(1)) if m else (name, None)
+    return (f"{name[: m.start()]}.{{}}.{name[m.end() :]}", m.group(1)) if m else (name, None)
 
 
 # a quantized weight's companions are named after it (as compressed-tensors does): q.weight -> q.weight_scale

@@ -1,4 +1,5 @@
 """BERT: `BertModel` and its heads <-> our encoder (`models/encoder.py`)."""
+
 from __future__ import annotations
 
 import re
@@ -14,10 +15,19 @@ BASE = {
     "embeddings.LayerNorm.bias": "embed.norm.bias",
     "pooler.dense.weight": "pooler.weight",
     "pooler.dense.bias": "pooler.bias",
-    **per_block((("attention.self.query", "attn.q"), ("attention.self.key", "attn.k"),
-                 ("attention.self.value", "attn.v"), ("attention.output.dense", "attn.o"),
-                 ("attention.output.LayerNorm", "norm1"), ("intermediate.dense", "mlp.fc1"),
-                 ("output.dense", "mlp.fc2"), ("output.LayerNorm", "norm2")), hf_prefix="encoder.layer.{}."),
+    **per_block(
+        (
+            ("attention.self.query", "attn.q"),
+            ("attention.self.key", "attn.k"),
+            ("attention.self.value", "attn.v"),
+            ("attention.output.dense", "attn.o"),
+            ("attention.output.LayerNorm", "norm1"),
+            ("intermediate.dense", "mlp.fc1"),
+            ("output.dense", "mlp.fc2"),
+            ("output.LayerNorm", "norm2"),
+        ),
+        hf_prefix="encoder.layer.{}.",
+    ),
 }
 
 
@@ -46,8 +56,10 @@ IGNORED = re.compile(r"(^|\.)position_ids$|^cls\.predictions\.decoder\.(weight|b
 
 def from_hf(state: dict) -> dict:
     """Names of the original TensorFlow BERT checkpoints: LayerNorm gamma/beta."""
-    return {re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", k)): v
-            for k, v in state.items()}
+    return {
+        re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", k)): v
+        for k, v in state.items()
+    }
 
 
 def config_from_hf(cfg: dict, head: str, num_labels: int, keys, source) -> EncoderConfig:
@@ -57,15 +69,26 @@ def config_from_hf(cfg: dict, head: str, num_labels: int, keys, source) -> Encod
     pooler = head in ("pretraining", "sequence") or any(k.endswith("pooler.dense.weight") for k in keys)
     drop = cfg.get("hidden_dropout_prob", 0.1)
     return EncoderConfig(
-        vocab_size=cfg["vocab_size"], dim=cfg["hidden_size"], layers=cfg["num_hidden_layers"],
-        heads=cfg["num_attention_heads"], layer_heads=tuple(cfg.get("layer_heads") or ()),
+        vocab_size=cfg["vocab_size"],
+        dim=cfg["hidden_size"],
+        layers=cfg["num_hidden_layers"],
+        heads=cfg["num_attention_heads"],
+        layer_heads=tuple(cfg.get("layer_heads") or ()),
         mlp_dim=cfg["intermediate_size"],
-        max_positions=cfg.get("max_position_embeddings", 512), type_vocab_size=cfg.get("type_vocab_size", 2),
-        activation=activation(cfg, source), norm_eps=cfg.get("layer_norm_eps", 1e-12), dropout=drop,
-        attention_dropout=cfg.get("attention_probs_dropout_prob", 0.1), pad_id=cfg.get("pad_token_id") or 0,
-        pooler=pooler, pooling="pooler" if pooler else "cls", init_std=cfg.get("initializer_range", 0.02),
+        max_positions=cfg.get("max_position_embeddings", 512),
+        type_vocab_size=cfg.get("type_vocab_size", 2),
+        activation=activation(cfg, source),
+        norm_eps=cfg.get("layer_norm_eps", 1e-12),
+        dropout=drop,
+        attention_dropout=cfg.get("attention_probs_dropout_prob", 0.1),
+        pad_id=cfg.get("pad_token_id") or 0,
+        pooler=pooler,
+        pooling="pooler" if pooler else "cls",
+        init_std=cfg.get("initializer_range", 0.02),
         classifier_dropout=cfg.get("classifier_dropout") if cfg.get("classifier_dropout") is not None else drop,
-        head=head, num_labels=num_labels)
+        head=head,
+        num_labels=num_labels,
+    )
 
 
 def architecture_for(c) -> str | None:
@@ -79,11 +102,22 @@ def architecture_for(c) -> str | None:
 
 
 def config_to_hf(c: EncoderConfig) -> dict:
-    return dict(hidden_size=c.dim, num_hidden_layers=c.layers, num_attention_heads=c.heads,
-                intermediate_size=c.mlp_dim, hidden_act=ACT_TO_HF[c.activation], hidden_dropout_prob=c.dropout,
-                attention_probs_dropout_prob=c.attention_dropout, max_position_embeddings=c.max_positions,
-                type_vocab_size=c.type_vocab_size, layer_norm_eps=c.norm_eps, pad_token_id=c.pad_id,
-                position_embedding_type="absolute", classifier_dropout=c.classifier_dropout, **layer_heads(c))
+    return dict(
+        hidden_size=c.dim,
+        num_hidden_layers=c.layers,
+        num_attention_heads=c.heads,
+        intermediate_size=c.mlp_dim,
+        hidden_act=ACT_TO_HF[c.activation],
+        hidden_dropout_prob=c.dropout,
+        attention_probs_dropout_prob=c.attention_dropout,
+        max_position_embeddings=c.max_positions,
+        type_vocab_size=c.type_vocab_size,
+        layer_norm_eps=c.norm_eps,
+        pad_token_id=c.pad_id,
+        position_embedding_type="absolute",
+        classifier_dropout=c.classifier_dropout,
+        **layer_heads(c),
+    )
 
 
 def keep_on_save(arch: str, name: str) -> bool:
@@ -91,5 +125,16 @@ def keep_on_save(arch: str, name: str) -> bool:
     return not (arch in ("BertForMaskedLM", "BertForTokenClassification") and name.startswith("pooler."))
 
 
-MAP = HFMap("bert", "bert.", BASE, HEADS, config_from_hf, config_to_hf, architecture_for, IGNORED,
-            from_hf=from_hf, keep_on_save=keep_on_save, base_architecture="BertModel")
+MAP = HFMap(
+    "bert",
+    "bert.",
+    BASE,
+    HEADS,
+    config_from_hf,
+    config_to_hf,
+    architecture_for,
+    IGNORED,
+    from_hf=from_hf,
+    keep_on_save=keep_on_save,
+    base_architecture="BertModel",
+)

@@ -1,4 +1,5 @@
 """The plain MLP (`models/mlp.py`) in the folder layout, as damoxing's own model type (see native.py)."""
+
 from __future__ import annotations
 
 from ...models.mlp import MLPConfig

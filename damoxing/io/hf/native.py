@@ -5,6 +5,7 @@ positions. Such models are saved with damoxing's own model types ("damoxing_cnn"
 "damoxing_vit"): the same folder layout and label fields, our weight names unchanged, and every config
 field in config.json. `damoxing.load` reads them; transformers does not (unknown model type).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,8 +18,9 @@ OWN_FIELDS = ("head", "num_labels", "init_std")  # written by the generic code (
 CLASSIFIER = {"head.classifier.weight": "head.classifier.weight", "head.classifier.bias": "head.classifier.bias"}
 
 
-def native_map(model_type: str, config_cls, keys: Iterable[str], name: str,
-               accepts: Callable[[object], bool] = lambda c: True) -> HFMap:
+def native_map(
+    model_type: str, config_cls, keys: Iterable[str], name: str, accepts: Callable[[object], bool] = lambda c: True
+) -> HFMap:
     """An HFMap that keeps our names (`keys`: body weight templates, '{}' = block index) and config fields.
 
     Architectures: `{name}Model` (no head) and `{name}ForImageClassification` (a sequence head).
@@ -30,8 +32,9 @@ def native_map(model_type: str, config_cls, keys: Iterable[str], name: str,
     def config_from_hf(cfg: dict, head: str, num_labels: int, weights, source):
         values = {k: cfg[k] for k in fields if k in cfg}
         init = cfg.get("initializer_range", config_cls.init_std)
-        return from_dict(config_cls, {**values, "head": head, "num_labels": num_labels, "init_std": init},
-                         prefix=str(source))
+        return from_dict(
+            config_cls, {**values, "head": head, "num_labels": num_labels, "init_std": init}, prefix=str(source)
+        )
 
     def config_to_hf(c) -> dict:
         return {k: v for k, v in to_dict(c).items() if k in fields}
@@ -42,5 +45,13 @@ def native_map(model_type: str, config_cls, keys: Iterable[str], name: str,
         return classifier_arch if c.head == "sequence" else base_arch
 
     heads = {base_arch: ("none", {}), classifier_arch: ("sequence", CLASSIFIER)}
-    return HFMap(model_type, "", {k: k for k in keys}, heads, config_from_hf, config_to_hf, architecture_for,
-                 base_architecture=base_arch)
+    return HFMap(
+        model_type,
+        "",
+        {k: k for k in keys},
+        heads,
+        config_from_hf,
+        config_to_hf,
+        architecture_for,
+        base_architecture=base_arch,
+    )

@@ -6,6 +6,7 @@ Two quirks are renamed on the way in and back on the way out, so the map stays p
 position bias lives in block 0 only (shared by every block: ours is one table per stack), and `wo` is the
 second layer of either MLP (ours: `fc2` or `down`).
 """
+
 from __future__ import annotations
 
 import re
@@ -20,20 +21,38 @@ BASE = {
     "decoder.relative_attention_bias.weight": "decoder.relative.embed.weight",
     "encoder.final_layer_norm.weight": "encoder.norm.weight",
     "decoder.final_layer_norm.weight": "decoder.norm.weight",
-    **per_block([(f"layer.0.SelfAttention.{p}", f"attn.{p}") for p in ATTENTION]
-                + [("layer.0.layer_norm", "norm1"), ("layer.1.layer_norm", "norm2"),
-                   ("layer.1.DenseReluDense.wi", "mlp.fc1"), ("layer.1.DenseReluDense.wo", "mlp.fc2"),
-                   ("layer.1.DenseReluDense.wi_0", "mlp.gate"), ("layer.1.DenseReluDense.wi_1", "mlp.up"),
-                   ("layer.1.DenseReluDense.wo_gated", "mlp.down")],
-                params=("weight",), hf_prefix="encoder.block.{}.", ours_prefix="encoder.blocks.{}."),
-    **per_block([(f"layer.0.SelfAttention.{p}", f"attn.{p}") for p in ATTENTION]
-                + [(f"layer.1.EncDecAttention.{p}", f"cross_attn.{p}") for p in ATTENTION]
-                + [("layer.0.layer_norm", "norm1"), ("layer.1.layer_norm", "norm_cross"),
-                   ("layer.2.layer_norm", "norm2"),
-                   ("layer.2.DenseReluDense.wi", "mlp.fc1"), ("layer.2.DenseReluDense.wo", "mlp.fc2"),
-                   ("layer.2.DenseReluDense.wi_0", "mlp.gate"), ("layer.2.DenseReluDense.wi_1", "mlp.up"),
-                   ("layer.2.DenseReluDense.wo_gated", "mlp.down")],
-                params=("weight",), hf_prefix="decoder.block.{}.", ours_prefix="decoder.blocks.{}."),
+    **per_block(
+        [(f"layer.0.SelfAttention.{p}", f"attn.{p}") for p in ATTENTION]
+        + [
+            ("layer.0.layer_norm", "norm1"),
+            ("layer.1.layer_norm", "norm2"),
+            ("layer.1.DenseReluDense.wi", "mlp.fc1"),
+            ("layer.1.DenseReluDense.wo", "mlp.fc2"),
+            ("layer.1.DenseReluDense.wi_0", "mlp.gate"),
+            ("layer.1.DenseReluDense.wi_1", "mlp.up"),
+            ("layer.1.DenseReluDense.wo_gated", "mlp.down"),
+        ],
+        params=("weight",),
+        hf_prefix="encoder.block.{}.",
+        ours_prefix="encoder.blocks.{}.",
+    ),
+    **per_block(
+        [(f"layer.0.SelfAttention.{p}", f"attn.{p}") for p in ATTENTION]
+        + [(f"layer.1.EncDecAttention.{p}", f"cross_attn.{p}") for p in ATTENTION]
+        + [
+            ("layer.0.layer_norm", "norm1"),
+            ("layer.1.layer_norm", "norm_cross"),
+            ("layer.2.layer_norm", "norm2"),
+            ("layer.2.DenseReluDense.wi", "mlp.fc1"),
+            ("layer.2.DenseReluDense.wo", "mlp.fc2"),
+            ("layer.2.DenseReluDense.wi_0", "mlp.gate"),
+            ("layer.2.DenseReluDense.wi_1", "mlp.up"),
+            ("layer.2.DenseReluDense.wo_gated", "mlp.down"),
+        ],
+        params=("weight",),
+        hf_prefix="decoder.block.{}.",
+        ours_prefix="decoder.blocks.{}.",
+    ),
 }
 HEADS = {
     "T5Model": ("none", {}),
@@ -91,21 +110,47 @@ def config_from_hf(cfg: dict, head: str, num_labels: int, keys, source) -> Seq2S
     heads, dim, d_kv = cfg["num_heads"], cfg["d_model"], cfg.get("d_kv", 64)
     pad = first(cfg.get("pad_token_id", 0))
     return Seq2SeqConfig(
-        vocab_size=cfg["vocab_size"], dim=dim, layers=cfg["num_layers"],
-        decoder_layers=unless_equal(cfg.get("num_decoder_layers"), cfg["num_layers"]), heads=heads,
-        head_dim=d_kv if d_kv * heads != dim else None, mlp_dim=cfg["d_ff"],
-        max_positions=cfg.get("n_positions", 512), position="relative",
+        vocab_size=cfg["vocab_size"],
+        dim=dim,
+        layers=cfg["num_layers"],
+        decoder_layers=unless_equal(cfg.get("num_decoder_layers"), cfg["num_layers"]),
+        heads=heads,
+        head_dim=d_kv if d_kv * heads != dim else None,
+        mlp_dim=cfg["d_ff"],
+        max_positions=cfg.get("n_positions", 512),
+        position="relative",
         relative_buckets=cfg.get("relative_attention_num_buckets", 32),
-        relative_max_distance=cfg.get("relative_attention_max_distance", 128), norm="rmsnorm", norm_position="pre",
-        norm_eps=cfg.get("layer_norm_epsilon", 1e-6), mlp="gated" if gated else "mlp", activation=act, bias=False,
-        scale_attention=False, scale_embeddings=False, tie_embeddings=tied, scale_output=scale, logits_bias=False,
-        dropout=cfg.get("dropout_rate", 0.1), attention_dropout=cfg.get("dropout_rate", 0.1), pad_id=pad,
-        eos_id=first(cfg.get("eos_token_id", 1)), decoder_start_id=first(cfg.get("decoder_start_token_id", pad)),
-        init_std=cfg.get("initializer_range", 0.02), head=head)
+        relative_max_distance=cfg.get("relative_attention_max_distance", 128),
+        norm="rmsnorm",
+        norm_position="pre",
+        norm_eps=cfg.get("layer_norm_epsilon", 1e-6),
+        mlp="gated" if gated else "mlp",
+        activation=act,
+        bias=False,
+        scale_attention=False,
+        scale_embeddings=False,
+        tie_embeddings=tied,
+        scale_output=scale,
+        logits_bias=False,
+        dropout=cfg.get("dropout_rate", 0.1),
+        attention_dropout=cfg.get("dropout_rate", 0.1),
+        pad_id=pad,
+        eos_id=first(cfg.get("eos_token_id", 1)),
+        decoder_start_id=first(cfg.get("decoder_start_token_id", pad)),
+        init_std=cfg.get("initializer_range", 0.02),
+        head=head,
+    )
 
 
-T5_STYLE = dict(position="relative", norm="rmsnorm", norm_position="pre", bias=False, scale_attention=False,
-                scale_embeddings=False, logits_bias=False)
+T5_STYLE = {
+    "position": "relative",
+    "norm": "rmsnorm",
+    "norm_position": "pre",
+    "bias": False,
+    "scale_attention": False,
+    "scale_embeddings": False,
+    "logits_bias": False,
+}
 
 
 def architecture_for(c) -> str | None:
@@ -113,22 +158,48 @@ def architecture_for(c) -> str | None:
         return None
     wrong = [f"{k}: {getattr(c, k)}" for k, v in T5_STYLE.items() if getattr(c, k) != v]
     if wrong:
-        no_save(f"T5 (relative positions) needs {', '.join(f'{k}: {v}' for k, v in T5_STYLE.items())}; "
-                f"this model has {', '.join(wrong)}")
+        no_save(
+            f"T5 (relative positions) needs {', '.join(f'{k}: {v}' for k, v in T5_STYLE.items())}; "
+            f"this model has {', '.join(wrong)}"
+        )
     return {head: arch for arch, (head, _) in HEADS.items()}[c.head]
 
 
 def config_to_hf(c: Seq2SeqConfig) -> dict:
     act = ACT_TO_HF[c.activation]
     proj = ("gated-gelu" if c.activation == "gelu_tanh" else f"gated-{act}") if c.mlp == "gated" else act
-    return dict(d_model=c.dim, d_kv=c.head_dim or c.dim // c.heads, d_ff=c.mlp_dim, num_layers=c.layers,
-                num_decoder_layers=c.num_decoder_layers, num_heads=c.heads,
-                relative_attention_num_buckets=c.relative_buckets,
-                relative_attention_max_distance=c.relative_max_distance, dropout_rate=c.dropout,
-                layer_norm_epsilon=c.norm_eps, feed_forward_proj=proj, tie_word_embeddings=c.tie_embeddings,
-                scale_decoder_outputs=c.scale_output, is_encoder_decoder=True, pad_token_id=c.pad_id,
-                eos_token_id=c.eos_id, decoder_start_token_id=c.decoder_start_id, n_positions=c.max_positions)
+    return {
+        "d_model": c.dim,
+        "d_kv": c.head_dim or c.dim // c.heads,
+        "d_ff": c.mlp_dim,
+        "num_layers": c.layers,
+        "num_decoder_layers": c.num_decoder_layers,
+        "num_heads": c.heads,
+        "relative_attention_num_buckets": c.relative_buckets,
+        "relative_attention_max_distance": c.relative_max_distance,
+        "dropout_rate": c.dropout,
+        "layer_norm_epsilon": c.norm_eps,
+        "feed_forward_proj": proj,
+        "tie_word_embeddings": c.tie_embeddings,
+        "scale_decoder_outputs": c.scale_output,
+        "is_encoder_decoder": True,
+        "pad_token_id": c.pad_id,
+        "eos_token_id": c.eos_id,
+        "decoder_start_token_id": c.decoder_start_id,
+        "n_positions": c.max_positions,
+    }
 
 
-MAP = HFMap("t5", "", BASE, HEADS, config_from_hf, config_to_hf, architecture_for, IGNORED, from_hf=from_hf,
-            to_hf=to_hf, base_architecture="T5Model")
+MAP = HFMap(
+    "t5",
+    "",
+    BASE,
+    HEADS,
+    config_from_hf,
+    config_to_hf,
+    architecture_for,
+    IGNORED,
+    from_hf=from_hf,
+    to_hf=to_hf,
+    base_architecture="T5Model",
+)
