@@ -183,7 +183,7 @@ class MultiHeadAttention(nn.Module):
             out = self._attend_recording(q, k, v, mask, is_causal, p)
         elif grouped:  # each group of query heads reads its key/value head in place: no copies
             out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal, enable_gqa=True
+                q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal, scale=self.scale, enable_gqa=True
             )
         else:
             out = F.scaled_dot_product_attention(
