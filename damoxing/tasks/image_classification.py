@@ -149,7 +149,7 @@ class ImageClassification(SupervisedTask):
         return TaskOutput({"loss": F.cross_entropy(logits, y, reduction="sum")}, {"accuracy": accuracy(logits, y)})
 
     # ----- evaluation and prediction
-    def metrics(self, names: list[str], worst_k: int = 20) -> ImageClassificationMetrics:
+    def metrics(self, names: list[str], worst_k: int = 20, tokenizer=None) -> ImageClassificationMetrics:
         return ImageClassificationMetrics(len(names), names, worst_k=worst_k)
 
     def score(self, metrics, outputs, labels, records) -> tuple[float, int]:
