@@ -53,7 +53,8 @@ def config(data: Path, **finetune) -> dict:
         "finetune": {"task": "translation", "num_beams": 2, "max_new_tokens": 64, **finetune},
         "train": {
             "lr": 1e-3,
-            "epochs": 300,
+            "epochs": 600,
+            "precision": "fp32",  # the same arithmetic on every CPU (auto picks bf16 where it is native)
             "batch_size": 6,
             "warmup_steps": 30,
             "schedule": "constant",
