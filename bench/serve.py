@@ -7,7 +7,7 @@ aggregate tokens/s should grow with the number of clients (the issue asks for at
 Prints, per level: aggregate tokens/s (completion tokens of all requests / wall time), its ratio to one client,
 and the median and p95 time to first token.
 
-    python bench/serve.py [--clients 1 4 8 16] [--new-tokens 64] [--requests 2] [--threads 2]
+    python bench/serve.py [--dtype bfloat16] [--clients 1 4 8 16] [--new-tokens 64] [--requests 2] [--threads 2]
     python bench/serve.py --quick      # 1 and 4 clients, 16 tokens: a smoke run, not a measurement
 """
 
@@ -45,7 +45,7 @@ def smollm2_gguf() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def start_server(model: Path, max_queue: int):
+def start_server(model: Path, max_queue: int, dtype: str | None):
     import uvicorn
 
     from damoxing.serve.app import ServeOptions, create_app
@@ -53,7 +53,7 @@ def start_server(model: Path, max_queue: int):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = create_app(ServeOptions(str(model), model_name="smollm2", max_queue=max_queue))
+    app = create_app(ServeOptions(str(model), model_name="smollm2", max_queue=max_queue, dtype=dtype))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
@@ -117,16 +117,17 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--requests", type=int, default=2, help="streamed requests per client, one after another")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16"], help="default: as `damoxing serve`")
     parser.add_argument("--quick", action="store_true", help="1 and 4 clients, 16 tokens, 1 request each")
     args = parser.parse_args()
     if args.quick:
         args.clients, args.new_tokens, args.requests = [1, 4], 16, 1
     torch.set_num_threads(args.threads)
     model = Path(args.model) if args.model else smollm2_gguf()
-    server, url = start_server(model, max_queue=max(args.clients))
+    server, url = start_server(model, max_queue=max(args.clients), dtype=args.dtype)
     one_request(url, "Hello", 4)  # warm-up
     print(
-        f"damoxing serve, {model.name}, {args.threads} threads, greedy, up to {args.new_tokens} new tokens, "
+        f"damoxing serve, {model.name}, {args.dtype or 'default dtype'}, {args.threads} threads, greedy, up to {args.new_tokens} new tokens, "
         f"{args.requests} streamed request(s) per client"
         + (" [--quick: a smoke run, not a measurement]" if args.quick else "")
     )
@@ -134,6 +135,7 @@ def main() -> None:
         f"{'clients':>7} {'requests':>8} {'tokens':>7} {'seconds':>8} {'tok/s':>8} {'x one':>6} "
         f"{'TTFT median':>12} {'TTFT p95':>9}"
     )
+    level(url, max(args.clients), 1, args.new_tokens)  # warm-up: kernels and caches for every batch size
     single = None
     for clients in args.clients:
         row = level(url, clients, args.requests, args.new_tokens)
