@@ -53,12 +53,13 @@ def start_server(model: Path, max_queue: int, dtype: str | None):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = create_app(ServeOptions(str(model), model_name="smollm2", max_queue=max_queue, dtype=dtype))
+    options = ServeOptions(str(model), model_name="smollm2", max_queue=max_queue, dtype=dtype)
+    app = create_app(options, engine_thread=False)  # as `damoxing serve`: the engine runs on the main thread
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.05)
-    return server, f"http://127.0.0.1:{port}"
+    return server, app.state.engine, f"http://127.0.0.1:{port}"
 
 
 def one_request(url: str, question: str, new_tokens: int) -> tuple[float, int]:
@@ -124,11 +125,18 @@ def main() -> None:
         args.clients, args.new_tokens, args.requests = [1, 4], 16, 1
     torch.set_num_threads(args.threads)
     model = Path(args.model) if args.model else smollm2_gguf()
-    server, url = start_server(model, max_queue=max(args.clients), dtype=args.dtype)
+    server, engine, url = start_server(model, max_queue=max(args.clients), dtype=args.dtype)
+    clients = threading.Thread(target=measure, args=(args, model, url, server))
+    clients.start()
+    engine.run()  # the main thread decodes, as in `damoxing serve`, until the server shuts down
+    clients.join()
+
+
+def measure(args, model: Path, url: str, server) -> None:
     one_request(url, "Hello", 4)  # warm-up
     print(
-        f"damoxing serve, {model.name}, {args.dtype or 'default dtype'}, {args.threads} threads, greedy, up to {args.new_tokens} new tokens, "
-        f"{args.requests} streamed request(s) per client"
+        f"damoxing serve, {model.name}, {args.dtype or 'default dtype'}, {args.threads} threads, greedy, "
+        f"up to {args.new_tokens} new tokens, {args.requests} streamed request(s) per client"
         + (" [--quick: a smoke run, not a measurement]" if args.quick else "")
     )
     print(
@@ -143,9 +151,10 @@ def main() -> None:
         print(
             f"{row['clients']:>7} {row['requests']:>8} {row['tokens']:>7} {row['seconds']:>8.2f} "
             f"{row['tokens_per_s']:>8.1f} {row['tokens_per_s'] / single:>6.2f} {row['ttft_median']:>11.3f}s "
-            f"{row['ttft_p95']:>8.3f}s"
+            f"{row['ttft_p95']:>8.3f}s",
+            flush=True,
         )
-    server.should_exit = True
+    server.should_exit = True  # its shutdown closes the engine, and engine.run() returns
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import os
 import re
 import shlex
 import sys
+import threading
 from pathlib import Path
 
 from .errors import UserError
@@ -315,9 +316,24 @@ def _cmd_serve(args) -> None:
         request_timeout=args.request_timeout,
         dtype=args.dtype,
     )
-    app = create_app(options)
+    app = create_app(options, engine_thread=False)
     print(f"serving {app.state.served.name} on http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level))
+    engine = app.state.engine
+    if engine is None:  # nothing to decode (an encoder): uvicorn as usual
+        server.run()
+        return
+    # the engine decodes on the main thread (the fastest one for PyTorch's CPU kernels), uvicorn answers beside it
+    web = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    web.start()
+    try:
+        engine.run()  # until the server shuts down (its shutdown closes the engine)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.should_exit = True
+        engine.close()
+        web.join(timeout=10)
 
 
 def _generation_arguments(parser: argparse.ArgumentParser) -> None:

@@ -168,9 +168,13 @@ class Served:
                 self.defaults = dataclasses.replace(self.defaults, stop_token_ids=(self.tokenizer.eos_id,))
 
 
-def create_app(options: ServeOptions, served: Served | None = None) -> FastAPI:
+def create_app(options: ServeOptions, served: Served | None = None, engine_thread: bool = True) -> FastAPI:
+    """The app over one model. engine_thread=False leaves the engine's loop to the caller: app.state.engine.run()
+    on the main thread, with uvicorn on another (see `damoxing serve`: the main thread decodes fastest)."""
     served = served or Served(options)
-    engine = Engine(served.model, served.tokenizer, options.max_queue) if served.can_generate else None
+    engine = (
+        Engine(served.model, served.tokenizer, options.max_queue, start=engine_thread) if served.can_generate else None
+    )
     app = FastAPI(title="damoxing", description="OpenAI-compatible API over one damoxing model")
     app.state.served, app.state.engine = served, engine
     if engine is not None:
