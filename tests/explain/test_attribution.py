@@ -15,11 +15,12 @@ from damoxing.io.finetuned import load_finetuned
 
 def test_completeness_on_fine_tuned_minilm_in_float64(minilm_classifier):
     """sum(attributions) = f(text) - f(baseline) within 1e-3 of the difference: Integrated Gradients is exact in
-    the limit of steps, and 300 Gauss-Legendre nodes on a smooth network in float64 leave far less than that."""
+    the limit of steps, and Gauss-Legendre quadrature converges fast on a smooth network (float64, this text: relative
+    error 5e-4 at 25 nodes, 1e-6 at 50, 2e-9 at 100), so 100 nodes leave a wide margin."""
     model, tokenizer, meta = load_finetuned(minilm_classifier)
     model.double()
     result = attribute_text(
-        model, tokenizer, "this phone is great, I love it", labels=meta["labels"], n_steps=300, internal_batch_size=100
+        model, tokenizer, "this phone is great, I love it", labels=meta["labels"], n_steps=100, internal_batch_size=100
     )
     gap = result.output - result.baseline_output
     assert abs(gap) > 0.1  # the text moves the logit: the check below is not vacuous
