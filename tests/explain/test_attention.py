@@ -33,7 +33,10 @@ def ids(B=2, T=7, vocab=64):
 
 
 CASES = {
-    "encoder": lambda: (tiny("bert-tiny", vocab_size=64, max_positions=64), dict(zip(("input_ids", "attention_mask"), ids()))),
+    "encoder": lambda: (
+        tiny("bert-tiny", vocab_size=64, max_positions=64),
+        dict(zip(("input_ids", "attention_mask"), ids())),
+    ),
     "decoder (grouped-query, rope)": lambda: (
         tiny("llama-tiny", vocab_size=64, kv_heads=2),
         dict(zip(("input_ids", "attention_mask"), ids())),

@@ -1,0 +1,151 @@
+"""`damoxing explain` and `damoxing evaluate --explain N`: explanation pages of a model's predictions.
+
+    page = explain("runs/x/model", texts=["great phone"], out="runs/x/explain")       # -> runs/x/explain/explanation.html
+    page = explain("runs/x/model", data="test.csv", rows=5, out="runs/x/explain")     # the first 5 rows of a file
+
+A text classifier (a fine-tuned folder) is explained for its predicted class, a causal language model for the
+next token it predicts. Each text gets its Integrated Gradients attribution (with captum's delta), the attention
+maps of every layer and head, and the attention rollout. A text typed on the command line that is longer than
+the model reads is refused; rows of a file (and evaluation mistakes) are cut to that length, with a note.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..atomic import atomic_open
+from ..data.processors import load_processor
+from ..data.readers import read_records
+from ..errors import DataError, UserError
+from ..explain.attention import recording, rollout
+from ..explain.attribution import attribute_text, text_kind
+from ..explain.page import Explanation, render_page
+from ..io.checkpoint import load_model
+from ..io.finetuned import finetuned_meta, read_meta
+from ..models import Decoder, Encoder
+from ..tasks.classification import is_text_file
+
+PAGE = "explanation.html"
+DEFAULT_STEPS = 50
+
+
+def load_for_explanation(model_dir: str | os.PathLike):
+    """(model, tokenizer, labels, max_length) of a text classifier or a causal language model folder."""
+    model = load_model(model_dir)
+    if not isinstance(model, (Encoder, Decoder)):
+        raise UserError(f"{model_dir}: a {type(model).__name__} model; explain reads text classifiers and causal LMs")
+    kind = text_kind(model)  # a bare encoder (no head) stops here, with the message
+    tokenizer = load_processor(model_dir)
+    if kind == "next-token" and "task" not in read_meta(model_dir):
+        return model, tokenizer, [], None
+    meta = finetuned_meta(model, tokenizer, model_dir)
+    if meta["task"] != "classification":
+        raise UserError(f"{model_dir}: a {meta['task']} model; explain reads text classifiers and causal LMs")
+    return model, tokenizer, meta["labels"], meta.get("max_length")
+
+
+def explain_text(
+    model,
+    tokenizer,
+    text: str,
+    *,
+    heading: str,
+    labels: list[str] | None = None,
+    n_steps: int = DEFAULT_STEPS,
+    max_length: int | None = None,
+    cut: bool = False,
+    attention: bool = True,
+) -> Explanation:
+    """The attribution of one text and, with `attention`, its attention maps and rollout."""
+    a = attribute_text(model, tokenizer, text, labels=labels, n_steps=n_steps, max_length=max_length, cut=cut)
+    e = Explanation(heading=heading, text=text, attribution=a)
+    if attention:
+        ids = torch.tensor([a.ids], device=model.device)  # (1, T)
+        with torch.no_grad(), recording(model) as maps:
+            model.forward_features(ids, torch.ones_like(ids))
+        stacks = maps.stacks
+        e.attention = {name: [m[0].float().cpu().numpy() for m in layers] for name, layers in stacks.items()}
+        e.rollout = rollout([m[0].double() for m in stacks["self"]]).cpu().numpy()  # (T, T)
+        e.rollout_row = 0 if isinstance(model, Encoder) else len(a.ids) - 1  # [CLS], or the last token
+    return e
+
+
+def file_texts(data: str | os.PathLike, text_column: str, rows: int) -> list[str]:
+    """The first `rows` texts of a file (.txt: one per line)."""
+    path = Path(data)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    mode = "line" if is_text_file(path) else None
+    texts = []
+    for record in read_records(path, text_column=text_column, text_mode=mode, keep_blank=True):
+        texts.append(record.get("text", ""))
+        if len(texts) == rows:
+            break
+    if not texts:
+        raise DataError(f"{path}: no rows to explain")
+    return texts
+
+
+def explain(
+    model_dir: str | os.PathLike,
+    texts: list[str] | None = None,
+    data: str | os.PathLike | None = None,
+    *,
+    out: str | os.PathLike = "explanations",
+    rows: int = 5,
+    text_column: str | None = None,
+    n_steps: int = DEFAULT_STEPS,
+    max_length: int | None = None,
+) -> Path:
+    """Write OUT/explanation.html for `texts`, or the first `rows` rows of `data`; returns the page's path."""
+    if (texts is None) == (data is None):
+        raise UserError("give a text to explain, or --file FILE (not both)")
+    if rows < 1:
+        raise UserError(f"--rows must be at least 1, not {rows}")
+    if n_steps < 2 or n_steps > 1000:
+        raise UserError(f"--steps must be between 2 and 1000, not {n_steps}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: a file is in the way of the output folder; remove it or choose another --out")
+    model, tokenizer, labels, trained_length = load_for_explanation(model_dir)
+    limit = max_length or trained_length
+    items = []
+    if texts is not None:
+        for i, text in enumerate(texts, 1):
+            heading = f"Text {i}" if len(texts) > 1 else "Text"
+            items.append(
+                explain_text(model, tokenizer, text, heading=heading, labels=labels, n_steps=n_steps, max_length=limit)
+            )
+    else:
+        column = text_column or read_meta(model_dir).get("text_column") or "text"
+        for i, text in enumerate(file_texts(data, column, rows), 1):
+            if not text.strip():
+                items.append(Explanation(heading=f"Row {i}", text=text, error="the row is empty"))
+                continue
+            items.append(
+                explain_text(
+                    model,
+                    tokenizer,
+                    text,
+                    heading=f"Row {i}",
+                    labels=labels,
+                    n_steps=n_steps,
+                    max_length=limit,
+                    cut=True,
+                )
+            )
+    html = render_page(
+        items,
+        title=f"Explanations of {Path(model_dir).name}",
+        model=str(model_dir),
+        n_steps=n_steps,
+        method="gausslegendre",
+        specials=tokenizer.special_ids,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_open(out / PAGE, "w") as f:
+        f.write(html)
+    return out / PAGE
