@@ -70,7 +70,7 @@ def test_recording_equals_the_fused_output_and_records_every_layer(case):
     for name, layers in stacks.items():
         assert len(layers) == 2, name
         for probs in layers:
-            B, H, Tq, Tk = probs.shape
+            B, H, Tq, _Tk = probs.shape
             assert (B, H) == (2, 4)
             torch.testing.assert_close(probs.sum(-1), torch.ones(B, H, Tq, dtype=probs.dtype))  # rows of probabilities
     if "attention_mask" in inputs and case != "encoder-decoder (T5)":

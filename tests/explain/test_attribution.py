@@ -66,7 +66,7 @@ def test_image_attribution_on_pixels():
 
 
 def test_bad_text_input_is_a_user_error(tiny_classifier):
-    model, tokenizer, meta = load_finetuned(tiny_classifier["model"])
+    model, tokenizer, _meta = load_finetuned(tiny_classifier["model"])
     with pytest.raises(UserError, match="the text is empty"):
         attribute_text(model, tokenizer, "  \n")
     with pytest.raises(UserError, match="tokens long, more than the 32"):

@@ -52,8 +52,10 @@ def test_explain_first_rows_of_a_file(tiny_classifier, tmp_path, capsys):
         ("   ", "the text is empty: give a text to explain"),
         (
             "good " * 40,
-            "the text is 42 tokens long, more than the 32 this model reads; shorten it "
-            "(or give --max-length, up to the model's positions)",
+            (
+                "the text is 42 tokens long, more than the 32 this model reads; shorten it "
+                "(or give --max-length, up to the model's positions)"
+            ),
         ),
     ],
 )
