@@ -91,6 +91,7 @@ def _cmd_evaluate(args) -> None:
         max_length=args.max_length,
         skip_bad=args.skip_bad,
         columns=columns,
+        explain=args.explain,
     )
     if args.json:
         print(json.dumps(metrics, ensure_ascii=False, indent=2))
@@ -437,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--text-pair-column", default=None, help="second text of sentence pairs")
     ev.add_argument("--label-column", default=None)
     ev.add_argument("--skip-bad", action="store_true", help="skip and count bad records instead of stopping")
+    ev.add_argument(
+        "--explain", type=int, default=0, metavar="N", help="add attributions of the N most confident mistakes"
+    )
     ev.set_defaults(func=_cmd_evaluate)
 
     pr = sub.add_parser(

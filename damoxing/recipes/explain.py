@@ -149,3 +149,59 @@ def explain(
     with atomic_open(out / PAGE, "w") as f:
         f.write(html)
     return out / PAGE
+
+
+def explain_mistakes(model, tokenizer, task, meta: dict, data, metrics: dict, out_dir, n: int, skip_bad: bool) -> Path:
+    """evaluate --explain N: explain the N most confident mistakes (for the class predicted), write
+    OUT/explanations.html, and add a section to report.md and report.html."""
+    from ..evaluation.report import add_section
+
+    if n < 0:
+        raise UserError(f"--explain must be 0 or more, not {n}")
+    out_dir = Path(out_dir)
+    heading = "Explanations of the most confident mistakes"
+    if task.name != "classification":
+        add_section(out_dir, heading, [], [], f"not explained: explanations cover text classifiers, not {task.name}")
+        return out_dir / "report.md"
+    worst = {ex["index"]: ex for ex in metrics.get("worst_examples", [])[:n]}
+    records = {}  # the report keeps 300 characters of a text: read the mistakes again, whole
+    labels = task.known_labels(meta["labels"])
+    for i, record in enumerate(task.read(data, meta, labels=labels, skip_bad=skip_bad)):
+        if i in worst:
+            records[i] = record
+            if len(records) == len(worst):
+                break
+    items, rows = [], []
+    for index, ex in worst.items():
+        record = records.get(index, {})
+        heading_i = f"Example {index}: true {ex['true']}, predicted {ex['predicted']} ({ex['confidence']:.3f})"
+        if "text" not in record:
+            items.append(Explanation(heading=heading_i, text="", error="sentence pairs are not explained yet"))
+            continue
+        e = explain_text(
+            model, tokenizer, record["text"], heading=heading_i, labels=meta["labels"],
+            max_length=meta.get("max_length"), cut=True,
+        )  # fmt: skip
+        items.append(e)
+        a = e.attribution
+        top = sorted(range(len(a.scores)), key=lambda j: -abs(a.scores[j]))[:5]
+        tokens = ", ".join(f"{a.tokens[j]} ({a.scores[j]:+.3f})" for j in top)
+        rows.append([str(index), ex["true"], ex["predicted"], f"{ex['confidence']:.4f}", tokens, f"{a.delta:.2g}"])
+    page = out_dir / "explanations.html"
+    html = render_page(
+        items,
+        title=heading,
+        model=str(metrics.get("model", "")),
+        n_steps=DEFAULT_STEPS,
+        method="gausslegendre",
+        specials=tokenizer.special_ids,
+    )
+    with atomic_open(page, "w") as f:
+        f.write(html)
+    note = (
+        f"Integrated Gradients of the predicted class ({DEFAULT_STEPS} steps); the tokens that moved it most, "
+        f"with their scores; every map and the attention rollout in {page.name}."
+    )
+    header = ["example", "true", "predicted", "confidence", "tokens that decided (score)", "captum delta"]
+    add_section(out_dir, heading, header, rows, note)
+    return page
