@@ -34,7 +34,7 @@ class TokenAttribution:
     tokens: list[str]  # the tokenizer's pieces, special tokens included
     ids: list[int]
     scores: list[float]  # per token: the sum of its embedding's attributions
-    kind: str  # "classification" | "next-token"
+    kind: str  # "class" (a classifier's label) | "next-token"
     target: int  # class index, or the id of the next token
     target_name: str  # label name, or the next token's text
     probability: float  # of the target
@@ -63,7 +63,7 @@ def text_kind(model: nn.Module) -> str:
     """What a text explanation of `model` attributes: 'classification' or 'next-token'; a UserError otherwise."""
     head = getattr(getattr(model, "config", None), "head", None)
     if isinstance(model, (Encoder, Decoder)) and head == "sequence":
-        return "classification"
+        return "class"
     if isinstance(model, Decoder) and head == "lm":
         return "next-token"
     raise UserError(
@@ -143,7 +143,7 @@ def attribute_text(
     def forward(input_ids, attention_mask, token_type_ids=None):  # (N, T) -> (N, labels) logits | (N, V) log-probs
         kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
         hidden = model.forward_features(input_ids, attention_mask, **kwargs)  # (N, T, C)
-        if kind == "classification":
+        if kind == "class":
             return model.forward_head(hidden, attention_mask)  # (N, labels)
         return model.head(hidden[:, -1:])[:, 0].log_softmax(-1)  # (N, V): the next token after the text
 
@@ -151,7 +151,7 @@ def attribute_text(
     with torch.no_grad():
         out = forward(ids, *extra)[0]  # (labels | V,)
         base_out = forward(base, *extra)[0]
-    probs = out.softmax(-1) if kind == "classification" else out.exp()
+    probs = out.softmax(-1) if kind == "class" else out.exp()
     target = int(out.argmax()) if target is None else int(target)
     if not 0 <= target < out.shape[-1]:
         raise UserError(f"target {target} is out of range: the model has {out.shape[-1]} outputs")
@@ -166,7 +166,7 @@ def attribute_text(
         internal_batch_size=internal_batch_size,
         return_convergence_delta=True,
     )  # (1, T, C), (1,)
-    if kind == "classification":
+    if kind == "class":
         names = list(labels) if labels else [f"LABEL_{i}" for i in range(out.shape[-1])]
         target_name = names[target]
         probabilities = {n: float(p) for n, p in zip(names, probs)}

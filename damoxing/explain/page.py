@@ -114,7 +114,7 @@ def item_context(e: Explanation, specials: set[int]) -> dict:
         a=a,
         note=a.note,
         total=sum(a.scores),
-        target_kind="prediction" if a.kind == "classification" else "next token",
+        target_kind="prediction" if a.kind == "class" else "next token",
         tokens=token_spans(a.tokens, a.scores, specials, a.ids),
         probabilities=sorted(a.probabilities.items(), key=lambda kv: -kv[1]),
         layers=[

@@ -26,7 +26,8 @@ from ..explain.page import Explanation, render_page
 from ..io.checkpoint import load_model
 from ..io.finetuned import finetuned_meta, read_meta
 from ..models import Decoder, Encoder
-from ..tasks.classification import is_text_file
+from ..tasks import get_task
+from ..tasks.classification import Classification, is_text_file
 
 PAGE = "explanation.html"
 DEFAULT_STEPS = 50
@@ -42,9 +43,14 @@ def load_for_explanation(model_dir: str | os.PathLike):
     if kind == "next-token" and "task" not in read_meta(model_dir):
         return model, tokenizer, [], None
     meta = finetuned_meta(model, tokenizer, model_dir)
-    if meta["task"] != "classification":
+    if not reads_one_text_to_a_label(get_task(meta["task"])):
         raise UserError(f"{model_dir}: a {meta['task']} model; explain reads text classifiers and causal LMs")
     return model, tokenizer, meta["labels"], meta.get("max_length")
+
+
+def reads_one_text_to_a_label(task) -> bool:
+    """A classifier of single texts (not a sentence pair, regression or token task: their outputs differ)."""
+    return type(task) is Classification
 
 
 def explain_text(
@@ -160,7 +166,7 @@ def explain_mistakes(model, tokenizer, task, meta: dict, data, metrics: dict, ou
         raise UserError(f"--explain must be 0 or more, not {n}")
     out_dir = Path(out_dir)
     heading = "Explanations of the most confident mistakes"
-    if task.name != "classification":
+    if not reads_one_text_to_a_label(task):
         add_section(out_dir, heading, [], [], f"not explained: explanations cover text classifiers, not {task.name}")
         return out_dir / "report.md"
     worst = {ex["index"]: ex for ex in metrics.get("worst_examples", [])[:n]}
@@ -179,9 +185,14 @@ def explain_mistakes(model, tokenizer, task, meta: dict, data, metrics: dict, ou
             items.append(Explanation(heading=heading_i, text="", error="sentence pairs are not explained yet"))
             continue
         e = explain_text(
-            model, tokenizer, record["text"], heading=heading_i, labels=meta["labels"],
-            max_length=meta.get("max_length"), cut=True,
-        )  # fmt: skip
+            model,
+            tokenizer,
+            record["text"],
+            heading=heading_i,
+            labels=meta["labels"],
+            max_length=meta.get("max_length"),
+            cut=True,
+        )
         items.append(e)
         a = e.attribution
         top = sorted(range(len(a.scores)), key=lambda j: -abs(a.scores[j]))[:5]

@@ -27,9 +27,16 @@ def classifier_server(tmp_path_factory):
     tok = Tokenizer.train_wordpiece([corpus], vocab_size=60, min_frequency=1, model_max_length=32)
     torch.manual_seed(0)
     cfg = damoxing.preset(
-        "bert-tiny", vocab_size=tok.vocab_size, dim=32, layers=2, heads=2, mlp_dim=64, max_positions=32,
-        head="sequence", num_labels=2,
-    )  # fmt: skip
+        "bert-tiny",
+        vocab_size=tok.vocab_size,
+        dim=32,
+        layers=2,
+        heads=2,
+        mlp_dim=64,
+        max_positions=32,
+        head="sequence",
+        num_labels=2,
+    )
     model = damoxing.create_model(cfg)
     model.labels = ["neg", "pos"]
     save_finetuned(model, tok, folder / "model", {"task": "classification", "max_length": 32})
