@@ -19,7 +19,7 @@ import matplotlib
 matplotlib.use("Agg")  # never open a window
 from matplotlib.figure import Figure
 
-from .attribution import TokenAttribution
+from .attribution import ImageAttribution, TokenAttribution
 
 TEMPLATES = Path(__file__).parent / "templates"
 MAX_LABELLED = 40  # heatmaps of longer texts leave the token names off their axes
@@ -37,6 +37,8 @@ class Explanation:
     rollout: object = None  # (T, T) array
     rollout_row: int = 0  # the position whose rollout row is highlighted ([CLS], or the last token)
     error: str = ""  # why it was not explained (an empty row, ...)
+    image: object = None  # images: (C, H, W) pixels in [0, 255] as the model saw them (before normalising)
+    image_attribution: ImageAttribution | None = None
 
 
 def display(token: str) -> tuple[str, bool]:
@@ -104,9 +106,49 @@ def rollout_png(matrix, tokens: list[str]) -> str:
     return png(fig)
 
 
+def image_png(e: Explanation) -> str:
+    """The image, its attributions (summed over channels; green for the class, red against) and, for a ViT, the
+    rollout of the class token over the patches."""
+    a = e.image_attribution.attributions.sum(0).float().cpu().numpy()  # (H, W)
+    panels = 3 if e.rollout is not None else 2
+    fig = Figure(figsize=(3.2 * panels, 3.4))
+    ax = fig.add_subplot(1, panels, 1)
+    image = e.image.float().permute(1, 2, 0).cpu().numpy() / 255  # (H, W, C)
+    ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+    ax.set_title("image", fontsize=9)
+    ax = fig.add_subplot(1, panels, 2)
+    scale = float(abs(a).max()) or 1.0
+    ax.imshow(a, cmap="RdYlGn", vmin=-scale, vmax=scale)
+    ax.set_title("Integrated Gradients", fontsize=9)
+    if e.rollout is not None:
+        side = round((e.rollout.shape[-1] - 1) ** 0.5)
+        ax = fig.add_subplot(1, panels, 3)
+        ax.imshow(e.rollout[0, 1 : 1 + side * side].reshape(side, side), cmap="viridis")
+        ax.set_title("rollout from [CLS]", fontsize=9)
+    for ax in fig.axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return png(fig)
+
+
 def item_context(e: Explanation, specials: set[int]) -> dict:
     """The template's view of one explanation."""
     item = {"heading": e.heading, "error": e.error, "note": ""}
+    if e.image_attribution is not None:
+        a = e.image_attribution
+        item.update(
+            a=a,
+            total=float(a.attributions.sum()),
+            target_kind="prediction",
+            image_png=image_png(e),
+            probabilities=[],
+            layers=[
+                (f"{stack} layer {i}", heatmap_row(maps, [], f"{stack} L{i}"))
+                for stack, layers in e.attention.items()
+                for i, maps in enumerate(layers)
+            ],
+        )
+        return item
     a = e.attribution
     if e.error or a is None:
         return item
@@ -138,14 +180,21 @@ def render_page(
     n_steps: int,
     method: str,
     specials: set[int] | None = None,
-    baseline: str = "special tokens kept",
 ) -> str:
+    images = any(e.image_attribution is not None for e in explanations)
+    about = (
+        "on the pixels, from a black baseline (zeros after normalising), summed over the channels."
+        if images
+        else "on the token embeddings, from a baseline of pad tokens (special tokens kept); each token's score is "
+        "the sum of its embedding's attributions."
+    )
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
     return env.get_template("page.html").render(
         title=title,
         model=model,
         n_steps=n_steps,
         method=method,
-        baseline=baseline,
+        about=about,
+        hover="" if images else "(hover a token for its score)",
         items=[item_context(e, specials or set()) for e in explanations],
     )

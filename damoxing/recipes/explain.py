@@ -17,15 +17,16 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_open
-from ..data.processors import load_processor
+from ..data.images import read_images
+from ..data.processors import ImageProcessor, load_processor
 from ..data.readers import read_records
 from ..errors import DataError, UserError
 from ..explain.attention import recording, rollout
-from ..explain.attribution import attribute_text, text_kind
+from ..explain.attribution import attribute_image, attribute_text, text_kind
 from ..explain.page import Explanation, render_page
 from ..io.checkpoint import load_model
 from ..io.finetuned import finetuned_meta, read_meta
-from ..models import Decoder, Encoder
+from ..models import Decoder, Encoder, ViT
 from ..tasks import get_task
 from ..tasks.classification import Classification, is_text_file
 
@@ -34,12 +35,17 @@ DEFAULT_STEPS = 50
 
 
 def load_for_explanation(model_dir: str | os.PathLike):
-    """(model, tokenizer, labels, max_length) of a text classifier or a causal language model folder."""
+    """(model, tokenizer or image processor, labels, max_length) of a text or image classifier, or a causal LM."""
     model = load_model(model_dir)
+    processor = load_processor(model_dir)
+    if isinstance(processor, ImageProcessor):
+        if getattr(model.config, "head", None) != "sequence":
+            raise UserError(f"{model_dir}: image explanations need an image classifier (fine-tune one first)")
+        return model, processor, finetuned_meta(model, processor, model_dir)["labels"], None
     if not isinstance(model, (Encoder, Decoder)):
         raise UserError(f"{model_dir}: a {type(model).__name__} model; explain reads text classifiers and causal LMs")
     kind = text_kind(model)  # a bare encoder (no head) stops here, with the message
-    tokenizer = load_processor(model_dir)
+    tokenizer = processor
     if kind == "next-token" and "task" not in read_meta(model_dir):
         return model, tokenizer, [], None
     meta = finetuned_meta(model, tokenizer, model_dir)
@@ -77,6 +83,37 @@ def explain_text(
         e.rollout = rollout([m[0].double() for m in stacks["self"]]).cpu().numpy()  # (T, T)
         e.rollout_row = 0 if isinstance(model, Encoder) else len(a.ids) - 1  # [CLS], or the last token
     return e
+
+
+def explain_image(model, processor: ImageProcessor, record: dict, *, heading: str, labels, n_steps: int):
+    """Integrated Gradients of one image record's pixels and, for a ViT, its attention maps and rollout."""
+    pixels = processor.pixels([record]).to(device=model.device, dtype=next(model.parameters()).dtype)
+    e = Explanation(heading=heading, text=str(record.get("source", "")), image=processor.view(record))
+    e.image_attribution = attribute_image(model, pixels, labels=labels, n_steps=n_steps)
+    if isinstance(model, ViT):
+        with torch.no_grad(), recording(model) as maps:
+            model.forward_features(pixels)
+        layers = maps.stacks["self"]
+        e.attention = {"self": [m[0].float().cpu().numpy() for m in layers]}
+        e.rollout = rollout([m[0].double() for m in layers]).cpu().numpy()  # (1 + N, 1 + N)
+    return e
+
+
+def image_items(model, processor, texts, data, rows: int, labels, n_steps: int) -> list[Explanation]:
+    """Image files given as texts, or the first `rows` images of a file or folder."""
+    paths = [Path(t) for t in texts] if texts is not None else [Path(data)]
+    for path in paths:
+        if not path.exists():
+            raise DataError(f"{path}: no such image file or folder")
+    records = []
+    for record in read_images(paths, with_labels=False):
+        records.append(record)
+        if texts is None and len(records) == rows:
+            break
+    return [
+        explain_image(model, processor, r, heading=f"Image {i}: {r.get('source', '')}", labels=labels, n_steps=n_steps)
+        for i, r in enumerate(records, 1)
+    ]
 
 
 def file_texts(data: str | os.PathLike, text_column: str, rows: int) -> list[str]:
@@ -119,7 +156,9 @@ def explain(
     model, tokenizer, labels, trained_length = load_for_explanation(model_dir)
     limit = max_length or trained_length
     items = []
-    if texts is not None:
+    if isinstance(tokenizer, ImageProcessor):
+        items = image_items(model, tokenizer, texts, data, rows, labels, n_steps)
+    elif texts is not None:
         for i, text in enumerate(texts, 1):
             heading = f"Text {i}" if len(texts) > 1 else "Text"
             items.append(
@@ -149,7 +188,7 @@ def explain(
         model=str(model_dir),
         n_steps=n_steps,
         method="gausslegendre",
-        specials=tokenizer.special_ids,
+        specials=getattr(tokenizer, "special_ids", set()),
     )
     out.mkdir(parents=True, exist_ok=True)
     with atomic_open(out / PAGE, "w") as f:

@@ -96,3 +96,31 @@ def test_the_page_shows_highlighted_tokens_in_chromium(tiny_classifier, tmp_path
         finally:
             browser.close()
     assert html.escape("great") in (tmp_path / "explanation.html").read_text(encoding="utf-8")
+
+
+def test_explain_an_image_classifier(tmp_path, capsys):
+    """A ViT classifier: the page shows the image, its pixel attributions and the rollout of [CLS]."""
+    import dataclasses
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    import damoxing
+    from damoxing.data.processors import ImageProcessor
+    from damoxing.io.finetuned import save_finetuned
+
+    torch.manual_seed(0)
+    cfg = damoxing.preset("vit-tiny", image_size=8, patch_size=4, dim=32, layers=2, heads=4, mlp_dim=64)
+    model = damoxing.create_model(dataclasses.replace(cfg, head="sequence", num_labels=3))
+    model.labels = ["a", "b", "c"]
+    folder = save_finetuned(
+        model, ImageProcessor(size=8, channels=1), tmp_path / "vit", {"task": "image_classification"}
+    )
+    image = tmp_path / "x.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (8, 8), dtype=np.uint8)).save(image)
+    code, _, err = run(capsys, folder, image, "--out", tmp_path / "out", "--steps", 16)
+    assert code == 0, err
+    page = (tmp_path / "out" / "explanation.html").read_text(encoding="utf-8")
+    assert 'class="image-attribution"' in page and "captum's delta" in page
+    assert len(re.findall(r'alt="self layer \d"', page)) == 2
