@@ -124,3 +124,14 @@ def test_explain_an_image_classifier(tmp_path, capsys):
     page = (tmp_path / "out" / "explanation.html").read_text(encoding="utf-8")
     assert 'class="image-attribution"' in page and "captum's delta" in page
     assert len(re.findall(r'alt="self layer \d"', page)) == 2
+
+
+def test_explain_the_next_token_of_a_causal_lm(tiny_chat_dir, tmp_path, capsys):
+    code, _, err = run(capsys, tiny_chat_dir, "The capital of France is", "--out", tmp_path, "--steps", 8)
+    assert code == 0, err
+    page = (tmp_path / "explanation.html").read_text(encoding="utf-8")
+    assert "<b>next token:</b>" in page and "Attention rollout" in page
+    import damoxing
+
+    last = len(damoxing.load_tokenizer(tiny_chat_dir)("The capital of France is")["input_ids"][0]) - 1
+    assert f"(position {last})" in page  # a decoder's rollout is read from the last token
