@@ -1,7 +1,7 @@
 """`damoxing explain` and `damoxing evaluate --explain N`: explanation pages of a model's predictions.
 
-    page = explain("runs/x/model", texts=["great phone"], out="runs/x/explain")       # -> runs/x/explain/explanation.html
-    page = explain("runs/x/model", data="test.csv", rows=5, out="runs/x/explain")     # the first 5 rows of a file
+    page = explain("runs/x/model", texts=["great phone"], out="runs/x/explain")  # -> runs/x/explain/explanation.html
+    page = explain("runs/x/model", data="test.csv", rows=5, out="runs/x/explain")  # the first 5 rows of a file
 
 A text classifier (a fine-tuned folder) is explained for its predicted class, a causal language model for the
 next token it predicts. Each text gets its Integrated Gradients attribution (with captum's delta), the attention
@@ -46,7 +46,7 @@ def load_for_explanation(model_dir: str | os.PathLike):
         raise UserError(f"{model_dir}: a {type(model).__name__} model; explain reads text classifiers and causal LMs")
     kind = text_kind(model)  # a bare encoder (no head) stops here, with the message
     tokenizer = processor
-    if kind == "next-token" and "task" not in read_meta(model_dir):
+    if kind == "next-token":  # a language model: no labels, and the tokenizer's (or the positions') length
         return model, tokenizer, [], None
     meta = finetuned_meta(model, tokenizer, model_dir)
     if not reads_one_text_to_a_label(get_task(meta["task"])):

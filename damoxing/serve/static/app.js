@@ -162,11 +162,13 @@ async function explain() {  // the first line: which tokens made the classifier 
       span.textContent = token;
       span.title = `${token}: ${s.toFixed(4)}`;
       const alpha = (Math.min(Math.abs(s) / scale, 1) * 0.85).toFixed(3);
-      span.style.background = s === 0 ? "transparent" : s > 0 ? `rgba(22, 163, 74, ${alpha})` : `rgba(220, 38, 38, ${alpha})`;
+      const rgb = s > 0 ? "22, 163, 74" : "220, 38, 38";  // green for the label, red against it
+      span.style.background = s === 0 ? "transparent" : `rgba(${rgb}, ${alpha})`;
       box.appendChild(span);
     });
+    const delta = data.delta.toExponential(2);
     $("explain-summary").textContent =
-      `${data.label} (${data.probability.toFixed(3)}): green for it, red against; captum's delta ${data.delta.toExponential(2)}`;
+      `${data.label} (${data.probability.toFixed(3)}): green for it, red against; captum's delta ${delta}`;
     $("explain-output").hidden = false;
   } catch (error) { showError(error.message); }
 }
