@@ -92,6 +92,7 @@ def _cmd_evaluate(args) -> None:
         max_length=args.max_length,
         skip_bad=args.skip_bad,
         columns=columns,
+        explain=args.explain,
     )
     if args.json:
         print(json.dumps(metrics, ensure_ascii=False, indent=2))
@@ -188,6 +189,23 @@ def _cmd_translate(args) -> None:
         print(f"wrote {n} translations to {args.output}", file=sys.stderr)
     else:
         write_jsonl(rows, sys.stdout)
+
+
+def _cmd_explain(args) -> None:
+    from .recipes.explain import explain
+
+    texts = [args.text] if args.text is not None else None
+    page = explain(
+        args.model,
+        texts,
+        args.file,
+        out=args.out,
+        rows=args.rows,
+        text_column=args.text_column,
+        n_steps=args.steps,
+        max_length=args.max_length,
+    )
+    print(f"wrote {page}")
 
 
 def _cmd_quickstart(args) -> None:
@@ -436,6 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--text-pair-column", default=None, help="second text of sentence pairs")
     ev.add_argument("--label-column", default=None)
     ev.add_argument("--skip-bad", action="store_true", help="skip and count bad records instead of stopping")
+    ev.add_argument(
+        "--explain", type=int, default=0, metavar="N", help="add attributions of the N most confident mistakes"
+    )
     ev.set_defaults(func=_cmd_evaluate)
 
     pr = sub.add_parser(
@@ -476,6 +497,19 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--batch-size", type=int, default=32)
     tr.add_argument("--skip-bad", action="store_true", help="skip bad records instead of stopping")
     tr.set_defaults(func=_cmd_translate)
+
+    xp = sub.add_parser(
+        "explain", help="an HTML page of token attributions (Integrated Gradients), attention maps and rollout"
+    )
+    xp.add_argument("model", help="fine-tuned text classifier folder, or a causal language model")
+    xp.add_argument("text", nargs="?", default=None, help="the text to explain")
+    xp.add_argument("--file", default=None, help="explain the first --rows rows of this file instead")
+    xp.add_argument("--rows", type=int, default=5, help="--file: how many rows (default 5)")
+    xp.add_argument("--text-column", default=None, help="--file: the text column (default: as trained)")
+    xp.add_argument("--out", default="explanations", help="folder for explanation.html (default explanations/)")
+    xp.add_argument("--steps", type=int, default=50, help="Integrated Gradients steps (default 50)")
+    xp.add_argument("--max-length", type=int, default=None, help="the most tokens read (default: as trained)")
+    xp.set_defaults(func=_cmd_explain)
 
     q = sub.add_parser("quickstart", help="tokenizer -> pretrain -> fine-tune MiniLM -> evaluate, on bundled data")
     q.add_argument("--out", default="runs/quickstart", help="run folder for every step's output")

@@ -46,9 +46,11 @@ def evaluate_model(
     skip_bad: bool = False,
     worst_k: int = 20,
     columns: dict | None = None,
+    explain: int = 0,
 ) -> dict:
     """Load a model folder, evaluate it on `data`, and write a report into `out_dir` (if given).
 
+    `explain` > 0 adds the attributions of that many most confident mistakes to the report (recipes/explain.py).
     `columns` overrides the column names saved with the model (text_column, text_pair_column, label_column).
     Records skipped with `skip_bad` are counted, by reason, in `records_skipped` (and `skipped_examples`).
     """
@@ -64,6 +66,7 @@ def evaluate_model(
     task = get_task(meta["task"]).configure(meta)
     summary = ReadSummary()
     records = task.read(data, meta, labels=task.known_labels(meta["labels"]), skip_bad=skip_bad, summary=summary)
+    worst_k = max(worst_k, explain)
     metrics = evaluate_records(model, tokenizer, task, records, meta["labels"], meta["max_length"], batch_size, worst_k)
     read = summary.as_dict()
     metrics = {
@@ -76,6 +79,10 @@ def evaluate_model(
     }
     if out_dir is not None:  # images: with a grid of the most confidently misclassified ones
         write_report(metrics, out_dir, title=f"Evaluation of {Path(model_dir).name} on {data.name}")
+        if explain:
+            from .explain import explain_mistakes
+
+            explain_mistakes(model, tokenizer, task, meta, data, metrics, out_dir, explain, skip_bad)
     metrics.pop("worst_images", None)  # thumbnails: drawn in the report, not JSON
     return metrics
 
