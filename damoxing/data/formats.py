@@ -13,7 +13,7 @@ import gzip
 import itertools
 import json
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -131,15 +131,20 @@ def read_jsonl(path: Path) -> Iterator[Row | Problem]:
 
 
 def read_csv(
-    path: Path, columns: list[str | int], delimiter: str, keep_blank: bool = False, header: str = "true"
+    path: Path,
+    columns: list[str | int],
+    delimiter: str,
+    keep_blank: bool = False,
+    header: str = "true",
+    also: Sequence[str | int] = (),
 ) -> Iterator[Row | Problem]:
     """CSV or TSV; quoted fields may span lines. A column is chosen by name (str) or by position (int, from 0).
 
     `header` says what the first row is. "true": the column names; "false": data, and the fields are keyed by
     position (0, 1, ...); "auto": the names if it holds every column name in `columns`, else data when every
     column is chosen by position, else the read stops with a message that shows the row. A column that is not
-    there stops the read. Empty lines are not rows; a row of blank fields is passed over too, or with
-    `keep_blank` is a row.
+    there stops the read; so does one of `also` (columns carried along, which do not decide "auto"). Empty lines
+    are not rows; a row of blank fields is passed over too, or with `keep_blank` is a row.
     """
     csv.field_size_limit(1 << 30)  # articles are longer than csv's 128 KiB default field limit
     lines = (line + "\n" for _, line in iter_lines(path))
@@ -152,7 +157,7 @@ def read_csv(
         return
     names = [h.strip() for h in first] if first_row_is_header(path, first, columns, header) else None
     width = len(names) if names is not None else len(first)
-    check_columns(path, columns, names, width)
+    check_columns(path, [*columns, *also], names, width)
     rows = _csv_rows(reader)
     if names is None:  # the first row is data
         rows = itertools.chain([(1, first)], rows)
@@ -249,8 +254,11 @@ def field_key(row: Row, column: str | int) -> str | int:
     return column
 
 
-def read_parquet(path: Path, columns: list[str | int], batch_size: int = 1024) -> Iterator[Row]:
-    """Parquet, read one record batch at a time (only the needed columns), so memory stays flat."""
+def read_parquet(
+    path: Path, columns: list[str | int], batch_size: int = 1024, optional: Sequence[str] = ()
+) -> Iterator[Row]:
+    """Parquet, read one record batch at a time (only the needed columns, and those of `optional` that the
+    file has), so memory stays flat."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -259,7 +267,8 @@ def read_parquet(path: Path, columns: list[str | int], batch_size: int = 1024) -
             pfile = pq.ParquetFile(raw)
             names = pfile.schema_arrow.names
             check_columns(path, columns, names, len(names))
-            wanted = list(dict.fromkeys(names[c] if isinstance(c, int) else c for c in columns))
+            wanted = [names[c] if isinstance(c, int) else c for c in columns]
+            wanted = list(dict.fromkeys(wanted + [c for c in optional if c in names]))
             row = 0
             for batch in pfile.iter_batches(batch_size=batch_size, columns=wanted):
                 for fields in batch.to_pylist():

@@ -132,8 +132,8 @@ class RecordReader:
         many = isinstance(paths, (list, tuple))
         self.paths = [Path(p) for p in (paths if many else [paths])]
         self.text_column = text_column
-        self.label_column = label_column
-        self.text_pair_column = text_pair_column
+        self.label_column = None if label_column == "" else label_column  # None: no such column
+        self.text_pair_column = None if text_pair_column == "" else text_pair_column
         self.labels = labels if labels is None or isinstance(labels, LabelMap) else LabelMap(labels)
         self.skip_bad = skip_bad
         self.text_mode = text_mode
@@ -174,10 +174,9 @@ class RecordReader:
 
     def _rows(self, file: Path) -> Iterator[Row | Problem]:
         suffix = strip_suffixes(file)
-        named = (self.text_column, self.text_pair_column, self.label_column, *(self.keep_columns or ()))
-        columns = list(dict.fromkeys(c for c in named if c is not None and c != ""))
+        columns = [c for c in (self.text_column, self.text_pair_column, self.label_column) if c is not None]
         if suffix in TEXT_SUFFIXES:
-            if self.label_column or self.text_pair_column:
+            if self.label_column is not None or self.text_pair_column is not None:
                 raise DataError(
                     f"{file}: plain text has no columns; use JSONL, CSV, Parquet or a folder of "
                     "class sub-folders for labelled data"
@@ -187,9 +186,12 @@ class RecordReader:
             return read_jsonl(file)
         if suffix in TABLE_SUFFIXES:
             delimiter = "\t" if suffix == ".tsv" else ","
-            return read_csv(file, columns, delimiter, keep_blank=self.keep_blank, header=self.header)
+            also = self.keep_columns or ()
+            return read_csv(file, columns, delimiter, keep_blank=self.keep_blank, header=self.header, also=also)
         if suffix in PARQUET_SUFFIXES:
-            return read_parquet(file, columns)
+            if self.keep_columns is None:
+                return read_parquet(file, columns)
+            return read_parquet(file, [*columns, *self.keep_columns], optional=["id"])
         raise DataError(
             f"{file}: unknown file type {suffix or '(no suffix)'!r}; "
             f"supported: {', '.join(sorted(KNOWN_SUFFIXES))}, each optionally .gz, or a folder"
@@ -213,11 +215,12 @@ class RecordReader:
         self.summary.skip(problem)
 
     def _record(self, row: Row, builtin: bool) -> dict | Problem:
-        names = {"text_a" if self.text_pair_column and not builtin else "text": "text" if builtin else self.text_column}
-        if self.text_pair_column and not builtin:
+        pair = self.text_pair_column is not None and not builtin
+        names = {"text_a" if pair else "text": "text" if builtin else self.text_column}
+        if pair:
             names["text_b"] = self.text_pair_column
         label_column = ("label" if "label" in row.fields else None) if builtin else self.label_column
-        if label_column:
+        if label_column is not None:
             names["label"] = label_column
         record = {}
         for key, column in names.items():
@@ -236,7 +239,7 @@ class RecordReader:
             if bad:
                 return bad
             record[key] = value
-        if label_column and self.labels is not None:
+        if label_column is not None and self.labels is not None:
             if record["label"] not in self.labels:
                 return Problem(
                     row.where,
@@ -255,7 +258,7 @@ class RecordReader:
         """The values of the kept columns, by name (a position in a file without a header: its number), and the
         `id` column's when there is one."""
         kept = {}
-        wanted = self.keep_columns + (["id"] if "id" in row.fields and "id" not in self.keep_columns else [])
+        wanted = (["id"] if "id" in row.fields and "id" not in self.keep_columns else []) + self.keep_columns
         for column in wanted:
             key = field_key(row, column)
             if key not in row.fields:

@@ -37,7 +37,7 @@ class Classification(SupervisedTask):
         """Records with label ids (when `labels` is given), raw label strings, or (with_labels=False) no label:
         then a plain-text file is one record per line, blank lines included (see SupervisedTask.read), and
         each record carries `columns["keep_columns"]` and an `id` column, if any, under "kept"."""
-        pair = columns.get("text_pair_column") or None
+        pair = columns.get("text_pair_column")  # a name, a position (0 too), or "" / None: no pair
         for path in as_paths(paths):
             is_text = not with_labels and is_text_file(path)
             reader = read_records(
