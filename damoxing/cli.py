@@ -67,6 +67,31 @@ def _cmd_finetune(args) -> None:
     print(f"wrote {result.out_dir} (model: {result.model_dir or result.adapter_dir})")
 
 
+def _column(text: str) -> str | int:
+    """A column given on the command line: a position (0, 1, ...) or a name."""
+    return int(text) if text.isdigit() else text
+
+
+def _column_arguments(parser: argparse.ArgumentParser, label: bool) -> None:
+    """evaluate's and predict's --text-column, --text-pair-column, (--label-column) and --header."""
+    parser.add_argument(
+        "--text-column",
+        type=_column,
+        default=None,
+        help="name, or position from 0 (default: the column the model was trained on)",
+    )
+    parser.add_argument("--text-pair-column", type=_column, default=None, help="second text of sentence pairs")
+    if label:
+        parser.add_argument("--label-column", type=_column, default=None, help="name, or position from 0")
+    parser.add_argument(
+        "--header",
+        choices=("auto", "true", "false"),
+        default=None,
+        help="CSV/TSV: whether the first row names the columns (default: as in training, else auto: a header "
+        "if it holds the column names)",
+    )
+
+
 def _report_folder(args) -> Path:
     """evaluate's --out; by default beside the model folder, named after the data file (runs/x/eval-test/)."""
     data_name = Path(args.data).name.split(".")[0]
@@ -83,6 +108,7 @@ def _cmd_evaluate(args) -> None:
         "text_column": args.text_column,
         "text_pair_column": args.text_pair_column,
         "label_column": args.label_column,
+        "header": args.header,
     }
     metrics = evaluate_model(
         args.model,
@@ -140,8 +166,18 @@ def _cmd_predict(args) -> None:
             f"e.g. {Path(args.output) / 'predictions.jsonl'}"
         )
     read, counts = ReadSummary(), PredictionCounts()
+    columns = {"text_column": args.text_column, "text_pair_column": args.text_pair_column, "header": args.header}
     rows = counts.count(
-        predict(args.model, texts, args.data, batch_size=args.batch_size, skip_bad=args.skip_bad, summary=read)
+        predict(
+            args.model,
+            texts,
+            args.data,
+            batch_size=args.batch_size,
+            skip_bad=args.skip_bad,
+            summary=read,
+            columns=columns,
+            keep_columns=args.keep_columns,
+        )
     )
     if args.data is None:
         for row in rows:
@@ -450,9 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print every metric as JSON")
     ev.add_argument("--batch-size", type=int, default=32)
     ev.add_argument("--max-length", type=int, default=None, help="default: the length the model was trained with")
-    ev.add_argument("--text-column", default=None, help="default: the column the model was trained on")
-    ev.add_argument("--text-pair-column", default=None, help="second text of sentence pairs")
-    ev.add_argument("--label-column", default=None)
+    _column_arguments(ev, label=True)
     ev.add_argument("--skip-bad", action="store_true", help="skip and count bad records instead of stopping")
     ev.add_argument(
         "--explain", type=int, default=0, metavar="N", help="add attributions of the N most confident mistakes"
@@ -476,6 +510,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-bad",
         action="store_true",
         help="write a row with 'error' set for each bad record, and count them, instead of stopping",
+    )
+    _column_arguments(pr, label=False)
+    pr.add_argument(
+        "--keep-columns",
+        type=lambda text: [_column(c.strip()) for c in text.split(",") if c.strip()],
+        default=[],
+        help="columns (names or positions from 0, comma-separated: id,date or 0,2) to copy into each output row; "
+        "an 'id' column always is",
     )
     pr.set_defaults(func=_cmd_predict)
 

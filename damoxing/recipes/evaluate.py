@@ -51,7 +51,8 @@ def evaluate_model(
     """Load a model folder, evaluate it on `data`, and write a report into `out_dir` (if given).
 
     `explain` > 0 adds the attributions of that many most confident mistakes to the report (recipes/explain.py).
-    `columns` overrides the column names saved with the model (text_column, text_pair_column, label_column).
+    `columns` overrides the columns saved with the model (text_column, text_pair_column, label_column: names,
+    or positions from 0) and `header` (auto | true | false: whether a CSV's first row names its columns).
     Records skipped with `skip_bad` are counted, by reason, in `records_skipped` (and `skipped_examples`).
     """
     data = Path(data)
@@ -118,10 +119,17 @@ def predict(
     skip_bad: bool = False,
     loaded=None,
     summary: ReadSummary | None = None,
+    columns: dict | None = None,
+    keep_columns: Sequence[str | int] = (),
 ) -> Iterator[dict]:
     """Predictions for `texts` or the records of `data`, lazily: one row per input row, in order, an empty or
-    (with `skip_bad`) bad one with `error` set. `loaded` = (model, tokenizer, meta) to reuse."""
+    (with `skip_bad`) bad one with `error` set. `loaded` = (model, tokenizer, meta) to reuse.
+
+    `columns` overrides the columns and header saved with the model, as in `evaluate_model`. Each row of a
+    file starts with its `id` column, if it has one, and the `keep_columns` (names or positions)."""
     model, tokenizer, meta = loaded if loaded is not None else load_finetuned(model_dir)
+    meta = {**meta, **{k: v for k, v in (columns or {}).items() if v is not None}}
+    meta["keep_columns"] = list(keep_columns)
     task = get_task(meta["task"]).configure(meta)
     records = input_records(task, meta, texts, data, skip_bad, summary)
     return predict_records(model, tokenizer, task, records, meta["labels"], meta.get("max_length"), batch_size)
