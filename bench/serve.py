@@ -18,6 +18,8 @@ import importlib.util
 import json
 import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -119,20 +121,24 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2, help="streamed requests per client, one after another")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16"], help="default: as `damoxing serve`")
+    parser.add_argument("--url", default=None, help=argparse.SUPPRESS)  # the clients' process
     parser.add_argument("--quick", action="store_true", help="1 and 4 clients, 16 tokens, 1 request each")
     args = parser.parse_args()
     if args.quick:
         args.clients, args.new_tokens, args.requests = [1, 4], 16, 1
     torch.set_num_threads(args.threads)
     model = Path(args.model) if args.model else smollm2_gguf()
+    if args.url:  # the clients' side (a process of its own, as real clients are: no GIL shared with the engine)
+        measure(args, model, args.url)
+        return
     server, engine, url = start_server(model, max_queue=max(args.clients), dtype=args.dtype)
-    clients = threading.Thread(target=measure, args=(args, model, url, server))
-    clients.start()
+    clients = subprocess.Popen([sys.executable, __file__, *sys.argv[1:], "--url", url])
+    threading.Thread(target=lambda: (clients.wait(), setattr(server, "should_exit", True)), daemon=True).start()
     engine.run()  # the main thread decodes, as in `damoxing serve`, until the server shuts down
-    clients.join()
+    sys.exit(clients.returncode)
 
 
-def measure(args, model: Path, url: str, server) -> None:
+def measure(args, model: Path, url: str) -> None:
     one_request(url, "Hello", 4)  # warm-up
     print(
         f"damoxing serve, {model.name}, {args.dtype or 'default dtype'}, {args.threads} threads, greedy, "
@@ -154,7 +160,6 @@ def measure(args, model: Path, url: str, server) -> None:
             f"{row['ttft_p95']:>8.3f}s",
             flush=True,
         )
-    server.should_exit = True  # its shutdown closes the engine, and engine.run() returns
 
 
 if __name__ == "__main__":
