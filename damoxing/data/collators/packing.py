@@ -1,6 +1,6 @@
 """Packing: the examples of a batch side by side in a few rows, so that no padding is computed.
 
-A batch of N examples is laid out in R rows of at most `capacity` tokens (first-fit decreasing), padded only
+A batch of N examples is laid out in R rows of at most `capacity` tokens, balanced (`pack_rows`), padded only
 to the fullest row. Each example keeps what it has alone:
 
     segment_ids   (R, L)  which example a token belongs to (0..N-1), -1 on the little padding left;
@@ -25,19 +25,27 @@ from .padding import Example, attention_mask_for, collate_labels, example_ids
 
 
 def pack_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
-    """Indices of `lengths` grouped into rows of at most `capacity` tokens (first-fit decreasing); each row lists
-    its examples in their batch order. A length above `capacity` gets a row of its own."""
-    rows: list[list[int]] = []
-    room: list[int] = []
-    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-        row = next((r for r, free in enumerate(room) if lengths[i] <= free), None)
-        if row is None:
-            rows.append([])
-            room.append(capacity)
-            row = len(rows) - 1
-        rows[row].append(i)
-        room[row] -= lengths[i]
-    return [sorted(r) for r in rows]
+    """Indices of `lengths` grouped into as few rows of at most `capacity` tokens as the greedy finds, balanced so
+    that the fullest row (what the others are padded to) is as short as it can be: longest first, each into the
+    emptiest row (LPT scheduling), over ceil(total / capacity) rows, one more while a row overflows. Each row
+    lists its examples in their batch order; a length above `capacity` gets a row of its own."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    alone = [[i] for i in order if lengths[i] > capacity]
+    rest = [i for i in order if lengths[i] <= capacity]
+    n_rows = -(-sum(lengths[i] for i in rest) // capacity)
+    while rest:
+        rows: list[list[int]] = [[] for _ in range(n_rows)]
+        fill = [0] * n_rows
+        for i in rest:
+            r = min(range(n_rows), key=fill.__getitem__)
+            rows[r].append(i)
+            fill[r] += lengths[i]
+        if max(fill) <= capacity:
+            break
+        n_rows += 1
+    else:
+        rows = []
+    return [sorted(r) for r in alone + rows if r]
 
 
 def packed_tokens(lengths: Sequence[int], capacity: int) -> int:
