@@ -110,9 +110,9 @@ def damoxing_side(model_dir: Path, train_csv: Path, test_csv: Path, seed: int, r
 def layout_of(model_dir: Path, train: list[dict], args) -> str:
     """The layout damoxing's auto settings choose here, and the positions it computes relative to plain batches."""
     tok = damoxing.load_tokenizer(model_dir)
-    lengths = [
-        len(x) for x in tok([r["text"] for r in train], max_length=args.max_length, truncation=True)["input_ids"]
-    ]
+    texts = [r["text"] for r in train]
+    enc = tok(texts, max_length=args.max_length, truncation=True, padding=False, return_tensors=None)
+    lengths = [len(x) for x in enc["input_ids"]]
     layout, cost = choose_layout(lengths, args.batch_size, args.max_length)
     return (
         f"{layout} ({cost[layout] / cost['plain']:.2f} of plain positions; mean length {statistics.mean(lengths):.0f})"
