@@ -291,7 +291,7 @@ def columns_of(data) -> dict:
 
 
 def batch_layout(task: SupervisedTask, model, examples: list[dict], data, tc) -> str:
-    """ "packed", "grouped" or "plain" training batches, as data.packing and data.group_by_length ask (auto: what
+    """Training batches packed, grouped by length or plain, as data.packing and data.group_by_length ask (auto: what
     saves computation on these examples; training/batches.py choose_layout). Packing needs a classification
     task (one label per text) on an encoder, which takes the block-diagonal mask."""
     if not examples or "input_ids" not in examples[0]:
