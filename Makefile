@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(PY) bench/pretrain_gpt.py --quick
 	$(PY) bench/pretrain_bert.py --quick
 	$(PY) bench/finetune_methods.py --quick
+	$(PY) bench/finetune_speed.py --quick
 	$(PY) bench/stream_memory.py --quick
 	$(PY) bench/serve.py --quick
 

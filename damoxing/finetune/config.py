@@ -46,7 +46,10 @@ class FinetuneDataConfig:
     target_column: str = "target"  # translation: its translation
     max_length: int = 256
     max_train_examples: int = 0  # > 0: use only the first N training examples (quick runs)
-    group_by_length: bool = False  # batches of similar lengths: less padding, faster (HF's group_by_length)
+    # how training batches are laid out (auto: whichever computes > 20% fewer positions than plain random batches
+    # with dynamic padding; training/batches.py choose_layout); the batch's examples are the same under packing
+    packing: bool | str = "auto"  # classification on encoders: a batch's examples side by side in rows of max_length
+    group_by_length: bool | str = "auto"  # where packing is off: batches of similar lengths (HF's group_by_length)
     skip_bad: bool = False  # skip and count bad records instead of stopping at the first
 
     def __post_init__(self):
@@ -63,6 +66,8 @@ class FinetuneDataConfig:
             check(not isinstance(value, int) or value >= 0, f"data.{key}", f"a position counts from 0, got {value}.")
         check_positive("data.max_length", self.max_length)
         check_positive("data.max_train_examples", self.max_train_examples, allow_zero=True)
+        check_choice("data.packing", self.packing, (True, False, "auto"))
+        check_choice("data.group_by_length", self.group_by_length, (True, False, "auto"))
 
 
 @dataclass(frozen=True)

@@ -138,7 +138,7 @@ class Encoder(ModelBase):
     def forward_features(
         self,
         input_ids: torch.Tensor,  # (B, T)
-        attention_mask: torch.Tensor | None = None,  # (B, T) 1 = token, 0 = padding
+        attention_mask: torch.Tensor | None = None,  # (B, T) 1 = token, 0 = padding; or bool (B, 1, T, T) (packing)
         token_type_ids: torch.Tensor | None = None,  # (B, T) segment A = 0, B = 1
         position_ids: torch.Tensor | None = None,  # (B, T)
     ) -> torch.Tensor:
@@ -147,7 +147,9 @@ class Encoder(ModelBase):
             position_ids = torch.arange(T, device=input_ids.device).expand(B, T)
         x = self.embed(input_ids, token_type_ids, position_ids)  # (B, T, C)
         rope = self.rope(position_ids) if self.rope is not None else None
-        mask = padding_mask(attention_mask) if attention_mask is not None else None  # (B, 1, 1, T)
+        mask = attention_mask  # None, or a (B, 1, T, T) block-diagonal mask of packed examples
+        if attention_mask is not None and attention_mask.dim() == 2:
+            mask = padding_mask(attention_mask)  # (B, 1, 1, T)
         for block in self.blocks:
             x = block(x, mask=mask, rope=rope)  # (B, T, C)
         return x

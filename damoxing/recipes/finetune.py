@@ -44,10 +44,12 @@ from ..finetune.methods import layerwise_param_groups, prepare
 from ..io.checkpoint import load_into, load_model
 from ..io.finetuned import save_finetuned
 from ..models import create_model, family_of, model_config
+from ..models.encoder import Encoder
 from ..tasks import SupervisedTask, get_task
+from ..tasks.classification import Classification
 from ..tokenizer import Tokenizer
 from ..training import state
-from ..training.batches import Batches, LengthGroupedBatches
+from ..training.batches import Batches, LengthGroupedBatches, choose_layout
 from ..training.config import TokenizerConfig
 from ..training.trainer import Trainer
 from .pretrain import fit_to_tokenizer, train_tokenizer
@@ -296,6 +298,25 @@ def columns_of(data) -> dict:
     return {**columns, **({"label_names": list(data.label_names)} if data.label_names else {})}
 
 
+def batch_layout(task: SupervisedTask, model, examples: list[dict], data, tc) -> str:
+    """Training batches packed, grouped by length or plain, as data.packing and data.group_by_length ask (auto: what
+    saves computation on these examples; training/batches.py choose_layout). Packing needs a classification
+    task (one label per text) on an encoder, which takes the block-diagonal mask."""
+    if not examples or "input_ids" not in examples[0]:
+        return "plain"  # images, tables: nothing to pad
+    can_pack = isinstance(task, Classification) and isinstance(model, Encoder)
+    if data.packing is True and not can_pack:
+        raise ConfigError(
+            f"data.packing: packing needs a classification, pair or regression task on an encoder model, not the "
+            f"{task.name} task on a {type(model).__name__}; set data.packing: auto or false."
+        )
+    lengths = [len(e["input_ids"]) for e in examples]
+    layout, _ = choose_layout(
+        lengths, tc.batch_size, data.max_length, data.packing, data.group_by_length, can_pack, tc.seed
+    )
+    return layout
+
+
 def _train(
     model,
     tokenizer,
@@ -309,17 +330,24 @@ def _train(
     """Prepare the examples once, build batch sources and run the Trainer (the task collates; the config's
     precision)."""
     ft, data, tc = cfg.finetune, cfg.data, cfg.train
-    collate = task.collate(tokenizer, training=True)  # text: dynamic padding; images: augmentation
     train_ex = task.examples(tokenizer, train, data.max_length)
     valid_ex = task.examples(tokenizer, valid, data.max_length)
-    if data.group_by_length:
+    layout = batch_layout(task, model, train_ex, data, tc)
+    # text: dynamic padding, or packed rows of max_length; images: augmentation
+    packing = {"packing": data.max_length} if layout == "packed" else {}
+    collate = task.collate(tokenizer, training=True, **packing)
+    if layout == "grouped":
         train_batches = LengthGroupedBatches(train_ex, collate, tc.batch_size, seed=tc.seed)
     else:
         train_batches = Batches(train_ex, collate, tc.batch_size, seed=tc.seed, shuffle=True, drop_last=False)
     valid_batches = None  # no validation data: no evaluation during training, and the last model is kept
     if valid_ex:
         valid_batches = Batches(
-            valid_ex, task.collate(tokenizer, training=False), ft.eval_batch_size, shuffle=False, drop_last=False
+            valid_ex,
+            task.collate(tokenizer, training=False, **packing),
+            ft.eval_batch_size,
+            shuffle=False,
+            drop_last=False,
         )
     if tc.epochs:  # the schedule spans the run that will happen (as the HF Trainer computes it)
         steps = tc.epochs * math.ceil(len(train_batches) / tc.grad_accum)

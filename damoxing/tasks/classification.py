@@ -8,11 +8,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..data.collators import PackingCollator
 from ..data.formats import strip_suffixes
 from ..data.labels import LabelMap
 from ..data.readers import TEXT_SUFFIXES, ReadSummary, read_records
 from ..evaluation.metrics import ClassificationMetrics
 from ..layers.losses import wide
+from ..layers.masks import document_mask
 from .base import PROBABILITY_DIGITS, SupervisedTask, TaskOutput, accuracy, as_paths
 
 
@@ -94,6 +96,27 @@ class Classification(SupervisedTask):
                 example["label"] = self.label_value(record["label"])
             out.append(example)
         return out
+
+    def collate(self, tokenizer, training: bool = True, packing: int = 0):
+        """collate(examples, generators) -> batch: dynamic padding, or with `packing` > 0 the examples packed into
+        rows of at most that many tokens (data/collators/packing.py; `outputs` unpacks them for the head)."""
+        if not packing:
+            return super().collate(tokenizer, training)
+        collator = PackingCollator(tokenizer.pad_id if tokenizer.pad_id is not None else 0, packing)
+        return lambda examples, generators: collator(examples)
+
+    def outputs(self, model, batch: dict) -> torch.Tensor:
+        """(B, labels) logits; a packed batch (it has `segment_ids`) gives one row per example, in batch order."""
+        if "segment_ids" not in batch:
+            return super().outputs(model, batch)
+        hidden = model.forward_features(
+            batch["input_ids"],
+            document_mask(batch["segment_ids"]),  # (R, 1, L, L): each token attends within its own example
+            batch.get("token_type_ids"),
+            batch["position_ids"],
+        )  # (R, L, C)
+        hidden = hidden.flatten(0, 1)[batch["unpack_index"]]  # (N, T, C): the padded batch, laid out again
+        return model.forward_head(hidden, batch["unpack_mask"])  # pooled over each example's own tokens
 
     # ----- training
     def loss(self, model, batch: dict) -> TaskOutput:

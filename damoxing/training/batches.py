@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 
 from ..data.buckets import LengthBucketSampler
+from ..data.collators import packed_tokens, padded_tokens
 
 
 def example_generator(seed: int, epoch: int, index: int) -> torch.Generator:
@@ -82,3 +83,43 @@ class LengthGroupedBatches:
         for i, index in enumerate(self.sampler):
             if i >= start:
                 yield self.collate([self.examples[j] for j in index], None)
+
+
+SAVING = 0.2  # `auto` packs or groups by length when that computes more than this fraction fewer positions
+
+
+def choose_layout(
+    lengths: Sequence[int],
+    batch_size: int,
+    capacity: int,
+    packing: bool | str = "auto",
+    group_by_length: bool | str = "auto",
+    can_pack: bool = True,
+    seed: int = 0,
+) -> tuple[str, dict[str, int]]:
+    """How to lay out training batches of examples of `lengths`: "packed", "grouped" or "plain", and the positions
+    each layout computes in the first epoch ({"plain": .., "packed": .., "grouped": ..}).
+
+    "plain" is random batches with dynamic padding (each padded to its longest, as the HF Trainer does);
+    "packed" the same batches packed into rows of `capacity` tokens; "grouped" batches of similar lengths.
+    `auto` packs when the task and model can and packing saves more than SAVING of the plain positions; otherwise
+    it groups by length when that saves as much. Short, variable-length text is packed; text that fills
+    max_length is neither (there is nothing to save)."""
+    order = Batches(range(len(lengths)), None, batch_size, seed=seed, drop_last=False).order(0).tolist()
+    plain = [[lengths[i] for i in order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
+    grouped = [[lengths[i] for i in b] for b in LengthBucketSampler(lengths, batch_size, seed=seed)]
+    cost = {
+        "plain": sum(padded_tokens(b) for b in plain),
+        "packed": sum(packed_tokens(b, capacity) for b in plain),
+        "grouped": sum(padded_tokens(b) for b in grouped),
+    }
+    pays = lambda layout: cost[layout] < (1 - SAVING) * cost["plain"]
+    if packing is True:
+        return "packed", cost
+    if group_by_length is True:  # asked for: auto packing does not override it
+        return "grouped", cost
+    if packing == "auto" and can_pack and pays("packed"):
+        return "packed", cost
+    if group_by_length == "auto" and pays("grouped"):
+        return "grouped", cost
+    return "plain", cost

@@ -3,6 +3,7 @@
 from .clm import PackedCLMCollator, collate_clm, pack_documents, packed_labels
 from .mlm import MLMCollator
 from .nsp import IS_NEXT, NOT_NEXT, MLMChunkCollator, segment_chunks
+from .packing import PackingCollator, pack_rows, packed_tokens, padded_tokens
 from .padding import IGNORE_INDEX, PaddingCollator, pad_sequences
 from .seq2seq import Seq2SeqCollator
 from .span import SpanCorruptionCollator, random_spans_noise_mask
@@ -14,13 +15,17 @@ __all__ = [
     "MLMChunkCollator",
     "MLMCollator",
     "PackedCLMCollator",
+    "PackingCollator",
     "PaddingCollator",
     "Seq2SeqCollator",
     "SpanCorruptionCollator",
     "collate_clm",
     "pack_documents",
+    "pack_rows",
     "packed_labels",
+    "packed_tokens",
     "pad_sequences",
+    "padded_tokens",
     "random_spans_noise_mask",
     "segment_chunks",
 ]

@@ -82,16 +82,23 @@ class PaddingCollator:
         if isinstance(first, Mapping) and "token_type_ids" in first:
             types = [example_ids(e, "token_type_ids") for e in examples]
             batch["token_type_ids"] = pad_sequences(types, 0, self.pad_to_multiple_of, self.padding_side)
-        label_key = next((k for k in ("labels", "label") if isinstance(first, Mapping) and k in first), None)
-        if label_key is not None:
-            labels = [e[label_key] for e in examples]  # type: ignore[index]
-            if isinstance(labels[0], (int, float)) or (isinstance(labels[0], torch.Tensor) and labels[0].dim() == 0):
-                dtype = torch.float if isinstance(labels[0], float) else torch.long
-                batch["labels"] = torch.tensor(
-                    [float(x) if dtype == torch.float else int(x) for x in labels], dtype=dtype
-                )
-            else:
-                batch["labels"] = pad_sequences(
-                    [as_ids(x) for x in labels], IGNORE_INDEX, self.pad_to_multiple_of, self.padding_side
-                )
+        labels = collate_labels(examples, self.pad_to_multiple_of, self.padding_side)
+        if labels is not None:
+            batch["labels"] = labels
         return batch
+
+
+def collate_labels(
+    examples: Sequence[Example], pad_to_multiple_of: int | None = None, side: str = "right"
+) -> torch.Tensor | None:
+    """The labels of dict examples (under `labels` or `label`), None when they have none: ints give (B,) longs,
+    floats (B,) floats, lists a (B, L) tensor padded with IGNORE_INDEX."""
+    first = examples[0]
+    label_key = next((k for k in ("labels", "label") if isinstance(first, Mapping) and k in first), None)
+    if label_key is None:
+        return None
+    labels = [e[label_key] for e in examples]  # type: ignore[index]
+    if isinstance(labels[0], (int, float)) or (isinstance(labels[0], torch.Tensor) and labels[0].dim() == 0):
+        dtype = torch.float if isinstance(labels[0], float) else torch.long
+        return torch.tensor([float(x) if dtype == torch.float else int(x) for x in labels], dtype=dtype)
+    return pad_sequences([as_ids(x) for x in labels], IGNORE_INDEX, pad_to_multiple_of, side)
