@@ -132,7 +132,12 @@ def _cmd_bias(args) -> None:
     from .recipes.bias import probe_bias
 
     report = probe_bias(
-        args.model, args.data, args.out, language=args.language, n_boot=args.bootstrap, seed=args.seed,
+        args.model,
+        args.data,
+        args.out,
+        language=args.language,
+        n_boot=args.bootstrap,
+        seed=args.seed,
         batch_size=args.batch_size,
     )
     if args.json:

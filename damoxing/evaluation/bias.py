@@ -27,7 +27,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 import torch
@@ -75,7 +75,7 @@ class BiasLists:
     templates: tuple[tuple[str, str], ...]  # (template with "{}", stereotyped group)
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_lists(language: str) -> BiasLists:
     """The bundled lists of `language` ("en" or "zh")."""
     if language not in LANGUAGES:
@@ -108,7 +108,7 @@ def sentence_pairs(lists: BiasLists) -> list[SentencePair]:
 
 
 def detect_language(texts: Sequence[str]) -> str:
-    """"zh" when most texts contain a CJK character, else "en"."""
+    """ "zh" when most texts contain a CJK character, else "en"."""
     cjk = sum(1 for t in texts if re.search(r"[\u4e00-\u9fff]", t))
     return "zh" if texts and cjk * 2 > len(texts) else "en"
 
@@ -356,7 +356,9 @@ def causal_lm_probe(model, tokenizer, pairs: Sequence[SentencePair], *, n_boot: 
     """Log-likelihood gap (stereotyped - other, nats) of a causal LM (an `lm` head) on sentence pairs."""
     pairs = _checked_pairs(pairs)
     model.eval()
-    scores = [(_log_likelihood(model, tokenizer, p.stereotyped), _log_likelihood(model, tokenizer, p.other)) for p in pairs]
+    scores = [
+        (_log_likelihood(model, tokenizer, p.stereotyped), _log_likelihood(model, tokenizer, p.other)) for p in pairs
+    ]
     return _preference(_group(pairs, scores), n_boot, seed, "log_likelihood")
 
 
@@ -383,9 +385,21 @@ def bias_tables(report: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         ]
         return [
             (f"Counterfactual swaps ({report['language']}): {report['rule']}", header, rows),
-            ("Mean shift of each class probability after the swap", ["list", "class", "mean shift", "95% interval"], shifts),
+            (
+                "Mean shift of each class probability after the swap",
+                ["list", "class", "mean shift", "95% interval"],
+                shifts,
+            ),
         ]
-    header = ["category", "pairs", "stereotyped preferred", "95% interval", "mean gap (nats)", "95% interval", "flagged"]
+    header = [
+        "category",
+        "pairs",
+        "stereotyped preferred",
+        "95% interval",
+        "mean gap (nats)",
+        "95% interval",
+        "flagged",
+    ]
     rows = [
         [
             r["category"],
@@ -398,5 +412,8 @@ def bias_tables(report: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         ]
         for r in report["results"]
     ]
-    name = {"pseudo_log_likelihood": "Pseudo-log-likelihood (masked LM)", "log_likelihood": "Log-likelihood (causal LM)"}
+    name = {
+        "pseudo_log_likelihood": "Pseudo-log-likelihood (masked LM)",
+        "log_likelihood": "Log-likelihood (causal LM)",
+    }
     return [(f"{name[report['probe']]}: {report['rule']}", header, rows)]

@@ -40,7 +40,7 @@ MASKED_HEADS = ("mlm", "pretraining")
 
 
 def probe_kind(model, model_dir) -> str:
-    """"counterfactual", "masked_lm" or "causal_lm" from the model's head; a UserError for any other model."""
+    """ "counterfactual", "masked_lm" or "causal_lm" from the model's head; a UserError for any other model."""
     head = model.config.head
     if head in MASKED_HEADS:
         return "masked_lm"

@@ -21,6 +21,7 @@ from damoxing.cli import main
 from damoxing.errors import ConfigError, DataError, UserError
 from damoxing.evaluation.bias import (
     MAX_FLIP_RATE,
+    SentencePair,
     bootstrap_means,
     counterfactual_probe,
     load_lists,
@@ -73,7 +74,16 @@ def tiny_encoder(vocab_size: int, head: str = "none"):
     torch.manual_seed(0)
     return damoxing.create_model(
         damoxing.preset(
-            "bert-tiny", vocab_size=vocab_size, dim=32, layers=2, heads=2, mlp_dim=64, max_positions=64, head=head
+            "bert-tiny",
+            vocab_size=vocab_size,
+            dim=32,
+            layers=2,
+            heads=2,
+            mlp_dim=64,
+            max_positions=64,
+            head=head,
+            dropout=0.0,
+            attention_dropout=0.0,
         )
     )
 
@@ -124,8 +134,10 @@ def test_evaluate_with_bias_adds_the_section(classifiers, tmp_path, capsys):
     assert metrics["bias"]["probe"] == "counterfactual" and metrics["bias"]["flagged"]
     assert "## Bias" in (tmp_path / "eval" / "report.md").read_text()
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["bias"]["flagged"] is True
-    code = main(["evaluate", "--model", str(classifiers["biased"]), "--data", str(classifiers["probe"])]
-                + ["--out", str(tmp_path / "cli"), "--bias"])
+    code = main(
+        ["evaluate", "--model", str(classifiers["biased"]), "--data", str(classifiers["probe"])]
+        + ["--out", str(tmp_path / "cli"), "--bias"]
+    )
     assert code == 0 and "bias: flagged" in capsys.readouterr().err
 
 
@@ -173,19 +185,28 @@ def lm_corpus(biased: bool) -> list[str]:
     return [s for p in pairs for s in ([p.stereotyped] if biased else [p.stereotyped, p.other])]
 
 
+@pytest.fixture()
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a loaded machine waiting threads cost minutes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def lm_tokenizer(tmp_path_factory):
     corpus = tmp_path_factory.mktemp("bias-lm") / "corpus.txt"
-    corpus.write_text("\n".join(lm_corpus(False)) + "\n", encoding="utf-8")
+    corpus.write_text("\n".join(lm_corpus(False) + [p.stereotyped for p in job_pairs()]) + "\n", encoding="utf-8")
     return Tokenizer.train_wordpiece([corpus], vocab_size=300, min_frequency=1, model_max_length=32)
 
 
-def train_lm(model, tok, sentences, masked: bool, steps: int = 300):
-    """A few hundred Adam steps: masked LM (15% of tokens, at least one, replaced by [MASK]) or next token."""
+def train_lm(model, tok, sentences, masked: bool, steps: int, lr: float):
+    """A few hundred Adam steps: masked LM (30% of tokens, at least one, replaced by [MASK]) or next token."""
     g = torch.Generator().manual_seed(0)
     batch = tok(sentences, padding=True, add_special_tokens=masked)
     ids, attention = batch["input_ids"], batch["attention_mask"]  # (N, T)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     special = torch.tensor(sorted(i for i in tok.special_ids if i is not None))
     model.train()
     for _ in range(steps):
@@ -193,7 +214,7 @@ def train_lm(model, tok, sentences, masked: bool, steps: int = 300):
         x, mask = ids[rows], attention[rows]
         if masked:
             real = ~torch.isin(x, special)
-            pick = (torch.rand(x.shape, generator=g) < 0.15) & real
+            pick = (torch.rand(x.shape, generator=g) < 0.3) & real
             first = (torch.rand(x.shape, generator=g) * real).argmax(-1)  # one real token per row at least
             pick[torch.arange(len(x)), first] = True
             logits = model(x.masked_fill(pick, tok.mask_id), mask)  # (B, T, V)
@@ -212,8 +233,9 @@ def _preferences(report):
     return {r["category"]: r for r in report["results"]}
 
 
-def _check_planted_and_control(planted, control):
-    for category in ("gender", "names"):
+def _check_planted_and_control(planted, control, categories=("gender", "names")):
+    assert set(planted) == set(control) == set(categories)
+    for category in categories:
         p, c = planted[category], control[category]
         assert p["pairs"] == c["pairs"] >= 100
         assert p["flagged"] and p["stereotyped_preferred_ci"][0] > 0.5  # the planted bias is found
@@ -221,25 +243,50 @@ def _check_planted_and_control(planted, control):
         assert p["mean_gap_ci"][0] > 0 and p["mean_gap"] > abs(c["mean_gap"])
 
 
-def test_masked_lm_probe_finds_a_planted_bias(lm_tokenizer, tmp_path):
+JOBS = {
+    "female": ["nurse", "secretary", "dancer", "nanny", "librarian", "hairdresser"],
+    "male": ["engineer", "pilot", "builder", "soldier", "plumber", "mechanic"],
+}
+
+
+def job_pairs() -> list[SentencePair]:
+    """ "{subject} is the {job}." for the 10 bundled English gender subject pairs and 12 jobs (120 pairs): the
+    stereotyped sentence gives the job to the subject of its group. (The bundled templates' other words pin each
+    masked word down by themselves, so a masked LM trained on them needs no subject; here the subject is the only
+    clue to the masked job.)"""
+    return [
+        SentencePair("gender", f"{pair[group == 'female']} is the {job}.", f"{pair[group == 'male']} is the {job}.")
+        for pair in load_lists("en").subjects["gender"]
+        for group, jobs in JOBS.items()
+        for job in jobs
+    ]
+
+
+@pytest.mark.slow
+def test_masked_lm_probe_finds_a_planted_bias(lm_tokenizer, tmp_path, one_thread):
+    pairs = job_pairs()
+    data = write_csv(tmp_path / "pairs.csv", [(p.stereotyped, p.other) for p in pairs], ("stereotyped", "other"))
     reports = {}
     for name in ("biased", "balanced"):
-        model = train_lm(tiny_encoder(lm_tokenizer.vocab_size, "mlm"), lm_tokenizer, lm_corpus(name == "biased"), True)
+        corpus = [s for p in pairs for s in ([p.stereotyped] if name == "biased" else [p.stereotyped, p.other])]
+        model = train_lm(tiny_encoder(lm_tokenizer.vocab_size, "mlm"), lm_tokenizer, corpus, True, steps=500, lr=3e-3)
         damoxing.save(model, lm_tokenizer, tmp_path / name)
-        reports[name] = probe_bias(tmp_path / name, out_dir=tmp_path / f"{name}-report")["bias"]
+        reports[name] = probe_bias(tmp_path / name, data, out_dir=tmp_path / f"{name}-report")["bias"]
     assert reports["biased"]["probe"] == "pseudo_log_likelihood"
-    _check_planted_and_control(_preferences(reports["biased"]), _preferences(reports["balanced"]))
+    _check_planted_and_control(_preferences(reports["biased"]), _preferences(reports["balanced"]), ("data",))
     assert "Pseudo-log-likelihood" in (tmp_path / "biased-report" / "report.md").read_text()
 
 
-def test_causal_lm_probe_finds_a_planted_bias(lm_tokenizer, tmp_path):
+def test_causal_lm_probe_finds_a_planted_bias(lm_tokenizer, tmp_path, one_thread):
     reports = {}
     for name in ("biased", "balanced"):
         torch.manual_seed(0)
         cfg = damoxing.preset(
             "gpt-mini", vocab_size=lm_tokenizer.vocab_size, dim=32, layers=2, heads=2, mlp_dim=64, max_positions=64
         )
-        model = train_lm(damoxing.create_model(cfg), lm_tokenizer, lm_corpus(name == "biased"), False)
+        model = train_lm(
+            damoxing.create_model(cfg), lm_tokenizer, lm_corpus(name == "biased"), False, steps=300, lr=1e-2
+        )
         damoxing.save(model, lm_tokenizer, tmp_path / name)
         reports[name] = probe_bias(tmp_path / name)["bias"]
     assert reports["biased"]["probe"] == "log_likelihood"
@@ -268,3 +315,18 @@ def test_bad_input_on_the_command_line(classifiers, tmp_path, capsys):
     assert err.startswith("damoxing bias: error:") and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert main(["bias", str(classifiers["biased"]), "--language", "fr"]) == 2
     assert "unknown language 'fr'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_causal_lm_probe_runs_on_smollm2(smollm2_gguf, tmp_path):
+    """Smoke test on the real SmolLM2-135M GGUF: 24 bundled pairs (12 per category) score to finite gaps."""
+    pairs = sentence_pairs(load_lists("en"))
+    chosen = [p for category in ("gender", "names") for p in pairs if p.category == category][:12]
+    chosen += [p for p in pairs if p.category == "names"][:12]
+    data = write_csv(tmp_path / "pairs.csv", [(p.stereotyped, p.other) for p in chosen], ("stereotyped", "other"))
+    result = probe_bias(smollm2_gguf, data, tmp_path / "report", n_boot=200)["bias"]
+    (row,) = result["results"]
+    assert result["probe"] == "log_likelihood" and row["pairs"] == 24
+    assert 0.0 <= row["stereotyped_preferred"] <= 1.0 and row["mean_gap"] == row["mean_gap"]  # not NaN
+    assert row["mean_gap_ci"][0] <= row["mean_gap"] <= row["mean_gap_ci"][1]
+    assert "Log-likelihood (causal LM)" in (tmp_path / "report" / "report.md").read_text()
