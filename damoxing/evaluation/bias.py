@@ -225,14 +225,13 @@ def counterfactual_probe(
 
 def classifier_probabilities(model, tokenizer, task, max_length: int | None, batch_size: int = 32):
     """`probabilities(texts) -> (N, classes)` of a sequence classifier through its task's encoding."""
-    from ..tasks import chunks
-
     model.eval()
 
     @torch.no_grad()
     def probabilities(texts: list[str]) -> np.ndarray:
         out = []
-        for part in chunks(task.inputs(texts), batch_size):
+        for start in range(0, len(texts), batch_size):
+            part = list(task.inputs(texts[start : start + batch_size]))
             batch = {k: v.to(model.device) for k, v in task.encode(tokenizer, part, max_length).items()}
             out.append(task.outputs(model, batch).float().softmax(-1).cpu().numpy())  # (B, K)
         return np.concatenate(out)

@@ -37,6 +37,7 @@ from ..models import family_of
 from ..tasks import get_task
 
 MASKED_HEADS = ("mlm", "pretraining")
+TEXT_FAMILIES = ("encoder", "decoder")
 
 
 def probe_kind(model, model_dir) -> str:
@@ -91,12 +92,12 @@ def probe_loaded(
         raise DataError(f"{path}: no such file or folder")
     if kind == "counterfactual":
         meta = meta if meta is not None else finetuned_meta(model, tokenizer, model_dir)
-        if meta["task"] != "classification" or meta.get("text_pair_column"):
+        task = get_task(meta["task"]).configure(meta)
+        # a classifier's features method fits a logistic probe; regression fits ridge; pair tasks read two texts
+        if task.linear_probe != "logistic" or task.pairs or meta.get("text_pair_column"):
             raise UserError(
-                f"{model_dir}: a {meta['task']!r} model{' on text pairs' if meta.get('text_pair_column') else ''}; "
-                "the counterfactual probe needs a single-text classifier"
+                f"{model_dir}: a {meta['task']!r} model; the counterfactual probe needs a single-text classifier"
             )
-        task = get_task("classification").configure(meta)
         texts = read_texts(path, task, meta) if path is not None else None
         lists = load_lists(language or (detect_language(texts) if texts else "en"))
         if texts is None:
@@ -106,7 +107,7 @@ def probe_loaded(
     else:
         lists = load_lists(language or "en")  # an unknown language fails here, before any scoring
         pairs = read_pairs(path) if path is not None else sentence_pairs(lists)
-        if kind == "masked_lm":
+        if kind == "masked":
             result = masked_lm_probe(model, tokenizer, pairs, n_boot=n_boot, seed=seed)
         else:
             result = causal_lm_probe(model, tokenizer, pairs, n_boot=n_boot, seed=seed)

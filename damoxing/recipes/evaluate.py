@@ -88,7 +88,7 @@ def _bias_probe(model, tokenizer, model_dir, data, meta, batch_size) -> dict:
     """`evaluate --bias`: a classifier is probed on the evaluation texts, a language model on the bundled pairs."""
     from .bias import probe_loaded
 
-    on_data = data if meta["task"] == "classification" else None
+    on_data = data if model.config.head == "sequence" else None  # language models: the bundled sentence pairs
     return probe_loaded(model, tokenizer, model_dir, on_data, meta=meta, batch_size=batch_size)
 
 
