@@ -319,14 +319,13 @@ def test_bad_input_on_the_command_line(classifiers, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_causal_lm_probe_runs_on_smollm2(smollm2_gguf, tmp_path):
-    """Smoke test on the real SmolLM2-135M GGUF: 24 bundled pairs (12 per category) score to finite gaps."""
+    """Smoke test on the real SmolLM2-135M GGUF: 8 bundled pairs (4 per category) score to finite gaps."""
     pairs = sentence_pairs(load_lists("en"))
-    chosen = [p for category in ("gender", "names") for p in pairs if p.category == category][:12]
-    chosen += [p for p in pairs if p.category == "names"][:12]
+    chosen = [p for p in pairs if p.category == "gender"][:4] + [p for p in pairs if p.category == "names"][:4]
     data = write_csv(tmp_path / "pairs.csv", [(p.stereotyped, p.other) for p in chosen], ("stereotyped", "other"))
     result = probe_bias(smollm2_gguf, data, tmp_path / "report", n_boot=200)["bias"]
     (row,) = result["results"]
-    assert result["probe"] == "log_likelihood" and row["pairs"] == 24
+    assert result["probe"] == "log_likelihood" and row["pairs"] == 8
     assert 0.0 <= row["stereotyped_preferred"] <= 1.0 and row["mean_gap"] == row["mean_gap"]  # not NaN
     assert row["mean_gap_ci"][0] <= row["mean_gap"] <= row["mean_gap_ci"][1]
     assert "Log-likelihood (causal LM)" in (tmp_path / "report" / "report.md").read_text()
