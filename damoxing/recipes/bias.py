@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..data.processors import load_processor
 from ..data.readers import read_records
-from ..errors import DataError, UserError
+from ..errors import ConfigError, DataError, UserError
 from ..evaluation.bias import (
     BOOTSTRAP,
     SentencePair,
@@ -86,6 +86,8 @@ def probe_loaded(
     batch_size: int = 32,
 ) -> dict:
     """The probe of a loaded model (and, for classifiers, its finetune meta) on `data` or the bundled lists."""
+    if n_boot < 1:
+        raise ConfigError(f"bootstrap: {n_boot} resamples; give at least 1 (1000 is usual)")
     kind = probe_kind(model, model_dir)
     path = Path(data) if data is not None else None
     if path is not None and not path.exists():

@@ -303,6 +303,8 @@ def test_bad_input_gives_one_clear_message(classifiers, tmp_path, minilm_dir):
         probe_bias(minilm_dir)  # a plain encoder: no head to probe
     with pytest.raises(ConfigError, match="unknown language 'fr'; choose one of en, zh"):
         probe_bias(classifiers["biased"], classifiers["probe"], language="fr")
+    with pytest.raises(ConfigError, match="bootstrap: 0 resamples"):
+        probe_bias(classifiers["biased"], classifiers["probe"], n_boot=0)
     with pytest.raises(DataError, match="the data is empty"):
         counterfactual_probe(lambda texts: None, ["", "  "], load_lists("en"), ["neg", "pos"])
 
