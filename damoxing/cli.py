@@ -119,6 +119,7 @@ def _cmd_evaluate(args) -> None:
         skip_bad=args.skip_bad,
         columns=columns,
         explain=args.explain,
+        bias=args.bias,
     )
     if args.json:
         print(json.dumps(metrics, ensure_ascii=False, indent=2))
@@ -147,7 +148,36 @@ def _cmd_evaluate(args) -> None:
     if metrics["skipped_total"]:
         reasons = ", ".join(f"{reason}: {n}" for reason, n in metrics["records_skipped"].items())
         print(f"skipped {metrics['skipped_total']} bad records ({reasons})", file=sys.stderr)
+    if "bias" in metrics:
+        print(f"bias: {'flagged' if metrics['bias']['flagged'] else 'not flagged'} (see the report)", file=sys.stderr)
     print(f"report: {out}/report.md", file=sys.stderr)
+
+
+def _cmd_bias(args) -> None:
+    import json
+
+    from .evaluation.bias import bias_tables
+    from .recipes.bias import probe_bias
+
+    report = probe_bias(
+        args.model,
+        args.data,
+        args.out,
+        language=args.language,
+        n_boot=args.bootstrap,
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+        return
+    for title, header, rows in bias_tables(report["bias"]):
+        print(title)
+        print("  ".join(header))
+        print("\n".join("  ".join(row) for row in rows))
+    print(f"bias: {'flagged' if report['flagged'] else 'not flagged'} ({report['probe']} probe)")
+    if args.out is not None:
+        print(f"report: {args.out}/report.md", file=sys.stderr)
 
 
 def _cmd_predict(args) -> None:
@@ -491,7 +521,23 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--explain", type=int, default=0, metavar="N", help="add attributions of the N most confident mistakes"
     )
+    ev.add_argument("--bias", action="store_true", help="add a Bias section: the model's bias probe (see `bias`)")
     ev.set_defaults(func=_cmd_evaluate)
+
+    bi = sub.add_parser(
+        "bias", help="bias probes: counterfactual swaps (classifiers), CrowS-Pairs-style pairs (masked / causal LMs)"
+    )
+    bi.add_argument("model", help="model folder or GGUF file; its head picks the probe")
+    bi.add_argument(
+        "--data", default=None, help="classifiers: texts to swap terms in; LMs: pairs (columns stereotyped, other)"
+    )
+    bi.add_argument("--out", default=None, help="report folder: metrics.json, report.md, report.html")
+    bi.add_argument("--language", default=None, help="bundled lists: en or zh (default: from the texts, else en)")
+    bi.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    bi.add_argument("--seed", type=int, default=0)
+    bi.add_argument("--batch-size", type=int, default=32)
+    bi.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    bi.set_defaults(func=_cmd_bias)
 
     pr = sub.add_parser(
         "predict", help="labels with probabilities for texts or images, or JSON Lines for a file or folder (streamed)"

@@ -202,10 +202,23 @@ def _sections(metrics: dict[str, Any], images: dict[str, str]) -> list[tuple[str
         ]
         header = ["example", "text", "true", "predicted", "confidence"]
         sections.append(("Most confident mistakes", "table", (header, rows)))
+    if metrics.get("bias"):
+        sections += _bias_sections(metrics["bias"])
     if metrics.get("samples"):
         rows = [[s["source"], s["reference"], s["hypothesis"]] for s in metrics["samples"]]
         sections.append(("Sample translations", "table", (["source", "reference", "translation"], rows)))
     return sections
+
+
+def _bias_sections(bias: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """The "Bias" section (evaluation/bias.py): one table per probe table, the verdict in the first heading."""
+    from .bias import bias_tables
+
+    verdict = "flagged" if bias["flagged"] else "not flagged"
+    return [
+        (f"Bias ({verdict}): {title}" if i == 0 else f"Bias: {title}", "table", (header, rows))
+        for i, (title, header, rows) in enumerate(bias_tables(bias))
+    ]
 
 
 def _md_cell(text: str) -> str:

@@ -47,6 +47,7 @@ def evaluate_model(
     worst_k: int = 20,
     columns: dict | None = None,
     explain: int = 0,
+    bias: bool = False,
 ) -> dict:
     """Load a model folder, evaluate it on `data`, and write a report into `out_dir` (if given).
 
@@ -54,6 +55,7 @@ def evaluate_model(
     `columns` overrides the columns saved with the model (text_column, text_pair_column, label_column: names,
     or positions from 0) and `header` (auto | true | false: whether a CSV's first row names its columns).
     Records skipped with `skip_bad` are counted, by reason, in `records_skipped` (and `skipped_examples`).
+    `bias`: add the model's bias probe (recipes/bias.py) on the same data as `metrics["bias"]`.
     """
     data = Path(data)
     if not data.exists():
@@ -78,6 +80,8 @@ def evaluate_model(
         "skipped_total": read["skipped_total"],
         "skipped_examples": read["skipped_examples"],
     }
+    if bias:
+        metrics["bias"] = _bias_probe(model, tokenizer, model_dir, data, meta, batch_size)
     if out_dir is not None:  # images: with a grid of the most confidently misclassified ones
         write_report(metrics, out_dir, title=f"Evaluation of {Path(model_dir).name} on {data.name}")
         if explain:
@@ -86,6 +90,14 @@ def evaluate_model(
             explain_mistakes(model, tokenizer, task, meta, data, metrics, out_dir, explain, skip_bad)
     metrics.pop("worst_images", None)  # thumbnails: drawn in the report, not JSON
     return metrics
+
+
+def _bias_probe(model, tokenizer, model_dir, data, meta, batch_size) -> dict:
+    """`evaluate --bias`: a classifier is probed on the evaluation texts, a language model on the bundled pairs."""
+    from .bias import probe_loaded
+
+    on_data = data if model.config.head == "sequence" else None  # language models: the bundled sentence pairs
+    return probe_loaded(model, tokenizer, model_dir, on_data, meta=meta, batch_size=batch_size)
 
 
 def input_records(
