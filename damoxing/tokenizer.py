@@ -291,10 +291,12 @@ class Tokenizer:
             found = ", ".join(name for name in SENTENCEPIECE_FILES if (path / name).is_file())
             raise CheckpointError(
                 f"{path} holds a SentencePiece model ({found}) and no tokenizer.json, the file damoxing reads. "
-                "T5: write tokenizer.json with transformers (AutoTokenizer.from_pretrained(FOLDER).save_pretrained("
-                "FOLDER)), or copy it from the model's Hub page. Marian (source.spm, target.spm): transformers' "
-                "MarianTokenizer has no tokenizer.json form; train a joint vocabulary with damoxing "
-                "(tokenizer: {train: true, kind: unigram}) and fine-tune, or tokenize with MarianTokenizer yourself"
+                "T5: copy tokenizer.json from the model's Hub page, or write it with transformers "
+                "(AutoTokenizer.from_pretrained(FOLDER).save_pretrained(FOLDER); needs the sentencepiece package). "
+                "Marian (source.spm, target.spm): transformers' MarianTokenizer has no tokenizer.json form, so "
+                "damoxing cannot tokenize for it; the weights still load (damoxing.load) and convert, and ids made "
+                "by MarianTokenizer can be fed to the model; or train a joint vocabulary with damoxing "
+                "(tokenizer: {train: true, kind: unigram}) and fine-tune"
             )
         else:
             raise CheckpointError(

@@ -313,3 +313,17 @@ def test_padding_the_source_never_changes_the_output(name):
         assert torch.equal(
             generate_seq2seq(model, source, None, settings), generate_seq2seq(model, padded, padded_mask, settings)
         )
+
+
+def test_converting_a_marian_folder_keeps_its_sentencepiece_tokenizer_files(folders, tmp_path):
+    """Marian ships source.spm / target.spm / vocab.json and no tokenizer.json: convert copies them as they are."""
+    import shutil
+
+    src = tmp_path / "marian"
+    shutil.copytree(folders["marian"], src)
+    for name, data in (("source.spm", b"spm-src"), ("target.spm", b"spm-tgt"), ("vocab.json", b'{"<pad>": 0}')):
+        (src / name).write_bytes(data)
+    convert(src, tmp_path / "out")
+    assert (tmp_path / "out" / "target.spm").read_bytes() == b"spm-tgt"
+    assert (tmp_path / "out" / "vocab.json").is_file() and not (tmp_path / "out" / "tokenizer.json").exists()
+    assert damoxing.load(tmp_path / "out").config == damoxing.load(src).config
