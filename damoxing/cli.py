@@ -82,6 +82,8 @@ def _cmd_evaluate(args) -> None:
         "text_column": args.text_column,
         "text_pair_column": args.text_pair_column,
         "label_column": args.label_column,
+        "source_column": args.source_column,
+        "target_column": args.target_column,
     }
     metrics = evaluate_model(
         args.model,
@@ -112,6 +114,8 @@ def _cmd_evaluate(args) -> None:
                 "pearson",
                 "spearman",
                 "perplexity",
+                "bleu",
+                "chrf",
             )
             if k in metrics
         ]
@@ -419,6 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--text-column", default=None, help="default: the column the model was trained on")
     ev.add_argument("--text-pair-column", default=None, help="second text of sentence pairs")
     ev.add_argument("--label-column", default=None)
+    ev.add_argument("--source-column", default=None, help="translation: the column to translate")
+    ev.add_argument("--target-column", default=None, help="translation: the reference translations")
     ev.add_argument("--skip-bad", action="store_true", help="skip and count bad records instead of stopping")
     ev.set_defaults(func=_cmd_evaluate)
 

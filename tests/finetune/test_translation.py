@@ -185,3 +185,17 @@ def test_resuming_a_translation_run_gives_the_same_weights(overfit, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     start = load_file(str(tmp_path / "straight" / "step-000002" / "model.safetensors"))
     assert any(not torch.equal(a[k], start[k]) for k in a)  # steps 3 and 4 did change the weights
+
+
+def test_evaluate_a_translation_folder_with_and_without_finetune_json(overfit, tmp_path):
+    import shutil
+
+    from damoxing.recipes.evaluate import evaluate_model
+
+    result, data = overfit
+    metrics = evaluate_model(result.model_dir, data, tmp_path / "report")
+    assert metrics["bleu"] == pytest.approx(100.0) and (tmp_path / "report" / "report.html").is_file()
+    plain = tmp_path / "plain"  # a Hugging Face folder as transformers writes it: no finetune.json
+    shutil.copytree(result.model_dir, plain, ignore=shutil.ignore_patterns("finetune.json"))
+    metrics = evaluate_model(plain, data, columns={"source_column": "en", "target_column": "fr"})
+    assert metrics["task"] == "translation" and metrics["sentences"] == len(PAIRS)
