@@ -13,8 +13,10 @@ import torch
 
 from damoxing.data.parallel import read_parallel
 from damoxing.errors import ConfigError, DataError
+from damoxing.inference.seq2seq import translate_texts
 from damoxing.recipes.finetune import finetune
 from damoxing.recipes.translate import translate
+from damoxing.tokenizer import Tokenizer
 
 PAIRS = [
     ("In the beginning God created the heaven and the earth.", "Au commencement, Dieu créa les cieux et la terre."),
@@ -92,6 +94,8 @@ def test_translate_texts_and_a_file_as_json_lines(overfit, tmp_path):
     result, data = overfit
     rows = list(translate(result.model_dir, texts=["Jesus wept.", "Love your enemies."], num_beams=4))
     assert [r["translation"] for r in rows] == ["Jésus pleura.", "Aimez vos ennemis."]
+    texts = translate_texts(result.model.eval(), Tokenizer.load(result.model_dir), ["Love your enemies."])
+    assert list(texts) == ["Aimez vos ennemis."]  # the Python helper
     out = subprocess.run(
         [sys.executable, "-m", "damoxing", "translate", str(result.model_dir), "--data", str(data), "--num-beams", "1"],
         capture_output=True,
