@@ -79,14 +79,16 @@ class Translation(SupervisedTask):
 
     # ----- batches
     def examples(self, tokenizer, records: Sequence[dict], max_length: int | None) -> list[dict]:
-        """Token ids of each source and target, the end token appended, cut to max_length."""
-        encode = lambda texts: tokenizer(
+        """Token ids of each source and target, the end token appended, cut to max_length. Targets go through the
+        tokenizer's target side (Marian's target.spm; one joint vocabulary otherwise)."""
+        encode = lambda side, texts: side(
             texts, max_length=max_length, padding=False, truncation=True, return_tensors=None
         )["input_ids"]
-        sources = encode([r["source"] for r in records])
+        sources = encode(tokenizer, [r["source"] for r in records])
         if not records or "target" not in records[0]:
             return [{"input_ids": s} for s in sources]
-        return [{"input_ids": s, "labels": t} for s, t in zip(sources, encode([r["target"] for r in records]))]
+        targets = encode(tokenizer.target_side, [r["target"] for r in records])
+        return [{"input_ids": s, "labels": t} for s, t in zip(sources, targets)]
 
     def collate(self, tokenizer, training: bool = True):
         return Seq2SeqCollator(tokenizer.pad_id, decoder_start_id=tokenizer.pad_id)  # T5 and Marian start with pad
