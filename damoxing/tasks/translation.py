@@ -21,7 +21,8 @@ import torch
 from ..data.collators import Seq2SeqCollator
 from ..data.parallel import read_parallel
 from ..evaluation.metrics import TranslationMetrics
-from ..inference.seq2seq import Seq2SeqGenerationConfig, decode_outputs, generate_seq2seq
+from ..inference.config import GenerationConfig
+from ..inference.seq2seq import DEFAULTS, decode_outputs, generate_seq2seq
 from ..layers.losses import IGNORE_INDEX
 from .base import SupervisedTask, TaskOutput, target_loss
 
@@ -35,12 +36,12 @@ class Translation(SupervisedTask):
     finetune = True
     metric = ("loss", "min")
     label_smoothing = 0.0
-    generation = Seq2SeqGenerationConfig()
+    generation = DEFAULTS
 
     def configure(self, options: dict) -> Translation:
         task = copy.copy(self)
         task.label_smoothing = float(options.get("label_smoothing", 0.0))
-        task.generation = Seq2SeqGenerationConfig(**{k: options[k] for k in SETTINGS if k in options})
+        task.generation = dataclasses.replace(DEFAULTS, **{k: options[k] for k in SETTINGS if k in options})
         return task
 
     def settings(self) -> dict:
@@ -108,7 +109,7 @@ class Translation(SupervisedTask):
         return int(batch["attention_mask"].sum()) + int((batch["labels"] != IGNORE_INDEX).sum())
 
     # ----- evaluation and prediction
-    def decoding(self, model) -> Seq2SeqGenerationConfig:
+    def decoding(self, model) -> GenerationConfig:
         """The run's decoding settings with the model's own rules: never its pad token, end by the last step."""
         c = model.config
         return dataclasses.replace(
