@@ -241,7 +241,7 @@ def _cmd_export(args) -> None:
 
     from .recipes.compress import export_model
 
-    print(json.dumps(export_model(args.model, args.out, args.opset), indent=2))
+    print(json.dumps(export_model(args.model, args.out, args.opset, kv_cache=args.kv_cache), indent=2))
 
 
 def _generation_settings(args) -> dict:
@@ -518,6 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("model", help="model folder or .gguf file")
     ex.add_argument("out", help="output .onnx file")
     ex.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    ex.add_argument(
+        "--kv-cache", action="store_true", help="decoders: past key/values in, present out (as optimum exports)"
+    )
     ex.set_defaults(func=_cmd_export)
 
     g = sub.add_parser("generate", help="continue a prompt (streamed), or every prompt of a file into JSON Lines")

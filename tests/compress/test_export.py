@@ -136,3 +136,17 @@ def test_smollm2_decoder_matches_pytorch_and_greedy_gives_the_same_64_tokens(smo
     prompt = torch.tensor([[1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198]])
     tokens = greedy_onnx(onnx_session(path), prompt, 64)
     assert torch.equal(tokens, generate(model, prompt, GenerationConfig(max_new_tokens=64))[:, prompt.shape[1] :])
+
+
+def test_export_command_with_a_kv_cache_checks_greedy_tokens(tmp_path, capsys):
+    import json
+
+    from damoxing.cli import main
+    from damoxing.io.checkpoint import save_model
+
+    save_model(tiny_decoder(dim=32), None, tmp_path / "decoder")
+    assert main(["export", str(tmp_path / "decoder"), str(tmp_path / "d.onnx"), "--kv-cache"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["greedy_tokens_equal"] is True
+    assert report["inputs"][:3] == ["input_ids", "attention_mask", "position_ids"]
+    assert "past_key_values.1.value" in report["inputs"]
