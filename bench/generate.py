@@ -1,13 +1,13 @@
 """Greedy decoding at batch 1: damoxing's generate vs transformers' generate, on the same SmolLM2-135M weights.
 
-Both run in fp32 on the same dequantized weights (transformers reads the HF folder damoxing writes from the
+Both run in fp32 (or both in bf16: --dtype) on the same dequantized weights (transformers reads the HF folder damoxing writes from the
 GGUF), with the same prompt and the same number of new tokens (no stop token), on `--threads` threads.
 Generations alternate between the two so that a busy machine slows both alike; the best round of each counts.
 Prints tokens/s of each, the ratio, and the share of the memory-bandwidth floor each reaches: a decoding step
 must read every weight once (the tied embedding as the output projection), so tokens/s can be at most
 bandwidth / weight bytes.
 
-    python bench/generate.py [--new-tokens 128] [--threads 2] [--rounds 3] [--bandwidth-gbs 25]
+    python bench/generate.py [--dtype float32|bfloat16] [--new-tokens 128] [--threads 2] [--rounds 3] [--bandwidth-gbs 25]
 
 damoxing runs after `prepare_for_decoding` (weights in the (in, out) layout, q/k/v and gate/up fused; see
 damoxing/inference/fast.py); transformers runs as loaded.
@@ -54,16 +54,19 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="both sides' weights")
     ap.add_argument("--bandwidth-gbs", type=float, default=25.0, help="the machine's memory bandwidth, GB/s")
     a = ap.parse_args()
     import transformers
 
     torch.set_num_threads(a.threads)
     gguf = a.gguf or smollm2_gguf()
+    dtype = getattr(torch, a.dtype)
     ours = damoxing.load(gguf)
     with tempfile.TemporaryDirectory() as folder:
         damoxing.save(ours, damoxing.load_tokenizer(gguf), folder)
-        hf = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+        hf = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).eval()
+    ours = ours.to(dtype)
     prepare_for_decoding(ours)
     ids = torch.tensor([PROMPT])
     config = GenerationConfig(max_new_tokens=a.new_tokens)
@@ -85,7 +88,7 @@ def main() -> None:
             )
 
     print(
-        f"SmolLM2-135M fp32, batch 1, greedy, {len(PROMPT)}-token prompt + {a.new_tokens} new tokens, "
+        f"SmolLM2-135M {a.dtype}, batch 1, greedy, {len(PROMPT)}-token prompt + {a.new_tokens} new tokens, "
         f"{a.threads} threads, torch {torch.__version__}, transformers {transformers.__version__}"
     )
     for step in (run_ours, run_theirs):  # warm-up

@@ -52,16 +52,13 @@ def package_dir(name: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
 
 
-def decode_rate(model, tokens: int, rounds: int) -> float:
-    """Greedy tokens per second after the prompt (the best of `rounds`), batch 1."""
-    prompt = torch.tensor([PROMPT])
-    generate(model, prompt, GenerationConfig(max_new_tokens=2))  # warm-up
-    best = math.inf
-    for _ in range(rounds):
-        t = time.perf_counter()
-        generate(model, prompt, GenerationConfig(max_new_tokens=tokens))
-        best = min(best, time.perf_counter() - t)
-    return tokens / best
+def decode_seconds(model, tokens: int) -> float:
+    """Seconds for `tokens` greedy tokens after the prompt, batch 1 (no stop token: every row decodes as many)."""
+    t = time.perf_counter()
+    out = generate(model, torch.tensor([PROMPT]), GenerationConfig(max_new_tokens=tokens))
+    seconds = time.perf_counter() - t
+    assert out.shape[-1] == len(PROMPT) + tokens, "decoded fewer tokens than asked"
+    return seconds
 
 
 @torch.no_grad()
@@ -113,21 +110,22 @@ def main() -> None:
     tok = damoxing.load_tokenizer(gguf_path)
     ids = torch.as_tensor(tok([HELD_IN])["input_ids"][0])
     base_ppl = perplexity(fp32, ids)
-    base = None
+    prompt = torch.tensor([PROMPT])
+    runners = {}  # name -> a function decoding `tokens` greedy tokens at batch 1
     if not args.quick and importlib.util.find_spec("transformers"):
         import transformers
 
         hf = transformers.AutoModelForCausalLM.from_pretrained(
             str(smollm), gguf_file=gguf_path.name, dtype=torch.float32
         ).eval()
-        prompt = torch.tensor([PROMPT])
-        gen = lambda: hf.generate(
-            prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=tokens, do_sample=False, pad_token_id=2
+        runners["transformers fp32"] = lambda: hf.generate(
+            prompt,
+            attention_mask=torch.ones_like(prompt),
+            max_new_tokens=tokens,
+            min_new_tokens=tokens,
+            do_sample=False,
+            pad_token_id=2,
         )
-        gen()
-        t = min(_seconds(gen) for _ in range(rounds))
-        base = tokens / t
-        row("transformers fp32", base, None, None, None)
     variants = {"damoxing fp32": fp32, "damoxing bf16": copy.deepcopy(fp32).to(torch.bfloat16)}
     for method in ("int8", "int4"):
         m = copy.deepcopy(fp32)
@@ -135,9 +133,19 @@ def main() -> None:
         variants[f"damoxing {method} (from dequantized Q4_1)"] = m
     variants["damoxing GGUF blocks (Q4_1 + Q8_0)"] = damoxing.load(gguf_path, quantized=True)
     for name, model in variants.items():
-        rate = decode_rate(model, tokens, rounds)
-        base = base or rate  # without transformers, ratios are to damoxing fp32
-        row(name, rate, base, perplexity(model, ids), base_ppl, None if args.quick else matmul_share(model))
+        runners[name] = lambda model=model: decode_seconds(model, tokens)
+    for run in runners.values():  # warm-up
+        run()
+    best = dict.fromkeys(runners, math.inf)
+    for _ in range(rounds):  # rounds alternate between the rows, so that a busy machine slows all alike
+        for name, run in runners.items():
+            best[name] = min(best[name], _seconds(run))
+    base = tokens / best[next(iter(runners))]  # transformers fp32, else damoxing fp32
+    for name, seconds in best.items():
+        model = variants.get(name)
+        ppl = perplexity(model, ids) if model is not None else None
+        share = None if args.quick or model is None else matmul_share(model)
+        row(name, tokens / seconds, base, ppl, base_ppl if model is not None else None, share)
     if importlib.util.find_spec("llama_cpp"):
         import llama_cpp
 

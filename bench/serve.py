@@ -7,7 +7,7 @@ aggregate tokens/s should grow with the number of clients (the issue asks for at
 Prints, per level: aggregate tokens/s (completion tokens of all requests / wall time), its ratio to one client,
 and the median and p95 time to first token.
 
-    python bench/serve.py [--clients 1 4 8 16] [--new-tokens 64] [--requests 2] [--threads 2]
+    python bench/serve.py [--dtype bfloat16] [--clients 1 4 8 16] [--new-tokens 64] [--requests 2] [--threads 2]
     python bench/serve.py --quick      # 1 and 4 clients, 16 tokens: a smoke run, not a measurement
 """
 
@@ -18,6 +18,8 @@ import importlib.util
 import json
 import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -45,7 +47,7 @@ def smollm2_gguf() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def start_server(model: Path, max_queue: int):
+def start_server(model: Path, max_queue: int, dtype: str | None):
     import uvicorn
 
     from damoxing.serve.app import ServeOptions, create_app
@@ -53,12 +55,13 @@ def start_server(model: Path, max_queue: int):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = create_app(ServeOptions(str(model), model_name="smollm2", max_queue=max_queue))
+    options = ServeOptions(str(model), model_name="smollm2", max_queue=max_queue, dtype=dtype)
+    app = create_app(options, engine_thread=False)  # as `damoxing serve`: the engine runs on the main thread
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.05)
-    return server, f"http://127.0.0.1:{port}"
+    return server, app.state.engine, f"http://127.0.0.1:{port}"
 
 
 def one_request(url: str, question: str, new_tokens: int) -> tuple[float, int]:
@@ -117,23 +120,36 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--requests", type=int, default=2, help="streamed requests per client, one after another")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16"], help="default: as `damoxing serve`")
+    parser.add_argument("--url", default=None, help=argparse.SUPPRESS)  # the clients' process
     parser.add_argument("--quick", action="store_true", help="1 and 4 clients, 16 tokens, 1 request each")
     args = parser.parse_args()
     if args.quick:
         args.clients, args.new_tokens, args.requests = [1, 4], 16, 1
     torch.set_num_threads(args.threads)
     model = Path(args.model) if args.model else smollm2_gguf()
-    server, url = start_server(model, max_queue=max(args.clients))
+    if args.url:  # the clients' side (a process of its own, as real clients are: no GIL shared with the engine)
+        measure(args, model, args.url)
+        return
+    server, engine, url = start_server(model, max_queue=max(args.clients), dtype=args.dtype)
+    clients = subprocess.Popen([sys.executable, __file__, *sys.argv[1:], "--url", url])
+    threading.Thread(target=lambda: (clients.wait(), setattr(server, "should_exit", True)), daemon=True).start()
+    engine.run()  # the main thread decodes, as in `damoxing serve`, until the server shuts down
+    sys.exit(clients.returncode)
+
+
+def measure(args, model: Path, url: str) -> None:
     one_request(url, "Hello", 4)  # warm-up
     print(
-        f"damoxing serve, {model.name}, {args.threads} threads, greedy, up to {args.new_tokens} new tokens, "
-        f"{args.requests} streamed request(s) per client"
+        f"damoxing serve, {model.name}, {args.dtype or 'default dtype'}, {args.threads} threads, greedy, "
+        f"up to {args.new_tokens} new tokens, {args.requests} streamed request(s) per client"
         + (" [--quick: a smoke run, not a measurement]" if args.quick else "")
     )
     print(
         f"{'clients':>7} {'requests':>8} {'tokens':>7} {'seconds':>8} {'tok/s':>8} {'x one':>6} "
         f"{'TTFT median':>12} {'TTFT p95':>9}"
     )
+    level(url, max(args.clients), 1, args.new_tokens)  # warm-up: kernels and caches for every batch size
     single = None
     for clients in args.clients:
         row = level(url, clients, args.requests, args.new_tokens)
@@ -141,9 +157,9 @@ def main() -> None:
         print(
             f"{row['clients']:>7} {row['requests']:>8} {row['tokens']:>7} {row['seconds']:>8.2f} "
             f"{row['tokens_per_s']:>8.1f} {row['tokens_per_s'] / single:>6.2f} {row['ttft_median']:>11.3f}s "
-            f"{row['ttft_p95']:>8.3f}s"
+            f"{row['ttft_p95']:>8.3f}s",
+            flush=True,
         )
-    server.should_exit = True
 
 
 if __name__ == "__main__":

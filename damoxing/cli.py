@@ -15,6 +15,7 @@ import os
 import re
 import shlex
 import sys
+import threading
 from pathlib import Path
 
 from .errors import UserError
@@ -66,6 +67,31 @@ def _cmd_finetune(args) -> None:
     print(f"wrote {result.out_dir} (model: {result.model_dir or result.adapter_dir})")
 
 
+def _column(text: str) -> str | int:
+    """A column given on the command line: a position (0, 1, ...) or a name."""
+    return int(text) if text.isdigit() else text
+
+
+def _column_arguments(parser: argparse.ArgumentParser, label: bool) -> None:
+    """evaluate's and predict's --text-column, --text-pair-column, (--label-column) and --header."""
+    parser.add_argument(
+        "--text-column",
+        type=_column,
+        default=None,
+        help="name, or position from 0 (default: the column the model was trained on)",
+    )
+    parser.add_argument("--text-pair-column", type=_column, default=None, help="second text of sentence pairs")
+    if label:
+        parser.add_argument("--label-column", type=_column, default=None, help="name, or position from 0")
+    parser.add_argument(
+        "--header",
+        choices=("auto", "true", "false"),
+        default=None,
+        help="CSV/TSV: whether the first row names the columns (default: as in training, else auto: a header "
+        "if it holds the column names)",
+    )
+
+
 def _report_folder(args) -> Path:
     """evaluate's --out; by default beside the model folder, named after the data file (runs/x/eval-test/)."""
     data_name = Path(args.data).name.split(".")[0]
@@ -84,6 +110,7 @@ def _cmd_evaluate(args) -> None:
         "label_column": args.label_column,
         "source_column": args.source_column,
         "target_column": args.target_column,
+        "header": args.header,
     }
     metrics = evaluate_model(
         args.model,
@@ -93,6 +120,7 @@ def _cmd_evaluate(args) -> None:
         max_length=args.max_length,
         skip_bad=args.skip_bad,
         columns=columns,
+        explain=args.explain,
     )
     if args.json:
         print(json.dumps(metrics, ensure_ascii=False, indent=2))
@@ -142,8 +170,18 @@ def _cmd_predict(args) -> None:
             f"e.g. {Path(args.output) / 'predictions.jsonl'}"
         )
     read, counts = ReadSummary(), PredictionCounts()
+    columns = {"text_column": args.text_column, "text_pair_column": args.text_pair_column, "header": args.header}
     rows = counts.count(
-        predict(args.model, texts, args.data, batch_size=args.batch_size, skip_bad=args.skip_bad, summary=read)
+        predict(
+            args.model,
+            texts,
+            args.data,
+            batch_size=args.batch_size,
+            skip_bad=args.skip_bad,
+            summary=read,
+            columns=columns,
+            keep_columns=args.keep_columns,
+        )
     )
     if args.data is None:
         for row in rows:
@@ -191,6 +229,23 @@ def _cmd_translate(args) -> None:
         print(f"wrote {n} translations to {args.output}", file=sys.stderr)
     else:
         write_jsonl(rows, sys.stdout)
+
+
+def _cmd_explain(args) -> None:
+    from .recipes.explain import explain
+
+    texts = [args.text] if args.text is not None else None
+    page = explain(
+        args.model,
+        texts,
+        args.file,
+        out=args.out,
+        rows=args.rows,
+        text_column=args.text_column,
+        n_steps=args.steps,
+        max_length=args.max_length,
+    )
+    print(f"wrote {page}")
 
 
 def _cmd_quickstart(args) -> None:
@@ -319,9 +374,24 @@ def _cmd_serve(args) -> None:
         request_timeout=args.request_timeout,
         dtype=args.dtype,
     )
-    app = create_app(options)
+    app = create_app(options, engine_thread=False)
     print(f"serving {app.state.served.name} on http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level))
+    engine = app.state.engine
+    if engine is None:  # nothing to decode (an encoder): uvicorn as usual
+        server.run()
+        return
+    # the engine decodes on the main thread (the fastest one for PyTorch's CPU kernels), uvicorn answers beside it
+    web = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    web.start()
+    try:
+        engine.run()  # until the server shuts down (its shutdown closes the engine)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.should_exit = True
+        engine.close()
+        web.join(timeout=10)
 
 
 def _generation_arguments(parser: argparse.ArgumentParser) -> None:
@@ -420,12 +490,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print every metric as JSON")
     ev.add_argument("--batch-size", type=int, default=32)
     ev.add_argument("--max-length", type=int, default=None, help="default: the length the model was trained with")
-    ev.add_argument("--text-column", default=None, help="default: the column the model was trained on")
-    ev.add_argument("--text-pair-column", default=None, help="second text of sentence pairs")
-    ev.add_argument("--label-column", default=None)
+    _column_arguments(ev, label=True)
     ev.add_argument("--source-column", default=None, help="translation: the column to translate")
     ev.add_argument("--target-column", default=None, help="translation: the reference translations")
     ev.add_argument("--skip-bad", action="store_true", help="skip and count bad records instead of stopping")
+    ev.add_argument(
+        "--explain", type=int, default=0, metavar="N", help="add attributions of the N most confident mistakes"
+    )
     ev.set_defaults(func=_cmd_evaluate)
 
     pr = sub.add_parser(
@@ -445,6 +516,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-bad",
         action="store_true",
         help="write a row with 'error' set for each bad record, and count them, instead of stopping",
+    )
+    _column_arguments(pr, label=False)
+    pr.add_argument(
+        "--keep-columns",
+        type=lambda text: [_column(c.strip()) for c in text.split(",") if c.strip()],
+        default=[],
+        help="columns (names or positions from 0, comma-separated: id,date or 0,2) to copy into each output row; "
+        "an 'id' column always is",
     )
     pr.set_defaults(func=_cmd_predict)
 
@@ -466,6 +545,19 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--batch-size", type=int, default=32)
     tr.add_argument("--skip-bad", action="store_true", help="skip bad records instead of stopping")
     tr.set_defaults(func=_cmd_translate)
+
+    xp = sub.add_parser(
+        "explain", help="an HTML page of token attributions (Integrated Gradients), attention maps and rollout"
+    )
+    xp.add_argument("model", help="fine-tuned text classifier folder, or a causal language model")
+    xp.add_argument("text", nargs="?", default=None, help="the text to explain")
+    xp.add_argument("--file", default=None, help="explain the first --rows rows of this file instead")
+    xp.add_argument("--rows", type=int, default=5, help="--file: how many rows (default 5)")
+    xp.add_argument("--text-column", default=None, help="--file: the text column (default: as trained)")
+    xp.add_argument("--out", default="explanations", help="folder for explanation.html (default explanations/)")
+    xp.add_argument("--steps", type=int, default=50, help="Integrated Gradients steps (default 50)")
+    xp.add_argument("--max-length", type=int, default=None, help="the most tokens read (default: as trained)")
+    xp.set_defaults(func=_cmd_explain)
 
     q = sub.add_parser("quickstart", help="tokenizer -> pretrain -> fine-tune MiniLM -> evaluate, on bundled data")
     q.add_argument("--out", default="runs/quickstart", help="run folder for every step's output")

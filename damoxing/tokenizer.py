@@ -780,7 +780,7 @@ def _checked_files(files: Iterable[str | os.PathLike]) -> list[str]:
 
 def _lines(files: list[str]) -> Iterable[str]:
     for f in files:
-        with open(f, encoding="utf-8") as lines:
+        with open(f, encoding="utf-8-sig") as lines:  # a byte-order mark is not text
             yield from (line.rstrip("\n") for line in lines)
 
 

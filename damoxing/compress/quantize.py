@@ -6,7 +6,8 @@
 
 Methods (what a user of torchao / optimum / llama.cpp's quantize expects):
     int8      weight-only, one scale per output row (per channel); the vocabulary projection too
-    int4      weight-only, asymmetric, one scale and minimum per group of `group_size` inputs (default 32)
+    int4      weight-only, asymmetric, one scale and minimum per group of `group_size` inputs (default 32);
+              the vocabulary projection int8 per row (as llama.cpp keeps its output layer at 6-8 bits)
     dynamic   int8 weights per channel, activations quantized per call (encoders and classifiers)
 Word embeddings become int8 rows (one scale per row) under every method: a lookup reads one row, so they
 cost memory, not time, and in MiniLM they are half the parameters. Task heads that are not a vocabulary
@@ -402,9 +403,13 @@ def quantize(
     def to_quantized(name: str, linear: nn.Linear) -> nn.Module:
         if method == "dynamic":
             return DynamicInt8Linear.from_float(linear)
-        if method == "int4" and linear.in_features % group == 0:
+        if method == "int4" and name in VOCAB_PROJECTIONS:  # as llama.cpp keeps output.weight at 6-8 bits
+            notes.append(
+                f"{name}: the vocabulary projection stays int8 per row (int4 there raised SmolLM2-135M perplexity by 12%)"
+            )
+        elif method == "int4" and linear.in_features % group == 0:
             return Int4Linear.from_float(linear, group)
-        if method == "int4":
+        elif method == "int4":
             notes.append(f"{name}: {linear.in_features} inputs do not split into groups of {group}; int8 per row")
         usable = group if method == "int8" and group is not None and linear.in_features % group == 0 else None
         return Int8Linear.from_float(linear, usable)

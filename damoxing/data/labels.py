@@ -77,7 +77,7 @@ class LabelMap:
     @classmethod
     def load(cls, path: str | os.PathLike) -> LabelMap:
         try:
-            with open(path, encoding="utf-8") as f:
+            with open(path, encoding="utf-8-sig") as f:  # without a byte-order mark
                 data = json.load(f)
         except (OSError, json.JSONDecodeError) as e:
             raise DataError(f"{path}: cannot read the label map ({e})") from None

@@ -5,8 +5,9 @@
     .txt             plain text: documents separated by blank lines (text_mode="paragraph"),
                      one per line ("line") or one per file ("file")
     .jsonl .ndjson   one JSON object per line (also .json, as in HF datasets)
-    .csv .tsv        a header row; columns chosen by name
-    .parquet         columns chosen by name, read one row-group batch at a time
+    .csv .tsv        columns chosen by name or by position (an int, from 0); `header` ("auto", "true",
+                     "false") says whether the first row names the columns (see formats.read_csv)
+    .parquet         columns chosen by name or position, read one row-group batch at a time
     a folder         class sub-folders of text files (folder name = label), or else every data file inside
 
 Bad input never crashes with a traceback and is never dropped silently: each bad record raises
@@ -15,6 +16,8 @@ Bad input never crashes with a traceback and is never dropped silently: each bad
 Prediction needs one record per input row, in order: `keep_blank=True` turns blank rows (a blank line of
 plain text read line by line, a CSV row whose fields are all blank) into records with empty text, and
 `error_records=True` turns each bad record (with `skip_bad`) into `{"error": reason, "where", "message"}`.
+`keep_columns` (a list, maybe empty) carries those columns, and an `id` column when there is one, into each
+record as `{"kept": {name: value}}`, for prediction output.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from ..errors import DataError
 from .formats import (
     Problem,
     Row,
+    field_key,
     is_class_folder,
     read_class_folder,
     read_csv,
@@ -114,25 +118,29 @@ class RecordReader:
         self,
         paths: str | os.PathLike | Sequence[str | os.PathLike],
         *,
-        text_column: str = "text",
-        label_column: str | None = None,
-        text_pair_column: str | None = None,
+        text_column: str | int = "text",
+        label_column: str | int | None = None,
+        text_pair_column: str | int | None = None,
         labels: LabelMap | Sequence[str] | None = None,
         skip_bad: bool = False,
         text_mode: str | None = None,
         keep_blank: bool = False,
         error_records: bool = False,
+        header: str = "auto",
+        keep_columns: Sequence[str | int] | None = None,
     ):
         many = isinstance(paths, (list, tuple))
         self.paths = [Path(p) for p in (paths if many else [paths])]
         self.text_column = text_column
-        self.label_column = label_column
-        self.text_pair_column = text_pair_column
+        self.label_column = None if label_column == "" else label_column  # None: no such column
+        self.text_pair_column = None if text_pair_column == "" else text_pair_column
         self.labels = labels if labels is None or isinstance(labels, LabelMap) else LabelMap(labels)
         self.skip_bad = skip_bad
         self.text_mode = text_mode
         self.keep_blank = keep_blank
         self.error_records = error_records
+        self.header = header
+        self.keep_columns = list(keep_columns) if keep_columns is not None else None
         self.summary = ReadSummary()
         for path in self.paths:
             if not path.exists():
@@ -166,9 +174,9 @@ class RecordReader:
 
     def _rows(self, file: Path) -> Iterator[Row | Problem]:
         suffix = strip_suffixes(file)
-        columns = [c for c in (self.text_column, self.text_pair_column, self.label_column) if c]
+        columns = [c for c in (self.text_column, self.text_pair_column, self.label_column) if c is not None]
         if suffix in TEXT_SUFFIXES:
-            if self.label_column or self.text_pair_column:
+            if self.label_column is not None or self.text_pair_column is not None:
                 raise DataError(
                     f"{file}: plain text has no columns; use JSONL, CSV, Parquet or a folder of "
                     "class sub-folders for labelled data"
@@ -177,9 +185,13 @@ class RecordReader:
         if suffix in JSONL_SUFFIXES:
             return read_jsonl(file)
         if suffix in TABLE_SUFFIXES:
-            return read_csv(file, columns, "\t" if suffix == ".tsv" else ",", keep_blank=self.keep_blank)
+            delimiter = "\t" if suffix == ".tsv" else ","
+            also = self.keep_columns or ()
+            return read_csv(file, columns, delimiter, keep_blank=self.keep_blank, header=self.header, also=also)
         if suffix in PARQUET_SUFFIXES:
-            return read_parquet(file, columns)
+            if self.keep_columns is None:
+                return read_parquet(file, columns)
+            return read_parquet(file, [*columns, *self.keep_columns], optional=["id"])
         raise DataError(
             f"{file}: unknown file type {suffix or '(no suffix)'!r}; "
             f"supported: {', '.join(sorted(KNOWN_SUFFIXES))}, each optionally .gz, or a folder"
@@ -203,17 +215,18 @@ class RecordReader:
         self.summary.skip(problem)
 
     def _record(self, row: Row, builtin: bool) -> dict | Problem:
-        names = {"text_a" if self.text_pair_column and not builtin else "text": "text" if builtin else self.text_column}
-        if self.text_pair_column and not builtin:
+        pair = self.text_pair_column is not None and not builtin
+        names = {"text_a" if pair else "text": "text" if builtin else self.text_column}
+        if pair:
             names["text_b"] = self.text_pair_column
         label_column = ("label" if "label" in row.fields else None) if builtin else self.label_column
-        if label_column:
+        if label_column is not None:
             names["label"] = label_column
         record = {}
         for key, column in names.items():
-            if column not in row.fields:
-                return Problem(row.where, "missing_column", f"no field {column!r}; fields are {sorted(row.fields)}")
-            value = row.fields[column]
+            if field_key(row, column) not in row.fields:
+                return self._missing(row, column)
+            value = row.fields[field_key(row, column)]
             if value is None:
                 return Problem(row.where, "missing_value", f"field {column!r} is empty (null)")
             if key == "label":
@@ -226,7 +239,7 @@ class RecordReader:
             if bad:
                 return bad
             record[key] = value
-        if label_column and self.labels is not None:
+        if label_column is not None and self.labels is not None:
             if record["label"] not in self.labels:
                 return Problem(
                     row.where,
@@ -234,20 +247,51 @@ class RecordReader:
                     f"unknown label {record['label']!r}; known labels are {self.labels.names}",
                 )
             record["label"] = self.labels.encode(record["label"])
+        if self.keep_columns is not None:
+            kept = self._kept(row)
+            if isinstance(kept, Problem):
+                return kept
+            record["kept"] = kept
         return record
+
+    def _kept(self, row: Row) -> dict | Problem:
+        """The values of the kept columns, by name (a position in a file without a header: its number), and the
+        `id` column's when there is one."""
+        kept = {}
+        wanted = (["id"] if "id" in row.fields and "id" not in self.keep_columns else []) + self.keep_columns
+        for column in wanted:
+            key = field_key(row, column)
+            if key not in row.fields:
+                return self._missing(row, column)
+            kept[str(key)] = row.fields[key]
+        return kept
+
+    @staticmethod
+    def _missing(row: Row, column: str | int) -> Problem:
+        fields = sorted(map(str, row.fields))
+        if isinstance(column, int):  # a table's positions are checked up front: these fields have names
+            return Problem(
+                row.where,
+                "missing_column",
+                f"no column at position {column}: choose fields by name here (positions are for CSV, TSV and "
+                f"Parquet); fields are {fields}",
+            )
+        return Problem(row.where, "missing_column", f"no field {column!r}; fields are {fields}")
 
 
 def read_records(
     paths: str | os.PathLike | Sequence[str | os.PathLike],
     *,
-    text_column: str = "text",
-    label_column: str | None = None,
-    text_pair_column: str | None = None,
+    text_column: str | int = "text",
+    label_column: str | int | None = None,
+    text_pair_column: str | int | None = None,
     labels: LabelMap | Sequence[str] | None = None,
     skip_bad: bool = False,
     text_mode: str | None = None,
     keep_blank: bool = False,
     error_records: bool = False,
+    header: str = "auto",
+    keep_columns: Sequence[str | int] | None = None,
 ) -> RecordReader:
     """A lazy, re-iterable reader over one or more files or folders; see the module docstring.
 
@@ -264,6 +308,8 @@ def read_records(
         text_mode=text_mode,
         keep_blank=keep_blank,
         error_records=error_records,
+        header=header,
+        keep_columns=keep_columns,
     )
 
 

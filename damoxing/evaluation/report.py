@@ -261,3 +261,23 @@ def _html(title: str, sections: list[tuple[str, str, Any]]) -> str:
         parts.append("</table>")
     parts.append("</body></html>\n")
     return "\n".join(parts)
+
+
+def add_section(out_dir: str | os.PathLike, heading: str, header: list[str], rows: list[list[str]], note: str) -> None:
+    """Append a table section (with a paragraph above it) to an existing report.md and report.html."""
+    out_dir = Path(out_dir)
+    markdown = (out_dir / "report.md").read_text(encoding="utf-8").rstrip("\n")
+    lines = [markdown, "", f"## {heading}", "", _md_cell(note), ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] if rows else ["(none)"]
+    lines += ["| " + " | ".join(_md_cell(cell) for cell in row) + " |" for row in rows]
+    with atomic_open(out_dir / "report.md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    esc = html.escape
+    parts = [f"<h2>{esc(heading)}</h2>", f"<p>{esc(note)}</p>"]
+    if rows:
+        parts.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in rows]
+        parts.append("</table>")
+    page = (out_dir / "report.html").read_text(encoding="utf-8")
+    with atomic_open(out_dir / "report.html", "w") as f:
+        f.write(page.replace("</body></html>", "\n".join(parts) + "\n</body></html>", 1))

@@ -3,7 +3,7 @@
     model:     {path: FOLDER}  a pretrained Hugging Face folder (its tokenizer or image processor comes with it),
                or {preset: bert-tiny, ...fields}  a fresh model (then text tasks need `tokenizer:` {path: FOLDER},
                or {train: true, kind: unigram, vocab_size: 8000} to train one on the training data)
-    data:      train / valid / test files, column names, max_length
+    data:      train / valid / test files, columns (names, or positions from 0), header, max_length
     transforms: image tasks: resize, normalisation, augmentation (data/processors.py ImageProcessor);
                tabular tasks: feature columns, standardisation
     finetune:  method (full | head | features | lora), task (classification | pair | token_classification |
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import apply_overrides, check, check_choice, check_positive, check_range, from_dict, load_yaml
+from ..data.formats import HEADER_CHOICES
 from ..errors import ConfigError
 from ..tasks import ALIASES, finetune_tasks, get_task
 from ..training.config import TokenizerConfig, TrainConfig
@@ -33,10 +34,11 @@ class FinetuneDataConfig:
     train: tuple[str, ...] = ()  # files or folders (.csv/.tsv/.jsonl/.parquet, optionally .gz; class folders)
     valid: tuple[str, ...] = ()  # when empty, valid_fraction of train is held out
     test: tuple[str, ...] = ()  # evaluated once at the end, with a report
-    valid_fraction: float = 0.1
-    text_column: str = "text"
-    text_pair_column: str = ""  # set for sentence-pair tasks (e.g. "text_b")
-    label_column: str = "label"  # CSVs of pixels without a header: "first" or "last"
+    valid_fraction: float = 0.1  # 0: no validation split (then the last model is kept)
+    header: str = "auto"  # CSV/TSV: auto | true | false: whether the first row names the columns
+    text_column: int | str = "text"  # a column name, or its position counted from 0 (a file without a header)
+    text_pair_column: int | str = ""  # set for sentence-pair tasks (e.g. "text_b")
+    label_column: int | str = "label"  # CSVs of pixels without a header: "first" or "last"
     label_names: tuple[str, ...] = ()  # names of integer labels 0..n-1 (IDX files, pixel CSVs)
     tokens_column: str = "tokens"  # token task: JSONL field with the list of words
     tags_column: str = "tags"  # token task: JSONL field with one tag per word
@@ -53,6 +55,12 @@ class FinetuneDataConfig:
             for p in getattr(self, key):
                 check(Path(p).exists(), f"data.{key}", f"file not found: {p}")
         check_range("data.valid_fraction", self.valid_fraction, 0.0, 0.5)
+        if isinstance(self.header, str) and self.header.lower() in ("true", "false", "auto"):
+            object.__setattr__(self, "header", self.header.lower())  # YAML's true/false arrive as "True"/"False"
+        check_choice("data.header", self.header, HEADER_CHOICES)
+        for key in ("text_column", "text_pair_column", "label_column"):
+            value = getattr(self, key)
+            check(not isinstance(value, int) or value >= 0, f"data.{key}", f"a position counts from 0, got {value}.")
         check_positive("data.max_length", self.max_length)
         check_positive("data.max_train_examples", self.max_train_examples, allow_zero=True)
 

@@ -11,6 +11,10 @@ read lazily and `write_jsonl` writes each line as soon as its batch is done: any
 One rule everywhere: one output row per input record, in order. An empty input (blank text, no words)
 gives {"text": "", "error": "empty"} and a bad record that was read with skip_bad keeps its
 {"error": reason, "where", "message"}; `PredictionCounts` counts both for the summary.
+
+Columns a record carries under "kept" (an `id` column, and those named with `--keep-columns`) open its row,
+prediction or error alike; one whose name a prediction row uses itself (label, text, ...) is written as
+`input_<name>`.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ def predict_records(
     """One row per record, in order, computed a batch at a time; empty and bad records give an `error` row."""
     model.eval()
     for part in chunks(records, batch_size):
+        kept = [kept_fields(r.get("kept", {})) for r in part]
+        part = [{k: v for k, v in r.items() if k != "kept"} for r in part]
         errors = {i: error_row(r) for i, r in enumerate(part) if "error" in r or is_empty(r)}
         todo = [r for i, r in enumerate(part) if i not in errors]
         predicted: Iterator[dict] = iter(())
@@ -49,7 +55,34 @@ def predict_records(
             batch = {k: v.to(model.device) for k, v in batch.items()}
             predicted = task.rows(tokenizer, todo, on_cpu(task.outputs(model, batch)), list(names), max_length)
         for i in range(len(part)):
-            yield errors[i] if i in errors else next(predicted)
+            yield {**kept[i], **(errors[i] if i in errors else next(predicted))}
+
+
+ROW_KEYS = frozenset(
+    [
+        "text",
+        "text_a",
+        "text_b",
+        "tokens",
+        "source",
+        "image",
+        "row",
+        "label",
+        "labels",
+        "probability",
+        "probabilities",
+        "score",
+        "translation",
+        "error",
+        "where",
+        "message",
+    ]
+)
+
+
+def kept_fields(kept: dict) -> dict:
+    """The kept input columns of a row, renamed `input_<name>` where a prediction row has a key of that name."""
+    return {f"input_{k}" if k in ROW_KEYS else k: v for k, v in kept.items()}
 
 
 def is_empty(record: dict) -> bool:

@@ -59,10 +59,13 @@ def evaluate_model(
     skip_bad: bool = False,
     worst_k: int = 20,
     columns: dict | None = None,
+    explain: int = 0,
 ) -> dict:
     """Load a model folder, evaluate it on `data`, and write a report into `out_dir` (if given).
 
-    `columns` overrides the column names saved with the model (text_column, text_pair_column, label_column).
+    `explain` > 0 adds the attributions of that many most confident mistakes to the report (recipes/explain.py).
+    `columns` overrides the columns saved with the model (text_column, text_pair_column, label_column: names,
+    or positions from 0) and `header` (auto | true | false: whether a CSV's first row names its columns).
     Records skipped with `skip_bad` are counted, by reason, in `records_skipped` (and `skipped_examples`).
     """
     data = Path(data)
@@ -77,6 +80,7 @@ def evaluate_model(
     task = get_task(meta["task"]).configure(meta)
     summary = ReadSummary()
     records = task.read(data, meta, labels=task.known_labels(meta["labels"]), skip_bad=skip_bad, summary=summary)
+    worst_k = max(worst_k, explain)
     metrics = evaluate_records(model, tokenizer, task, records, meta["labels"], meta["max_length"], batch_size, worst_k)
     read = summary.as_dict()
     metrics = {
@@ -89,6 +93,10 @@ def evaluate_model(
     }
     if out_dir is not None:  # images: with a grid of the most confidently misclassified ones
         write_report(metrics, out_dir, title=f"Evaluation of {Path(model_dir).name} on {data.name}")
+        if explain:
+            from .explain import explain_mistakes
+
+            explain_mistakes(model, tokenizer, task, meta, data, metrics, out_dir, explain, skip_bad)
     metrics.pop("worst_images", None)  # thumbnails: drawn in the report, not JSON
     return metrics
 
@@ -124,10 +132,17 @@ def predict(
     skip_bad: bool = False,
     loaded=None,
     summary: ReadSummary | None = None,
+    columns: dict | None = None,
+    keep_columns: Sequence[str | int] = (),
 ) -> Iterator[dict]:
     """Predictions for `texts` or the records of `data`, lazily: one row per input row, in order, an empty or
-    (with `skip_bad`) bad one with `error` set. `loaded` = (model, tokenizer, meta) to reuse."""
+    (with `skip_bad`) bad one with `error` set. `loaded` = (model, tokenizer, meta) to reuse.
+
+    `columns` overrides the columns and header saved with the model, as in `evaluate_model`. Each row of a
+    file starts with its `id` column, if it has one, and the `keep_columns` (names or positions)."""
     model, tokenizer, meta = loaded if loaded is not None else load_finetuned(model_dir)
+    meta = {**meta, **{k: v for k, v in (columns or {}).items() if v is not None}}
+    meta["keep_columns"] = list(keep_columns)
     task = get_task(meta["task"]).configure(meta)
     records = input_records(task, meta, texts, data, skip_bad, summary)
     return predict_records(model, tokenizer, task, records, meta["labels"], meta.get("max_length"), batch_size)

@@ -60,7 +60,7 @@ class FinetuneResult:
     trainable_parameters: int
     total_parameters: int
     wall_time: float  # seconds spent fitting: training, or embedding + classifier for `features`
-    metrics: dict  # on the validation data (full evaluation)
+    metrics: dict  # on the validation data (full evaluation); {} without validation data
     test_metrics: dict | None
     out_dir: Path
     model_dir: Path | None
@@ -166,8 +166,12 @@ def _finetune(
     if read.skipped:
         reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(read.skipped.items()))
         _log(verbose, f"skipped {sum(read.skipped.values())} bad records ({reasons}); first: {read.examples[0]}")
-    if not train or not valid:
+    if not train or (not valid and (data.valid or data.valid_fraction > 0)):
         raise DataError(f"data: {len(train)} training and {len(valid)} validation records; need at least one of each")
+    if not valid and cfg.train.patience:
+        raise ConfigError("train.patience: early stopping needs validation data; set data.valid or data.valid_fraction")
+    if not valid:
+        _log(verbose, "no validation data (data.valid_fraction: 0 and no data.valid): the last model is kept")
     if labels is not None and len(labels) < 2:
         raise DataError(f"data.train: only one label ({labels.names[0]!r}); classification needs at least two")
     if model is None:
@@ -238,8 +242,10 @@ def _finetune(
         with atomic_dir(out / "model") as folder:
             save_finetuned(model, tokenizer, folder, meta)
 
-    metrics = evaluate_records(model, tokenizer, task, valid, model.labels, data.max_length, ft.eval_batch_size)
-    write_report(metrics, out / "eval", title=f"{name}: {ft.method} fine-tuning, validation data")
+    metrics = {}
+    if valid:
+        metrics = evaluate_records(model, tokenizer, task, valid, model.labels, data.max_length, ft.eval_batch_size)
+        write_report(metrics, out / "eval", title=f"{name}: {ft.method} fine-tuning, validation data")
     test_metrics = None
     if test is not None:
         test_metrics = evaluate_records(model, tokenizer, task, test, model.labels, data.max_length, ft.eval_batch_size)
@@ -262,7 +268,8 @@ def _finetune(
     with atomic_open(out / "result.json") as f:
         json.dump(result.summary(), f, indent=2)
         f.write("\n")
-    _log(verbose, "valid: " + ", ".join(f"{k} {v:.4f}" for k, v in result.summary()["valid"].items()))
+    if valid:
+        _log(verbose, "valid: " + ", ".join(f"{k} {v:.4f}" for k, v in result.summary()["valid"].items()))
     return result
 
 
@@ -283,6 +290,7 @@ def columns_of(data) -> dict:
             "tags_column",
             "source_column",
             "target_column",
+            "header",
         )
     }
     return {**columns, **({"label_names": list(data.label_names)} if data.label_names else {})}
@@ -308,9 +316,11 @@ def _train(
         train_batches = LengthGroupedBatches(train_ex, collate, tc.batch_size, seed=tc.seed)
     else:
         train_batches = Batches(train_ex, collate, tc.batch_size, seed=tc.seed, shuffle=True, drop_last=False)
-    valid_batches = Batches(
-        valid_ex, task.collate(tokenizer, training=False), ft.eval_batch_size, shuffle=False, drop_last=False
-    )
+    valid_batches = None  # no validation data: no evaluation during training, and the last model is kept
+    if valid_ex:
+        valid_batches = Batches(
+            valid_ex, task.collate(tokenizer, training=False), ft.eval_batch_size, shuffle=False, drop_last=False
+        )
     if tc.epochs:  # the schedule spans the run that will happen (as the HF Trainer computes it)
         steps = tc.epochs * math.ceil(len(train_batches) / tc.grad_accum)
         tc = dataclasses.replace(tc, max_steps=min(tc.max_steps, steps))

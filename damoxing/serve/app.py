@@ -132,6 +132,12 @@ class ClassifyRequest(Request_):
     input: str | list[str]
 
 
+class ExplainRequest(Request_):  # bounds: damoxing/explain/serve.py
+    model: str
+    input: str = Field(min_length=1, max_length=20_000)
+    steps: int = Field(32, ge=2, le=200)
+
+
 # ------------------------------------------------------------------ the loaded model
 class Served:
     """The model and what it can do: generate (a decoder), embed (an encoder), classify (a fine-tuned classifier)."""
@@ -168,9 +174,13 @@ class Served:
                 self.defaults = dataclasses.replace(self.defaults, stop_token_ids=(self.tokenizer.eos_id,))
 
 
-def create_app(options: ServeOptions, served: Served | None = None) -> FastAPI:
+def create_app(options: ServeOptions, served: Served | None = None, engine_thread: bool = True) -> FastAPI:
+    """The app over one model. engine_thread=False leaves the engine's loop to the caller: app.state.engine.run()
+    on the main thread, with uvicorn on another (see `damoxing serve`: the main thread decodes fastest)."""
     served = served or Served(options)
-    engine = Engine(served.model, served.tokenizer, options.max_queue) if served.can_generate else None
+    engine = (
+        Engine(served.model, served.tokenizer, options.max_queue, start=engine_thread) if served.can_generate else None
+    )
     app = FastAPI(title="damoxing", description="OpenAI-compatible API over one damoxing model")
     app.state.served, app.state.engine = served, engine
     if engine is not None:
@@ -547,6 +557,18 @@ def create_app(options: ServeOptions, served: Served | None = None) -> FastAPI:
             raise APIError(400, "input: give 1 to 256 texts", "input")
         rows = await asyncio.to_thread(classify_texts, served, texts)
         return {"object": "list", "model": served.name, "data": [{"index": i, **row} for i, row in enumerate(rows)]}
+
+    @app.post("/v1/explain")
+    async def explain(body: ExplainRequest):
+        from ..explain.serve import explain_request
+
+        check_model(body.model)
+        need(served.can_classify, "explain a classification (serve a fine-tuned classifier folder)")
+        try:
+            result = await asyncio.to_thread(explain_request, served, body.input, body.steps)
+        except UserError as e:
+            raise APIError(400, f"input: {e}", "input", "invalid_value") from None
+        return {"object": "explanation", "model": served.name, **result}
 
     # ---------------------------------------------------------------- the playground
     @app.get("/", include_in_schema=False)

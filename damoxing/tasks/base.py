@@ -47,6 +47,8 @@ from ..data.readers import ReadSummary
 from ..errors import ConfigError
 from ..layers.losses import IGNORE_INDEX
 
+PROBABILITY_DIGITS = 6  # prediction rows round every probability to this many decimals (probability and probabilities)
+
 
 @dataclass
 class TaskOutput:

@@ -13,7 +13,7 @@ from ..data.labels import LabelMap
 from ..data.readers import TEXT_SUFFIXES, ReadSummary, read_records
 from ..evaluation.metrics import ClassificationMetrics
 from ..layers.losses import wide
-from .base import SupervisedTask, TaskOutput, accuracy, as_paths
+from .base import PROBABILITY_DIGITS, SupervisedTask, TaskOutput, accuracy, as_paths
 
 
 class Classification(SupervisedTask):
@@ -35,8 +35,9 @@ class Classification(SupervisedTask):
         summary: ReadSummary | None = None,
     ) -> Iterator[dict]:
         """Records with label ids (when `labels` is given), raw label strings, or (with_labels=False) no label:
-        then a plain-text file is one record per line, blank lines included (see SupervisedTask.read)."""
-        pair = columns.get("text_pair_column") or None
+        then a plain-text file is one record per line, blank lines included (see SupervisedTask.read), and
+        each record carries `columns["keep_columns"]` and an `id` column, if any, under "kept"."""
+        pair = columns.get("text_pair_column")  # a name, a position (0 too), or "" / None: no pair
         for path in as_paths(paths):
             is_text = not with_labels and is_text_file(path)
             reader = read_records(
@@ -49,6 +50,8 @@ class Classification(SupervisedTask):
                 text_mode="line" if is_text else None,
                 keep_blank=not with_labels,
                 error_records=not with_labels,
+                header=columns.get("header") or "auto",
+                keep_columns=None if with_labels else list(columns.get("keep_columns") or ()),
             )
             yield from reader
             if summary is not None:
@@ -117,8 +120,8 @@ class Classification(SupervisedTask):
             yield {
                 **text_of(record),
                 "label": names[b],
-                "probability": c,
-                "probabilities": {n: round(v, 6) for n, v in zip(names, p)},
+                "probability": round(c, PROBABILITY_DIGITS),
+                "probabilities": {n: round(v, PROBABILITY_DIGITS) for n, v in zip(names, p)},
             }
 
 

@@ -28,7 +28,7 @@ from ..data.processors import ImageProcessor
 from ..data.transforms import mixup
 from ..errors import ConfigError
 from ..evaluation.metrics import ImageClassificationMetrics
-from .base import SupervisedTask, TaskOutput, accuracy, as_paths
+from .base import PROBABILITY_DIGITS, SupervisedTask, TaskOutput, accuracy, as_paths
 
 
 class ImageClassification(SupervisedTask):
@@ -168,6 +168,6 @@ class ImageClassification(SupervisedTask):
             yield {
                 "image": record["source"],
                 "label": names[b],
-                "probability": c,
-                "probabilities": {n: round(v, 6) for n, v in zip(names, p)},
+                "probability": round(c, PROBABILITY_DIGITS),
+                "probabilities": {n: round(v, PROBABILITY_DIGITS) for n, v in zip(names, p)},
             }

@@ -19,7 +19,7 @@ class Pair(Classification):
     def read(
         self, paths, columns: dict, labels=None, skip_bad: bool = False, with_labels: bool = True, summary=None
     ) -> Iterator[dict]:
-        if not columns.get("text_pair_column"):
+        if columns.get("text_pair_column") in (None, ""):
             raise ConfigError("data.text_pair_column: the pair task needs the column of the second text.")
         return super().read(paths, columns, labels, skip_bad, with_labels, summary)
 

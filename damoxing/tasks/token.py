@@ -17,7 +17,7 @@ from ..data.readers import SKIP_HINT, ReadSummary, bad_text
 from ..errors import DataError
 from ..evaluation.metrics import ClassificationMetrics
 from ..layers.losses import IGNORE_INDEX, wide
-from .base import SupervisedTask, TaskOutput, as_paths, chunks
+from .base import PROBABILITY_DIGITS, SupervisedTask, TaskOutput, as_paths, chunks
 
 
 class TokenClassification(SupervisedTask):
@@ -160,7 +160,7 @@ class TokenClassification(SupervisedTask):
                 if w in first:
                     c, b = p[first[w]].max(-1)
                     labels.append(names[int(b)])
-                    confidence.append(round(float(c), 6))
+                    confidence.append(round(float(c), PROBABILITY_DIGITS))
                 else:
                     labels.append(None)
                     confidence.append(None)

@@ -249,6 +249,18 @@ def test_int8_tied_projection_is_stored_once(tmp_path):
     assert loaded.head.proj.weight is loaded.embed.weight
 
 
+def test_int4_keeps_the_vocabulary_projection_int8_and_tied(tmp_path):
+    model = tiny_decoder()
+    section = quantize(model, "int4")
+    assert isinstance(model.get_submodule("blocks.0.attn.q"), Int4Linear)
+    assert isinstance(model.head.proj, Int8Linear) and model.head.proj.groups == 1  # per row, as llama.cpp's output
+    assert section["tied"] == {"head.proj": "embed"} and model.head.proj.weight is model.embed.weight
+    assert any(note.startswith("head.proj:") for note in section["notes"])
+    damoxing.save(model, None, tmp_path)
+    loaded = damoxing.load(tmp_path)
+    assert isinstance(loaded.head.proj, Int8Linear) and loaded.head.proj.weight is loaded.embed.weight
+
+
 def test_generation_takes_a_quantized_model_unchanged(tmp_path):
     model = tiny_decoder()
     quantize(model, "int4")

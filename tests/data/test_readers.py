@@ -172,10 +172,12 @@ def test_empty_file_in_class_folder(tmp_path):
 
 def test_missing_csv_column_names_columns(tmp_path):
     path = write(tmp_path / "x.csv", "sentence,label\nhi,a\n")
+    with pytest.raises(DataError, match=r"x\.csv:1: no column 'text' in the first row \['sentence', 'label'\]"):
+        list(read_records(path, label_column="label"))
     with pytest.raises(
         DataError, match=r"x\.csv:1: no column 'text' in the header; columns are \['sentence', 'label'\]"
     ):
-        list(read_records(path, label_column="label"))
+        list(read_records(path, label_column="label", header="true"))
 
 
 def test_missing_parquet_column(tmp_path):

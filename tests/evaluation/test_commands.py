@@ -261,3 +261,78 @@ def test_evaluate_skip_bad_counts_in_summary_metrics_and_report(trained, tmp_pat
     assert any(f"{data}:3" in example for example in metrics["skipped_examples"])
     report = (out / "report.md").read_text()
     assert "## Skipped records" in report and "| unknown_label | 1 |" in report and "| malformed_row | 1 |" in report
+
+
+# ---------------------------------------------------------------- files as people have them
+def test_predict_empty_text_rows_keep_their_id_and_kept_columns(trained, tmp_path, capsys):
+    """An empty or blank text is an error row, counted; the `id` column and the --keep-columns (by name or by
+    position) open every row, and a kept `label` is written as `input_label` beside the predicted one."""
+    data = tmp_path / "shop.csv"
+    data.write_text(
+        "id,date,text,label\n7,2024-01-01,good phone,pos\n8,2024-01-02,,neg\n9,2024-01-03,   ,neg\n"
+        "10,2024-01-04,bad day,neg\n",
+        encoding="utf-8",
+    )
+    model = str(trained["model"])
+    assert main(["predict", "--model", model, "--data", str(data), "--keep-columns", "date,label"]) == 0
+    captured = capsys.readouterr()
+    rows = [json.loads(line) for line in captured.out.splitlines()]
+    assert [r["id"] for r in rows] == ["7", "8", "9", "10"]
+    assert [r["date"] for r in rows] == ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"]
+    assert [r["input_label"] for r in rows] == ["pos", "neg", "neg", "neg"]
+    assert [r.get("error") for r in rows] == [None, "empty", "empty", None]
+    assert [r.get("label") for r in rows] == ["pos", None, None, "neg"]
+    assert list(rows[1]) == ["id", "date", "input_label", "text", "error"]
+    assert "4 rows: 2 predictions, 2 errors (empty: 2)" in captured.err
+    assert main(["predict", "--model", model, "--data", str(data), "--keep-columns", "1"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["id"], r["date"]) for r in rows][1] == ("8", "2024-01-02") and "input_label" not in rows[0]
+    assert main(["predict", "--model", model, "--data", str(data), "--keep-columns", "place"]) == 2
+    assert f"{data}:1: no column 'place' in the header" in capsys.readouterr().err
+
+
+def test_predict_and_evaluate_a_headerless_file_by_position(trained, tmp_path, capsys):
+    """--text-column 1 (a position) with --header false, or auto: every row is data, the first one too."""
+    data = tmp_path / "reviews.csv"
+    data.write_text('"neg",""\n"pos","good phone love"\n"neg","bad day awful"\n', encoding="utf-8")
+    model = str(trained["model"])
+    for header in (["--header", "false"], []):
+        assert main(["predict", "--model", model, "--data", str(data), "--text-column", "1", *header]) == 0
+        captured = capsys.readouterr()
+        rows = [json.loads(line) for line in captured.out.splitlines()]
+        assert [(r["text"], r.get("error"), r.get("label")) for r in rows] == [
+            ("", "empty", None),
+            ("good phone love", None, "pos"),
+            ("bad day awful", None, "neg"),
+        ]
+        assert "3 rows: 2 predictions, 1 error (empty: 1)" in captured.err
+    args = ["evaluate", "--model", model, "--data", str(data), "--text-column", "1", "--label-column", "0"]
+    assert main([*args, "--json", "--skip-bad", "--out", str(tmp_path / "report")]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 3  # the empty text is scored too: evaluate reads every row
+    assert main(["predict", "--model", model, "--data", str(data)]) == 2  # the model's column is named "text"
+    assert "--header false --text-column N" in capsys.readouterr().err
+
+
+def test_predict_carries_an_id_field_of_json_lines_and_parquet(trained, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = tmp_path / "a.jsonl"
+    data.write_text('{"id": 3, "text": "good phone"}\n{"id": 4, "text": ""}\n', encoding="utf-8")
+    rows = list(predict(trained["model"], data=data))
+    assert [(r["id"], r.get("error")) for r in rows] == [(3, None), (4, "empty")]
+    table = pa.table({"id": [3, 4], "when": ["mon", "tue"], "text": ["good phone", ""]})
+    pq.write_table(table, tmp_path / "a.parquet")
+    rows = list(predict(trained["model"], data=tmp_path / "a.parquet", keep_columns=[1]))
+    assert [(r["id"], r["when"], r.get("error")) for r in rows] == [(3, "mon", None), (4, "tue", "empty")]
+
+
+def test_probability_and_probabilities_share_one_rounding(trained):
+    """The top probability is the rounded entry of `probabilities` for the predicted label, bit for bit."""
+    from damoxing.tasks.base import PROBABILITY_DIGITS
+
+    rows = list(predict(trained["model"], texts=["good phone", "bad day", "the day was very broken", "love it"]))
+    for row in rows:
+        assert row["probability"] == row["probabilities"][row["label"]]
+        assert row["probability"] == round(row["probability"], PROBABILITY_DIGITS)
+        assert max(row["probabilities"].values()) == row["probability"]

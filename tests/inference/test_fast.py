@@ -77,3 +77,22 @@ def test_lora_wrapped_projections_stay_separate():
         expected = model(ids)
         prepare_for_decoding(model)
         assert torch.allclose(model(ids), expected, rtol=0, atol=1e-12)
+
+
+def test_bf16_weights_keep_the_row_layout_and_fuse():
+    """bf16 matrix-vector products run fastest on (out, in) rows: the weights stay so, and are still fused."""
+    model = tiny("llama").to(torch.bfloat16)
+    ids = torch.randint(0, 96, (1, 9), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        before = model(ids)
+    prepare_for_decoding(model)
+    attn, mlp = model.blocks[0].attn, model.blocks[0].mlp
+    assert attn.q.weight.is_contiguous() and mlp.down.weight.is_contiguous()  # (out, in) in memory
+    assert attn.qkv.t().is_contiguous() and mlp.gate_up.t().is_contiguous()  # (in, N) views of (N, in) rows
+    assert attn.k.weight.data_ptr() == attn.qkv.data_ptr() + attn.q.weight.numel() * attn.qkv.element_size()
+    with torch.no_grad():
+        after = model(ids)
+    # the same bf16 products, grouped into fewer matmuls: each output element sums the same terms, but a fused
+    # matmul may block the reduction differently, so allow the rounding of a few bf16 accumulations
+    scale = before.abs().max().item()
+    assert (after.float() - before.float()).abs().max().item() <= 4 * 2**-8 * scale

@@ -147,6 +147,32 @@ async function classify() {
   } catch (error) { showError(error.message); }
 }
 
+async function explain() {  // the first line: which tokens made the classifier predict what it did
+  showError("");
+  const text = $("classify-input").value.split("\n").map((t) => t.trim()).find(Boolean);
+  if (!text) return;
+  try {
+    const data = await api("/v1/explain", { model: modelName, input: text });
+    const scale = Math.max(...data.scores.map(Math.abs)) || 1;
+    const box = $("explain-tokens");
+    box.innerHTML = "";
+    data.tokens.forEach((token, i) => {
+      const span = document.createElement("span");
+      const s = data.scores[i];
+      span.textContent = token;
+      span.title = `${token}: ${s.toFixed(4)}`;
+      const alpha = (Math.min(Math.abs(s) / scale, 1) * 0.85).toFixed(3);
+      const rgb = s > 0 ? "22, 163, 74" : "220, 38, 38";  // green for the label, red against it
+      span.style.background = s === 0 ? "transparent" : `rgba(${rgb}, ${alpha})`;
+      box.appendChild(span);
+    });
+    const delta = data.delta.toExponential(2);
+    $("explain-summary").textContent =
+      `${data.label} (${data.probability.toFixed(3)}): green for it, red against; captum's delta ${delta}`;
+    $("explain-output").hidden = false;
+  } catch (error) { showError(error.message); }
+}
+
 async function similarity() {
   showError("");
   const texts = $("embed-input").value.split("\n").map((t) => t.trim()).filter(Boolean);
@@ -177,5 +203,6 @@ $("prompt").addEventListener("keydown", (e) => {
 $("stop").addEventListener("click", () => controller && controller.abort());
 $("reset").addEventListener("click", () => { history = []; $("messages").innerHTML = ""; $("chat-stats").textContent = ""; });
 $("classify-run").addEventListener("click", classify);
+$("explain-run").addEventListener("click", explain);
 $("embed-run").addEventListener("click", similarity);
 start();
