@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from damoxing.inference.seq2seq import Seq2SeqGenerationConfig, generate_seq2seq
+from damoxing.inference import config as decoding
+from damoxing.inference.seq2seq import generate_seq2seq
 from damoxing.io.checkpoint import load_model, save_model
 from damoxing.models import create_model, preset
 from damoxing.tasks import get_task
@@ -67,7 +68,7 @@ def main() -> None:
     ours, tok = load_model(a.model), Tokenizer.load(a.model)
     theirs = MarianMTModel.from_pretrained(a.model, attn_implementation="sdpa").eval()
     c = ours.config
-    settings = Seq2SeqGenerationConfig(
+    settings = decoding.GenerationConfig(
         max_new_tokens=a.max_new_tokens, num_beams=a.beams, bad_token_ids=(c.pad_id,), forced_eos_token_id=c.eos_id
     )
     hf = GenerationConfig(

@@ -108,6 +108,8 @@ def _cmd_evaluate(args) -> None:
         "text_column": args.text_column,
         "text_pair_column": args.text_pair_column,
         "label_column": args.label_column,
+        "source_column": args.source_column,
+        "target_column": args.target_column,
         "header": args.header,
     }
     metrics = evaluate_model(
@@ -141,6 +143,8 @@ def _cmd_evaluate(args) -> None:
                 "pearson",
                 "spearman",
                 "perplexity",
+                "bleu",
+                "chrf",
             )
             if k in metrics
         ]
@@ -322,7 +326,7 @@ def _cmd_export(args) -> None:
 
     from .recipes.compress import export_model
 
-    print(json.dumps(export_model(args.model, args.out, args.opset), indent=2))
+    print(json.dumps(export_model(args.model, args.out, args.opset, kv_cache=args.kv_cache), indent=2))
 
 
 def _generation_settings(args) -> dict:
@@ -517,6 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=32)
     ev.add_argument("--max-length", type=int, default=None, help="default: the length the model was trained with")
     _column_arguments(ev, label=True)
+    ev.add_argument("--source-column", default=None, help="translation: the column to translate")
+    ev.add_argument("--target-column", default=None, help="translation: the reference translations")
     ev.add_argument("--skip-bad", action="store_true", help="skip and count bad records instead of stopping")
     ev.add_argument(
         "--explain", type=int, default=0, metavar="N", help="add attributions of the N most confident mistakes"
@@ -650,6 +656,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("model", help="model folder or .gguf file")
     ex.add_argument("out", help="output .onnx file")
     ex.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    ex.add_argument(
+        "--kv-cache", action="store_true", help="decoders: past key/values in, present out (as optimum exports)"
+    )
     ex.set_defaults(func=_cmd_export)
 
     g = sub.add_parser("generate", help="continue a prompt (streamed), or every prompt of a file into JSON Lines")

@@ -34,6 +34,8 @@ BERT_DEFAULTS = {
     "mask_token": "[MASK]",
 }
 GPT2_DEFAULTS = {"unk_token": "<|endoftext|>", "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}
+HIDDEN = "\x00"  # spells a Marian vocabulary token that one side's SentencePiece model lacks (see _marian_backend)
+TARGET_FILE = "target_tokenizer.json"  # the target side of a translation tokenizer, beside tokenizer.json
 SENTENCEPIECE_FILES = ("spiece.model", "source.spm", "target.spm", "sentencepiece.bpe.model")
 HUGE = 10**12  # transformers writes a huge model_max_length to mean "no limit"
 
@@ -91,6 +93,16 @@ class Tokenizer:
         self.model_max_length = model_max_length if model_max_length and model_max_length < HUGE else None
         self.use_token_type_ids = use_token_type_ids
         self.chat_template = chat_template
+        self.target: Tokenizer | None = None  # target texts' tokenizer where it differs (Marian's target.spm)
+        vocab = backend.get_vocab(with_added_tokens=False) if isinstance(backend.model, models.Unigram) else {}
+        # Marian: the vocabulary's tokens that this side's SentencePiece model lacks (see _marian_backend)
+        self._hidden = {t[len(HIDDEN) :]: i for t, i in vocab.items() if t.startswith(HIDDEN)}
+
+    @property
+    def target_side(self) -> Tokenizer:
+        """The tokenizer for target texts (a translation's labels): Marian's target.spm, else this one. Both
+        sides share one vocabulary, so either decodes generated ids."""
+        return self.target or self
 
     # ----- vocabulary -----
     @property
@@ -126,9 +138,17 @@ class Tokenizer:
         return ids | {self._special_id(name) for name in self.special_tokens}
 
     # ----- encoding and decoding -----
+    def _ids(self, encoding) -> list[int]:
+        """An encoding's ids. Marian: an <unk> whose text is a vocabulary token gets that token's id, as
+        MarianTokenizer looks the text of SentencePiece's unknown pieces up in vocab.json."""
+        if not self._hidden:
+            return encoding.ids
+        unk = self.unk_id
+        return [self._hidden.get(t, i) if i == unk else i for i, t in zip(encoding.ids, encoding.tokens)]
+
     def encode(self, text: str, pair: str | None = None, add_special_tokens: bool = True) -> list[int]:
         """Ids of one text (or text pair), untruncated."""
-        return self.backend.encode(text, pair, add_special_tokens=add_special_tokens).ids
+        return self._ids(self.backend.encode(text, pair, add_special_tokens=add_special_tokens))
 
     def encode_words(self, words: Sequence[Sequence[str]], max_length: int | None = None) -> list:
         """Pre-split words (token classification) -> backend encodings; `word_ids` map tokens to words."""
@@ -160,7 +180,10 @@ class Tokenizer:
                 raise ValueError(f"got {len(texts)} texts but {len(pairs)} pairs")
         max_length = max_length or self.model_max_length
         encodings = self._encode_batch(texts, pairs, max_length if truncation else None, add_special_tokens)
-        batch = {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings]}
+        batch = {
+            "input_ids": [self._ids(e) for e in encodings],
+            "attention_mask": [e.attention_mask for e in encodings],
+        }
         if self.use_token_type_ids:
             batch["token_type_ids"] = [e.type_ids for e in encodings]
         if padding:
@@ -287,14 +310,16 @@ class Tokenizer:
         elif (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
             specials = {**GPT2_DEFAULTS, **{key: value for key, value in specials.items() if value}}
             backend = _gpt2_backend(path / "vocab.json", path / "merges.txt", specials)
+        elif (path / "source.spm").is_file() and (path / "vocab.json").is_file():
+            return cls._from_marian(path, specials, config)
         elif any((path / name).is_file() for name in SENTENCEPIECE_FILES):
             found = ", ".join(name for name in SENTENCEPIECE_FILES if (path / name).is_file())
             raise CheckpointError(
                 f"{path} holds a SentencePiece model ({found}) and no tokenizer.json, the file damoxing reads. "
-                "T5: write tokenizer.json with transformers (AutoTokenizer.from_pretrained(FOLDER).save_pretrained("
-                "FOLDER)), or copy it from the model's Hub page. Marian (source.spm, target.spm): transformers' "
-                "MarianTokenizer has no tokenizer.json form; train a joint vocabulary with damoxing "
-                "(tokenizer: {train: true, kind: unigram}) and fine-tune, or tokenize with MarianTokenizer yourself"
+                "T5: copy tokenizer.json from the model's Hub page, or write it with transformers "
+                "(AutoTokenizer.from_pretrained(FOLDER).save_pretrained(FOLDER); needs the sentencepiece package). "
+                "Marian: the folder needs source.spm, target.spm and vocab.json together; copy the missing ones "
+                "from the model's Hub page"
             )
         else:
             raise CheckpointError(
@@ -307,13 +332,37 @@ class Tokenizer:
         input_names = config.get("model_input_names")
         type_ids = "token_type_ids" in input_names if input_names else _has_type_ids(backend)
         specials = {key: value for key, value in specials.items() if value and backend.token_to_id(value) is not None}
-        return cls(
+        tokenizer = cls(
             backend,
             **specials,
             model_max_length=config.get("model_max_length"),
             use_token_type_ids=type_ids,
             chat_template=template if isinstance(template, str) else None,
         )
+        if (path / "tokenizer.json").is_file() and (path / TARGET_FILE).is_file():
+            target = Backend.from_file(str(path / TARGET_FILE))
+            tokenizer.target = cls(target, **specials, model_max_length=config.get("model_max_length"))
+        return tokenizer
+
+    @classmethod
+    def _from_marian(cls, path: Path, specials: dict[str, str | None], config: dict) -> Tokenizer:
+        """A Marian folder (source.spm, target.spm, vocab.json): each SentencePiece model becomes a `tokenizers`
+        Unigram over vocab.json's ids, as MarianTokenizer maps pieces; the source side encodes, `target` the
+        target side."""
+        defaults = {"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
+        specials = {**defaults, **{key: value for key, value in specials.items() if value}}
+        vocab = read_json(path / "vocab.json")
+        target_file = path / "target.spm" if (path / "target.spm").is_file() else path / "source.spm"
+        sides = [
+            cls(
+                _marian_backend(spm, vocab, specials),
+                **specials,
+                model_max_length=config.get("model_max_length", 512),
+            )
+            for spm in (path / "source.spm", target_file)
+        ]
+        sides[0].target = sides[1]
+        return sides[0]
 
     @classmethod
     def from_gguf(cls, path: str | os.PathLike) -> Tokenizer:
@@ -380,6 +429,9 @@ class Tokenizer:
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(folder / "tokenizer.json") as tmp:
             self.backend.save(str(tmp))
+        if self.target is not None:  # Marian's target side; load reads it back
+            with atomic_path(folder / TARGET_FILE) as tmp:
+                self.target.backend.save(str(tmp))
         specials = {f"{name}_token": token for name, token in self.special_tokens.items()}
         config = {
             "tokenizer_class": "PreTrainedTokenizerFast",
@@ -588,6 +640,66 @@ def _sentencepiece_bpe(tokens: list[str], merges: list[tuple[str, str]], unk_id:
             decoders.Fuse(),
             decoders.Strip(content=" ", left=1, right=0),
         ]
+    )
+    return backend
+
+
+def _marian_backend(spm_file: Path, vocab: dict[str, int], specials: dict[str, str]) -> Backend:
+    """One side of a Marian tokenizer: the SentencePiece Unigram model in `spm_file` (its pieces, scores and
+    normalizer) over vocab.json's ids, as transformers' MarianTokenizer maps them: a piece missing from vocab.json
+    is <unk>. A vocab.json token this model lacks (the other side's pieces) must never match text, or it would
+    stand where SentencePiece puts <unk>: its entry is spelled behind HIDDEN, which the normalizer removes from
+    any text and the decoder from the output. The end token is appended; language codes (>>fra<<) are tokens of
+    their own."""
+    try:
+        from sentencepiece import sentencepiece_model_pb2
+    except ImportError:
+        raise CheckpointError(
+            f"{spm_file.parent} is a Marian tokenizer (source.spm, target.spm): reading it needs the sentencepiece "
+            "and protobuf packages (pip install sentencepiece protobuf)"
+        ) from None
+    proto = sentencepiece_model_pb2.ModelProto()
+    try:
+        proto.ParseFromString(spm_file.read_bytes())
+    except Exception as error:  # noqa: BLE001
+        raise CheckpointError(f"{spm_file} is not a SentencePiece model ({error}); download it again") from None
+    if proto.trainer_spec.model_type != sentencepiece_model_pb2.TrainerSpec.UNIGRAM:
+        raise CheckpointError(f"{spm_file} is not a Unigram SentencePiece model, the kind Marian uses")
+    ids = sorted(vocab.values())
+    if ids != list(range(len(ids))) or specials["unk_token"] not in vocab:
+        raise CheckpointError(
+            f"{spm_file.parent / 'vocab.json'} should map tokens to the ids 0 .. N-1 and hold "
+            f"{specials['unk_token']!r}; download it again"
+        )
+    normal, user_defined = sentencepiece_model_pb2.ModelProto.SentencePiece.NORMAL, 4  # 4: USER_DEFINED
+    scores = {p.piece: p.score for p in proto.pieces if p.type in (normal, user_defined)}
+    floor = min(scores.values(), default=0.0) - 1.0e4  # below any path through real pieces
+    tokens = sorted(vocab, key=vocab.get)
+    codes = [t for t in tokens if t.startswith(">>") and t.endswith("<<")]
+    keep = {*scores, *specials.values(), *codes}
+    pieces = [(t, scores[t]) if t in scores else (t if t in keep else HIDDEN + t, floor) for t in tokens]
+    backend = Backend(models.Unigram(pieces, unk_id=vocab[specials["unk_token"]]))
+    # the normalizer in SentencePiece's order (as transformers' SpmConverter builds it)
+    spec = proto.normalizer_spec
+    steps = [normalizers.Replace(HIDDEN, "")]
+    steps += [normalizers.Precompiled(spec.precompiled_charsmap)] if spec.precompiled_charsmap else []
+    if spec.remove_extra_whitespaces:  # only spaces: SentencePiece leaves other whitespace alone
+        steps += [normalizers.Replace(Regex(r"\A +| +\z"), ""), normalizers.Replace(Regex(" {2,}"), " ")]
+    if spec.add_dummy_prefix:  # Metaspace skips the prefix when the text starts with "▁"; SentencePiece does not
+        steps.append(normalizers.Replace(Regex("\\A\u2581"), "\u2581\u2581"))
+    backend.normalizer = normalizers.Sequence(steps)
+    scheme = "always" if spec.add_dummy_prefix else "never"
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme=scheme, split=False)
+    backend.decoder = decoders.Sequence(
+        [decoders.Replace(HIDDEN, ""), decoders.Metaspace(replacement="\u2581", prepend_scheme=scheme, split=False)]
+    )
+    backend.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in dict.fromkeys(specials.values())]
+    )
+    backend.add_tokens([AddedToken(t, special=False, normalized=False) for t in codes])
+    eos = specials["eos_token"]
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"$A:0 {eos}:0", pair=f"$A:0 $B:0 {eos}:0", special_tokens=[(eos, vocab[eos])]
     )
     return backend
 

@@ -6,10 +6,14 @@
     logits = run_onnx(session, {"input_ids": ids, "attention_mask": mask})
     tokens = greedy_onnx(session, prompt_ids, 64)      # greedy decoding, the whole sequence each step
 
-Decoders are exported without a key/value cache: each step recomputes the whole prefix, which is correct
-and portable but quadratic in length; exporting the cache as inputs and outputs is still to do (it waits
-on the preallocated KVCache of damoxing/layers/attention.py). Weights are stored inside the .onnx file
-(models under 2 GB). Quantized models are refused: export the float model, and quantize it with ONNX
+    export_onnx(decoder, "model.onnx", kv_cache=True)  # + position_ids, past_key_values.{i}.key / .value in,
+                                                       #   logits and present.{i}.key / .value out (as optimum)
+    tokens = greedy_onnx_cached(onnx_session("model.onnx"), prompt_ids, 64)   # one new token per step
+
+Without `kv_cache` a decoder step recomputes the whole prefix: correct and portable, but quadratic in length.
+With it, the graph takes the keys and values of the positions seen so far, (B, kv_heads, past, head_dim) per
+layer (past may be 0), and returns them with the new positions appended; the attention mask covers past and
+new positions. Weights are stored inside the .onnx file (models under 2 GB). Quantized models are refused: export the float model, and quantize it with ONNX
 Runtime's own tools, whose int8 operators its kernels run.
 """
 
@@ -52,6 +56,44 @@ class _DecoderInputs(nn.Module):
         return self.model(input_ids, attention_mask, positions)
 
 
+class _PastKV:
+    """A LayerKV for export: past keys and values in, `update` appends the new ones (torch.cat) as `present`."""
+
+    def __init__(self, k: torch.Tensor, v: torch.Tensor):
+        self.k, self.v = k, v  # (B, Hkv, P, d)
+
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.k, self.v = torch.cat([self.k, k], dim=2), torch.cat([self.v, v], dim=2)  # (B, Hkv, P + T, d)
+        return self.k, self.v
+
+
+class _DecoderWithPast(nn.Module):
+    """The decoder with optimum's signature: (input_ids, attention_mask (B, P + T), position_ids, then each layer's
+    past key and value) -> logits (B, T, V), then each layer's present key and value (B, Hkv, P + T, d)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, position_ids, *past):
+        cache = [_PastKV(past[i], past[i + 1]) for i in range(0, len(past), 2)]
+        logits = self.model(input_ids, attention_mask, position_ids, cache=cache)
+        return (logits, *[t for layer in cache for t in (layer.k, layer.v)])
+
+
+def past_shapes(model: nn.Module) -> list[tuple[int, int]]:
+    """(kv_heads, head_dim) of each decoder layer's cache (layers may differ after head pruning)."""
+    return [(block.attn.kv_heads, block.attn.head_dim) for block in model.blocks]
+
+
+def past_names(model: nn.Module) -> list[str]:
+    return [f"past_key_values.{i}.{kind}" for i in range(len(model.blocks)) for kind in ("key", "value")]
+
+
+def present_names(model: nn.Module) -> list[str]:
+    return [f"present.{i}.{kind}" for i in range(len(model.blocks)) for kind in ("key", "value")]
+
+
 def input_names(model: nn.Module) -> list[str]:
     """The ONNX inputs of `model`: token_type_ids only for encoders with segment embeddings."""
     if hasattr(model, "new_cache"):  # a decoder
@@ -68,8 +110,9 @@ def example_inputs(model: nn.Module, batch: int = 2, length: int = 8) -> dict[st
     return {k: inputs[k].to(model.device) for k in input_names(model)}
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int | None = None) -> Path:
-    """Write `model` (eval mode, float weights) to `path` as one ONNX file with dynamic batch and sequence axes."""
+def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int | None = None, kv_cache: bool = False) -> Path:
+    """Write `model` (eval mode, float weights) to `path` as one ONNX file with dynamic batch and sequence axes;
+    a decoder with `kv_cache` also takes and returns its keys and values (see the module docstring)."""
     if any(isinstance(m, QuantizedLayer) for m in model.modules()):
         raise ConfigError(
             "export: this model is quantized (damoxing's int8/int4 kernels have no ONNX operators); "
@@ -79,9 +122,20 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int | None = N
     if size >= ONNX_LIMIT:
         raise ConfigError(f"export: {size / 1e9:.1f} GB of weights do not fit one ONNX file (2 GB)")
     model = model.eval()
-    wrapper = (_DecoderInputs if hasattr(model, "new_cache") else _EncoderInputs)(model)
-    inputs = example_inputs(model)
+    if kv_cache and not hasattr(model, "new_cache"):
+        raise ConfigError("export: kv_cache is for decoders (GPT-2, Llama, ...); export encoders without it")
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    if kv_cache:
+        wrapper, inputs = _DecoderWithPast(model), _past_example(model)
+        # batch, new length, past length and the mask's past + new: the exporter works out how they relate
+        auto = torch.export.Dim.AUTO
+        dynamic = [{0: auto, 1: auto}] * 3 + [tuple([{0: auto, 2: auto}] * (len(inputs) - 3))]  # *past: one argument
+        outputs = ["logits", *present_names(model)]
+    else:
+        wrapper = (_DecoderInputs if hasattr(model, "new_cache") else _EncoderInputs)(model)
+        inputs = example_inputs(model)
+        dynamic, outputs = [{0: batch, 1: sequence} for _ in inputs], ["logits"]
+    wrapper.eval()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     quiet = logging.getLogger("torch.onnx")
@@ -95,14 +149,29 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int | None = N
             dynamo=True,
             external_data=False,
             input_names=list(inputs),
-            output_names=["logits"],
+            output_names=outputs,
             opset_version=opset,
-            dynamic_shapes={k: {0: batch, 1: sequence} for k in inputs},
+            dynamic_shapes=tuple(dynamic),
             verbose=False,
         )
     finally:
         quiet.setLevel(level)
     return path
+
+
+def _past_example(model: nn.Module, batch: int = 2, past: int = 3, length: int = 4) -> dict[str, torch.Tensor]:
+    """Inputs to trace the cached decoder with: every axis above 1 and distinct, so that all stay dynamic."""
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, model.config.vocab_size, (batch, length), generator=g)
+    inputs = {
+        "input_ids": ids,
+        "attention_mask": torch.ones(batch, past + length, dtype=torch.long),
+        "position_ids": torch.arange(past, past + length).expand(batch, length),
+    }
+    dtype = next(model.parameters()).dtype
+    for name, (heads, dim) in zip(past_names(model), [s for s in past_shapes(model) for _ in "kv"]):
+        inputs[name] = torch.randn(batch, heads, past, dim, generator=g).to(dtype)
+    return {k: v.to(model.device) for k, v in inputs.items()}
 
 
 def onnx_session(path: str | os.PathLike, threads: int | None = None):
@@ -131,3 +200,26 @@ def greedy_onnx(session, prompt: torch.Tensor, steps: int) -> torch.Tensor:
         new.append(token)
         ids = torch.cat([ids, token], dim=1)
     return torch.cat(new, dim=1)
+
+
+def greedy_onnx_cached(session, prompt: torch.Tensor, steps: int, attention_mask: torch.Tensor | None = None):
+    """(B, T) prompt (left-padded where `attention_mask` says so) -> (B, steps) greedy tokens, with the graph
+    exported with `kv_cache`: the prompt once from an empty past, then one token per step."""
+    names = [i.name for i in session.get_inputs()]
+    past = [i for i in session.get_inputs() if i.name.startswith("past_key_values.")]
+    if not past:
+        raise ConfigError("greedy_onnx_cached: this graph has no past_key_values inputs; export it with kv_cache")
+    B = prompt.shape[0]
+    mask = (torch.ones_like(prompt) if attention_mask is None else attention_mask).numpy().astype(np.int64)
+    dtype = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
+    cache = [np.zeros((B, i.shape[1], 0, i.shape[3]), dtype=dtype[i.type]) for i in past]  # empty past
+    positions = np.clip(mask.cumsum(-1) - 1, 0, None)  # left padding: positions from the mask
+    ids, new = prompt.numpy().astype(np.int64), []
+    for _ in range(steps):
+        feed = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, **dict(zip(names[3:], cache))}
+        logits, *cache = session.run(None, feed)  # (B, T, V), then the presents
+        token = logits[:, -1].argmax(-1)[:, None]  # (B, 1)
+        new.append(token)
+        ids, positions = token, positions[:, -1:] + 1
+        mask = np.concatenate([mask, np.ones((B, 1), dtype=np.int64)], axis=1)
+    return torch.from_numpy(np.concatenate(new, axis=1))

@@ -29,12 +29,18 @@ class GenerationConfig:
     early_stopping: bool | str = False  # beam search: True, False (heuristic) or "never", as in transformers
     stop_token_ids: tuple[int, ...] = ()  # a row ends after emitting one of these (end of sequence, end of turn)
     stop_strings: tuple[str, ...] = ()  # text-level: the text ends before the first of these (see streaming.py)
+    bad_token_ids: tuple[int, ...] = ()  # never generated (Marian bans its pad token)
+    forced_eos_token_id: int | None = None  # the last step allowed must emit this token (Marian: its end token)
     pad_token_id: int | None = None  # fills rows that stopped early; default: the first stop token, else 0
     seed: int | None = None  # sampling: the same seed gives the same tokens
     logprobs: int = 0  # n > 0: report the n most probable tokens and their log-probabilities at every step
 
     def __post_init__(self):
-        for key in ("stop_token_ids", "stop_strings"):  # lists (from YAML or JSON) become tuples: frozen and hashable
+        for key in (
+            "stop_token_ids",
+            "stop_strings",
+            "bad_token_ids",
+        ):  # lists (from YAML or JSON) become tuples: frozen and hashable
             value = getattr(self, key)
             if isinstance(value, (int, str)):
                 value = (value,)
@@ -59,16 +65,18 @@ class GenerationConfig:
         check_range("generation.min_p", self.min_p, 0.0, 1.0)
         check_positive("generation.repetition_penalty", self.repetition_penalty)
         check_choice("generation.early_stopping", self.early_stopping, (False, True, "never"))
-        for token in self.stop_token_ids:
-            _check_int("stop_token_ids", token, 0)
+        for key in ("stop_token_ids", "bad_token_ids"):
+            for token in getattr(self, key):
+                _check_int(key, token, 0)
         for text in self.stop_strings:
             check(
                 isinstance(text, str) and text != "",
                 "generation.stop_strings",
                 f"each stop string must be non-empty text, got {text!r}.",
             )
-        if self.pad_token_id is not None:
-            _check_int("pad_token_id", self.pad_token_id, 0)
+        for key in ("pad_token_id", "forced_eos_token_id"):
+            if getattr(self, key) is not None:
+                _check_int(key, getattr(self, key), 0)
         if self.seed is not None:
             _check_int("seed", self.seed, 0)
 
@@ -105,6 +113,7 @@ HF_KEYS = {
     "length_penalty": "length_penalty",
     "early_stopping": "early_stopping",
     "pad_token_id": "pad_token_id",
+    "forced_eos_token_id": "forced_eos_token_id",
 }
 GGUF_KEYS = {
     "general.sampling.temp": "temperature",
@@ -129,6 +138,9 @@ def checkpoint_generation_defaults(path: str | Path) -> dict:
     source = path / "generation_config.json"
     settings = _read_json(source) if source.is_file() else {}
     out = {field: settings[key] for key, field in HF_KEYS.items() if settings.get(key) is not None}
+    banned = settings.get("bad_words_ids") or []  # single-token "words" only (Marian bans [[pad]])
+    if isinstance(banned, list) and all(isinstance(word, list) and len(word) == 1 for word in banned) and banned:
+        out["bad_token_ids"] = tuple(word[0] for word in banned)
     if settings.get("do_sample"):
         out["temperature"] = settings["temperature"] if settings.get("temperature") is not None else 1.0
     eos = settings.get("eos_token_id")

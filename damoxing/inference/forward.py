@@ -62,6 +62,8 @@ class Forward:
         if self.mask is not None:
             self.mask = self.mask[index]
 
+    reorder = select  # beams within their prompt: the same rows to keep (see beam.Steps)
+
 
 def checked_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
     if input_ids.dim() != 2 or input_ids.shape[1] == 0:

@@ -1,7 +1,7 @@
 """From next-token logits to the next token: penalties, filters, greedy choice or a seeded draw.
 
-The steps run in transformers' order, so the same settings pick the same tokens:
-repetition penalty -> no-repeat n-grams -> min_new_tokens -> temperature -> top-k -> top-p -> min-p.
+The steps run in transformers' order, so the same settings pick the same tokens: repetition penalty ->
+no-repeat n-grams -> banned tokens -> min_new_tokens -> forced end token -> temperature -> top-k -> top-p -> min-p.
 Scores are float32 (float64 logits included), as in transformers.
 """
 
@@ -98,8 +98,14 @@ def process(
         scores = repetition_penalty(scores, history.seen, config.repetition_penalty)
     if config.no_repeat_ngram_size:
         scores = ban_repeated_ngrams(scores, history, config.no_repeat_ngram_size)
+    if config.bad_token_ids:
+        scores = scores.index_fill(-1, torch.tensor(config.bad_token_ids, device=scores.device), float("-inf"))
     if new_tokens < config.min_new_tokens and len(stop_ids):
         scores = scores.index_fill(-1, stop_ids, float("-inf"))
+    if config.forced_eos_token_id is not None and new_tokens == config.max_new_tokens - 1:
+        scores = torch.full_like(scores, float("-inf")).index_fill(
+            -1, torch.tensor([config.forced_eos_token_id], device=scores.device), 0.0
+        )
     return scores
 
 

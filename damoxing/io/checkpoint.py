@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import warnings
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from ..compress.quantize import pack_quantized, quantized_layout
 from ..data.processors import has_processor, load_processor
 from ..errors import CheckpointError
 from ..models import create_model
-from ..tokenizer import Tokenizer, read_json
+from ..tokenizer import SENTENCEPIECE_FILES, Tokenizer, read_json
 from . import hf
 from .gguf import Blocks, load_blocks, read_gguf
 
@@ -295,20 +296,36 @@ def _has_tokenizer(path: Path) -> bool:
     return path.suffix == ".gguf" or any((path / name).is_file() for name in TOKENIZER_FILES)
 
 
+def _sentencepiece_only(path: Path) -> bool:
+    """A folder whose tokenizer is SentencePiece files without tokenizer.json (Marian): copied as it is."""
+    return (
+        path.is_dir()
+        and not (path / "tokenizer.json").is_file()
+        and any((path / name).is_file() for name in SENTENCEPIECE_FILES)
+    )
+
+
 def convert(src: str | os.PathLike, dst: str | os.PathLike, dtype=None, force: bool = False) -> None:
     """Any checkpoint damoxing reads (HF folder, .gguf) -> an HF safetensors folder, tokenizer (or image
     processor) included.
 
+    A SentencePiece tokenizer without tokenizer.json (Marian's source.spm, target.spm, vocab.json) is copied
+    file for file, so transformers finds it in the new folder.
     `dst` must be new, empty or a model folder, and must not hold `src` (see check_destination) unless `force`."""
     src, dst = Path(src), Path(dst)
     if not force:
         check_destination(dst, src)  # before the (slow) load
     model = load_model(src)
+    copy_tokenizer = _sentencepiece_only(src)
     if src.is_dir() and has_processor(src):
         tokenizer = load_processor(src)
     else:
-        tokenizer = Tokenizer.load(src) if _has_tokenizer(src) else None
+        tokenizer = Tokenizer.load(src) if _has_tokenizer(src) and not copy_tokenizer else None
     save_model(model, tokenizer, dst, dtype=dtype, force=True)
+    if copy_tokenizer:
+        for name in (*SENTENCEPIECE_FILES, "vocab.json", "tokenizer_config.json", "special_tokens_map.json"):
+            if (src / name).is_file():
+                shutil.copyfile(src / name, dst / name)
 
 
 def load_into(model: torch.nn.Module, folder: str | os.PathLike) -> None:

@@ -234,6 +234,11 @@ class Seq2Seq(ModelBase):
         """(B, T) ids at positions start .. start + T - 1 -> (B, T, C): scaled embeddings (+ positions), dropout."""
         x = self.embed(ids) * self.embed_scale if self.embed_scale != 1.0 else self.embed(ids)
         if stack.positions is not None:
+            if start + ids.shape[1] > self.config.max_positions:
+                raise ValueError(
+                    f"{start + ids.shape[1]} positions are more than model.max_positions "
+                    f"({self.config.max_positions}): cut the source, or ask for fewer new tokens"
+                )
             x = x + stack.positions(torch.arange(start, start + ids.shape[1], device=ids.device).expand_as(ids))
         return stack.dropout(x)
 

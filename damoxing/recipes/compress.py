@@ -22,11 +22,12 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_open
-from ..compress.export import example_inputs, export_onnx, onnx_session, run_onnx
+from ..compress.export import example_inputs, export_onnx, greedy_onnx_cached, onnx_session, run_onnx
 from ..compress.prune import head_importance, magnitude_prune, make_permanent, prune_heads, sparsity_of
 from ..compress.quantize import Int4Linear, Int8Linear, QuantizedLayer, dequantize_layers, quantize
 from ..errors import UserError
 from ..evaluation.evaluate import evaluate_records
+from ..inference import GenerationConfig, generate
 from ..io.checkpoint import TOKENIZER_FILES, load_model, save_model
 from ..io.finetuned import read_meta, save_finetuned
 from ..tasks import chunks, get_task
@@ -191,11 +192,25 @@ def _plot_curve(curve: list[dict], metric: str, what: str, png: Path) -> None:
 
 
 # ---------------------------------------------------------------------- export
-def export_model(src: str | os.PathLike, dst: str | os.PathLike, opset: int | None = None) -> dict:
-    """`src` -> ONNX file `dst`; checks onnxruntime against PyTorch on two input shapes and reports the gap."""
+def export_model(
+    src: str | os.PathLike, dst: str | os.PathLike, opset: int | None = None, kv_cache: bool = False
+) -> dict:
+    """`src` -> ONNX file `dst`; checks onnxruntime against PyTorch on two input shapes and reports the gap
+    (with `kv_cache`: whether 8 greedy tokens through onnxruntime equal PyTorch's)."""
     model = load_model(src)
-    path = export_onnx(model, dst, opset)
+    path = export_onnx(model, dst, opset, kv_cache=kv_cache)
     session = onnx_session(path)
+    if kv_cache:
+        prompt = example_inputs(model, 2, 5)["input_ids"]
+        tokens = greedy_onnx_cached(session, prompt, 8)
+        same = torch.equal(tokens, generate(model, prompt, GenerationConfig(max_new_tokens=8))[:, 5:])
+        return {
+            "source": str(src),
+            "onnx": str(path),
+            "bytes": path.stat().st_size,
+            "greedy_tokens_equal": same,
+            "inputs": [i.name for i in session.get_inputs()],
+        }
     gap = 0.0
     for batch, length in ((1, 5), (3, 11)):
         inputs = example_inputs(model, batch, length)

@@ -23,15 +23,28 @@ from ..evaluation.report import write_report
 from ..inference.predict import predict_records
 from ..io.checkpoint import load_model
 from ..io.finetuned import finetuned_meta, load_finetuned, read_meta
+from ..models import family_of
 from ..tasks import get_task
 
 
 def load_for_evaluation(model_dir):
-    """A saved folder -> (model, tokenizer or image processor, meta); a language model without finetune.json
-    gets the clm task."""
+    """A saved folder -> (model, tokenizer or image processor, meta). Without finetune.json a language model gets
+    the clm task, and an encoder-decoder (T5, Marian) the translation task (columns `source`, `target`)."""
     model, tokenizer = load_model(model_dir), load_processor(model_dir)
     if model.config.head == get_task("clm").head and "task" not in read_meta(model_dir):
         limit = min(tokenizer.model_max_length or 1024, model.config.max_positions)
+        if family_of(model.config) == get_task("translation").family:
+            return (
+                model,
+                tokenizer,
+                {
+                    "task": "translation",
+                    "source_column": "source",
+                    "target_column": "target",
+                    "max_length": limit,
+                    "labels": [],
+                },
+            )
         return model, tokenizer, {"task": "clm", "text_column": "text", "max_length": limit, "labels": []}
     return model, tokenizer, finetuned_meta(model, tokenizer, model_dir)
 

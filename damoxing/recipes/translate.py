@@ -4,7 +4,7 @@
         print(row["translation"])
 
 MODEL is any encoder-decoder folder damoxing loads (a `damoxing finetune` translation run's model/, or a
-T5 / Marian folder with a tokenizer.json). A file is read lazily (a table's source column, or a text
+T5 folder with a tokenizer.json, or a Marian folder with its source.spm, target.spm and vocab.json). A file is read lazily (a table's source column, or a text
 file with one source per line) and translated a batch at a time, so the JSON Lines come out as they are
 made. Decoding settings: those saved with the model (finetune.json), then the ones given here.
 """

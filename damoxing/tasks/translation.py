@@ -21,7 +21,8 @@ import torch
 from ..data.collators import Seq2SeqCollator
 from ..data.parallel import read_parallel
 from ..evaluation.metrics import TranslationMetrics
-from ..inference.seq2seq import Seq2SeqGenerationConfig, decode_outputs, generate_seq2seq
+from ..inference.config import GenerationConfig
+from ..inference.seq2seq import DEFAULTS, decode_outputs, generate_seq2seq
 from ..layers.losses import IGNORE_INDEX
 from .base import SupervisedTask, TaskOutput, target_loss
 
@@ -35,12 +36,12 @@ class Translation(SupervisedTask):
     finetune = True
     metric = ("loss", "min")
     label_smoothing = 0.0
-    generation = Seq2SeqGenerationConfig()
+    generation = DEFAULTS
 
     def configure(self, options: dict) -> Translation:
         task = copy.copy(self)
         task.label_smoothing = float(options.get("label_smoothing", 0.0))
-        task.generation = Seq2SeqGenerationConfig(**{k: options[k] for k in SETTINGS if k in options})
+        task.generation = dataclasses.replace(DEFAULTS, **{k: options[k] for k in SETTINGS if k in options})
         return task
 
     def settings(self) -> dict:
@@ -79,14 +80,16 @@ class Translation(SupervisedTask):
 
     # ----- batches
     def examples(self, tokenizer, records: Sequence[dict], max_length: int | None) -> list[dict]:
-        """Token ids of each source and target, the end token appended, cut to max_length."""
-        encode = lambda texts: tokenizer(
+        """Token ids of each source and target, the end token appended, cut to max_length. Targets go through the
+        tokenizer's target side (Marian's target.spm; one joint vocabulary otherwise)."""
+        encode = lambda side, texts: side(
             texts, max_length=max_length, padding=False, truncation=True, return_tensors=None
         )["input_ids"]
-        sources = encode([r["source"] for r in records])
+        sources = encode(tokenizer, [r["source"] for r in records])
         if not records or "target" not in records[0]:
             return [{"input_ids": s} for s in sources]
-        return [{"input_ids": s, "labels": t} for s, t in zip(sources, encode([r["target"] for r in records]))]
+        targets = encode(tokenizer.target_side, [r["target"] for r in records])
+        return [{"input_ids": s, "labels": t} for s, t in zip(sources, targets)]
 
     def collate(self, tokenizer, training: bool = True):
         return Seq2SeqCollator(tokenizer.pad_id, decoder_start_id=tokenizer.pad_id)  # T5 and Marian start with pad
@@ -106,7 +109,7 @@ class Translation(SupervisedTask):
         return int(batch["attention_mask"].sum()) + int((batch["labels"] != IGNORE_INDEX).sum())
 
     # ----- evaluation and prediction
-    def decoding(self, model) -> Seq2SeqGenerationConfig:
+    def decoding(self, model) -> GenerationConfig:
         """The run's decoding settings with the model's own rules: never its pad token, end by the last step."""
         c = model.config
         return dataclasses.replace(

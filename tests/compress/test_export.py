@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 import damoxing
-from damoxing.compress.export import export_onnx, greedy_onnx, onnx_session, run_onnx
+from damoxing.compress.export import (
+    export_onnx,
+    greedy_onnx,
+    greedy_onnx_cached,
+    onnx_session,
+    past_names,
+    present_names,
+    run_onnx,
+)
 from damoxing.compress.quantize import quantize
 from damoxing.errors import ConfigError
 from damoxing.inference import GenerationConfig, generate
@@ -55,6 +64,54 @@ def test_tiny_encoder_and_decoder_match_pytorch(tmp_path):
     assert not (tmp_path / "dec.onnx.data").exists()  # one file
 
 
+def test_decoder_with_a_kv_cache_matches_pytorch_step_by_step_and_greedy(tmp_path):
+    """optimum's signature: the prompt from an empty past, then one token at a time with the presents fed back,
+    gives the full forward pass's logits; greedy decoding through onnxruntime gives damoxing's tokens."""
+    decoder = tiny_decoder(dim=32)  # hidden 32, 2 layers, grouped-query attention (4 heads, 2 key/value heads)
+    session = onnx_session(export_onnx(decoder, tmp_path / "cached.onnx", kv_cache=True))
+    names = [i.name for i in session.get_inputs()]
+    assert names == ["input_ids", "attention_mask", "position_ids", *past_names(decoder)]
+    assert [o.name for o in session.get_outputs()] == ["logits", *present_names(decoder)]
+
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, decoder.config.vocab_size, (3, 13), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, :4] = 0  # a left-padded row
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        expected = decoder(ids, mask, positions)  # (B, T, V) float32
+        exact = decoder.double()(ids, mask, positions)
+        decoder.float()
+    # Two float32 evaluations of the same float64 function each carry rounding error of about the size PyTorch's
+    # has (same operations, other kernels and summation orders): their gap is bounded by a small multiple of it.
+    tol = 4 * float((expected - exact).abs().max()) + 8 * torch.finfo(torch.float32).eps * float(exact.abs().max())
+
+    feed = {"input_ids": ids[:, :10], "attention_mask": mask[:, :10], "position_ids": positions[:, :10]}
+    feed.update({name: np.zeros((3, 2, 0, 8), dtype=np.float32) for name in past_names(decoder)})  # empty past
+    got = []
+    for step in range(4):
+        logits, *present = session.run(
+            None, {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in feed.items()}
+        )
+        assert present[0].shape == (3, 2, 10 + step, 8)  # (B, kv_heads, past + new, head_dim)
+        got.append(torch.from_numpy(logits))
+        t = 10 + step
+        feed = {
+            "input_ids": ids[:, t : t + 1],
+            "attention_mask": mask[:, : t + 1],
+            "position_ids": positions[:, t : t + 1],
+        }
+        feed.update(zip(past_names(decoder), present))
+    got = torch.cat(got, dim=1)  # (B, 13, V)
+    assert got.shape == expected.shape
+    gap = float((got - expected)[mask.bool()].abs().max())  # padding positions are not outputs
+    assert gap <= tol, (gap, tol)
+
+    prompt, prompt_mask = ids[:, :6], mask[:, :6]
+    tokens = greedy_onnx_cached(session, prompt, 16, prompt_mask)
+    assert torch.equal(tokens, generate(decoder, prompt, GenerationConfig(max_new_tokens=16), prompt_mask)[:, 6:])
+
+
 def test_quantized_model_is_refused(tmp_path):
     model = tiny_decoder()
     quantize(model, "int8")
@@ -79,3 +136,17 @@ def test_smollm2_decoder_matches_pytorch_and_greedy_gives_the_same_64_tokens(smo
     prompt = torch.tensor([[1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198]])
     tokens = greedy_onnx(onnx_session(path), prompt, 64)
     assert torch.equal(tokens, generate(model, prompt, GenerationConfig(max_new_tokens=64))[:, prompt.shape[1] :])
+
+
+def test_export_command_with_a_kv_cache_checks_greedy_tokens(tmp_path, capsys):
+    import json
+
+    from damoxing.cli import main
+    from damoxing.io.checkpoint import save_model
+
+    save_model(tiny_decoder(dim=32), None, tmp_path / "decoder")
+    assert main(["export", str(tmp_path / "decoder"), str(tmp_path / "d.onnx"), "--kv-cache"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["greedy_tokens_equal"] is True
+    assert report["inputs"][:3] == ["input_ids", "attention_mask", "position_ids"]
+    assert "past_key_values.1.value" in report["inputs"]

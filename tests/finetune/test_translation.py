@@ -13,8 +13,10 @@ import torch
 
 from damoxing.data.parallel import read_parallel
 from damoxing.errors import ConfigError, DataError
+from damoxing.inference.seq2seq import translate_texts
 from damoxing.recipes.finetune import finetune
 from damoxing.recipes.translate import translate
+from damoxing.tokenizer import Tokenizer
 
 PAIRS = [
     ("In the beginning God created the heaven and the earth.", "Au commencement, Dieu créa les cieux et la terre."),
@@ -92,6 +94,8 @@ def test_translate_texts_and_a_file_as_json_lines(overfit, tmp_path):
     result, data = overfit
     rows = list(translate(result.model_dir, texts=["Jesus wept.", "Love your enemies."], num_beams=4))
     assert [r["translation"] for r in rows] == ["Jésus pleura.", "Aimez vos ennemis."]
+    texts = translate_texts(result.model.eval(), Tokenizer.load(result.model_dir), ["Love your enemies."])
+    assert list(texts) == ["Aimez vos ennemis."]  # the Python helper
     out = subprocess.run(
         [sys.executable, "-m", "damoxing", "translate", str(result.model_dir), "--data", str(data), "--num-beams", "1"],
         capture_output=True,
@@ -162,3 +166,40 @@ def test_line_aligned_files_and_tables_give_the_same_records(tmp_path):
     assert list(read_parallel([tmp_path / "b.en", tmp_path / "b.fr"])) == list(read_parallel(table))
     with pytest.raises(DataError, match="come in pairs"):
         list(read_parallel([tmp_path / "b.en"]))
+
+
+def test_resuming_a_translation_run_gives_the_same_weights(overfit, tmp_path):
+    """Steps 3-4 after resuming from step 2 equal steps 3-4 of the run that never stopped (dropout on)."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    result, data = overfit
+    cfg = config(data, label_smoothing=0.1)
+    cfg["model"]["dropout"] = 0.1
+    cfg["tokenizer"] = {"path": str(result.model_dir)}
+    cfg["data"]["group_by_length"] = True
+    cfg["train"].update(epochs=0, max_steps=4, save_every=2, keep_last=5, batch_size=2)
+    finetune(cfg, tmp_path / "straight", verbose=False)
+    (tmp_path / "resumed").mkdir()
+    shutil.copytree(tmp_path / "straight" / "step-000002", tmp_path / "resumed" / "step-000002")
+    finetune(cfg, tmp_path / "resumed", overrides=["train.resume=auto"], verbose=False)
+    a = load_file(str(tmp_path / "straight" / "step-000004" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "step-000004" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    start = load_file(str(tmp_path / "straight" / "step-000002" / "model.safetensors"))
+    assert any(not torch.equal(a[k], start[k]) for k in a)  # steps 3 and 4 did change the weights
+
+
+def test_evaluate_a_translation_folder_with_and_without_finetune_json(overfit, tmp_path):
+    import shutil
+
+    from damoxing.recipes.evaluate import evaluate_model
+
+    result, data = overfit
+    metrics = evaluate_model(result.model_dir, data, tmp_path / "report")
+    assert metrics["bleu"] == pytest.approx(100.0) and (tmp_path / "report" / "report.html").is_file()
+    plain = tmp_path / "plain"  # a Hugging Face folder as transformers writes it: no finetune.json
+    shutil.copytree(result.model_dir, plain, ignore=shutil.ignore_patterns("finetune.json"))
+    metrics = evaluate_model(plain, data, columns={"source_column": "en", "target_column": "fr"})
+    assert metrics["task"] == "translation" and metrics["sentences"] == len(PAIRS)

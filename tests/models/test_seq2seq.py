@@ -16,7 +16,8 @@ import pytest
 import torch
 
 import damoxing
-from damoxing.inference.seq2seq import Seq2SeqGenerationConfig, generate_seq2seq
+from damoxing.inference.config import GenerationConfig
+from damoxing.inference.seq2seq import generate_seq2seq
 from damoxing.io.checkpoint import convert
 from damoxing.models import create_model, preset
 
@@ -244,7 +245,7 @@ def test_greedy_and_beam_search_give_the_tokens_of_transformers(name, beams, ear
         ours,
         ids,
         mask,
-        Seq2SeqGenerationConfig(
+        GenerationConfig(
             **settings, forced_eos_token_id=c.eos_id, bad_token_ids=(c.pad_id,) if c.pad_id != c.eos_id else ()
         ),
     )
@@ -309,7 +310,53 @@ def test_padding_the_source_never_changes_the_output(name):
         with_pads = model(padded, padded_mask, target)
     assert (alone - with_pads).abs().max().item() <= 1e-12
     for beams in (1, 3):
-        settings = Seq2SeqGenerationConfig(max_new_tokens=6, num_beams=beams)
+        settings = GenerationConfig(max_new_tokens=6, num_beams=beams)
         assert torch.equal(
             generate_seq2seq(model, source, None, settings), generate_seq2seq(model, padded, padded_mask, settings)
         )
+
+
+def test_converting_a_marian_folder_keeps_its_sentencepiece_tokenizer_files(folders, tmp_path):
+    """Marian ships source.spm / target.spm / vocab.json and no tokenizer.json: convert copies them as they are."""
+    import shutil
+
+    src = tmp_path / "marian"
+    shutil.copytree(folders["marian"], src)
+    for name, data in (("source.spm", b"spm-src"), ("target.spm", b"spm-tgt"), ("vocab.json", b'{"<pad>": 0}')):
+        (src / name).write_bytes(data)
+    convert(src, tmp_path / "out")
+    assert (tmp_path / "out" / "target.spm").read_bytes() == b"spm-tgt"
+    assert (tmp_path / "out" / "vocab.json").is_file() and not (tmp_path / "out" / "tokenizer.json").exists()
+    assert damoxing.load(tmp_path / "out").config == damoxing.load(src).config
+
+
+@pytest.mark.parametrize("name", ["t5", "marian"])
+@pytest.mark.parametrize("beams", [1, 3])
+def test_the_shared_penalties_and_bans_give_the_tokens_of_transformers(name, beams, taught, transformers):
+    """Seq2seq decoding takes decoders' GenerationConfig: its repetition penalty, n-gram ban and
+    min_new_tokens act as transformers' on an encoder-decoder (over the decoder's tokens, start token included)."""
+    theirs, ours = taught[name]
+    c = ours.config
+    ids = torch.randint(3, V - 1, (5, 6), generator=torch.Generator().manual_seed(7))
+    mask = (torch.arange(6) < torch.tensor([6, 2, 5, 3, 4])[:, None]).long()
+    ids = ids.masked_fill(mask == 0, c.pad_id)
+    settings = {
+        "max_new_tokens": 10,
+        "num_beams": beams,
+        "repetition_penalty": 1.5,
+        "no_repeat_ngram_size": 2,
+        "min_new_tokens": 3,
+        "length_penalty": 0.8,
+    }
+    hf = transformers.GenerationConfig(
+        do_sample=False,
+        decoder_start_token_id=c.decoder_start_id,
+        eos_token_id=c.eos_id,
+        pad_token_id=c.pad_id,
+        forced_eos_token_id=c.eos_id,
+        **settings,
+    )
+    expected = theirs.generate(input_ids=ids, attention_mask=mask, generation_config=hf)[:, 1:]
+    got = generate_seq2seq(ours, ids, mask, GenerationConfig(**settings, forced_eos_token_id=c.eos_id))
+    assert [until_eos(r, c.eos_id) for r in got] == [until_eos(r, c.eos_id) for r in expected]
+    assert all(len(until_eos(r, c.eos_id)) > 3 for r in got)  # min_new_tokens held the end token back
