@@ -109,7 +109,7 @@ def probe_loaded(
     else:
         lists = load_lists(language or "en")  # an unknown language fails here, before any scoring
         pairs = read_pairs(path) if path is not None else sentence_pairs(lists)
-        if kind == "masked":
+        if kind == "masked_lm":
             result = masked_lm_probe(model, tokenizer, pairs, n_boot=n_boot, seed=seed)
         else:
             result = causal_lm_probe(model, tokenizer, pairs, n_boot=n_boot, seed=seed)
