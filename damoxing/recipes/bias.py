@@ -41,12 +41,12 @@ TEXT_FAMILIES = ("encoder", "decoder")
 
 
 def probe_kind(model, model_dir) -> str:
-    """ "counterfactual", "masked_lm" or "causal_lm" from the model's head; a UserError for any other model."""
+    """ "counterfactual", "pseudo_log_likelihood" (masked LMs) or "log_likelihood" (causal LMs) from the model's head; a UserError for any other model."""
     head = model.config.head
     if head in MASKED_HEADS:
-        return "masked_lm"
+        return "pseudo_log_likelihood"
     if head == "lm" and family_of(model.config) == "decoder":
-        return "causal_lm"
+        return "log_likelihood"
     if head == "sequence":
         return "counterfactual"
     raise UserError(
@@ -109,7 +109,7 @@ def probe_loaded(
     else:
         lists = load_lists(language or "en")  # an unknown language fails here, before any scoring
         pairs = read_pairs(path) if path is not None else sentence_pairs(lists)
-        if kind == "masked_lm":
+        if kind == "pseudo_log_likelihood":
             result = masked_lm_probe(model, tokenizer, pairs, n_boot=n_boot, seed=seed)
         else:
             result = causal_lm_probe(model, tokenizer, pairs, n_boot=n_boot, seed=seed)
