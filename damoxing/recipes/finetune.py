@@ -34,7 +34,7 @@ from ..config import from_dict, save_yaml, to_dict
 from ..data.processors import load_processor
 from ..data.readers import ReadSummary
 from ..data.splits import train_val_split
-from ..errors import ConfigError, DataError, UserError
+from ..errors import CheckpointError, ConfigError, DataError, UserError
 from ..evaluation.evaluate import evaluate_records
 from ..evaluation.report import write_report
 from ..finetune.config import FinetuneRunConfig, default_pooling, load_finetune_config, method_defaults
@@ -331,6 +331,14 @@ def columns_of(data) -> dict:
     return {**columns, **({"label_names": list(data.label_names)} if data.label_names else {})}
 
 
+def _load_weights(model: nn.Module, folder: Path) -> None:
+    """The weights of a saved checkpoint into `model`. A saved layout may leave out weights its head never
+    uses (BertForTokenClassification has no pooler): those were not trained, so they stay as they are."""
+    missing, unexpected = model.load_state_dict(load_model(folder).state_dict(), strict=False)
+    if unexpected or any(not k.startswith("pooler.") for k in missing):
+        raise CheckpointError(f"{folder}: its weights do not fit the model (missing {missing}, extra {unexpected})")
+
+
 def _train(
     model,
     tokenizer,
@@ -392,7 +400,7 @@ def _train(
     elif kept is None:
         _log(verbose, f"kept the last model (step {fit['step']}): no evaluation chose a best one")
     elif best["step"] != fit["step"]:
-        load(model, kept)
+        (load_adapters if ft.method == "lora" else _load_weights)(model, kept)
         _log(verbose, f"kept the best model: step {best['step']} of {fit['step']} ({how}, train.metric)")
     else:
         _log(verbose, f"kept the last model (step {fit['step']}): it is the best ({how}, train.metric)")
