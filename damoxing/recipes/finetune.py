@@ -298,8 +298,9 @@ def results_table(summary: dict, out: Path, has_test: bool) -> list[str]:
         values = summary[split] or {}
         rows.append([split, *(f"{values[k]:.4f}" if k in values else "-" for k in columns)])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-             for row in rows]
+    lines = [
+        "  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows
+    ]
     lines.append("(evaluated in fp32; valid chose the kept model, test is the held-out estimate)")
     if has_test:
         lines.append(f"test report: {out / 'test' / 'report.md'}")

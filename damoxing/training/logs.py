@@ -25,7 +25,12 @@ class RunLog:
         self.run_dir, self.enabled = Path(run_dir), enabled
         self.bar = self.tb = None
         # without a terminal (logs, CI) the bar is off: a progress line every progress_seconds instead
-        self.total, self.start_step, self.step, self.progress_seconds = total_steps, start_step, start_step, progress_seconds
+        self.total, self.start_step, self.step, self.progress_seconds = (
+            total_steps,
+            start_step,
+            start_step,
+            progress_seconds,
+        )
         self.started = self.last_progress = time.monotonic()
         if not enabled:
             return

@@ -106,7 +106,7 @@ def test_method_defaults_choose_the_lr_and_say_so(topic_data, method):
     assert cfg.train.lr is None and cfg.finetune.pooling == "mean"  # the test config sets mean pooling
     resolved, lines = method_defaults(cfg)
     assert resolved.train.lr == METHOD_LR[method] == {"full": 5e-5, "head": 2e-3, "lora": 1e-3}[method]
-    assert lines == [f"lr {({'full': '5e-5', 'head': '2e-3', 'lora': '1e-3'}[method])} (default for {method})"]
+    assert lines == [f"lr { ({'full': '5e-5', 'head': '2e-3', 'lora': '1e-3'}[method]) } (default for {method})"]
 
 
 def test_example_config_leaves_lr_and_pooling_to_the_method(tmp_path, monkeypatch):
@@ -120,8 +120,8 @@ def test_example_config_leaves_lr_and_pooling_to_the_method(tmp_path, monkeypatc
 def test_an_lr_far_from_the_methods_range_is_warned_about(topic_data):
     cfg = load_finetune_config(config(topic_data, "head"))  # the test config's head lr: 0.3
     _, lines = method_defaults(cfg)
-    assert lines == ["lr 0.3 (train.lr)", "warning: train.lr 0.3 is 150x above the usual 2e-3 for head; "
-                     "leave train.lr out to use the usual one"]  # fmt: skip
+    warning = "warning: train.lr 0.3 is 150x above the usual 2e-3 for head; leave train.lr out to use the usual one"
+    assert lines == ["lr 0.3 (train.lr)", warning]
     low = load_finetune_config(config(topic_data, "full"), ["train.lr=1e-7"])
     assert method_defaults(low)[1][1].startswith("warning: train.lr 1e-7 is 500x below the usual 5e-5 for full")
     near = load_finetune_config(config(topic_data, "lora"), ["train.lr=5e-3"])  # 5x: within the range
