@@ -282,30 +282,40 @@ def _finetune(
     with atomic_open(out / "result.json") as f:
         json.dump(result.summary(), f, indent=2)
         f.write("\n")
-    for line in results_table(result.summary(), out, test is not None):
+    for line in results_table(metrics, test_metrics, out, chose_on_valid=ft.method != "features"):
         _log(verbose, line)
     return result
 
 
-TABLE_COLUMNS = {"accuracy": "accuracy", "f1_macro": "macro-F1", "mse": "MSE", "pearson": "Pearson", "loss": "loss"}
+TABLE_COLUMNS = {  # metric key -> column title, in this order
+    "accuracy": "accuracy",
+    "f1_macro": "macro-F1",
+    "bleu": "BLEU",
+    "chrf": "chrF",
+    "mse": "MSE",
+    "pearson": "Pearson",
+    "loss": "loss",
+}
 
 
-def results_table(summary: dict, out: Path, has_test: bool) -> list[str]:
-    """The lines that end a run: valid and test rows, a column per metric (fp32), then where the reports are."""
-    columns = [k for k in TABLE_COLUMNS if k in (summary["valid"] or {}) or k in (summary["test"] or {})]
+def results_table(valid: dict, test: dict | None, out: Path, chose_on_valid: bool) -> list[str]:
+    """The lines that end a run: a row each for valid and test, a column per headline metric, then where the
+    reports are (so the last thing printed is not the validation score alone)."""
+    test = test or {}
+    columns = [k for k in TABLE_COLUMNS if isinstance(valid.get(k, test.get(k)), (int, float))]
     rows = [["", *(TABLE_COLUMNS[k] for k in columns)]]
-    for split in ("valid", "test"):
-        values = summary[split] or {}
+    for split, values in (("valid", valid), ("test", test)):
         rows.append([split, *(f"{values[k]:.4f}" if k in values else "-" for k in columns)])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows
     ]
-    lines.append("(evaluated in fp32; valid chose the kept model, test is the held-out estimate)")
-    if has_test:
+    chose = "; the kept model was chosen on valid, so test is the fair estimate" if chose_on_valid else ""
+    lines.append(f"(both evaluated in fp32{chose})")
+    if test:
         lines.append(f"test report: {out / 'test' / 'report.md'}")
     else:
-        lines.append(f"no test data (data.test): the validation report is {out / 'eval' / 'report.md'}")
+        lines.append(f"no test data (data.test); the validation report: {out / 'eval' / 'report.md'}")
     lines.append(f"result: {out / 'result.json'}")
     return lines
 

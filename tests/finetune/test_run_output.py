@@ -79,7 +79,7 @@ def test_run_ends_with_a_table_of_valid_and_test_and_the_report_paths(tokenizer,
     header, valid, test = (line.split() for line in lines[-6:-3])
     assert header == ["accuracy", "macro-F1", "loss"] and valid[0] == "valid" and test[0] == "test"
     assert valid[1:] == test[1:] == [f"{result.metrics[k]:.4f}" for k in ("accuracy", "f1_macro", "loss")]
-    assert lines[-3].startswith("(evaluated in fp32")
+    assert lines[-3].startswith("(both evaluated in fp32; the kept model was chosen on valid")
     assert lines[-2] == f"test report: {out / 'test' / 'report.md'}" and (out / "test" / "report.md").is_file()
     assert lines[-1] == f"result: {out / 'result.json'}" and (out / "result.json").is_file()
 
