@@ -278,6 +278,22 @@ def _cmd_explain(args) -> None:
     print(f"wrote {page}")
 
 
+def _cmd_cache(args) -> None:
+    from .finetune.features import cache_files, clear_cache, default_cache_dir
+
+    folder = Path(args.dir) if args.dir else default_cache_dir()
+    files = cache_files(folder)
+    others = sum(1 for p in folder.iterdir() if p not in files) if folder.is_dir() else 0
+    left = f"; {others} other entries there are not damoxing's and are left alone" if others else ""
+    if args.cache_command == "list":
+        for path in files:
+            print(f"{path.stat().st_size / 1e6:10.1f} MB  {path.name}")
+        print(f"{len(files)} feature files, {sum(p.stat().st_size for p in files) / 1e6:.1f} MB in {folder}{left}")
+    else:
+        n, freed = clear_cache(folder)
+        print(f"deleted {n} feature files ({freed / 1e6:.1f} MB) from {folder}{left}")
+
+
 def _cmd_quickstart(args) -> None:
     from .recipes.quickstart import quickstart
 
@@ -604,6 +620,13 @@ def build_parser() -> argparse.ArgumentParser:
     xp.add_argument("--steps", type=int, default=50, help="Integrated Gradients steps (default 50)")
     xp.add_argument("--max-length", type=int, default=None, help="the most tokens read (default: as trained)")
     xp.set_defaults(func=_cmd_explain)
+
+    ca = sub.add_parser("cache", help="list or clear the feature cache of finetune.method=features")
+    cache_sub = ca.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    for action, text in (("list", "list the cached feature files"), ("clear", "delete the cached feature files")):
+        a = cache_sub.add_parser(action, help=f"{text} (only files damoxing wrote)")
+        a.add_argument("--dir", default=None, help="the cache folder (default: ~/.cache/damoxing/features/)")
+        a.set_defaults(func=_cmd_cache)
 
     q = sub.add_parser("quickstart", help="tokenizer -> pretrain -> fine-tune MiniLM -> evaluate, on bundled data")
     q.add_argument("--out", default="runs/quickstart", help="run folder for every step's output")

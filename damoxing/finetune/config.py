@@ -11,11 +11,17 @@
                classifier settings, layer-wise learning-rate decay; translation: label smoothing, decoding
     train:     the Trainer's TrainConfig (lr, batch_size, epochs, ...); train.task follows finetune.task
 
+Defaults that depend on the method (`method_defaults` resolves them and says which were chosen):
+`train.lr` (full 5e-5, head 2e-3, lora 1e-3; features trains no network) and `finetune.pooling` (mean for
+the frozen bodies of head and features, else the model's own). Fine-tuning evaluates once per epoch by
+default (`train.eval_every: 0`), in fp32 (`train.eval_precision`), and keeps the best weights.
+
 Unknown keys are errors with a suggestion; every value is checked with a message naming its key.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +33,9 @@ from ..training.config import TokenizerConfig, TrainConfig
 from .methods import METHODS
 
 CLASSIFIERS = ("logreg",)
+METHOD_LR = {"full": 5e-5, "head": 2e-3, "lora": 1e-3}  # the learning rates that usually work per method
+FROZEN_BODY = ("head", "features")  # methods that keep the body as it is: mean pooling suits them
+LR_FACTOR = 10  # warn when train.lr is more than this factor away from the method's usual value
 
 
 @dataclass(frozen=True)
@@ -74,7 +83,9 @@ class FinetuneDataConfig:
 class FinetuneConfig:
     method: str = "full"  # full | head | features | lora
     task: str = "classification"  # classification (one text, or a pair) | pair | token_classification | regression
-    pooling: str = ""  # what sequence heads see; "" keeps the model's (encoder: pooler|cls|mean, decoder: last|mean)
+    # what sequence heads see: pooler | cls | mean | last; "" keeps the model's; None (unset): mean for head and
+    # features (frozen bodies), the model's own for full and lora
+    pooling: str | None = None
     lora_rank: int = 8
     lora_alpha: float = 16.0
     lora_dropout: float = 0.05
@@ -143,7 +154,8 @@ class FinetuneRunConfig:
 
 
 TRAIN_DEFAULTS = {
-    "lr": 5e-5,
+    "lr": None,  # per method: METHOD_LR
+    "eval_precision": "fp32",  # the in-training evaluation agrees with the final one (and with predict)
     "epochs": 3,
     "max_steps": 100_000,
     "batch_size": 16,
@@ -176,3 +188,44 @@ def load_finetune_config(source: str | Path | dict | FinetuneRunConfig, override
             train["metric"], train["metric_mode"] = get_task(task).metric
     data["train"] = train
     return from_dict(FinetuneRunConfig, data)
+
+
+def method_defaults(cfg: FinetuneRunConfig, pretrained: bool = True) -> tuple[FinetuneRunConfig, list[str]]:
+    """`cfg` with the method's learning rate where the user left train.lr unset, and the lines that say what
+    was chosen; a warning line when a pretrained model's lr is more than LR_FACTOR away from the method's
+    usual one (a model trained from scratch, `pretrained=False`, is not warned about). finetune.pooling is
+    resolved with the model (`default_pooling`)."""
+    method, lr, lines = cfg.finetune.method, cfg.train.lr, []
+    usual = METHOD_LR.get(method)
+    if usual is None:  # features: a classifier on frozen features, no gradient steps
+        if lr is not None:
+            lines.append(f"lr {number(lr)} is not used (features fits a logistic regression)")
+    elif lr is None:
+        lr = usual
+        lines.append(f"lr {number(lr)} (default for {method})")
+    else:
+        lines.append(f"lr {number(lr)} (train.lr)")
+        if pretrained and not usual / LR_FACTOR <= lr <= usual * LR_FACTOR:
+            factor, side = (lr / usual, "above") if lr > usual else (usual / lr, "below")
+            lines.append(
+                f"warning: train.lr {number(lr)} is {factor:.0f}x {side} the usual {number(usual)} for {method}; "
+                "leave train.lr out to use the usual one"
+            )
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=lr)), lines
+
+
+def default_pooling(method: str, pooling: str | None, model_config) -> tuple[str, str | None]:
+    """(the pooling to set, "" = keep the model's; a line saying so when it is the method's default)."""
+    if pooling is not None:
+        return pooling, f"pooling {pooling}" if pooling else None
+    if method in FROZEN_BODY and hasattr(model_config, "pooling"):
+        return "mean", f"pooling mean (default for {method}: the body is frozen)"
+    return "", None
+
+
+def number(x: float) -> str:
+    """2e-3, 5e-5, 1.5e-4: a learning rate as people write it (0.3 stays 0.3)."""
+    if x >= 0.01:
+        return f"{x:g}"
+    mantissa, exponent = f"{x:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"

@@ -8,6 +8,11 @@ The cache file is keyed by a hash of everything the features depend on: the body
 pooling, the tokenizer, max_length and the records' texts. A second run with the same inputs reads the
 file and runs no forward pass; any change gives a new key (stale features are never reused).
 
+The folder is `finetune.cache_dir`, by default ~/.cache/damoxing/features/ ($DAMOXING_CACHE/features).
+`damoxing cache list` shows its files and `damoxing cache clear` deletes them: only files with a cache
+key's name whose header carries damoxing's marker (and a killed run's temporary files of such names), so
+nothing else that lives in the folder is touched.
+
 A logistic regression *is* a linear layer, so its coefficients are written into the model's own
 `SequenceHead.classifier` (standardisation folded in): the result is an ordinary checkpoint that
 `evaluate` and `predict` use like any other. Regression fits a ridge regression the same way.
@@ -17,12 +22,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -32,6 +39,9 @@ from ..tasks import SupervisedTask, chunks, model_inputs
 from .methods import body_parameters
 
 CACHE_VERSION = "1"
+MARKER = {"written_by": "damoxing", "content": "features"}  # in every cache file's safetensors header
+CACHE_FILE = re.compile(r"[0-9a-f]{32}\.safetensors")  # a cache key's name
+LEFTOVER = re.compile(r"\.[0-9a-f]{32}\.safetensors\.\w+\.tmp")  # a killed run's half-written file (atomic_path)
 
 
 @dataclass
@@ -69,15 +79,15 @@ def cache_key(model: nn.Module, tokenizer, task: SupervisedTask, records: list[d
     return h.hexdigest()
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def embed(
     model: nn.Module, tokenizer, task: SupervisedTask, records: list[dict], max_length: int | None, batch_size: int = 64
 ) -> torch.Tensor:
-    """Pooled features (N, C) of `records` in their order; batches are length-sorted to cut padding."""
+    """Pooled features (N, C) of `records` in their order; batches are length-sorted to cut padding, and each
+    batch's rows are written back to their records' places."""
     was_training = model.training
     model.eval()
-    lengths = [len(r.get("text") or r.get("text_a", "")) + len(r.get("text_b", "")) for r in records]
-    order = sorted(range(len(records)), key=lambda i: lengths[i])
+    order = sorted(range(len(records)), key=lambda i: input_length(records[i]))
     out = None
     for idx in chunks(order, batch_size):
         batch = task.encode(tokenizer, [records[i] for i in idx], max_length)
@@ -90,6 +100,11 @@ def embed(
         out[torch.tensor(idx)] = pooled
     model.train(was_training)
     return out if out is not None else torch.empty(0, 0)
+
+
+def input_length(record: dict) -> int:
+    """A cheap proxy of a record's token count: the characters of its text fields (the items of its lists)."""
+    return sum(len(v) for v in record.values() if isinstance(v, (str, list)))
 
 
 def cached_features(
@@ -115,8 +130,40 @@ def cached_features(
     y = torch.tensor([r["label"] for r in records]) if has_labels else None
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        save_file({"x": x, **({"y": y} if y is not None else {})}, str(tmp))
+        save_file({"x": x, **({"y": y} if y is not None else {})}, str(tmp), metadata=MARKER)
     return Features(x, y, path, from_cache=False)
+
+
+def cache_files(cache_dir: str | os.PathLike | None = None) -> list[Path]:
+    """The files damoxing wrote in the feature cache folder (see the module docstring), sorted by name."""
+    folder = Path(cache_dir) if cache_dir else default_cache_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.is_symlink() and (LEFTOVER.fullmatch(p.name) or _is_ours(p))
+    )
+
+
+def _is_ours(path: Path) -> bool:
+    if not CACHE_FILE.fullmatch(path.name):
+        return False
+    try:
+        with safe_open(str(path), "pt") as f:
+            return (f.metadata() or {}) == MARKER and set(f.keys()) <= {"x", "y"}
+    except Exception:  # not a safetensors file: not ours  # noqa: BLE001
+        return False
+
+
+def clear_cache(cache_dir: str | os.PathLike | None = None) -> tuple[int, int]:
+    """Delete the files damoxing wrote in the feature cache folder; (files deleted, bytes freed)."""
+    files, freed = 0, 0
+    for path in cache_files(cache_dir):
+        size = path.stat().st_size
+        path.unlink(missing_ok=True)
+        files, freed = files + 1, freed + size
+    return files, freed
 
 
 def fit_linear_head(

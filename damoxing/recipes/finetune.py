@@ -34,11 +34,11 @@ from ..config import from_dict, save_yaml, to_dict
 from ..data.processors import load_processor
 from ..data.readers import ReadSummary
 from ..data.splits import train_val_split
-from ..errors import ConfigError, DataError, UserError
+from ..errors import CheckpointError, ConfigError, DataError, UserError
 from ..evaluation.evaluate import evaluate_records
 from ..evaluation.report import write_report
-from ..finetune.config import FinetuneRunConfig, load_finetune_config
-from ..finetune.features import cached_features, fit_linear_head
+from ..finetune.config import FinetuneRunConfig, default_pooling, load_finetune_config, method_defaults
+from ..finetune.features import cached_features, default_cache_dir, fit_linear_head
 from ..finetune.lora import load_adapters, merge_lora, save_adapters
 from ..finetune.methods import layerwise_param_groups, prepare
 from ..io.checkpoint import load_into, load_model
@@ -145,8 +145,17 @@ def finetune(
 def _finetune(
     cfg: FinetuneRunConfig, name: str, out: Path, model: nn.Module | None, tokenizer, verbose: bool
 ) -> FinetuneResult:
+    cfg, chosen = method_defaults(cfg, pretrained="path" in cfg.model or model is not None)
     ft, data = cfg.finetune, cfg.data
     task = get_task(ft.task).configure(to_dict(ft))
+    torch.set_num_threads(cfg.train.num_threads)
+    given = "train.threads" if cfg.train.threads is not None else "the physical cores available; train.threads sets it"
+    _log(verbose, f"threads {cfg.train.num_threads} ({given})")
+    if model is None:
+        _log(verbose, f"model: {cfg.model.get('path') or 'a fresh ' + str(cfg.model.get('preset', 'model'))}")
+    for split in ("train", "valid", "test"):
+        if getattr(data, split):
+            _log(verbose, f"reading {split}: {', '.join(getattr(data, split))}")
     if model is not None and tokenizer is None and task.unit == "tokens":
         raise ConfigError(
             f"finetune(model=...): the {task.name} task reads text, so it needs the tokenizer too (tokenizer=...)."
@@ -168,6 +177,9 @@ def _finetune(
     if read.skipped:
         reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(read.skipped.items()))
         _log(verbose, f"skipped {sum(read.skipped.values())} bad records ({reasons}); first: {read.examples[0]}")
+    held_out = "" if data.valid or not valid else f" ({data.valid_fraction:.0%} of train held out, data.valid_fraction)"
+    counts = f"examples: train {len(train)}, valid {len(valid)}{held_out}" + (f", test {len(test)}" if test else "")
+    _log(verbose, counts)
     if not train or (not valid and (data.valid or data.valid_fraction > 0)):
         raise DataError(f"data: {len(train)} training and {len(valid)} validation records; need at least one of each")
     if not valid and cfg.train.patience:
@@ -179,15 +191,21 @@ def _finetune(
     if model is None:
         torch.manual_seed(cfg.train.seed)  # a fresh model's initialisation follows train.seed
         model, tokenizer = build_model(cfg, task, train, out)
+        _log(verbose, f"loaded {type(model).__name__}: {model.num_parameters():,} parameters")
     if task.family is not None and family_of(model.config) != task.family:
         raise ConfigError(f"finetune.task: {task.name} needs a {task.family} model, not a {family_of(model.config)}.")
     tokenizer = task.preprocessor(tokenizer, model, cfg.transforms, train)  # images: the ImageProcessor
 
-    # model: the task's pooling and a fresh head
-    if ft.pooling:
+    # model: the task's pooling (the method's default unless set) and a fresh head
+    pooling, line = default_pooling(ft.method, ft.pooling, getattr(model, "config", None))
+    chosen += [line] if line else []
+    if pooling:
         if not hasattr(model.config, "pooling"):
             raise ConfigError(f"finetune.pooling: a {type(model).__name__} has no pooling choice; remove the key")
-        model.config = dataclasses.replace(model.config, pooling=ft.pooling)
+        model.config = dataclasses.replace(model.config, pooling=pooling)
+    cfg = dataclasses.replace(cfg, finetune=dataclasses.replace(ft, pooling=pooling))  # config.yaml: what ran
+    ft = cfg.finetune
+    _log(verbose, f"method {ft.method}: " + "; ".join(chosen))
     torch.manual_seed(cfg.train.seed)  # the new head's initialisation
     model.reset_head(task.num_outputs(labels), task.head)
     model.labels = list(labels.names) if labels is not None else ["score"]
@@ -207,6 +225,8 @@ def _finetune(
     adapter_dir, from_cache = None, None
     if ft.method == "features":
         trainable = prepare(model, "features")
+        cache = Path(ft.cache_dir) if ft.cache_dir else default_cache_dir()
+        _log(verbose, f"feature cache: {cache} (finetune.cache_dir; 'damoxing cache clear' empties it)")
         feats = cached_features(
             model, tokenizer, task, train, data.max_length, ft.cache_dir or None, ft.eval_batch_size
         )
@@ -227,7 +247,7 @@ def _finetune(
                 f"finetune.method: {ft.method} trains nothing here (the head has no weights of its own: "
                 "its output layer is tied to the embeddings); use lora or full."
             )
-        _train(model, tokenizer, task, cfg, train, valid, out, meta)
+        _train(model, tokenizer, task, cfg, train, valid, out, meta, verbose)
     wall = time.perf_counter() - start
     _log(verbose, f"{ft.method}: {trainable:,} trainable of {total:,} parameters; fitted in {wall:.1f}s")
 
@@ -270,9 +290,44 @@ def _finetune(
     with atomic_open(out / "result.json") as f:
         json.dump(result.summary(), f, indent=2)
         f.write("\n")
-    if valid:
-        _log(verbose, "valid: " + ", ".join(f"{k} {v:.4f}" for k, v in result.summary()["valid"].items()))
+    for line in results_table(metrics, test_metrics, out, chose_on_valid=bool(valid) and ft.method != "features"):
+        _log(verbose, line)
     return result
+
+
+TABLE_COLUMNS = {  # metric key -> column title, in this order
+    "accuracy": "accuracy",
+    "f1_macro": "macro-F1",
+    "bleu": "BLEU",
+    "chrf": "chrF",
+    "mse": "MSE",
+    "pearson": "Pearson",
+    "loss": "loss",
+}
+
+
+def results_table(valid: dict, test: dict | None, out: Path, chose_on_valid: bool) -> list[str]:
+    """The lines that end a run: a row each for valid and test, a column per headline metric, then where the
+    reports are (so the last thing printed is not the validation score alone)."""
+    test = test or {}
+    columns = [k for k in TABLE_COLUMNS if isinstance(valid.get(k, test.get(k)), (int, float))]
+    rows = [["", *(TABLE_COLUMNS[k] for k in columns)]]
+    for split, values in (("valid", valid), ("test", test)):
+        rows.append([split, *(f"{values[k]:.4f}" if k in values else "-" for k in columns)])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows
+    ]
+    chose = "; the kept model was chosen on valid, so test is the fair estimate" if chose_on_valid else ""
+    lines.append(f"(both evaluated in fp32{chose})")
+    if test:
+        lines.append(f"test report: {out / 'test' / 'report.md'}")
+    elif valid:
+        lines.append(f"no test data (data.test); the validation report: {out / 'eval' / 'report.md'}")
+    else:
+        lines.append("no validation or test data (data.valid, data.valid_fraction, data.test): nothing was evaluated")
+    lines.append(f"result: {out / 'result.json'}")
+    return lines
 
 
 def _log(verbose: bool, message: str) -> None:
@@ -317,6 +372,14 @@ def batch_layout(task: SupervisedTask, model, examples: list[dict], data, tc) ->
     return layout
 
 
+def _load_weights(model: nn.Module, folder: Path) -> None:
+    """The weights of a saved checkpoint into `model`. A saved layout may leave out weights its head never
+    uses (BertForTokenClassification has no pooler): those were not trained, so they stay as they are."""
+    missing, unexpected = model.load_state_dict(load_model(folder).state_dict(), strict=False)
+    if unexpected or any(not k.startswith("pooler.") for k in missing):
+        raise CheckpointError(f"{folder}: its weights do not fit the model (missing {missing}, extra {unexpected})")
+
+
 def _train(
     model,
     tokenizer,
@@ -326,9 +389,10 @@ def _train(
     valid: list[dict],
     out: Path,
     meta: dict,
+    verbose: bool = True,
 ):
     """Prepare the examples once, build batch sources and run the Trainer (the task collates; the config's
-    precision)."""
+    precision); evaluate once per epoch unless train.eval_every says otherwise, and keep the best weights."""
     ft, data, tc = cfg.finetune, cfg.data, cfg.train
     train_ex = task.examples(tokenizer, train, data.max_length)
     valid_ex = task.examples(tokenizer, valid, data.max_length)
@@ -349,9 +413,14 @@ def _train(
             shuffle=False,
             drop_last=False,
         )
+    per_epoch = math.ceil(len(train_batches) / tc.grad_accum)  # optimiser steps
     if tc.epochs:  # the schedule spans the run that will happen (as the HF Trainer computes it)
-        steps = tc.epochs * math.ceil(len(train_batches) / tc.grad_accum)
-        tc = dataclasses.replace(tc, max_steps=min(tc.max_steps, steps))
+        tc = dataclasses.replace(tc, max_steps=min(tc.max_steps, tc.epochs * per_epoch))
+    if not tc.eval_every:
+        tc = dataclasses.replace(tc, eval_every=per_epoch)
+    every = "every epoch" if tc.eval_every == per_epoch else f"every {tc.eval_every} steps"
+    evaluating = f"evaluating {every} in {tc.eval_precision}" if valid_batches else "no validation data"
+    _log(verbose, f"training {tc.max_steps} steps ({per_epoch} per epoch); {evaluating}")
     if ft.method == "lora":
         save, load = save_adapters, load_adapters
     else:
@@ -371,4 +440,16 @@ def _train(
         run_config=to_dict(cfg),
         param_groups=groups,
     )
-    return trainer.fit(resume=tc.resume)
+    fit = trainer.fit(resume=tc.resume)
+    best, kept = fit["best"], state.best_checkpoint(out)
+    how = f"valid {tc.metric} {best['value']:.4f}" if best["value"] is not None else ""
+    if valid_batches is None:
+        _log(verbose, f"no validation data: the last model (step {fit['step']}) is kept")
+    elif kept is None:
+        _log(verbose, f"kept the last model (step {fit['step']}): no evaluation chose a best one")
+    elif best["step"] != fit["step"]:
+        (load_adapters if ft.method == "lora" else _load_weights)(model, kept)
+        _log(verbose, f"kept the best model: step {best['step']} of {fit['step']} ({how}, train.metric)")
+    else:
+        _log(verbose, f"kept the last model (step {fit['step']}): it is the best ({how}, train.metric)")
+    return fit

@@ -8,6 +8,7 @@ The `model` section stays a dict here: `damoxing.models.model_config` resolves i
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +29,7 @@ class TrainConfig:
     epochs: int = 0  # > 0: stop after this many passes over the data (whichever comes first)
     max_minutes: float = 0.0  # > 0: also stop after this much wall-clock time (the schedule follows max_steps)
     optimizer: str = "adamw"
-    lr: float = 3e-4
+    lr: float | None = 3e-4  # None: the recipe chooses (fine-tuning: per method)
     min_lr_ratio: float = 0.0  # the decay ends at lr * min_lr_ratio
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.999)
@@ -43,8 +44,11 @@ class TrainConfig:
     precision: str = "auto"  # auto: bf16 on GPUs and CPUs that run it natively (AVX-512 BF16, AMX), else fp32
     compile: bool = False  # torch.compile the model
     seed: int = 0
+    threads: int | None = None  # CPU threads (torch.set_num_threads); None: the physical cores this process may use
     log_every: int = 10  # steps between log lines
-    eval_every: int = 0  # steps between evaluations; 0 = only at the end
+    progress_seconds: float = 30.0  # stderr not a terminal: a progress line (step/total, elapsed, ETA) this often
+    eval_every: int = 0  # steps between evaluations; 0 = only at the end (fine-tuning: once per epoch)
+    eval_precision: str = "train"  # train: evaluate under the training precision | fp32: always in full precision
     eval_batches: int = 0  # limit evaluation to this many batches; 0 = all
     save_every: int = 0  # steps between checkpoints; 0 = only at the end
     keep_last: int = 2  # checkpoints kept besides the best
@@ -57,8 +61,17 @@ class TrainConfig:
     tensorboard: bool = True
 
     def __post_init__(self):
-        for key in ("batch_size", "grad_accum", "max_steps", "lr", "log_every", "max_skipped_steps"):
+        for key in ("batch_size", "grad_accum", "max_steps", "log_every", "max_skipped_steps", "progress_seconds"):
             check_positive(f"train.{key}", getattr(self, key))
+        if self.lr is not None:
+            check_positive("train.lr", self.lr)
+        if self.threads is not None:
+            check(
+                isinstance(self.threads, int) and self.threads >= 1,
+                "train.threads",
+                f"a whole number of CPU threads >= 1, got {self.threads!r}; leave it out to use the "
+                f"{available_cores()} physical cores available here.",
+            )
         for key in (
             "epochs",
             "max_minutes",
@@ -76,6 +89,7 @@ class TrainConfig:
         check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
         check_choice("train.schedule", self.schedule, SCHEDULES)
         check_choice("train.precision", self.precision, PRECISIONS)
+        check_choice("train.eval_precision", self.eval_precision, ("train", "fp32"))
         check_choice("train.metric_mode", self.metric_mode, ("min", "max"))
         check_choice("train.resume", self.resume, ("never", "auto"))
         check_choice("train.nonfinite", self.nonfinite, ("stop", "skip"))
@@ -92,6 +106,25 @@ class TrainConfig:
     @property
     def warmup(self) -> int:
         return self.warmup_steps or round(self.warmup_ratio * self.max_steps)
+
+    @property
+    def num_threads(self) -> int:
+        """train.threads, or the physical cores available to this process."""
+        return self.threads if self.threads is not None else available_cores()
+
+
+def available_cores() -> int:
+    """Physical cores this process may run on: its CPU affinity, counting SMT siblings (hyper-threads) once
+    when Linux says which they are (/sys/devices/system/cpu/cpuN/topology/thread_siblings_list)."""
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    cores = set()
+    for cpu in cpus:
+        siblings = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
+        try:
+            cores.add(siblings.read_text().strip())  # e.g. "0,8" or "0-1": the same text for both siblings
+        except OSError:
+            return max(1, len(cpus))  # no topology to read: the affinity count
+    return max(1, len(cores))
 
 
 @dataclass(frozen=True)

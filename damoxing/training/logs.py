@@ -8,15 +8,30 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 
 class RunLog:
     def __init__(
-        self, run_dir: Path, total_steps: int, start_step: int = 0, enabled: bool = True, tensorboard: bool = True
+        self,
+        run_dir: Path,
+        total_steps: int,
+        start_step: int = 0,
+        enabled: bool = True,
+        tensorboard: bool = True,
+        progress_seconds: float = 30.0,
     ):
         self.run_dir, self.enabled = Path(run_dir), enabled
         self.bar = self.tb = None
+        # without a terminal (logs, CI) the bar is off: a progress line every progress_seconds instead
+        self.total, self.start_step, self.step, self.progress_seconds = (
+            total_steps,
+            start_step,
+            start_step,
+            progress_seconds,
+        )
+        self.started = self.last_progress = time.monotonic()
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -51,8 +66,19 @@ class RunLog:
             self.write(f"step {step} {split}: {text}")
 
     def advance(self, steps: int = 1) -> None:
-        if self.bar is not None:
+        self.step += steps
+        if self.bar is not None and not self.bar.disable:
             self.bar.update(steps)
+        elif self.enabled and time.monotonic() - self.last_progress >= self.progress_seconds:
+            self.last_progress = time.monotonic()
+            self.write(self.progress())
+
+    def progress(self) -> str:
+        """`step 40/300 (13%), elapsed 1m20s, ETA 8m40s`: the ETA from this run's pace so far."""
+        elapsed, done = time.monotonic() - self.started, self.step - self.start_step
+        eta = _duration(elapsed / done * (self.total - self.step)) if done else "?"
+        percent = 100 * self.step / max(self.total, 1)
+        return f"step {self.step}/{self.total} ({percent:.0f}%), elapsed {_duration(elapsed)}, ETA {eta}"
 
     def write(self, text: str) -> None:
         if not self.enabled:
@@ -72,6 +98,14 @@ class RunLog:
         self.metrics_file.close()
         if plot:
             plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
+
+
+def _duration(seconds: float) -> str:
+    """1h02m, 3m05s or 12s."""
+    s = round(seconds)
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
 def _fmt(v) -> str:

@@ -121,6 +121,9 @@ class Trainer:
         param_groups: list[dict] | None = None,
     ):
         self.config, self.run_dir = config, Path(run_dir)
+        if config.lr is None:
+            raise UserError("train.lr: give a learning rate (the fine-tuning recipe chooses one per method)")
+        torch.set_num_threads(config.num_threads)  # train.threads, or the physical cores available
         self.task = get_task(task, key="train.task")
         self.dist = dist or distributed.Dist(device=next(model.parameters()).device)
         self.model = model.to(self.dist.device)
@@ -157,7 +160,12 @@ class Trainer:
         with state.run_folder(self.run_dir, d, check=False), _CtrlC(verbose=d.main) as ctrl_c:
             self._start(resume)
             log = RunLog(
-                self.run_dir, self.config.max_steps, self.step, enabled=d.main, tensorboard=self.config.tensorboard
+                self.run_dir,
+                self.config.max_steps,
+                self.step,
+                enabled=d.main,
+                tensorboard=self.config.tensorboard,
+                progress_seconds=self.config.progress_seconds,
             )
             try:
                 return self._loop(log, ctrl_c)
@@ -284,7 +292,9 @@ class Trainer:
             if c.eval_batches and i >= c.eval_batches:
                 break
             batch = _to(batch, d.device)
-            with self._autocast():  # sharded models run through the FSDP root, which gathers its weights
+            # sharded models run through the FSDP root, which gathers its weights; train.eval_precision: fp32
+            # evaluates in full precision, as the final evaluation and predict do
+            with self._autocast() if c.eval_precision == "train" else contextlib.nullcontext():
                 out = self.runner(batch) if self.sharded else self.task.loss(self.model, batch)
             for k, v in self.task.targets(batch).items():
                 counts[k] = counts.get(k, 0) + v.double().cpu()
