@@ -123,7 +123,8 @@ class Trainer:
         self.config, self.run_dir = config, Path(run_dir)
         if config.lr is None:
             raise UserError("train.lr: give a learning rate (the fine-tuning recipe chooses one per method)")
-        torch.set_num_threads(config.num_threads)  # train.threads, or the physical cores available
+        if config.threads is not None:  # train.threads; otherwise the process's setting stands (the recipes set
+            torch.set_num_threads(config.threads)  # it to the physical cores, and a forked worker keeps its own)
         self.task = get_task(task, key="train.task")
         self.dist = dist or distributed.Dist(device=next(model.parameters()).device)
         self.model = model.to(self.dist.device)
