@@ -205,6 +205,10 @@ def _cmd_quickstart(args) -> None:
         finetune_examples=args.finetune_examples,
         max_length=args.max_length,
         epochs=args.epochs,
+        lang=args.lang,
+        seeds=args.seeds,
+        pretrained=args.pretrained,
+        corpus_chars=args.corpus_chars,
     )
 
 
@@ -474,13 +478,19 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--skip-bad", action="store_true", help="skip bad records instead of stopping")
     tr.set_defaults(func=_cmd_translate)
 
-    q = sub.add_parser("quickstart", help="tokenizer -> pretrain -> fine-tune MiniLM -> evaluate, on bundled data")
+    q = sub.add_parser(
+        "quickstart", help="tokenizer -> pretrain -> fine-tune it and the same model from scratch -> compare"
+    )
     q.add_argument("--out", default="runs/quickstart", help="run folder for every step's output")
-    q.add_argument("--model", default=None, help="pretrained BERT-family HF folder (default: the bundled MiniLM)")
-    q.add_argument("--pretrain-minutes", type=float, default=2.0, help="wall-clock budget of the pretraining step")
-    q.add_argument("--finetune-examples", type=int, default=0, help="use only N training articles (0 = all)")
-    q.add_argument("--max-length", type=int, default=96, help="tokens per article for fine-tuning")
-    q.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs")
+    q.add_argument("--lang", default="en", choices=["en", "zh"], help="en: BBC news and MiniLM; zh: Chinese reviews")
+    q.add_argument("--model", default=None, help="en: pretrained BERT-family HF folder (default: the bundled MiniLM)")
+    q.add_argument("--pretrained", default=None, help="zh: start from this `damoxing pretrain` run, not pretraining")
+    q.add_argument("--pretrain-minutes", type=float, default=None, help="pretraining budget (en 1.5, zh 4)")
+    q.add_argument("--corpus-chars", type=int, default=1_000_000, help="zh: characters of pretraining text")
+    q.add_argument("--finetune-examples", type=int, default=0, help="use only N training examples (0 = all)")
+    q.add_argument("--max-length", type=int, default=None, help="tokens per example for fine-tuning (96)")
+    q.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (en 3, zh 2)")
+    q.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds per row of the comparison")
     q.set_defaults(func=_cmd_quickstart)
 
     qz = sub.add_parser("quantize", help="int8 / int4 weights or dynamic int8 (HF folder or GGUF in, folder out)")
