@@ -209,6 +209,8 @@ def _cmd_quickstart(args) -> None:
         seeds=args.seeds,
         pretrained=args.pretrained,
         corpus_chars=args.corpus_chars,
+        train=args.train,
+        test=args.test,
     )
 
 
@@ -491,6 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--max-length", type=int, default=None, help="tokens per example for fine-tuning (96)")
     q.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (en 3, zh 2)")
     q.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds per row of the comparison")
+    q.add_argument("--train", default=None, help="your training CSV (text, label) instead of the bundled one")
+    q.add_argument("--test", default=None, help="your test CSV (text, label) instead of the bundled one")
     q.set_defaults(func=_cmd_quickstart)
 
     qz = sub.add_parser("quantize", help="int8 / int4 weights or dynamic int8 (HF folder or GGUF in, folder out)")

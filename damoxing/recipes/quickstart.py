@@ -83,8 +83,11 @@ def quickstart(
     seeds: int = 3,
     pretrained: str | Path | None = None,
     corpus_chars: int = 1_000_000,
+    train: str | Path | None = None,
+    test: str | Path | None = None,
 ) -> dict:
-    """The story in `lang` ("en" or "zh"); None settings take the language's defaults."""
+    """The story in `lang` ("en" or "zh"); None settings take the language's defaults. `train` and `test`
+    (CSV files with `text` and `label` columns) replace the bundled fine-tuning data."""
     if lang not in ("en", "zh"):
         raise UserError(f"--lang: en or zh, not {lang!r}")
     if lang == "zh" and model is not None:
@@ -105,10 +108,15 @@ def quickstart(
     else:
         checkpoint = _pretrain_chinese(out, pretrain_minutes, pretrained, corpus_chars)
         data = "zh_sentiment"
-    train_file, test_file = bundled_path(data, "train"), bundled_path(data, "test")
+    train_file = Path(train) if train is not None else bundled_path(data, "train")
+    test_file = Path(test) if test is not None else bundled_path(data, "test")
+    for path in (train_file, test_file):
+        if not path.is_file():
+            raise UserError(f"{path}: no such file; pass CSV files with 'text' and 'label' columns")
 
     # 3 and 4: fine-tune the pretrained BERT and the same BERT from scratch (and MiniLM), same split and seeds
     what = "BBC news topics" if en else "the bundled Chinese reviews (positive / negative)"
+    what = what if train is None else str(train_file)
     t = _step(3, f"fine-tune the pretrained BERT on {what}, and the same BERT from scratch ({seeds} seeds each)")
     settings = {
         "max_length": max_length,
