@@ -491,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--corpus-chars", type=int, default=1_000_000, help="zh: characters of pretraining text")
     q.add_argument("--finetune-examples", type=int, default=0, help="use only N training examples (0 = all)")
     q.add_argument("--max-length", type=int, default=None, help="tokens per example for fine-tuning (96)")
-    q.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (en 3, zh 2)")
+    q.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs of the tiny BERTs (2; MiniLM: 1)")
     q.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds per row of the comparison")
     q.add_argument("--train", default=None, help="your training CSV (text, label) instead of the bundled one")
     q.add_argument("--test", default=None, help="your test CSV (text, label) instead of the bundled one")

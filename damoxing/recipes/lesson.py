@@ -165,7 +165,7 @@ def compare(
             start = time.perf_counter()
             model = load_model(minilm)
             row.start_digests.append(weights_digest(model))
-            minilm_settings = {**settings, "lr": 1e-4}
+            minilm_settings = {**settings, "lr": 1e-4, "epochs": settings.get("minilm_epochs", settings["epochs"])}
             accuracy = finetune_run(
                 model, Tokenizer.load(minilm), train, test, out / f"minilm-seed{seed}", seed, minilm_settings
             )

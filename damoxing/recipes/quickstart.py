@@ -95,7 +95,7 @@ def quickstart(
     out = Path(out)
     started = time.perf_counter()
     en = lang == "en"
-    defaults = {"pretrain_minutes": 1.5, "max_length": 96, "epochs": 3} if en else {}
+    defaults = {"pretrain_minutes": 1.5, "max_length": 96, "epochs": 2} if en else {}
     defaults = defaults or {"pretrain_minutes": 4.0, "max_length": 96, "epochs": 2}
     pretrain_minutes = defaults["pretrain_minutes"] if pretrain_minutes is None else pretrain_minutes
     max_length = defaults["max_length"] if max_length is None else max_length
@@ -124,6 +124,7 @@ def quickstart(
         "lr": 5e-4,
         "batch_size": 32,
         "max_train_examples": finetune_examples,
+        "minilm_epochs": 1,  # MiniLM is 20x the tiny BERT; one epoch already reaches ~0.97 on BBC
     }
     minilm = (Path(model) if model is not None else minilm_folder()) if en else None
     if minilm is not None:
