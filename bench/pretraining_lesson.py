@@ -73,7 +73,8 @@ def main() -> None:
         settings,
         minilm=minilm_folder() if args.lang == "en" else None,
     )
-    text = f"## Fine-tuning on {data} ({seeds} seeds)\n\n{table(rows)}\n\n## Pretraining ({run})\n\n{mlm_curve(run, out)}\n"
+    text = f"## Fine-tuning on {data} ({seeds} seeds)\n\n{table(rows)}\n\n"
+    text += f"## Pretraining ({run})\n\n{mlm_curve(run, out)}\n"
     (out / "lesson.md").write_text(text, encoding="utf-8")
     (out / "lesson.json").write_text(json.dumps([r.as_dict() for r in rows], indent=2) + "\n")
     print(text)

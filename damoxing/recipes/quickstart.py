@@ -153,7 +153,7 @@ Classify a CSV with a 'text' column (writes JSONL):
   damoxing predict --model {best} --data my.csv --output predictions.jsonl
 Evaluate on your own labelled CSV ('text' and 'label' columns, labels from: {", ".join(metrics["class_names"])}):
   damoxing evaluate --model {best} --out my-report --json --data my.csv
-The table is in {out / "comparison.md"}; everything above is in {out}/ ({time.perf_counter() - started:.0f}s in all).""")
+The table is in {out / "comparison.md"}; all of it is in {out}/ ({time.perf_counter() - started:.0f}s in all).""")
     return {
         "out": str(out),
         "model_dir": str(best),
