@@ -90,6 +90,8 @@ def quickstart(
     (CSV files with `text` and `label` columns) replace the bundled fine-tuning data."""
     if lang not in ("en", "zh"):
         raise UserError(f"--lang: en or zh, not {lang!r}")
+    if seeds < 1:
+        raise UserError(f"--seeds: at least 1 fine-tuning seed per row, not {seeds}")
     if lang == "zh" and model is not None:
         raise UserError("--model: MiniLM is English-only; the Chinese quickstart compares its own pretrained BERT")
     out = Path(out)
