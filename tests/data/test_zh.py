@@ -115,3 +115,17 @@ def test_corpus_strips_annotations_and_drops_the_bundled_reviews(tmp_path):
     assert written["documents"] == 2
     lines = (tmp_path / "out" / "corpus.txt").read_text(encoding="utf-8").splitlines()
     assert sorted(lines) == sorted(["迈向充满希望的新世纪", "这本书很好看。"])
+
+
+def test_zh_corpus_command(tmp_path, capsys):
+    from damoxing.cli import main
+
+    texts = tmp_path / "mine.txt"
+    texts.write_text("今天天气很好。\n\n我们去公园散步。\n", encoding="utf-8")
+    assert main(["data", "zh-corpus", str(tmp_path / "out"), str(texts)]) == 0
+    assert (tmp_path / "out" / "corpus.txt").read_text(encoding="utf-8").splitlines() == [
+        "今天天气很好。",
+        "我们去公园散步。",
+    ]
+    assert main(["data", "zh-corpus", str(tmp_path / "out2"), str(tmp_path / "missing.txt")]) == 2
+    assert "missing.txt" in capsys.readouterr().err
