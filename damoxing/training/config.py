@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import apply_overrides, check, check_choice, check_positive, check_range, from_dict, load_yaml
+from ..data.word_boundaries import WORD_SEGMENTERS
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -162,6 +163,7 @@ class DataConfig:
     seq_len: int = 128
     mask_prob: float = 0.15  # mlm: fraction of tokens to predict
     whole_word: bool = True  # mlm: mask all pieces of a word together
+    word_segmenter: str = ""  # mlm whole-word masking: words from jieba (Chinese, one char per token), or "": '##'
     nsp_prob: float = 0.5  # mlm_nsp: fraction of pairs whose second segment is random
     shuffle: bool = True
     skip_bad: bool = False  # skip and count bad records (malformed rows, bad UTF-8) instead of stopping at the first
@@ -180,6 +182,12 @@ class DataConfig:
             f"must be between 0 and 1 (exclusive), got {self.mask_prob!r}.",
         )
         check_range("data.nsp_prob", self.nsp_prob, 0.0, 1.0)
+        check_choice("data.word_segmenter", self.word_segmenter, WORD_SEGMENTERS)
+        check(
+            self.whole_word or not self.word_segmenter,
+            "data.word_segmenter",
+            "the segmenter's words are for whole-word masking: set data.whole_word: true, or remove the key.",
+        )
 
 
 @dataclass(frozen=True)

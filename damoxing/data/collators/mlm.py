@@ -19,7 +19,10 @@ class MLMCollator:
     `mask_fraction` / `random_fraction` (of chosen tokens; the rest stay unchanged), `seed`.
 
     Examples are id lists or dicts with `input_ids` and optionally `token_type_ids` and
-    `next_sentence_label` (as built by `MLMChunkCollator`), which are padded / passed through.
+    `next_sentence_label` (as built by `MLMChunkCollator`), which are padded / passed through, and `continued`:
+    per token, 1 where it begins inside a word (from a word segmenter such as jieba, for Chinese one character
+    per token: see data/word_boundaries.py); it turns on whole-word masking with those words, joined with the
+    `##` pieces of `continuation` when both are given.
     Returns `input_ids`, `attention_mask`, `labels` (the original id at chosen positions, -100 elsewhere)
     and `masked_positions`: a (N, 2) long tensor of (row, column) of the chosen positions in row-major
     order, equal to `(labels != -100).nonzero()`, so `hidden[mp[:, 0], mp[:, 1]]` gives the (N, C)
@@ -82,35 +85,51 @@ class MLMCollator:
             batch["token_type_ids"] = pad_sequences(types, 0, self.pad_to_multiple_of)
         if isinstance(first, Mapping) and "next_sentence_label" in first:
             batch["next_sentence_label"] = torch.tensor([int(e["next_sentence_label"]) for e in examples])
+        continued = None
+        if isinstance(first, Mapping) and "continued" in first:
+            flags = [example_ids(e, "continued") for e in examples]
+            continued = pad_sequences(flags, 0, self.pad_to_multiple_of).bool()
         if generators is None:
-            masked, labels, positions = self.mask_tokens(input_ids, attention_mask)
+            masked, labels, positions = self.mask_tokens(input_ids, attention_mask, continued=continued)
         else:
             if len(generators) != len(ids):
                 raise ValueError(f"{len(generators)} generators for {len(ids)} examples")
             masked, labels = input_ids.clone(), torch.full_like(input_ids, IGNORE_INDEX)
             for row, (seq, g) in enumerate(zip(ids, generators)):
                 n = len(seq)
-                m, y, _ = self.mask_tokens(input_ids[row : row + 1, :n], attention_mask[row : row + 1, :n], g)
+                words = None if continued is None else continued[row : row + 1, :n]
+                m, y, _ = self.mask_tokens(
+                    input_ids[row : row + 1, :n], attention_mask[row : row + 1, :n], g, continued=words
+                )
                 masked[row, :n], labels[row, :n] = m[0], y[0]
             positions = (labels != IGNORE_INDEX).nonzero()
         return {"input_ids": masked, **batch, "labels": labels, "masked_positions": positions}
 
     def choose(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        generator: torch.Generator | None = None,
+        continued: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """(B, L) bool: the positions chosen for prediction (whole words when `continuation` is set)."""
+        """(B, L) bool: the positions chosen for prediction (whole words when `continuation` is set or
+        `continued`, (B, L) bool, marks the tokens that begin inside a word)."""
         g = self.generator if generator is None else generator
         eligible = attention_mask.bool() & ~self.special[input_ids]
         draw = torch.rand(input_ids.shape, generator=g) < self.mlm_probability
-        if self.continuation is None:
+        if self.continuation is None and continued is None:
             chosen = draw & eligible
             if self.at_least_one:
                 self._choose_one_if_none(chosen, eligible, g)
             return chosen
-        # A word starts at an eligible token that is not a '##' piece following an eligible token.
+        # A word starts at an eligible token that does not continue (a '##' piece, or inside a segmenter's
+        # word) an eligible token.
+        inside = torch.zeros_like(eligible) if self.continuation is None else self.continuation[input_ids]
+        if continued is not None:
+            inside = inside | continued.bool()
         follows_eligible = torch.zeros_like(eligible)
         follows_eligible[:, 1:] = eligible[:, :-1]
-        starts = eligible & ~(self.continuation[input_ids] & follows_eligible)
+        starts = eligible & ~(inside & follows_eligible)
         columns = torch.arange(input_ids.shape[1]).expand_as(input_ids)
         word_start = torch.where(starts, columns, torch.zeros_like(columns)).cummax(dim=1).values
         chosen_starts = draw & starts
@@ -127,12 +146,16 @@ class MLMCollator:
             chosen[empty, pick] = True
 
     def mask_tokens(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        generator: torch.Generator | None = None,
+        continued: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return (masked input_ids, labels, masked_positions) for a padded batch (random draws from
-        `generator`, or the collator's own)."""
+        `generator`, or the collator's own; `continued` as in `choose`)."""
         g = self.generator if generator is None else generator
-        chosen = self.choose(input_ids, attention_mask, g)
+        chosen = self.choose(input_ids, attention_mask, g, continued)
         labels = torch.where(chosen, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
         roll = torch.rand(input_ids.shape, generator=g)
         to_mask = chosen & (roll < self.mask_fraction)
