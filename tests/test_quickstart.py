@@ -86,3 +86,14 @@ def test_quickstart_chinese_end_to_end(tmp_path, capsys):
     check_comparison(out, seeds=2, minilm=False)
     metrics = json.loads((out / "report" / "metrics.json").read_text())
     assert metrics["n"] == 1200 and sorted(metrics["class_names"]) == ["negative", "positive"]
+
+
+def test_the_lesson_says_what_the_table_shows_either_way():
+    from damoxing.recipes.lesson import Row, verdict
+
+    helped = [Row("pretrained", [0.90, 0.91, 0.92]), Row("scratch", [0.70, 0.72, 0.71])]
+    assert verdict(helped).startswith("Pretraining helped: 0.910 against 0.710")
+    noise = [Row("pretrained", [0.43, 0.40, 0.51]), Row("scratch", [0.52, 0.44, 0.44])]
+    assert "did NOT help" in verdict(noise) and "gap -0.020" in verdict(noise)
+    close = [Row("pretrained", [0.80, 0.70]), Row("scratch", [0.70, 0.71])]  # gap 0.045 < spread 0.071
+    assert "did NOT help" in verdict(close)

@@ -176,6 +176,24 @@ def compare(
     return rows
 
 
+def verdict(rows: list[Row]) -> str:
+    """What the table shows about pretraining, in one sentence, from its first two rows (pretrained, scratch):
+    said as measured, whichever way it came out."""
+    pretrained, scratch = rows[0], rows[1]
+    gap, spread = pretrained.mean - scratch.mean, max(pretrained.spread, scratch.spread)
+    if gap > spread:
+        return (
+            f"Pretraining helped: {pretrained.mean:.3f} against {scratch.mean:.3f} from scratch, a gap of {gap:.3f}, "
+            f"more than the spread of seeds ({spread:.3f})."
+        )
+    return (
+        f"Here pretraining did NOT help beyond the noise: {pretrained.mean:.3f} against {scratch.mean:.3f} from "
+        f"scratch (gap {gap:+.3f}, spread of seeds {spread:.3f}). This budget pretrains too little, or on text too "
+        "far from the task, to show what it buys: pretrain longer (the full configs in damoxing/configs/), and "
+        "compare with the row of a model pretrained at scale where there is one."
+    )
+
+
 def table(rows: list[Row]) -> str:
     """The rows as a Markdown table: mean, spread, per-seed accuracies, seconds."""
     lines = ["| model | test accuracy (mean) | spread (std) | per seed | seconds |", "|---|---|---|---|---|"]

@@ -34,7 +34,7 @@ from ..errors import UserError
 from ..tokenizer import Tokenizer
 from ..training import state
 from .evaluate import evaluate_model
-from .lesson import compare, table
+from .lesson import compare, table, verdict
 from .pretrain import pretrain
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # package data
@@ -145,8 +145,8 @@ def quickstart(
         f"  -> {report / 'report.html'} ({time.perf_counter() - t:.0f}s)"
     )
 
-    _step(5, "the lesson: pretraining is what makes fine-tuning work")
-    markdown = table(rows)
+    _step(5, "the lesson: what pretraining buys, measured")
+    markdown = table(rows) + "\n\n" + verdict(rows)
     print(markdown)
     _write_comparison(out, rows, markdown, checkpoint, lang)
     example = "Shares in the company fell sharply after the results." if en else "房间很干净，服务也很周到。"
