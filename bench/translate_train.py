@@ -115,7 +115,7 @@ def main() -> None:
     from transformers import GenerationConfig, MarianMTModel
 
     cfg, task, tok, examples, test, model_cfg = prepare(a)
-    batches = LengthGroupedBatches(examples, task.collator(tok), cfg.train.batch_size, seed=cfg.train.seed)
+    batches = LengthGroupedBatches(examples, task.collate(tok), cfg.train.batch_size, seed=cfg.train.seed)
     plan_steps = cfg.train.max_steps
     torch.manual_seed(0)
     ours = create_model(model_cfg)

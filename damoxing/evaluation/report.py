@@ -222,8 +222,9 @@ def _bias_sections(bias: dict[str, Any]) -> list[tuple[str, str, Any]]:
 
 
 def _md_cell(text: str) -> str:
-    """Escape HTML (Markdown renderers pass it through) and the characters that break a table row."""
-    return html.escape(text).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+    """Escape HTML (Markdown renderers pass it through; quotes are safe outside attributes, and French text is
+    full of apostrophes) and the characters that break a table row."""
+    return html.escape(text, quote=False).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
 def _markdown(title: str, sections: list[tuple[str, str, Any]]) -> str:

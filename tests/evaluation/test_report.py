@@ -55,7 +55,7 @@ def test_classification_report_files(tmp_path, classification_result):
     assert '<img src="calibration.png"' in page and '<img src="confusion_matrix.png"' in page
     # The example text is escaped in both reports (and its pipe cannot break the Markdown table).
     assert "<script>" not in markdown and "<script>" not in page
-    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; \\| pipe" in markdown
+    assert "&lt;script&gt;alert('x')&lt;/script&gt; \\| pipe" in markdown
     assert "<td>&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; | pipe</td>" in page
     assert "<title>Sentiment &lt;eval&gt;</title>" in page
     assert classification_result["worst_examples"][0]["text"] == EVIL
