@@ -553,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: eval-<data name>/ beside the model folder)",
     )
     ev.add_argument("--json", action="store_true", help="print every metric as JSON")
-    ev.add_argument("--batch-size", type=int, default=32)
+    ev.add_argument("--batch-size", type=int, default=64, help="rows per forward pass (text is batched by length)")
     ev.add_argument("--max-length", type=int, default=None, help="default: the length the model was trained with")
     _column_arguments(ev, label=True)
     ev.add_argument("--source-column", default=None, help="translation: the column to translate")
@@ -592,7 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
         ".csv/.jsonl/...; image models: a folder of images, an IDX file, a CSV of pixels)",
     )
     pr.add_argument("--output", "-o", default=None, help="write the JSON Lines here instead of stdout")
-    pr.add_argument("--batch-size", type=int, default=32)
+    pr.add_argument("--batch-size", type=int, default=64, help="rows per forward pass (text is batched by length)")
     pr.add_argument(
         "--skip-bad",
         action="store_true",

@@ -35,7 +35,8 @@ from torch import nn
 
 from ..atomic import atomic_path
 from ..errors import ConfigError
-from ..tasks import SupervisedTask, chunks, model_inputs
+from ..tasks import SupervisedTask, model_inputs
+from ..tasks.base import length_sorted_batches, token_lengths
 from .methods import body_parameters
 
 CACHE_VERSION = "1"
@@ -87,9 +88,9 @@ def embed(
     batch's rows are written back to their records' places."""
     was_training = model.training
     model.eval()
-    order = sorted(range(len(records)), key=lambda i: input_length(records[i]))
     out = None
-    for idx in chunks(order, batch_size):
+    lengths = token_lengths(task, tokenizer, records, max_length)
+    for idx in length_sorted_batches(range(len(records)), lengths, batch_size):
         batch = task.encode(tokenizer, [records[i] for i in idx], max_length)
         batch.pop("labels", None)
         batch = {k: v.to(model.device) for k, v in batch.items()}
@@ -100,11 +101,6 @@ def embed(
         out[torch.tensor(idx)] = pooled
     model.train(was_training)
     return out if out is not None else torch.empty(0, 0)
-
-
-def input_length(record: dict) -> int:
-    """A cheap proxy of a record's token count: the characters of its text fields (the items of its lists)."""
-    return sum(len(v) for v in record.values() if isinstance(v, (str, list)))
 
 
 def cached_features(

@@ -6,7 +6,8 @@
 Each row is a dict: classification {"text", "label", "probability", "probabilities": {name: p}} (images:
 "image" instead of "text"), regression {"text", "score"}, token classification {"tokens", "labels",
 "probabilities"}, translation {"source", "translation"}. Records are
-read lazily and `write_jsonl` writes each line as soon as its batch is done: any file runs in flat memory.
+read lazily, a window of batches at a time (text is batched by length within it, then put back in order), and
+`write_jsonl` writes each line as soon as its window is done: any file runs in flat memory.
 
 One rule everywhere: one output row per input record, in order. An empty input (blank text, no words)
 gives {"text": "", "error": "empty"} and a bad record that was read with skip_bad keeps its
@@ -29,6 +30,7 @@ import torch
 
 from ..evaluation.evaluate import on_cpu
 from ..tasks import SupervisedTask, chunks
+from ..tasks.base import SORT_WINDOW, length_sorted_batches, token_lengths
 
 
 @torch.no_grad()
@@ -39,23 +41,30 @@ def predict_records(
     records: Iterable[dict],
     names: list[str],
     max_length: int | None,
-    batch_size: int = 32,
+    batch_size: int = 64,
+    by_length: bool = True,
 ) -> Iterator[dict]:
-    """One row per record, in order, computed a batch at a time; empty and bad records give an `error` row."""
+    """One row per record, in order; empty and bad records give an `error` row. Text is read SORT_WINDOW
+    records at a time and batched by length within them (`by_length`: little padding is computed); each row
+    goes back to its record's place."""
     model.eval()
-    for part in chunks(records, batch_size):
-        kept = [kept_fields(r.get("kept", {})) for r in part]
-        part = [{k: v for k, v in r.items() if k != "kept"} for r in part]
-        errors = {i: error_row(r) for i, r in enumerate(part) if "error" in r or is_empty(r)}
-        todo = [r for i, r in enumerate(part) if i not in errors]
-        predicted: Iterator[dict] = iter(())
-        if todo:
-            batch = task.encode(tokenizer, todo, max_length)
+    by_length = by_length and task.unit == "tokens"  # images and tables have nothing to pad
+    for window in chunks(records, max(batch_size, SORT_WINDOW) if by_length else batch_size):
+        kept = [kept_fields(r.get("kept", {})) for r in window]
+        window = [{k: v for k, v in r.items() if k != "kept"} for r in window]
+        rows = {i: error_row(r) for i, r in enumerate(window) if "error" in r or is_empty(r)}
+        todo = [i for i in range(len(window)) if i not in rows]
+        if by_length:
+            lengths = dict(zip(todo, token_lengths(task, tokenizer, [window[i] for i in todo], max_length)))
+        for idx in length_sorted_batches(todo, lengths, batch_size) if by_length else chunks(todo, batch_size):
+            part = [window[i] for i in idx]
+            batch = task.encode(tokenizer, part, max_length)
             batch.pop("labels", None)
             batch = {k: v.to(model.device) for k, v in batch.items()}
-            predicted = task.rows(tokenizer, todo, on_cpu(task.outputs(model, batch)), list(names), max_length)
-        for i in range(len(part)):
-            yield {**kept[i], **(errors[i] if i in errors else next(predicted))}
+            predicted = task.rows(tokenizer, part, on_cpu(task.outputs(model, batch)), list(names), max_length)
+            rows.update(zip(idx, predicted))
+        for i in range(len(window)):
+            yield {**kept[i], **rows[i]}
 
 
 ROW_KEYS = frozenset(

@@ -5,9 +5,10 @@
     texts = translate_texts(model, tokenizer, ["In the beginning ..."], config)
 
 The settings are decoders' GenerationConfig (stop tokens default to the model's eos_id, padding to its
-pad_id). The source is encoded once; each step runs the decoder on the newest token only, with the
-self-attention keys and values cached and the cross-attention keys and values computed once per source
-(Seq2SeqCache). Penalties and bans are sampling.py's; beam search is beam.py's `search`, which follows
+pad_id). Stop strings end the text, as they end a decoder's text (decode_outputs, translate_texts); `logprobs`
+is refused with a ConfigError. The source is encoded once; each step runs the decoder on the newest token
+only, with the self-attention keys and values cached and the cross-attention keys and values computed once
+per source (Seq2SeqCache). Penalties and bans are sampling.py's; beam search is beam.py's `search`, which follows
 transformers' `_beam_search` step for step, so both give the same tokens on the same model.
 """
 
@@ -18,9 +19,11 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+from ..errors import ConfigError
 from .beam import check_deterministic, search
 from .config import GenerationConfig
 from .sampling import History, make_generator, pick, process
+from .streaming import TextStream
 
 DEFAULTS = GenerationConfig(max_new_tokens=128)  # what generate_seq2seq and translate_texts use when given none
 
@@ -47,6 +50,11 @@ class DecoderSteps:
 def resolved(config: GenerationConfig | None, model) -> GenerationConfig:
     """The settings with the model's defaults: stop at its eos_id, pad with its pad_id."""
     config = config or DEFAULTS
+    if config.logprobs:
+        raise ConfigError(
+            f"generation.logprobs: {config.logprobs}, but encoder-decoder decoding does not report "
+            "log-probabilities; set it to 0 (decoders report them: damoxing.inference.generate_stream)"
+        )
     c = model.config
     return dataclasses.replace(
         config,
@@ -112,9 +120,23 @@ def encode_sources(tokenizer, texts: Sequence[str], max_length: int | None) -> d
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
 
-def decode_outputs(tokenizer, ids: torch.Tensor) -> list[str]:
-    """Generated ids (B, L) -> texts, special tokens removed."""
-    return [text.strip() for text in tokenizer.batch_decode(ids.tolist(), skip_special_tokens=True)]
+def decode_outputs(tokenizer, ids: torch.Tensor, config: GenerationConfig | None = None) -> list[str]:
+    """Generated ids (B, L) -> texts, special tokens removed; with `config.stop_strings` each text ends before
+    its first stop string, as a decoder's text does (streaming.TextStream; none of a stop string is kept)."""
+    if config is None or not config.stop_strings:
+        return [text.strip() for text in tokenizer.batch_decode(ids.tolist(), skip_special_tokens=True)]
+    return [_until_stop(tokenizer, row, config).strip() for row in ids.tolist()]
+
+
+def _until_stop(tokenizer, ids: list[int], config: GenerationConfig) -> str:
+    stream, text = TextStream(tokenizer, config.stop_strings), ""
+    for token in ids:
+        if token in config.stop_token_ids:
+            break
+        text += stream.push(token)
+        if stream.stopped:
+            return text
+    return text + stream.finish()
 
 
 def translate_texts(
@@ -125,10 +147,10 @@ def translate_texts(
     max_source_length: int | None = None,
     batch_size: int = 32,
 ) -> Iterator[str]:
-    """Translations of `texts`, a batch at a time (lazily, in order)."""
+    """Translations of `texts`, a batch at a time (lazily, in order); each ends before its first stop string."""
+    config = resolved(config, model)
     for i in range(0, len(texts), batch_size):
         batch = encode_sources(tokenizer, texts[i : i + batch_size], max_source_length)
         batch = {k: v.to(model.device) for k, v in batch.items()}
-        yield from decode_outputs(
-            tokenizer, generate_seq2seq(model, batch["input_ids"], batch["attention_mask"], config)
-        )
+        ids = generate_seq2seq(model, batch["input_ids"], batch["attention_mask"], config)
+        yield from decode_outputs(tokenizer, ids, config)

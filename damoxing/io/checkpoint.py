@@ -329,7 +329,18 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, dtype=None, force: b
 
 
 def load_into(model: torch.nn.Module, folder: str | os.PathLike) -> None:
-    """Copy the weights of a saved folder into an existing model of the same shape (the Trainer's resume)."""
+    """Copy the weights of a saved folder into an existing model of the same shape (the Trainer's resume, the
+    best checkpoint of a run). A weight the saved layout never stores (BertForTokenClassification and
+    BertForMaskedLM have no pooler) is not used by that head, so it was not trained: it stays as it is."""
     loaded = load_model(folder)
+    arch = hf.architecture_for(loaded.config)
+    ours, theirs = model.state_dict(), loaded.state_dict()
+    unexpected = [k for k in theirs if k not in ours]
+    missing = [k for k in ours if k not in theirs and hf.stored(k, arch)]
+    if unexpected or missing:
+        raise CheckpointError(
+            f"{folder}: its weights do not fit the model (missing {missing[:5]}, extra {unexpected[:5]}); "
+            "resume with the config that wrote it"
+        )
     with torch.no_grad():
-        model.load_state_dict(loaded.state_dict())
+        model.load_state_dict(theirs, strict=False)

@@ -5,6 +5,7 @@ Heads: 'none' (features), 'mlm', 'pretraining' (MLM + next-sentence), 'sequence'
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -116,6 +117,17 @@ class Encoder(ModelBase):
         self.head = self.make_head(c.head, c.num_labels)
         init_weights(self, c.init_std)
         self.tie_weights()
+
+    def reset_head(self, num_outputs: int, kind: str = "sequence") -> None:
+        """A fresh head. A sequence head on a body without a pooler (a masked-LM checkpoint) also gets a fresh
+        pooler, and [CLS] pooling becomes pooler pooling: what BertForSequenceClassification reads and saves."""
+        if kind == "sequence" and self.pooler is None:
+            like = self.embed.tokens.weight
+            self.pooler = nn.Linear(self.config.dim, self.config.dim).to(like.device, like.dtype)
+            init_weights(self.pooler, self.config.init_std)
+            pooling = "pooler" if self.config.pooling == "cls" else self.config.pooling
+            self.config = dataclasses.replace(self.config, pooler=True, pooling=pooling)
+        super().reset_head(num_outputs, kind)
 
     def make_head(self, kind: str, num_outputs: int) -> nn.Module:
         c = self.config

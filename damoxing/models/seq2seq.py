@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..config import check, check_choice, check_positive, check_range
+from ..errors import ConfigError
 from ..layers import (
     MLP,
     GatedMLP,
@@ -195,6 +196,25 @@ class Seq2SeqCache:
         self.memory_mask = self.memory_mask[index] if self.memory_mask is not None else None
 
 
+def too_long(source: bool, start: int, length: int, limit: int) -> str:
+    """The message for tokens past the position table: which side, how long, the limit, and what to do."""
+    if source:
+        return (
+            f"a source of {length} tokens is longer than the model's {limit} positions (model.max_positions): "
+            f"truncate sources to at most {limit} tokens (data.max_length in a config, --max-length on the "
+            "command line)"
+        )
+    if start == 0:  # teacher forcing: the whole target at once
+        return (
+            f"a target of {length} tokens is longer than the model's {limit} positions (model.max_positions): "
+            f"truncate targets to at most {limit} tokens (data.max_length)"
+        )
+    return (
+        f"decoding reached position {start + length} of a model with {limit} positions (model.max_positions): "
+        f"ask for at most {limit} new tokens (generation.max_new_tokens, --max-new-tokens)"
+    )
+
+
 class Seq2Seq(ModelBase):
     def __init__(self, config: Seq2SeqConfig):
         super().__init__()
@@ -235,10 +255,7 @@ class Seq2Seq(ModelBase):
         x = self.embed(ids) * self.embed_scale if self.embed_scale != 1.0 else self.embed(ids)
         if stack.positions is not None:
             if start + ids.shape[1] > self.config.max_positions:
-                raise ValueError(
-                    f"{start + ids.shape[1]} positions are more than model.max_positions "
-                    f"({self.config.max_positions}): cut the source, or ask for fewer new tokens"
-                )
+                raise ConfigError(too_long(stack is self.encoder, start, ids.shape[1], self.config.max_positions))
             x = x + stack.positions(torch.arange(start, start + ids.shape[1], device=ids.device).expand_as(ids))
         return stack.dropout(x)
 

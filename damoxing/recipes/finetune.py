@@ -34,7 +34,7 @@ from ..config import from_dict, save_yaml, to_dict
 from ..data.processors import load_processor
 from ..data.readers import ReadSummary
 from ..data.splits import train_val_split
-from ..errors import CheckpointError, ConfigError, DataError, UserError
+from ..errors import ConfigError, DataError, UserError
 from ..evaluation.evaluate import evaluate_records
 from ..evaluation.report import write_report
 from ..finetune.config import FinetuneRunConfig, default_pooling, load_finetune_config, method_defaults
@@ -196,7 +196,11 @@ def _finetune(
         raise ConfigError(f"finetune.task: {task.name} needs a {task.family} model, not a {family_of(model.config)}.")
     tokenizer = task.preprocessor(tokenizer, model, cfg.transforms, train)  # images: the ImageProcessor
 
-    # model: the task's pooling (the method's default unless set) and a fresh head
+    # model: a fresh head (an encoder's sequence head brings a pooler if the checkpoint had none), then the
+    # task's pooling (the method's default unless set)
+    torch.manual_seed(cfg.train.seed)  # the new head's initialisation
+    model.reset_head(task.num_outputs(labels), task.head)
+    model.labels = list(labels.names) if labels is not None else ["score"]
     pooling, line = default_pooling(ft.method, ft.pooling, getattr(model, "config", None))
     chosen += [line] if line else []
     if pooling:
@@ -206,9 +210,6 @@ def _finetune(
     cfg = dataclasses.replace(cfg, finetune=dataclasses.replace(ft, pooling=pooling))  # config.yaml: what ran
     ft = cfg.finetune
     _log(verbose, f"method {ft.method}: " + "; ".join(chosen))
-    torch.manual_seed(cfg.train.seed)  # the new head's initialisation
-    model.reset_head(task.num_outputs(labels), task.head)
-    model.labels = list(labels.names) if labels is not None else ["score"]
     meta = {
         "task": task.name,
         "method": ft.method,
@@ -372,14 +373,6 @@ def batch_layout(task: SupervisedTask, model, examples: list[dict], data, tc) ->
     return layout
 
 
-def _load_weights(model: nn.Module, folder: Path) -> None:
-    """The weights of a saved checkpoint into `model`. A saved layout may leave out weights its head never
-    uses (BertForTokenClassification has no pooler): those were not trained, so they stay as they are."""
-    missing, unexpected = model.load_state_dict(load_model(folder).state_dict(), strict=False)
-    if unexpected or any(not k.startswith("pooler.") for k in missing):
-        raise CheckpointError(f"{folder}: its weights do not fit the model (missing {missing}, extra {unexpected})")
-
-
 def _train(
     model,
     tokenizer,
@@ -448,7 +441,7 @@ def _train(
     elif kept is None:
         _log(verbose, f"kept the last model (step {fit['step']}): no evaluation chose a best one")
     elif best["step"] != fit["step"]:
-        (load_adapters if ft.method == "lora" else _load_weights)(model, kept)
+        (load_adapters if ft.method == "lora" else load_into)(model, kept)
         _log(verbose, f"kept the best model: step {best['step']} of {fit['step']} ({how}, train.metric)")
     else:
         _log(verbose, f"kept the last model (step {fit['step']}): it is the best ({how}, train.metric)")

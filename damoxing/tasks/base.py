@@ -225,5 +225,20 @@ def chunks(items: Iterable, size: int) -> Iterator[list]:
         yield chunk
 
 
+SORT_WINDOW = 1024  # records an inference pass reads (and sorts by length) at a time, at least one batch
+
+
+def token_lengths(task: SupervisedTask, tokenizer, records: Sequence[dict], max_length: int | None) -> list[int]:
+    """Each text record's token count (a text-to-text record's source), by the task's own tokenization."""
+    return [len(example["input_ids"]) for example in task.examples(tokenizer, records, max_length)]
+
+
+def length_sorted_batches(positions: Iterable[int], lengths: Sequence[int] | dict, batch_size: int) -> list[list[int]]:
+    """Batches of `positions` in order of `lengths[position]`: an inference pass pads each batch to its longest
+    row, so similar lengths together compute little padding. The caller puts each result back at its
+    position, so the data's order is kept."""
+    return list(chunks(sorted(positions, key=lambda i: lengths[i]), batch_size))
+
+
 def as_paths(paths) -> list[Path]:
     return [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]

@@ -129,14 +129,14 @@ class Translation(SupervisedTask):
 
     def score(self, metrics, outputs: dict, labels, records) -> tuple[float, int]:
         metrics.update(
-            decode_outputs(metrics.tokenizer, outputs["ids"]),
+            decode_outputs(metrics.tokenizer, outputs["ids"], self.generation),
             [r["target"] for r in records],
             [r["source"] for r in records],
         )
         return outputs["loss"], outputs["tokens"]
 
     def rows(self, tokenizer, records, outputs: dict, names, max_length) -> Iterator[dict]:
-        for record, text in zip(records, decode_outputs(tokenizer, outputs["ids"])):
+        for record, text in zip(records, decode_outputs(tokenizer, outputs["ids"], self.generation)):
             yield {
                 "source": record["source"],
                 "translation": text,

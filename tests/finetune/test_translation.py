@@ -203,3 +203,26 @@ def test_evaluate_a_translation_folder_with_and_without_finetune_json(overfit, t
     shutil.copytree(result.model_dir, plain, ignore=shutil.ignore_patterns("finetune.json"))
     metrics = evaluate_model(plain, data, columns={"source_column": "en", "target_column": "fr"})
     assert metrics["task"] == "translation" and metrics["sentences"] == len(PAIRS)
+
+
+def test_stop_strings_end_the_translation_and_logprobs_are_refused(overfit):
+    """As a decoder's text: the translation ends before the first stop string, none of which is kept."""
+    from damoxing.inference.config import GenerationConfig
+    from damoxing.io.checkpoint import load_model
+
+    result, _ = overfit
+    model, tokenizer = load_model(result.model_dir), Tokenizer.load(result.model_dir)
+    sources = [en for en, _ in PAIRS]
+    plain = GenerationConfig(max_new_tokens=64)
+    full = list(translate_texts(model, tokenizer, sources, plain))
+    assert full == [fr for _, fr in PAIRS]
+    stops = ("lumière", "ennemis")
+    cut = list(translate_texts(model, tokenizer, sources, GenerationConfig(max_new_tokens=64, stop_strings=stops)))
+    expected = []
+    for text in full:
+        found = [i for i in (text.find(s) for s in stops) if i >= 0]
+        expected.append(text[: min(found)].strip() if found else text)
+    assert cut == expected
+    assert cut[1] == "Dieu dit: Que la" and cut[4] == "Aimez vos" and cut[3] == "Jésus pleura."
+    with pytest.raises(ConfigError, match=r"generation\.logprobs: 3, but encoder-decoder decoding"):
+        list(translate_texts(model, tokenizer, sources, GenerationConfig(logprobs=3)))

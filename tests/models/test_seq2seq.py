@@ -360,3 +360,28 @@ def test_the_shared_penalties_and_bans_give_the_tokens_of_transformers(name, bea
     got = generate_seq2seq(ours, ids, mask, GenerationConfig(**settings, forced_eos_token_id=c.eos_id))
     assert [until_eos(r, c.eos_id) for r in got] == [until_eos(r, c.eos_id) for r in expected]
     assert all(len(until_eos(r, c.eos_id)) > 3 for r in got)  # min_new_tokens held the end token back
+
+
+def test_a_source_target_or_decoding_past_max_positions_is_one_clear_config_error():
+    """Sinusoidal positions end at model.max_positions: each side says its length, the limit and what to do."""
+    from damoxing.errors import ConfigError
+
+    config = dataclasses.replace(
+        preset("transformer-small"), vocab_size=V, dim=32, layers=1, heads=4, mlp_dim=64, max_positions=16
+    )
+    config = dataclasses.replace(config, pad_id=V - 1, eos_id=0, decoder_start_id=V - 1)
+    torch.manual_seed(0)
+    model = create_model(config).eval()
+    short = torch.randint(3, V - 1, (1, 16), generator=torch.Generator().manual_seed(1))
+    long = torch.randint(3, V - 1, (1, 20), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        model(short, None, short)  # 16 positions fit
+        with pytest.raises(ConfigError, match=r"a source of 20 tokens .* 16 positions.*data\.max_length"):
+            model(long, None, short)
+        with pytest.raises(ConfigError, match=r"a target of 20 tokens .* 16 positions.*data\.max_length"):
+            model(short, None, long)
+    never_ends = GenerationConfig(max_new_tokens=40, bad_token_ids=(config.eos_id,))  # decodes every step
+    with pytest.raises(ConfigError, match=r"position 17 of a model with 16 positions.*at most 16 new tokens"):
+        generate_seq2seq(model, short, None, never_ends)
+    fits = dataclasses.replace(never_ends, max_new_tokens=16)
+    assert generate_seq2seq(model, short, None, fits).shape == (1, 16)

@@ -112,6 +112,12 @@ def state_to_hf(state: dict, arch: str) -> dict:
     return m.to_hf(out)
 
 
+def stored(our_name: str, arch: str) -> bool:
+    """Whether a checkpoint of `arch` holds this weight (BERT's token and MLM heads have no pooler)."""
+    m, _ = ARCHITECTURES.get(arch)
+    return m.keep_on_save(arch, our_name)
+
+
 def architecture_for(config) -> str:
     """The HF architecture our config is saved as (raises CheckpointError when none fits)."""
     for m in MAPS:
@@ -158,4 +164,5 @@ __all__ = [
     "register",
     "state_from_hf",
     "state_to_hf",
+    "stored",
 ]
