@@ -19,7 +19,7 @@ from pathlib import Path
 
 from damoxing.data.bundled import bundled_path
 from damoxing.recipes.lesson import compare, table
-from damoxing.recipes.quickstart import minilm_folder, newest_checkpoint
+from damoxing.recipes.quickstart import DEFAULTS, minilm_folder, newest_checkpoint
 
 
 def mlm_curve(run: Path, out: Path) -> str:
@@ -53,13 +53,15 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--pooling", default=None, help="cls | mean | pooler (default: the quickstart's, per language)")
     ap.add_argument("--quick", action="store_true", help="1 seed, 100 examples, 1 epoch")
     args = ap.parse_args()
     run = Path(args.pretrained)
     out = Path(args.out or f"runs/lesson-{args.lang}")
     out.mkdir(parents=True, exist_ok=True)
     data = "zh_sentiment" if args.lang == "zh" else "bbc_news"
-    settings = {"max_length": args.max_length, "epochs": args.epochs, "lr": 5e-4, "batch_size": 32}
+    pooling = args.pooling or DEFAULTS[args.lang]["pooling"]
+    settings = {"max_length": args.max_length, "epochs": args.epochs, "lr": 5e-4, "batch_size": 32, "pooling": pooling}
     seeds = args.seeds
     if args.quick:
         settings.update(max_train_examples=100, epochs=1, max_length=32)

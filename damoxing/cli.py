@@ -654,7 +654,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--lang", default="en", choices=["en", "zh"], help="en: BBC news and MiniLM; zh: Chinese reviews")
     q.add_argument("--model", default=None, help="en: pretrained BERT-family HF folder (default: the bundled MiniLM)")
     q.add_argument("--pretrained", default=None, help="zh: start from this `damoxing pretrain` run, not pretraining")
-    q.add_argument("--pretrain-minutes", type=float, default=None, help="pretraining budget (en 1.5, zh 4)")
+    q.add_argument("--pretrain-minutes", type=float, default=None, help="pretraining time limit (en 2, zh 4)")
     q.add_argument("--corpus-chars", type=int, default=1_000_000, help="zh: characters of pretraining text")
     q.add_argument("--finetune-examples", type=int, default=0, help="use only N training examples (0 = all)")
     q.add_argument("--max-length", type=int, default=None, help="tokens per example for fine-tuning (96)")

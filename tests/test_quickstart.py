@@ -1,8 +1,10 @@
 """The quickstart (what `make demo` runs) end to end, at a smaller setting: English, and Chinese (slow)."""
 
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 
 import damoxing
 from damoxing.cli import main
@@ -58,8 +60,17 @@ def test_quickstart_end_to_end(tmp_path, minilm_dir, capsys):
     assert "| pretrained, then fine-tuned |" in printed  # the table is printed
     # every step's output under the one run folder
     assert (out / "tokenizer" / "tokenizer.json").is_file()
-    assert list((out / "pretrain").glob("step-*/model.safetensors"))
+    checkpoints = list((out / "pretrain").glob("step-*/model.safetensors"))
+    assert checkpoints
+    # pretraining read the plays and the training articles' text, never the test split
+    pretraining = yaml.safe_load((checkpoints[-1].parent / "config.yaml").read_text())
+    read = [Path(p) for p in pretraining["data"]["train"]]
+    assert read == [damoxing.data.bundled_path("shakespeare"), damoxing.data.bundled_path("bbc_news", "train")]
+    assert pretraining["train"]["task"] == "masked_lm"
     check_comparison(out, seeds=1, minilm=True)
+    # the tiny BERT rows' heads read the mean of the tokens; MiniLM keeps its own pooler (finetune.json says)
+    for run, pooling in (("pretrained-seed0", "mean"), ("scratch-seed0", "mean"), ("minilm-seed0", "pooler")):
+        assert json.loads((out / "finetune" / run / "model" / "finetune.json").read_text())["pooling"] == pooling
     metrics = json.loads((out / "report" / "metrics.json").read_text())
     assert metrics["n"] == 444 and 0.0 <= metrics["accuracy"] <= 1.0
     assert (out / "report" / "report.html").is_file() and (out / "report" / "confusion_matrix.png").is_file()

@@ -82,7 +82,9 @@ def start_model(pretrained: str | Path, seed: int, fresh: bool) -> torch.nn.Modu
 
 
 def finetune_run(model, tokenizer, train: Path, test: Path, out: Path, seed: int, settings: dict) -> float:
-    """Full fine-tuning of `model` (changed in place) on `train`; its test accuracy."""
+    """Full fine-tuning of `model` (changed in place) on `train`; its test accuracy. settings["pooling"] (cls,
+    mean, pooler), when given, chooses what the new head sees; otherwise the model's own pooling."""
+    pooling = settings.get("pooling")
     config = {
         "data": {
             "train": [str(train)],
@@ -91,7 +93,7 @@ def finetune_run(model, tokenizer, train: Path, test: Path, out: Path, seed: int
             "max_train_examples": settings.get("max_train_examples", 0),
             "valid_fraction": 0.1,
         },
-        "finetune": {"method": "full", "task": "sequence"},
+        "finetune": {"method": "full", "task": "sequence", **({"pooling": pooling} if pooling else {})},
         "train": {
             "lr": settings["lr"],
             "epochs": settings["epochs"],
@@ -165,7 +167,12 @@ def compare(
             start = time.perf_counter()
             model = load_model(minilm)
             row.start_digests.append(weights_digest(model))
-            minilm_settings = {**settings, "lr": 1e-4, "epochs": settings.get("minilm_epochs", settings["epochs"])}
+            minilm_settings = {
+                **settings,
+                "lr": 1e-4,
+                "epochs": settings.get("minilm_epochs", settings["epochs"]),
+                "pooling": None,  # the model's own (its trained pooler)
+            }
             accuracy = finetune_run(
                 model, Tokenizer.load(minilm), train, test, out / f"minilm-seed{seed}", seed, minilm_settings
             )
