@@ -311,7 +311,8 @@ def _pseudo_log_likelihood(model, ids: list[int], positions: list[int], mask_id:
         rows = torch.arange(len(where))
         x[rows, where] = mask_id
         hidden = model.forward_features(x, torch.ones_like(x))  # (P, T, C)
-        logits = head(hidden[rows, where]).float()  # (P, V)
+        logits = head(hidden[rows, where])  # (P, V)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half -> float32; float64 stays
         target = torch.tensor(ids)[where].to(model.device)  # (P,)
         total += logits.log_softmax(-1)[rows, target].sum().item()
     return total
@@ -347,7 +348,8 @@ def _log_likelihood(model, tokenizer, text: str) -> float:
     if start is not None:
         ids = [start, *ids]
     x = torch.tensor([ids], device=model.device)  # (1, T)
-    logits = model(x).float()[0, :-1]  # (T-1, V)
+    logits = model(x)[0, :-1]  # (T-1, V)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half -> float32; float64 stays
     return logits.log_softmax(-1).gather(-1, x[0, 1:, None]).sum().item()
 
 

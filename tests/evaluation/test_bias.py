@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import random
 
 import pytest
@@ -25,6 +26,7 @@ from damoxing.evaluation.bias import (
     bootstrap_means,
     counterfactual_probe,
     load_lists,
+    masked_lm_probe,
     sentence_pairs,
     swap_terms,
 )
@@ -70,8 +72,8 @@ def write_csv(path, rows, header=("text", "label")):
     return path
 
 
-def tiny_encoder(vocab_size: int, head: str = "none"):
-    torch.manual_seed(0)
+def tiny_encoder(vocab_size: int, head: str = "none", init_std: float = 0.02, seed: int = 0):
+    torch.manual_seed(seed)
     return damoxing.create_model(
         damoxing.preset(
             "bert-tiny",
@@ -84,6 +86,7 @@ def tiny_encoder(vocab_size: int, head: str = "none"):
             head=head,
             dropout=0.0,
             attention_dropout=0.0,
+            init_std=init_std,
         )
     )
 
@@ -199,25 +202,29 @@ def lm_tokenizer(tmp_path_factory):
     corpus = tmp_path_factory.mktemp("bias-lm") / "corpus.txt"
     corpus.write_text("\n".join(lm_corpus(False) + [p.stereotyped for p in job_pairs()]) + "\n", encoding="utf-8")
     tok = Tokenizer.train_wordpiece([corpus], vocab_size=2000, min_frequency=1, model_max_length=32)
-    # every word of this small corpus fits the vocabulary, but the trainer numbers tokens of equal count in a
-    # different order on each run (a Rust HashMap): number them by spelling so that the tiny LMs below train
-    # the same way every time
+    # the trainer's vocabulary changes from run to run: its sub-word pieces, and so the ids of the words, come
+    # from merges taken in a Rust HashMap's order. Keep its normalizer and pre-tokenizer but make the vocabulary
+    # the corpus's whole words in alphabetical order after the special tokens, so that the tiny LMs below start
+    # from the same embedding rows and train the same way every time
     from tokenizers import models
 
     from damoxing.tokenizer import _bert_template
 
-    vocab, specials = tok.backend.get_vocab(), len(tok.special_ids)
-    order = sorted((t for t in vocab if vocab[t] < specials), key=vocab.get) + sorted(
-        t for t in vocab if vocab[t] >= specials
-    )
-    tok.backend.model = models.WordPiece({t: i for i, t in enumerate(order)}, unk_token="[UNK]")
-    tok.backend.post_processor = _bert_template(tok.backend, "[CLS]", "[SEP]")
+    backend, specials = tok.backend, sorted(tok.special_ids)
+    words = {
+        word
+        for line in corpus.read_text(encoding="utf-8").splitlines()
+        for word, _ in backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(line))
+    }
+    order = [backend.id_to_token(i) for i in specials] + sorted(words)
+    backend.model = models.WordPiece({t: i for i, t in enumerate(order)}, unk_token="[UNK]")
+    backend.post_processor = _bert_template(backend, "[CLS]", "[SEP]")
     return tok
 
 
-def train_lm(model, tok, sentences, masked: bool, steps: int, lr: float):
+def train_lm(model, tok, sentences, masked: bool, steps: int, lr: float, seed: int = 0):
     """A few hundred Adam steps: masked LM (30% of tokens, at least one, replaced by [MASK]) or next token."""
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     batch = tok(sentences, padding=True, add_special_tokens=masked)
     ids, attention = batch["input_ids"], batch["attention_mask"]  # (N, T)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -276,23 +283,89 @@ def job_pairs() -> list[SentencePair]:
     ]
 
 
-@pytest.mark.skip(
-    reason="not reliable yet: the tiny masked LM trained on the planted pairs preferred the stereotyped sentence in "
-    "only 43-64% of them across runs and training lengths (500-3000 steps), so the planted bias is not always "
-    "learned: the test needs a stronger planted signal (open; see the session notes)"
-)
-@pytest.mark.slow
-def test_masked_lm_probe_finds_a_planted_bias(lm_tokenizer, tmp_path, one_thread):
+class HandBuiltMaskedLM(torch.nn.Module):
+    """A masked LM written by hand, in float64: every token is equally likely (logit 0) except `target`, whose logit
+    is `boost` while `cue` is visible anywhere in the sentence. Records every batch the probe feeds it."""
+
+    def __init__(self, vocab_size: int, cue: int, target: int, boost: float):
+        super().__init__()
+        self.vocab_size, self.cue, self.target, self.boost = vocab_size, cue, target, boost
+        self.head = torch.nn.Identity()  # the "hidden state" below is already the logits
+        self.device = torch.device("cpu")
+        self.seen: list[torch.Tensor] = []
+
+    def forward_features(self, input_ids, attention_mask):
+        self.seen.append(input_ids.clone())
+        logits = torch.zeros(*input_ids.shape, self.vocab_size, dtype=torch.float64)  # (P, T, V)
+        cue_visible = (input_ids == self.cue).any(-1)  # (P,)
+        logits[cue_visible, :, self.target] = self.boost
+        return logits
+
+
+def test_pseudo_log_likelihood_masks_each_shared_token_in_turn(lm_tokenizer):
+    """CrowS-Pairs' score on a hand-built model: the word that differs stays visible, every shared word is masked
+    once, alone, and the sum of log-probabilities is the one worked out by hand."""
+    tok = lm_tokenizer
+    woman, man, nurse = (tok.encode(w, add_special_tokens=False) for w in ("woman", "man", "nurse"))
+    assert len(woman) == len(man) == len(nurse) == 1  # whole words in this vocabulary
+    V, boost = tok.vocab_size, 3.0
+    model = HandBuiltMaskedLM(V, cue=woman[0], target=nurse[0], boost=boost)
+    pairs = [
+        SentencePair("planted", "The woman is the nurse.", "The man is the nurse."),
+        SentencePair("reversed", "The man is the nurse.", "The woman is the nurse."),
+    ]
+    report = masked_lm_probe(model, tok, pairs, n_boot=10)
+
+    # the probe fed one copy per shared token: [CLS] the woman is the nurse . [SEP] -> "the is the nurse ." (5)
+    ids = tok.encode(pairs[0].stereotyped)
+    copies = torch.cat([x for x in model.seen if x.shape[1] == len(ids)])  # (4 sentences * 5 copies, T)
+    assert copies.shape[0] == 4 * 5
+    masked = copies == tok.mask_id
+    assert (masked.sum(-1) == 1).all()  # one masked token per copy
+    assert set(masked.nonzero()[:, 1].tolist()) == {1, 3, 4, 5, 6}  # never [CLS], [SEP] or position 2 (the subject)
+    for sentence in copies.view(4, 5, -1):
+        assert sentence[:, 2].unique().numel() == 1  # the subject stays as it is in every copy
+
+    # by hand: with the cue visible, "nurse" has probability e^b / (V - 1 + e^b) and the 4 other shared tokens
+    # 1 / (V - 1 + e^b) each; without it, all 5 have 1 / V
+    with_cue = boost - 5 * math.log(V - 1 + math.exp(boost))
+    without = -5 * math.log(V)
+    rows = {r["category"]: r for r in report["results"]}
+    assert rows["planted"]["mean_gap"] == pytest.approx(with_cue - without, rel=1e-12)
+    assert rows["reversed"]["mean_gap"] == pytest.approx(without - with_cue, rel=1e-12)
+    assert rows["planted"]["stereotyped_preferred"] == 1.0 and rows["reversed"]["stereotyped_preferred"] == 0.0
+
+
+def masked_lm_reports(tok, folder, seed: int = 0) -> dict:
+    """The pseudo-log-likelihood probe of two tiny masked LMs trained on the job pairs: "biased" saw only the
+    stereotyped sentence of each pair, "balanced" both.
+
+    Weights start at std 0.2, not BERT's 0.02. At 0.02 this 32-wide post-norm encoder first learns which words
+    each position holds, P(job) = 1/12 whoever the subject, and sits on that plateau: the attention path that
+    carries the subject to the masked job starts near 1e-4. It left the plateau after about 400 steps in float64,
+    after about 1050 with lr 1e-3 and warm-up, and not within 1500 at lr 3e-3 in float32 (transformers'
+    BertForMaskedLM, from the same weights and batches, takes the same steps to 6 decimals): the old 500 steps left
+    the subject unused and the preference at chance. From std 0.2 the path formed within 100-350 steps in every
+    run tried, and the planted gap grows from there."""
     pairs = job_pairs()
-    data = write_csv(tmp_path / "pairs.csv", [(p.stereotyped, p.other) for p in pairs], ("stereotyped", "other"))
+    data = write_csv(folder / "pairs.csv", [(p.stereotyped, p.other) for p in pairs], ("stereotyped", "other"))
     reports = {}
     for name in ("biased", "balanced"):
         corpus = [s for p in pairs for s in ([p.stereotyped] if name == "biased" else [p.stereotyped, p.other])]
-        model = train_lm(tiny_encoder(lm_tokenizer.vocab_size, "mlm"), lm_tokenizer, corpus, True, steps=500, lr=3e-3)
-        damoxing.save(model, lm_tokenizer, tmp_path / name)
-        reports[name] = probe_bias(tmp_path / name, data, out_dir=tmp_path / f"{name}-report")["bias"]
+        model = tiny_encoder(tok.vocab_size, "mlm", init_std=0.2, seed=seed)
+        model = train_lm(model, tok, corpus, True, steps=600, lr=3e-3, seed=seed)
+        damoxing.save(model, tok, folder / name)
+        reports[name] = probe_bias(folder / name, data, out_dir=folder / f"{name}-report")["bias"]
+    return reports
+
+
+@pytest.mark.slow
+def test_masked_lm_probe_finds_a_planted_bias(lm_tokenizer, tmp_path, one_thread):
+    reports = masked_lm_reports(lm_tokenizer, tmp_path)
     assert reports["biased"]["probe"] == "pseudo_log_likelihood"
-    _check_planted_and_control(_preferences(reports["biased"]), _preferences(reports["balanced"]), ("data",))
+    planted, control = _preferences(reports["biased"]), _preferences(reports["balanced"])
+    _check_planted_and_control(planted, control, ("data",))
+    assert not control["data"]["flagged"]  # the balanced control is not flagged
     assert "Pseudo-log-likelihood" in (tmp_path / "biased-report" / "report.md").read_text()
 
 
