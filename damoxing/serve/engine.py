@@ -111,6 +111,9 @@ class Row:
         return Done(reason, len(self.job.prompt_ids), len(self.new))
 
 
+IDLE_WAKE_S = 0.25  # how often an idle engine looks up from its queue (for Ctrl-C on the main thread)
+
+
 class Engine:
     """Continuous batching on one thread. A new request is prefilled alone (B=1, reusing the cached prefix of the
     previous conversation where it matches), then its keys and values join the batch cache, right-aligned to the
@@ -175,10 +178,12 @@ class Engine:
                 self.rows, self.cache, self.mask, self.tokens = [], None, None, None
 
     def _admit(self) -> None:
-        """Take waiting jobs into the batch (block for one when the batch is empty)."""
+        """Take waiting jobs into the batch (wait for one when the batch is empty). The wait wakes every
+        IDLE_WAKE_S: Python runs signal handlers on the main thread only, and a Ctrl-C the kernel hands to another
+        thread (uvicorn's) does not interrupt a main thread blocked in an endless wait."""
         while len(self.rows) < self.max_batch:
             try:
-                job = self.jobs.get() if not self.rows else self.jobs.get_nowait()
+                job = self.jobs.get(timeout=IDLE_WAKE_S) if not self.rows else self.jobs.get_nowait()
             except queue.Empty:
                 return
             if job is None:

@@ -229,7 +229,10 @@ SORT_WINDOW = 1024  # records an inference pass reads (and sorts by length) at a
 
 
 def token_lengths(task: SupervisedTask, tokenizer, records: Sequence[dict], max_length: int | None) -> list[int]:
-    """Each text record's token count (a text-to-text record's source), by the task's own tokenization."""
+    """Each text record's token count (a text-to-text record's source), by the task's own tokenization. Images
+    and table rows are all one size after their transforms: they count 0 each, and keep their order."""
+    if task.unit != "tokens":
+        return [0] * len(records)
     return [len(example["input_ids"]) for example in task.examples(tokenizer, records, max_length)]
 
 
