@@ -14,6 +14,7 @@ import io
 import os
 import re
 import shlex
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -417,6 +418,10 @@ def _cmd_chat(args) -> None:
     chat_loop(session, sys.stdin, sys.stdout)
 
 
+def _stop_on_signal(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def _cmd_serve(args) -> None:
     import uvicorn
 
@@ -439,7 +444,11 @@ def _cmd_serve(args) -> None:
     if engine is None:  # nothing to decode (an encoder): uvicorn as usual
         server.run()
         return
-    # the engine decodes on the main thread (the fastest one for PyTorch's CPU kernels), uvicorn answers beside it
+    # the engine decodes on the main thread (the fastest one for PyTorch's CPU kernels), uvicorn answers beside it;
+    # uvicorn handles signals only on the main thread, so the command takes Ctrl-C and SIGTERM (kill, service
+    # managers) there, as uvicorn does, even where they were ignored when it started (`cmd &` in a script)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop_on_signal)
     web = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     web.start()
     try:
