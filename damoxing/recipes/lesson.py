@@ -12,7 +12,6 @@ and the scratch rows are seen to start from different weights. `table(rows)` ren
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import statistics
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ import torch
 from ..data.readers import read_records
 from ..errors import CheckpointError
 from ..io.checkpoint import load_model
-from ..models import EncoderConfig, create_model
+from ..models import create_model
 from ..tokenizer import Tokenizer
 from .finetune import finetune
 
@@ -67,16 +66,14 @@ def weights_digest(model: torch.nn.Module) -> str:
 def start_model(pretrained: str | Path, seed: int, fresh: bool) -> torch.nn.Module:
     """The model fine-tuning starts from: the architecture of the checkpoint `pretrained`, randomly initialised
     with `seed`, then (unless `fresh`, the scratch row) given the checkpoint's weights. A masked-LM checkpoint
-    has no pooler (BERT's dense + tanh over [CLS]); the sequence head gets one, new in both rows alike."""
+    has no pooler (BERT's dense + tanh over [CLS]); fine-tuning's sequence head brings a new one
+    (`Encoder.reset_head`), in both rows alike."""
     checkpoint = load_model(pretrained)
-    config = checkpoint.config
-    if isinstance(config, EncoderConfig) and not config.pooler:
-        config = dataclasses.replace(config, pooler=True, pooling="pooler")
     torch.manual_seed(seed)
-    model = create_model(config)
+    model = create_model(checkpoint.config)
     if not fresh:
         missing, unexpected = model.load_state_dict(checkpoint.state_dict(), strict=False)
-        if unexpected or any(not k.startswith("pooler.") for k in missing):
+        if missing or unexpected:
             raise CheckpointError(f"{pretrained}: weights do not fit the model ({(missing + unexpected)[:3]}...)")
     return model
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import csv
 import random
+import shutil
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 import damoxing
 from damoxing.tokenizer import Tokenizer
@@ -121,3 +124,17 @@ def config(data: dict, method: str, task: str = "classification", **finetune) ->
     data_section = {"train": [str(data["train"])], "valid": [str(data["valid"])], "max_length": 32}
     data_section.update(data.get("columns", {}))
     return {"data": data_section, "finetune": {"method": method, "task": task, **finetune}, "train": train}
+
+
+def resumed_from_step_2(straight: Path, resume) -> dict:
+    """Copy step 2 of the finished run `straight` into a new folder beside it, call `resume(folder)` (a
+    fine-tuning with train.resume=auto into it), and check its step 4 equals the straight run's, bit for bit.
+    Returns the straight run's step-4 weights."""
+    resumed = straight.parent / "resumed"
+    resumed.mkdir()
+    shutil.copytree(straight / "step-000002", resumed / "step-000002")
+    resume(resumed)
+    a = load_file(str(straight / "step-000004" / "model.safetensors"))
+    b = load_file(str(resumed / "step-000004" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    return a

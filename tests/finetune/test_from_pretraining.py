@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 
 import torch
 import yaml
@@ -19,7 +18,7 @@ from damoxing.recipes.finetune import finetune
 from damoxing.recipes.pretrain import pretrain
 from damoxing.training.state import checkpoints
 
-from .conftest import FILLER, KEYWORDS, config, make_rows, write_csv
+from .conftest import FILLER, KEYWORDS, config, make_rows, resumed_from_step_2, write_csv
 
 
 def _pretrained(tmp_path, tokenizer):
@@ -74,9 +73,6 @@ def test_a_classifier_fine_tuned_from_a_masked_lm_checkpoint_saves_resumes_and_r
         assert torch.equal(reloaded(**batch), result.model(**batch))
 
     # resuming from step 2 gives steps 3-4 of the run that never stopped
-    (tmp_path / "resumed").mkdir()
-    shutil.copytree(tmp_path / "straight" / "step-000002", tmp_path / "resumed" / "step-000002")
-    finetune(cfg, tmp_path / "resumed", overrides=["train.resume=auto"], verbose=False)
-    a = load_file(str(tmp_path / "straight" / "step-000004" / "model.safetensors"))
-    b = load_file(str(tmp_path / "resumed" / "step-000004" / "model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    resumed_from_step_2(
+        tmp_path / "straight", lambda run: finetune(cfg, run, overrides=["train.resume=auto"], verbose=False)
+    )

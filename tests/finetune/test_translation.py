@@ -18,6 +18,8 @@ from damoxing.recipes.finetune import finetune
 from damoxing.recipes.translate import translate
 from damoxing.tokenizer import Tokenizer
 
+from .conftest import resumed_from_step_2
+
 PAIRS = [
     ("In the beginning God created the heaven and the earth.", "Au commencement, Dieu créa les cieux et la terre."),
     ("And God said, Let there be light: and there was light.", "Dieu dit: Que la lumière soit! Et la lumière fut."),
@@ -170,8 +172,6 @@ def test_line_aligned_files_and_tables_give_the_same_records(tmp_path):
 
 def test_resuming_a_translation_run_gives_the_same_weights(overfit, tmp_path):
     """Steps 3-4 after resuming from step 2 equal steps 3-4 of the run that never stopped (dropout on)."""
-    import shutil
-
     from safetensors.torch import load_file
 
     result, data = overfit
@@ -181,12 +181,9 @@ def test_resuming_a_translation_run_gives_the_same_weights(overfit, tmp_path):
     cfg["data"]["group_by_length"] = True
     cfg["train"].update(epochs=0, max_steps=4, save_every=2, keep_last=5, batch_size=2)
     finetune(cfg, tmp_path / "straight", verbose=False)
-    (tmp_path / "resumed").mkdir()
-    shutil.copytree(tmp_path / "straight" / "step-000002", tmp_path / "resumed" / "step-000002")
-    finetune(cfg, tmp_path / "resumed", overrides=["train.resume=auto"], verbose=False)
-    a = load_file(str(tmp_path / "straight" / "step-000004" / "model.safetensors"))
-    b = load_file(str(tmp_path / "resumed" / "step-000004" / "model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    a = resumed_from_step_2(
+        tmp_path / "straight", lambda run: finetune(cfg, run, overrides=["train.resume=auto"], verbose=False)
+    )
     start = load_file(str(tmp_path / "straight" / "step-000002" / "model.safetensors"))
     assert any(not torch.equal(a[k], start[k]) for k in a)  # steps 3 and 4 did change the weights
 
