@@ -39,19 +39,17 @@ class GatedMLP(nn.Module):
         self.down = nn.Linear(hidden, dim, bias=bias)
         self.act = ACTIVATIONS[activation]
         self.dropout = nn.Dropout(dropout)
-        self.gate_up: torch.Tensor | None = None  # inference: (C, 2 hidden), gate and up weights side by side
-        self.gate_up_bias: torch.Tensor | None = None
+        self.gate_up = None  # inference: x -> [gate; up](x) in one matmul (set by inference.prepare_for_decoding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
         if self.gate_up is not None and not torch.is_grad_enabled():  # one matmul for both (inference)
-            both = x @ self.gate_up if self.gate_up_bias is None else x @ self.gate_up + self.gate_up_bias
-            gate, up = both.chunk(2, dim=-1)
+            gate, up = self.gate_up(x).chunk(2, dim=-1)
         else:
             gate, up = self.gate(x), self.up(x)
         return self.dropout(self.down(self.act(gate) * up))
 
     def _apply(self, fn, recurse=True):
-        self.gate_up = self.gate_up_bias = None  # .to() and the like give gate/up new storage: gate_up is stale
+        self.gate_up = None  # .to() and the like give gate/up new storage: gate_up is stale
         return super()._apply(fn, recurse)
 
 

@@ -1,11 +1,14 @@
-"""prepare_for_decoding: fused q/k/v and gate/up, transposed layouts; the same model in every observable way."""
+"""prepare_for_decoding: fused q/k/v and gate/up, packed or transposed layouts; the same model in every observable way."""
+
+import copy
 
 import pytest
 import torch
+from torch import nn
 
 import damoxing
 from damoxing.inference import GenerationConfig, generate
-from damoxing.inference.fast import prepare_for_decoding
+from damoxing.inference.fast import PackedLinear, Projection, can_pack, prepare_for_decoding
 
 
 def tiny(kind):
@@ -43,8 +46,8 @@ def test_fused_weights_are_views_not_copies():
     attn, mlp = model.blocks[0].attn, model.blocks[0].mlp
     with torch.no_grad():
         attn.k.weight[0, 0] = 123.0  # an update through the Parameter shows in the fused matrix
-    assert attn.qkv[0, attn.q.out_features] == 123.0
-    assert mlp.gate.weight.data_ptr() == mlp.gate_up.data_ptr()
+    assert attn.qkv.matrix[0, attn.q.out_features] == 123.0
+    assert mlp.gate.weight.data_ptr() == mlp.gate_up.matrix.data_ptr()
     assert model.head.proj.weight is model.embed.weight and model.embed.weight.stride() == (1, 96)
 
 
@@ -85,14 +88,97 @@ def test_bf16_weights_keep_the_row_layout_and_fuse():
     ids = torch.randint(0, 96, (1, 9), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         before = model(ids)
-    prepare_for_decoding(model)
+    prepare_for_decoding(model, pack=False)  # the unpacked layout
     attn, mlp = model.blocks[0].attn, model.blocks[0].mlp
     assert attn.q.weight.is_contiguous() and mlp.down.weight.is_contiguous()  # (out, in) in memory
-    assert attn.qkv.t().is_contiguous() and mlp.gate_up.t().is_contiguous()  # (in, N) views of (N, in) rows
-    assert attn.k.weight.data_ptr() == attn.qkv.data_ptr() + attn.q.weight.numel() * attn.qkv.element_size()
+    assert (
+        attn.qkv.matrix.t().is_contiguous() and mlp.gate_up.matrix.t().is_contiguous()
+    )  # (in, N) views of (N, in) rows
+    assert (
+        attn.k.weight.data_ptr() == attn.qkv.matrix.data_ptr() + attn.q.weight.numel() * attn.qkv.matrix.element_size()
+    )
     with torch.no_grad():
         after = model(ids)
     # the same bf16 products, grouped into fewer matmuls: each output element sums the same terms, but a fused
     # matmul may block the reduction differently, so allow the rounding of a few bf16 accumulations
     scale = before.abs().max().item()
     assert (after.float() - before.float()).abs().max().item() <= 4 * 2**-8 * scale
+
+
+packs = pytest.mark.skipif(
+    not can_pack(torch.float32, torch.device("cpu")), reason="no oneDNN in this torch build: nothing is packed"
+)
+
+
+@packs
+def test_packed_projection_is_within_the_float32_rounding_bound():
+    """One packed product against float64: |fl(x @ W^T) - x @ W^T| <= K u sum_k |x_k w_k| (Higham's gamma_K, u = 2^-24)
+    for any order of the K additions, so this bound holds whatever blocking oneDNN chooses."""
+    g = torch.Generator().manual_seed(0)
+    linears = [nn.Linear(96, n) for n in (40, 24, 24)]
+    for linear in linears:
+        linear.weight.data.normal_(generator=g)
+        linear.bias.data.normal_(generator=g)
+    projection = Projection(linears, pack=True)
+    assert projection.packed
+    x = torch.randn(3, 5, 96, generator=g)
+    w = torch.cat([linear.weight for linear in linears]).double()
+    b = torch.cat([linear.bias for linear in linears]).double()
+    exact = x.double() @ w.T + b
+    bound = (96 + 1) * 2**-24 * (x.double().abs() @ w.abs().T + b.abs())  # the bias is one more addition
+    with torch.no_grad():
+        assert ((projection(x).double() - exact).abs() <= bound).all()
+
+
+@packs
+def test_packed_model_keeps_parameters_ties_and_state_dict():
+    model = tiny("llama").float()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    prepare_for_decoding(model)
+    assert isinstance(model.blocks[0].attn.o, PackedLinear) and model.blocks[0].attn.qkv.packed
+    assert type(model.blocks[0].attn.q) is nn.Linear  # runs inside the fused q/k/v: not packed a second time
+    assert model.head.proj.weight is model.embed.weight  # the tied head is still tied
+    assert state.keys() == model.state_dict().keys()
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+@packs
+def test_packed_model_is_as_accurate_as_the_unpacked_one():
+    """Packed and unpacked fp32 each differ from the float64 model by their rounding; the packed kernel sums in
+    another order but must be no less accurate: within 4x the unpacked fp32 model's own error (plus one ulp)."""
+    model = tiny("gpt2")  # float64
+    ids = torch.randint(0, 96, (2, 9), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        exact = model(ids)
+        plain = model.float()(ids).double()
+        packed = prepare_for_decoding(model)(ids).double()
+    assert isinstance(model.blocks[0].mlp.fc1, PackedLinear)
+    own = (plain - exact).abs().max().item()
+    assert (packed - exact).abs().max().item() <= 4 * own + 2**-23 * exact.abs().max().item()
+
+
+@packs
+def test_a_packed_weight_follows_in_place_edits():
+    """The packed copy remembers each weight's version: an optimizer step or a no_grad edit repacks it."""
+    model = prepare_for_decoding(tiny("llama").float())
+    ids = torch.randint(0, 96, (1, 6), generator=torch.Generator().manual_seed(5))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    model(ids).square().mean().backward()  # autograd on: the Parameters, not the packed copies
+    optimizer.step()
+    with torch.no_grad():
+        model.blocks[0].attn.o.weight.mul_(2.0)
+        model.blocks[1].mlp.up.weight[0].fill_(0.25)
+        after = model(ids)
+        reference = copy.deepcopy(model)
+        for module in reference.modules():  # the same weights, never packed
+            module.qkv = module.gate_up = module.projection = None
+        assert torch.allclose(after, reference(ids), rtol=1e-4, atol=1e-5)  # fp32 sums in another order
+
+
+def test_half_precision_keys_and_values_are_cached_in_float32_on_a_cpu():
+    model = prepare_for_decoding(tiny("llama").to(torch.bfloat16))
+    ids = torch.randint(0, 96, (1, 5), generator=torch.Generator().manual_seed(6))
+    cache = model.new_cache()
+    with torch.no_grad():
+        logits = model(ids, cache=cache)
+    assert cache[0].k.dtype == torch.float32 and logits.dtype == torch.bfloat16
