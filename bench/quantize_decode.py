@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import csv
+import gzip
 import importlib.util
 import math
 import sys
@@ -30,20 +32,26 @@ import torch
 
 import damoxing
 from damoxing.compress.quantize import quantize
-from damoxing.inference import GenerationConfig, generate
+from damoxing.inference import GenerationConfig, generate, prepare_for_decoding
 
 PROMPT = [1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198]
-HELD_IN = (
-    "The quick brown fox jumps over the lazy dog. Paris is the capital of France, and Berlin is the "
-    "capital of Germany. Water boils at one hundred degrees Celsius at sea level. The sun rises in the "
-    "east and sets in the west. Machine learning models learn patterns from data."
-)
+HELD_IN_TOKENS = 1024  # perplexity over this many tokens of real prose: a short text moves by 1-2% by chance
+
+
+def held_in_text(articles: int = 8) -> str:
+    """The first bundled BBC test articles, one after another (English news prose, about 2,000 tokens)."""
+    with gzip.open(ROOT / "damoxing/data/bundled/bbc_news/test.csv.gz", "rt", encoding="utf-8") as f:
+        rows = csv.DictReader(f)
+        return "\n\n".join(row["text"] for _, row in zip(range(articles), rows))
+
+
 MATMUL_OPS = (
     "aten::linear",
     "aten::mm",
     "aten::addmm",
     "aten::_weight_int8pack_mm",
     "aten::_weight_int4pack_mm_for_cpu",
+    "mkldnn::_linear_pointwise",  # prepare_for_decoding's packed fp32 / bf16 weights
 )
 
 
@@ -108,7 +116,7 @@ def main() -> None:
     )
     fp32 = damoxing.load(gguf_path)
     tok = damoxing.load_tokenizer(gguf_path)
-    ids = torch.as_tensor(tok([HELD_IN])["input_ids"][0])
+    ids = torch.as_tensor(tok([held_in_text()])["input_ids"][0][:HELD_IN_TOKENS])
     base_ppl = perplexity(fp32, ids)
     prompt = torch.tensor([PROMPT])
     runners = {}  # name -> a function decoding `tokens` greedy tokens at batch 1
@@ -132,8 +140,16 @@ def main() -> None:
         quantize(m, method)
         variants[f"damoxing {method} (from dequantized Q4_1)"] = m
     variants["damoxing GGUF blocks (Q4_1 + Q8_0)"] = damoxing.load(gguf_path, quantized=True)
-    for name, model in variants.items():
+    for name, model in variants.items():  # as `damoxing generate` and `serve` run them
+        prepare_for_decoding(model)
         runners[name] = lambda model=model: decode_seconds(model, tokens)
+    if importlib.util.find_spec("llama_cpp"):  # the same Q4_1 file in llama.cpp, in the same alternating rounds
+        import llama_cpp
+
+        llm = llama_cpp.Llama(str(gguf_path), n_threads=args.threads, n_threads_batch=args.threads, verbose=False)
+        runners["llama.cpp (llama-cpp-python, Q4_1)"] = lambda: [
+            t for _, t in zip(range(tokens), llm.generate(PROMPT, temp=0.0))
+        ]
     for run in runners.values():  # warm-up
         run()
     best = dict.fromkeys(runners, math.inf)
@@ -146,14 +162,7 @@ def main() -> None:
         ppl = perplexity(model, ids) if model is not None else None
         share = None if args.quick or model is None else matmul_share(model)
         row(name, tokens / seconds, base, ppl, base_ppl if model is not None else None, share)
-    if importlib.util.find_spec("llama_cpp"):
-        import llama_cpp
-
-        llm = llama_cpp.Llama(str(gguf_path), n_threads=args.threads, verbose=False)
-        run = lambda: llm.generate(PROMPT, temp=0.0)
-        t = min(_seconds(lambda: [t for _, t in zip(range(tokens), run())]) for _ in range(rounds))
-        row("llama.cpp (llama-cpp-python)", tokens / t, base, None, None)
-    else:
+    if not importlib.util.find_spec("llama_cpp"):
         print("llama.cpp: llama-cpp-python not installed (pip install llama-cpp-python, built from source)")
     if importlib.util.find_spec("torchao"):
         print("torchao: installed; its CPU int8/int4 paths call the same aten kernels (see compress/quantize.py)")
@@ -171,7 +180,7 @@ def fp32_loss(folder: str | None, quick: bool) -> None:
     if folder:
         model = damoxing.load(folder)
         tok = damoxing.load_tokenizer(folder)
-        ids = torch.as_tensor(tok([HELD_IN])["input_ids"][0][: model.config.max_positions])
+        ids = torch.as_tensor(tok([held_in_text()])["input_ids"][0][: min(HELD_IN_TOKENS, model.config.max_positions)])
         ref = perplexity(model, ids)
         print(f"\nquantization loss on {folder}: fp32 perplexity {ref:.3f}")
         for method in ("int8", "int4"):
@@ -184,7 +193,7 @@ def fp32_loss(folder: str | None, quick: bool) -> None:
         return
     model = damoxing.load(minilm / "model")
     tok = damoxing.load_tokenizer(minilm / "model")
-    batch = tok([HELD_IN, "Shares fell sharply after the results."], padding=True)
+    batch = tok([held_in_text(1)[:1000], "Shares fell sharply after the results."], padding=True)
     with torch.no_grad():
         ref = model.pool(model.forward_features(**batch), batch["attention_mask"])
     print("\nquantization loss on a true fp32 model: all-MiniLM-L6-v2 sentence vectors, cosine to fp32")

@@ -87,6 +87,29 @@ class QuantizedLayer(nn.Module):
         self.pack()  # a new device or dtype: the kernel layout follows the stored tensors
         return module
 
+    @classmethod
+    def fused(cls, layers: list[QuantizedLayer]) -> QuantizedLayer | None:
+        """One layer giving the outputs of `layers` side by side (q/k/v, gate/up for decoding: one kernel call
+        instead of several): every stored tensor concatenated along the output rows, which is exact. None
+        where they differ in kind, inputs or having a bias. (A copy: the layers keep their own tensors.)"""
+        first = layers[0]
+        if any(
+            type(layer) is not type(first)
+            or layer.kind != first.kind
+            or layer.in_features != first.in_features
+            or (layer.bias is None) != (first.bias is None)
+            for layer in layers
+        ) or not hasattr(first, "out_features"):
+            return None
+        out = sum(layer.out_features for layer in layers)
+        fused = empty_layer(first.kind, nn.Linear(first.in_features, out, first.bias is not None, device="meta"))
+        fused = fused if first.weight.is_cpu else fused.to(first.weight.device)
+        with torch.no_grad():
+            for name, tensor in fused.state_dict().items():
+                tensor.copy_(torch.cat([layer.state_dict()[name] for layer in layers]))
+        fused.pack()
+        return fused
+
 
 # ---------------------------------------------------------------------- int8 weights
 class Int8Linear(QuantizedLayer):

@@ -48,9 +48,13 @@ class Projection:
     A plain object, not a Module: it holds no Parameter of its own, so state dicts never see it.
     """
 
-    def __init__(self, linears: list[nn.Linear], pack: bool):
+    def __init__(self, linears: list[nn.Module], pack: bool, layer: nn.Module | None = None):
         self.linears = linears
         self.out_features = sum(linear.out_features for linear in linears)
+        self.layer = layer  # quantized Linears (compress/quantize.py) bring their own fused layer
+        if layer is not None:
+            self.packed, self.matrix, self.bias, self._tensors = False, layer, None, []
+            return
         self.packed = pack and can_pack(linears[0].weight.dtype, linears[0].weight.device)
         self.matrix: torch.Tensor | None = None  # unpacked: the (in, N) fused matrix
         self.bias: torch.Tensor | None = None
@@ -79,12 +83,17 @@ class Projection:
         (they may still be half-copied now, when a PackedLinear copies its own Projection)."""
         new = copy.copy(self)
         new.linears = [copy.deepcopy(linear, memo) for linear in self.linears]
+        if self.layer is not None:
+            new.layer = new.matrix = copy.deepcopy(self.layer, memo)
+            return new
         new._tensors = [copy.deepcopy(t, memo) for t in self._tensors]
         new.matrix = new.bias = None
         new._built_from = []
         return new
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., N)
+        if self.layer is not None:
+            return self.layer(x)
         if self.matrix is None or (self.packed and self._stamp() != self._built_from):  # new, or a weight changed
             self._build()
         if self.packed:
@@ -152,17 +161,20 @@ def prepare_for_decoding(model: nn.Module, pack: bool = True) -> nn.Module:
     call this again afterwards.
     """
     fused = set()  # Linears that run inside a fused Projection (under no_grad they are never called alone)
+    cross = {id(m.cross_attn) for m in model.modules() if getattr(m, "cross_attn", None) is not None}
     for module in model.modules():  # (LoRA-wrapped projections stay separate: merge the adapters first)
         if (
             isinstance(module, MultiHeadAttention)
-            and _plain(module.q, module.k, module.v)
-            and module.q.in_features == module.k.in_features
+            and id(module) not in cross
+            and _inputs(module.q) == _inputs(module.k)
         ):
-            module.qkv = Projection([module.q, module.k, module.v], pack)
-            fused.update(map(id, (module.q, module.k, module.v)))
-        elif isinstance(module, GatedMLP) and _plain(module.gate, module.up):
-            module.gate_up = Projection([module.gate, module.up], pack)
-            fused.update(map(id, (module.gate, module.up)))
+            module.qkv = _projection([module.q, module.k, module.v], pack)
+            if module.qkv is not None:
+                fused.update(map(id, (module.q, module.k, module.v)))
+        elif isinstance(module, GatedMLP):
+            module.gate_up = _projection([module.gate, module.up], pack)
+            if module.gate_up is not None:
+                fused.update(map(id, (module.gate, module.up)))
 
     def packable(name: str, m: nn.Module) -> bool:
         return _plain(m) and id(m) not in fused and pack and can_pack(m.weight.dtype, m.weight.device)
@@ -175,5 +187,19 @@ def prepare_for_decoding(model: nn.Module, pack: bool = True) -> nn.Module:
     return model
 
 
+def _inputs(module: nn.Module) -> int | None:
+    return getattr(module, "in_features", None)
+
+
 def _plain(*modules: nn.Module) -> bool:
     return all(type(m) in (nn.Linear, PackedLinear) for m in modules)
+
+
+def _projection(linears: list[nn.Module], pack: bool) -> Projection | None:
+    """One product for float Linears, or for quantized layers that make one fused layer (same kind, inputs
+    and bias); None for anything else (LoRA-wrapped projections, mixed kinds)."""
+    if _plain(*linears):
+        return Projection(linears, pack)
+    fused = getattr(type(linears[0]), "fused", None)
+    layer = fused(linears) if fused is not None else None
+    return Projection(linears, pack, layer) if layer is not None else None

@@ -182,3 +182,25 @@ def test_half_precision_keys_and_values_are_cached_in_float32_on_a_cpu():
     with torch.no_grad():
         logits = model(ids, cache=cache)
     assert cache[0].k.dtype == torch.float32 and logits.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("method", ["int8", "int4"])
+def test_quantized_projections_fuse_into_one_layer(method):
+    """Quantized q/k/v and gate/up run as one kernel call over their codes side by side: the same codes and
+    scales, so each output is the same sum; the kernels round their output to bf16 (quantize.py), so allow
+    one bf16 rounding of each output element (2^-8 relative) where blocking changes the fp32 accumulation."""
+    from damoxing.compress.quantize import quantize
+
+    torch.manual_seed(0)
+    cfg = damoxing.preset("llama-tiny", vocab_size=96, dim=64, layers=2, heads=4, kv_heads=2, mlp_dim=128)
+    model = damoxing.create_model(cfg).eval()
+    quantize(model, method)
+    attn = model.blocks[0].attn
+    x = torch.randn(2, 3, 64, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        separate = torch.cat([attn.q(x), attn.k(x), attn.v(x)], dim=-1)
+        prepare_for_decoding(model)
+        assert attn.qkv is not None and attn.qkv.layer is not None and model.blocks[0].mlp.gate_up is not None
+        assert attn.qkv.layer.kind == attn.q.kind
+        fused = attn.qkv(x)
+    assert ((fused - separate).abs() <= 2**-8 * separate.abs() + 1e-30).all()
