@@ -4,8 +4,9 @@ Starts `damoxing serve` in this process (uvicorn on 127.0.0.1, a free port) over
 1, 4, 8 and 16 concurrent clients; each client sends `--requests` streamed chat completions one after another
 (greedy, `--new-tokens` at most). Continuous batching lets concurrent requests share each decode step, so the
 aggregate tokens/s should grow with the number of clients (the issue asks for at least 4x at 8 clients).
-Prints, per level: aggregate tokens/s (completion tokens of all requests / wall time), its ratio to one client,
-and the median and p95 time to first token.
+The single client asks every question once, one after another, so that its replies have the same mix of
+lengths as the concurrent levels'. Prints, per level: aggregate tokens/s (completion tokens of all requests /
+wall time), its ratio to one client, and the median and p95 time to first token.
 
     python bench/serve.py [--dtype bfloat16] [--clients 1 4 8 16] [--new-tokens 64] [--requests 2] [--threads 2]
     python bench/serve.py --quick      # 1 and 4 clients, 16 tokens: a smoke run, not a measurement
@@ -92,6 +93,9 @@ def one_request(url: str, question: str, new_tokens: int) -> tuple[float, int]:
 
 
 def level(url: str, clients: int, requests: int, new_tokens: int) -> dict:
+    if clients == 1:  # the baseline asks every question once, so that its replies are as long on average as the
+        requests = max(requests, len(QUESTIONS))  # other levels' (two short answers made one client look slow)
+
     def client(c: int):
         return [one_request(url, QUESTIONS[(c * requests + r) % len(QUESTIONS)], new_tokens) for r in range(requests)]
 

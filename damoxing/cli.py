@@ -382,7 +382,7 @@ def _cmd_generate(args) -> None:
 
     if (args.data is None) == (args.prompt is None):
         raise UserError("give a prompt, or --data FILE (not both)")
-    model, tokenizer, config = load_for_generation(args.model, _generation_settings(args))
+    model, tokenizer, config = load_for_generation(args.model, _generation_settings(args), args.dtype, args.quantized)
     if args.data is None:
         for delta in generate_deltas(model, tokenizer, args.prompt, config):
             print(delta, end="", flush=True)
@@ -412,7 +412,7 @@ def _cmd_chat(args) -> None:
     from .inference.session import ChatSession
     from .recipes.generate import chat_loop, load_for_generation
 
-    model, tokenizer, config = load_for_generation(args.model, _generation_settings(args))
+    model, tokenizer, config = load_for_generation(args.model, _generation_settings(args), args.dtype, args.quantized)
     session = ChatSession(model, tokenizer, config, system=args.system)
     print("chat with the model; /reset starts over, /exit (or Ctrl-D) ends", file=sys.stderr)
     chat_loop(session, sys.stdin, sys.stdout)
@@ -463,6 +463,15 @@ def _cmd_serve(args) -> None:
 
 def _generation_arguments(parser: argparse.ArgumentParser) -> None:
     """Decoding settings; those not given keep the checkpoint's (generation_config.json, GGUF metadata)."""
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        choices=["float32", "bfloat16", "float16"],
+        help="cast the weights (bfloat16: faster on CPUs with native bf16)",
+    )
+    parser.add_argument(
+        "--quantized", action="store_true", help=".gguf: run its Q8_0/Q4_0/Q4_1 blocks as stored (int8/int4 kernels)"
+    )
     parser.add_argument("--max-new-tokens", type=int, default=None)
     parser.add_argument("--temperature", type=float, default=None, help="0: greedy; > 0: sampling")
     parser.add_argument("--top-k", type=int, default=None)

@@ -21,14 +21,15 @@ from ..inference.session import ChatSession
 from ..inference.streaming import TextStream, stream_text
 
 
-def load_for_generation(path, settings: dict):
+def load_for_generation(path, settings: dict, dtype: str | None = None, quantized: bool = False):
     """Model (prepared for fast decoding), tokenizer, and the checkpoint's GenerationConfig with `settings` applied
-    (None values keep the checkpoint's)."""
+    (None values keep the checkpoint's). `dtype` casts the weights ('bfloat16': the fast path on CPUs that run
+    it natively); `quantized` runs a GGUF file's Q8_0 / Q4_0 / Q4_1 blocks as they are stored."""
     from ..io.checkpoint import load_model
     from ..models import Decoder
     from ..tokenizer import load_tokenizer
 
-    model = load_model(path)
+    model = load_model(path, dtype=dtype, quantized=quantized)
     if not isinstance(model, Decoder):
         raise UserError(
             f"{path}: generating text needs a decoder (GPT-2, Llama, SmolLM2...), this is a {type(model).__name__}"
