@@ -188,7 +188,7 @@ def test_half_precision_keys_and_values_are_cached_in_float32_on_a_cpu():
 def test_quantized_projections_fuse_into_one_layer(method):
     """Quantized q/k/v and gate/up run as one kernel call over their codes side by side: the same codes and
     scales, so each output is the same sum; the kernels round their output to bf16 (quantize.py), so allow
-    one bf16 rounding of each output element (2^-8 relative) where blocking changes the fp32 accumulation."""
+    one bf16 ulp of each output element (at most 2^-7 of its size) where blocking changes the fp32 accumulation."""
     from damoxing.compress.quantize import quantize
 
     torch.manual_seed(0)
@@ -203,4 +203,4 @@ def test_quantized_projections_fuse_into_one_layer(method):
         assert attn.qkv is not None and attn.qkv.layer is not None and model.blocks[0].mlp.gate_up is not None
         assert attn.qkv.layer.kind == attn.q.kind
         fused = attn.qkv(x)
-    assert ((fused - separate).abs() <= 2**-8 * separate.abs() + 1e-30).all()
+    assert ((fused - separate).abs() <= 2**-7 * separate.abs()).all()
