@@ -14,6 +14,7 @@ import pytest
 import damoxing
 from damoxing.inference import GenerationConfig
 from damoxing.inference.streaming import generate_text
+from damoxing.serve.engine import Delta
 
 from .conftest import http, running_server
 
@@ -122,23 +123,47 @@ def test_sixty_four_clients_against_a_queue_of_sixteen_get_429_and_the_server_ke
     assert http(f"{url}/v1/chat/completions", chat_body(1))[0] == 200
 
 
-def test_a_client_that_disconnects_stops_its_generation(tiny_server):
-    url, app = tiny_server
-    engine = app.state.engine
-    body = {**chat_body(3, max_tokens=64), "stream": True, "min_p": 0.0}
-    request = urllib.request.Request(
-        f"{url}/v1/chat/completions", data=json.dumps(body).encode(), headers={"content-type": "application/json"}
-    )
-    steps = engine.steps
-    response = urllib.request.urlopen(request, timeout=60)
-    response.readline()  # the first event arrived: the job is running
-    response.close()
-    deadline = time.monotonic() + 10
-    while engine.pending and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert engine.pending == 0 and engine.rows == []
-    # the job left early... unless the model chose to stop on its own: then it ran fewer than 64 steps anyway
-    assert engine.steps - steps < 64
+def test_a_client_that_disconnects_stops_its_generation(tiny_chat_dir):
+    """The client asks for 2000 tokens and leaves after the first text arrives: the engine ends the job without
+    an answer (no Done) within a few steps, far fewer than the 1999 the whole answer takes."""
+    import torch
+
+    from damoxing.serve.app import ServeOptions
+
+    max_tokens = 2000
+    options = ServeOptions(str(tiny_chat_dir), model_name="tiny", max_tokens=max_tokens, dtype=torch.float64)
+    with running_server(options) as (url, app):
+        engine = app.state.engine
+        jobs, events = [], []
+        submit = engine.submit
+
+        def recording(job):  # note the job and every event the engine delivers to it
+            deliver = job.deliver
+            job.deliver = lambda event: (events.append(event), deliver(event))
+            jobs.append(job)
+            submit(job)
+
+        engine.submit = recording
+        body = {**chat_body(3, max_tokens=max_tokens), "stream": True, "min_p": 0.0}
+        request = urllib.request.Request(
+            f"{url}/v1/chat/completions", data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+        )
+        steps = engine.steps
+        response = urllib.request.urlopen(request, timeout=60)
+        for line in response:  # until the first text: the job is decoding
+            if line.startswith(b"data: ") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
+                break
+        response.close()
+        deadline = time.monotonic() + 60
+        while (engine.pending or engine.rows) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert engine.pending == 0 and engine.rows == []
+        ran = engine.steps - steps
+        assert len(jobs) == 1 and jobs[0].cancelled.is_set()
+        # ended by the cancel: a job that ends on its own (a stop token, a stop string, its 2000 tokens) gets a Done
+        ends = [e for e in events if not isinstance(e, Delta)]
+        assert events and not ends, f"the job ran to its end after the client left: {ends}"
+        assert ran < max_tokens // 4, f"{ran} decode steps after the client left"
 
 
 def test_a_request_that_times_out_gets_504(tiny_chat_dir):
