@@ -66,13 +66,14 @@ def test_greedy_matches_transformers(models, settings):
 
 
 def test_beam_search_matches_transformers(models):
+    """4 beams over 32 new tokens on both sides: no stop token, so that no beam ends early (this prompt's best
+    reply ends after 8 tokens) and every one of the 32 steps ranks the 4 x vocabulary candidates."""
     ours, hf = models
-    expected = theirs(hf, eos_token_id=EOS, num_beams=4)
-    got = generate(
-        ours, PROMPT, GenerationConfig(max_new_tokens=NEW, num_beams=4, stop_token_ids=(EOS,), pad_token_id=EOS)
-    )
-    assert got.tolist() == expected.tolist()
-    assert EOS in got[0, PROMPT.shape[1] :].tolist()  # the best hypothesis finished with the stop token
+    expected = theirs(hf, eos_token_id=None, num_beams=4)
+    got = generate(ours, PROMPT, GenerationConfig(max_new_tokens=NEW, num_beams=4, stop_token_ids=()))
+    assert got.shape == expected.shape == (1, PROMPT.shape[1] + NEW)
+    assert got[0, PROMPT.shape[1] :].tolist() == expected[0, PROMPT.shape[1] :].tolist()
+    assert got[0, : PROMPT.shape[1]].tolist() == PROMPT[0].tolist()
 
 
 def test_streamed_reply_is_the_decoded_reply(models, tokenizer):
