@@ -14,11 +14,13 @@ import pytest
 import damoxing
 from damoxing.inference import GenerationConfig
 from damoxing.inference.streaming import generate_text
-from damoxing.serve.engine import Delta
+from damoxing.serve.engine import Delta, common_prefix
 
 from .conftest import http, running_server
 
 openai = pytest.importorskip("openai")
+
+SEEDS = (3, 4, 5)  # the interleaved conversations' sampling seeds, one per turn
 
 
 def rss_mb() -> float:
@@ -178,6 +180,13 @@ def test_a_request_that_times_out_gets_504(tiny_chat_dir):
         assert status == 504 and body["error"]["code"] == "timeout"
 
 
+def kept_conversation(engine, prompt_ids: list[int]) -> list[int]:
+    """The token ids of the one conversation the (idle) engine keeps that starts with prompt_ids."""
+    found = [entry.ids for entry in engine.prefixes.kept if entry.ids[: len(prompt_ids)] == prompt_ids]
+    assert len(found) == 1, f"{len(found)} kept conversations start with this prompt"
+    return found[0]
+
+
 def test_a_continued_conversation_runs_only_its_new_tokens(tiny_server, tiny_chat_dir):
     url, app = tiny_server
     engine = app.state.engine
@@ -190,23 +199,51 @@ def test_a_continued_conversation_runs_only_its_new_tokens(tiny_server, tiny_cha
     # the engine kept the conversation's keys and values: the prompt and every reply token it fed back
     usage = first["usage"]
     prompt_ids = tokenizer.encode(tokenizer.apply_chat_template(messages), add_special_tokens=False)
-    assert len(engine.prefix.ids) == engine.prefix.cache.length == usage["total_tokens"] - 1
-    assert engine.prefix.ids[: len(prompt_ids)] == prompt_ids
+    kept = kept_conversation(engine, prompt_ids)
+    assert len(kept) == usage["total_tokens"] - 1  # all but the last reply token, which was never fed
     messages += [first["choices"][0]["message"], {"role": "user", "content": "And the sky?"}]
     status, _, second = http(
         f"{url}/v1/chat/completions", {"model": "tiny", "messages": messages, "max_tokens": 4, "temperature": 0}
     )
     assert status == 200
-    # the first turn's prompt (and its reply, as far as its tokens come back the same) came from the cache; the
-    # prompt's final "\n" may merge with the reply's first characters when the template renders the reply anew
-    assert engine.reused >= usage["prompt_tokens"] - 1
-    assert (
-        second["usage"]["prompt_tokens"] - engine.reused
-        <= len(tokenizer.encode("And the sky?", add_special_tokens=False)) + first["usage"]["completion_tokens"] + 10
-    )
+    prompt = tokenizer.encode(tokenizer.apply_chat_template(messages), add_special_tokens=False)
+    assert second["usage"]["prompt_tokens"] == len(prompt)
+    # every token the new prompt shares with the kept conversation came from the cache, and nothing else: the
+    # model ran only the rest. This tiny model's reply is newlines, which the template renders anew as "\n\n\n\n"
+    # tokens merged with the prompt's final "\n", so here the two share the first prompt but for that "\n"
+    shared = common_prefix(prompt, kept)
+    assert engine.reused == shared >= len(prompt_ids) - 1
     # and the answer is the one a fresh run gives
     model = damoxing.load(tiny_chat_dir).double()
-    prompt = tokenizer.encode(tokenizer.apply_chat_template(messages), add_special_tokens=False)
     assert second["choices"][0]["message"]["content"] == generate_text(
         model, tokenizer, prompt, GenerationConfig(max_new_tokens=4, stop_token_ids=(tokenizer.eos_id,))
     )
+
+
+def test_two_interleaved_conversations_each_run_only_their_new_tokens(tiny_server):
+    """Conversations A and B take turns (A1 B1 A2 B2 A3 B3): each continued request finds its own conversation
+    kept, B's turns in between did not push A's out, and the model runs only the tokens after it: the last reply
+    token (never fed), the template's end of turn and the new message. The replies are sampled with seeds whose
+    text re-tokenizes to the same tokens, so that the whole conversation so far can be reused."""
+    url, app = tiny_server
+    engine, tokenizer = app.state.engine, app.state.served.tokenizer
+    conversations = {
+        "A": [{"role": "user", "content": "Tell me about the sea, the waves and the ships that sail on it."}],
+        "B": [{"role": "user", "content": "What do you know about mountains, glaciers and the snow on them?"}],
+    }
+    kept: dict[str, list[int]] = {}
+    for turn in range(3):
+        for name, messages in conversations.items():
+            prompt = tokenizer.encode(tokenizer.apply_chat_template(messages), add_special_tokens=False)
+            body = {"model": "tiny", "messages": messages, "max_tokens": 8, "temperature": 1.0, "seed": SEEDS[turn]}
+            status, _, reply = http(f"{url}/v1/chat/completions", body)
+            assert status == 200, reply
+            assert reply["usage"]["prompt_tokens"] == len(prompt)
+            if turn:
+                before = kept[name]  # this conversation so far: its last prompt and all but its reply's last token
+                assert prompt[: len(before)] == before, "the reply's text re-tokenizes otherwise: choose other SEEDS"
+                assert engine.reused == len(before), (name, turn)
+            kept[name] = kept_conversation(engine, prompt)
+            assert len(kept[name]) == len(prompt) + reply["usage"]["completion_tokens"] - 1
+            messages += [reply["choices"][0]["message"], {"role": "user", "content": f"And then? ({turn})"}]
+    assert {tuple(ids) for ids in kept.values()} <= {tuple(entry.ids) for entry in engine.prefixes.kept}
