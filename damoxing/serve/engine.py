@@ -5,7 +5,7 @@
     engine.submit(job)                           # QueueFull when max_queue requests are waiting or running
     job.cancel()                                 # the client went away: the job ends at the next step
 
-Events are Delta(text, token, logprob, top) as tokens arrive, then one Done(finish_reason, counts) or
+Events are Delta(text, token, logprobs) as tokens arrive, then one Done(finish_reason, counts) or
 Failed(message). Requests share the model through continuous batching (see Engine): a request joins the running
 batch at the next step and leaves it when done, so the tokens per second of all clients together grow with their
 number. A prompt that continues one of the last few conversations reuses its cached keys and values (Prefixes).
@@ -33,11 +33,19 @@ class QueueFull(Exception):
 
 
 @dataclass
+class TokenLogprob:
+    token: int
+    logprob: float  # under the model, before penalties and filters
+    top: list[tuple[int, float]]  # the most probable tokens and their log-probabilities
+
+
+@dataclass
 class Delta:
     text: str  # new text (may be empty while a UTF-8 character or a possible stop string is incomplete)
-    token: int
-    logprob: float | None = None
-    top: list[tuple[int, float]] | None = None  # the most probable tokens and their log-probabilities
+    token: int  # the token just generated (-1: none, the text held back until the end)
+    # (config.logprobs > 0) the tokens whose text this delta starts to emit: one that is held back (it may begin
+    # a stop string) comes with the delta that releases its text, and one wholly inside a stop string never comes
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
 @dataclass
@@ -77,6 +85,9 @@ class Row:
         self.stop_ids = torch.tensor(self.config.stop_token_ids, dtype=torch.long, device=device)
         self.stream = TextStream(tokenizer, self.config.stop_strings)
         self.new: list[int] = []  # tokens generated so far
+        self.released = 0  # characters of text delivered so far
+        self.unsent: list[tuple[int, TokenLogprob]] = []  # log-probabilities whose text is not out yet, and where
+        # that text starts in the decoded output
 
     def take(self, logits: torch.Tensor) -> Done | None:
         """Pick the next token from (1, V) logits and deliver its text; a Done when the request is done."""
@@ -88,26 +99,37 @@ class Row:
         )
         self.new.append(token)
         self.history.append(torch.tensor([token], device=logits.device))
-        logprob, top = None, None
+        if token in self.config.stop_token_ids:
+            return self.finish("stop")
         if self.config.logprobs:
             logprobs = logits[0].log_softmax(-1)  # (V,) under the model, before penalties and filters
             best = logprobs.topk(self.config.logprobs)
-            logprob, top = float(logprobs[token]), list(zip(best.indices.tolist(), best.values.tolist()))
-        if token in self.config.stop_token_ids:
-            return self.finish("stop")
-        self.job.deliver(Delta(self.stream.push(token), token, logprob, top))
+            top = list(zip(best.indices.tolist(), best.values.tolist()))
+            start = self.released + len(self.stream.held)  # where this token's text starts in the decoded output
+            self.unsent.append((start, TokenLogprob(token, float(logprobs[token]), top)))
+        text = self.stream.push(token)
+        self.job.deliver(Delta(text, token, self._sent(text)))
         if self.stream.stopped:
             return self.finish("stop")
         if len(self.new) >= self.config.max_new_tokens:
             return self.finish("length")
         return None
 
+    def _sent(self, text: str, everything: bool = False) -> list[TokenLogprob]:
+        """Count `text` as delivered; the log-probabilities of the tokens whose text it starts to emit (of every
+        one left, when the output ended with no stop string: a token with no text of its own is content too)."""
+        self.released += len(text)
+        sent = [entry for start, entry in self.unsent if everything or start < self.released]
+        self.unsent = self.unsent[len(sent) :]
+        return sent
+
     def finish(self, reason: str) -> Done:
         """Deliver the text held back (an incomplete character at the end); the Done to deliver last."""
         if not self.stream.stopped:
             tail = self.stream.finish()
-            if tail:
-                self.job.deliver(Delta(tail, -1))
+            sent = self._sent(tail, everything=True)
+            if tail or sent:
+                self.job.deliver(Delta(tail, -1, sent))
         return Done(reason, len(self.job.prompt_ids), len(self.new))
 
 
