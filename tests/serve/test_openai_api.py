@@ -7,7 +7,7 @@ import torch
 
 import damoxing
 from damoxing.inference import GenerationConfig
-from damoxing.inference.streaming import generate_text
+from damoxing.inference.streaming import stream_text
 
 openai = pytest.importorskip("openai")
 
@@ -39,15 +39,15 @@ def test_chat_plain_equals_local_greedy_generation(client, local):
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello!"}]
     reply = client.chat.completions.create(model="tiny", messages=messages, max_tokens=12, temperature=0)
     prompt = chat_prompt(tokenizer, messages)
-    expected = generate_text(
+    expected = stream_text(
         model, tokenizer, prompt, GenerationConfig(max_new_tokens=12, stop_token_ids=(tokenizer.eos_id,))
     )
-    assert reply.choices[0].message.content == expected
+    assert reply.choices[0].message.content == "".join(expected)
     assert reply.choices[0].message.role == "assistant"
     assert reply.usage.prompt_tokens == len(prompt)
-    assert 1 <= reply.usage.completion_tokens <= 12
-    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
-    assert reply.choices[0].finish_reason == ("length" if reply.usage.completion_tokens == 12 else "stop")
+    assert reply.usage.completion_tokens == len(expected.token_ids)  # every token generated, a stop token too
+    assert reply.usage.total_tokens == len(prompt) + len(expected.token_ids)
+    assert reply.choices[0].finish_reason == expected.finish_reason
 
 
 def test_chat_streamed_concatenates_to_the_plain_reply_with_a_usage_chunk(client):
@@ -67,7 +67,7 @@ def test_chat_streamed_concatenates_to_the_plain_reply_with_a_usage_chunk(client
     assert text == plain.choices[0].message.content
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
     assert finishes == [plain.choices[0].finish_reason]
-    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == plain.usage.total_tokens
+    assert chunks[-1].choices == [] and chunks[-1].usage == plain.usage
     assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 1  # token by token
 
 
@@ -75,11 +75,13 @@ def test_completions_match_local_generation_and_count_usage(client, local):
     model, tokenizer = local
     reply = client.completions.create(model="tiny", prompt="Once upon a time", max_tokens=10, temperature=0)
     ids = tokenizer.encode("Once upon a time")
-    expected = generate_text(
+    expected = stream_text(
         model, tokenizer, ids, GenerationConfig(max_new_tokens=10, stop_token_ids=(tokenizer.eos_id,))
     )
-    assert reply.choices[0].text == expected
-    assert reply.usage.prompt_tokens == len(ids) and reply.usage.completion_tokens <= 10
+    assert reply.choices[0].text == "".join(expected)
+    assert reply.usage.prompt_tokens == len(ids)
+    assert reply.usage.completion_tokens == len(expected.token_ids)
+    assert reply.usage.total_tokens == len(ids) + len(expected.token_ids)
 
 
 SEED = 7  # sampling seed of the completion of "The" that the stop-string tests cut: its tokens are plain ASCII
@@ -138,8 +140,10 @@ def test_logprobs_cover_only_the_text_returned(client, sampled):
         stop, at, k = stop_across(full, tokens, whole)
         kept = k if whole else k + 1  # the tokens whose text (some of it) is in the answer
         settings = {"model": "tiny", "prompt": "The", "max_tokens": 24, "temperature": 1.0, "seed": SEED}
-        cut = client.completions.create(**settings, stop=stop, logprobs=1).choices[0]
+        answer = client.completions.create(**settings, stop=stop, logprobs=1)
+        cut = answer.choices[0]
         assert cut.text == full[:at]
+        assert answer.usage.completion_tokens == k + 2  # generation ran to the token completing the stop string
         assert cut.logprobs.tokens == tokens[:kept] and cut.logprobs.token_logprobs == logprobs[:kept]
         chunks = list(client.completions.create(**settings, stop=stop, logprobs=1, stream=True))
         assert "".join(c.choices[0].text for c in chunks) == full[:at]
@@ -194,7 +198,8 @@ def test_beam_search_through_num_beams(client, local):
     out = damoxing.inference.generate(
         model, ids, GenerationConfig(max_new_tokens=6, num_beams=3, stop_token_ids=(tokenizer.eos_id,))
     )
-    new = [t for t in out[0, ids.shape[1] :].tolist()]
+    new = out[0, ids.shape[1] :].tolist()
     if tokenizer.eos_id in new:
-        new = new[: new.index(tokenizer.eos_id)]
-    assert reply.choices[0].text == tokenizer.decode(new)
+        new = new[: new.index(tokenizer.eos_id) + 1]  # the stop token counts, and its padding does not
+    assert reply.usage.prompt_tokens == ids.shape[1] and reply.usage.completion_tokens == len(new)
+    assert reply.choices[0].text == tokenizer.decode([t for t in new if t != tokenizer.eos_id])
