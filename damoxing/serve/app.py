@@ -408,24 +408,24 @@ def create_app(options: ServeOptions, served: Served | None = None, engine_threa
         def logprob_entry(deltas: list[Delta]):
             if not want_logprobs:
                 return None
-            real = [d for d in deltas if d.token >= 0 and d.logprob is not None]
-            tokens = [served.tokenizer.decode([d.token], skip_special_tokens=False) for d in real]
+            real = [entry for d in deltas for entry in d.logprobs]  # the tokens of the text these deltas emit
+            tokens = [served.tokenizer.decode([entry.token], skip_special_tokens=False) for entry in real]
             if chat_format:
                 return {
                     "content": [
                         {
                             "token": t,
-                            "logprob": d.logprob,
+                            "logprob": entry.logprob,
                             "bytes": list(t.encode()),
-                            "top_logprobs": top_entries(d.top or []),
+                            "top_logprobs": top_entries(entry.top),
                         }
-                        for t, d in zip(tokens, real)
+                        for t, entry in zip(tokens, real)
                     ]
                 }
             return {
                 "tokens": tokens,
-                "token_logprobs": [d.logprob for d in real],
-                "top_logprobs": [{e["token"]: e["logprob"] for e in top_entries(d.top or [])} for d in real],
+                "token_logprobs": [entry.logprob for entry in real],
+                "top_logprobs": [{e["token"]: e["logprob"] for e in top_entries(entry.top)} for entry in real],
                 "text_offset": [],
             }
 
@@ -465,7 +465,7 @@ def create_app(options: ServeOptions, served: Served | None = None, engine_threa
                     yield f"data: {json.dumps(chunk(None, None, [], role=True))}\n\n"
                 async for event in events_of(request, job, events):
                     if isinstance(event, Delta):
-                        if event.text or (want_logprobs and event.token >= 0):
+                        if event.text or event.logprobs:
                             yield f"data: {json.dumps(chunk(event.text, None, [event]))}\n\n"
                     elif isinstance(event, Done):
                         yield f"data: {json.dumps(chunk(None, event.finish_reason, []))}\n\n"

@@ -5,10 +5,10 @@
     engine.submit(job)                           # QueueFull when max_queue requests are waiting or running
     job.cancel()                                 # the client went away: the job ends at the next step
 
-Events are Delta(text, token, logprob, top) as tokens arrive, then one Done(finish_reason, counts) or
+Events are Delta(text, token, logprobs) as tokens arrive, then one Done(finish_reason, counts) or
 Failed(message). Requests share the model through continuous batching (see Engine): a request joins the running
 batch at the next step and leaves it when done, so the tokens per second of all clients together grow with their
-number. A prompt that continues the previous one reuses its cached keys and values (session.PrefixCache).
+number. A prompt that continues one of the last few conversations reuses its cached keys and values (Prefixes).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import torch
 from ..inference import GenerationConfig, generate
 from ..inference.forward import Forward
 from ..inference.sampling import History, make_generator, pick, process
-from ..inference.session import PrefixCache
 from ..inference.streaming import TextStream
+from ..layers.attention import KVCache
 
 
 class QueueFull(Exception):
@@ -33,11 +33,19 @@ class QueueFull(Exception):
 
 
 @dataclass
+class TokenLogprob:
+    token: int
+    logprob: float  # under the model, before penalties and filters
+    top: list[tuple[int, float]]  # the most probable tokens and their log-probabilities
+
+
+@dataclass
 class Delta:
     text: str  # new text (may be empty while a UTF-8 character or a possible stop string is incomplete)
-    token: int
-    logprob: float | None = None
-    top: list[tuple[int, float]] | None = None  # the most probable tokens and their log-probabilities
+    token: int  # the token just generated (-1: none, the text held back until the end)
+    # (config.logprobs > 0) the tokens whose text this delta starts to emit: one that is held back (it may begin
+    # a stop string) comes with the delta that releases its text, and one wholly inside a stop string never comes
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
 @dataclass
@@ -77,6 +85,9 @@ class Row:
         self.stop_ids = torch.tensor(self.config.stop_token_ids, dtype=torch.long, device=device)
         self.stream = TextStream(tokenizer, self.config.stop_strings)
         self.new: list[int] = []  # tokens generated so far
+        self.released = 0  # characters of text delivered so far
+        self.unsent: list[tuple[int, TokenLogprob]] = []  # log-probabilities whose text is not out yet, and where
+        # that text starts in the decoded output
 
     def take(self, logits: torch.Tensor) -> Done | None:
         """Pick the next token from (1, V) logits and deliver its text; a Done when the request is done."""
@@ -88,45 +99,136 @@ class Row:
         )
         self.new.append(token)
         self.history.append(torch.tensor([token], device=logits.device))
-        logprob, top = None, None
+        if token in self.config.stop_token_ids:
+            return self.finish("stop")
         if self.config.logprobs:
             logprobs = logits[0].log_softmax(-1)  # (V,) under the model, before penalties and filters
             best = logprobs.topk(self.config.logprobs)
-            logprob, top = float(logprobs[token]), list(zip(best.indices.tolist(), best.values.tolist()))
-        if token in self.config.stop_token_ids:
-            return self.finish("stop")
-        self.job.deliver(Delta(self.stream.push(token), token, logprob, top))
+            top = list(zip(best.indices.tolist(), best.values.tolist()))
+            start = self.released + len(self.stream.held)  # where this token's text starts in the decoded output
+            self.unsent.append((start, TokenLogprob(token, float(logprobs[token]), top)))
+        text = self.stream.push(token)
+        self.job.deliver(Delta(text, token, self._sent(text)))
         if self.stream.stopped:
             return self.finish("stop")
         if len(self.new) >= self.config.max_new_tokens:
             return self.finish("length")
         return None
 
+    def _sent(self, text: str, everything: bool = False) -> list[TokenLogprob]:
+        """Count `text` as delivered; the log-probabilities of the tokens whose text it starts to emit (of every
+        one left, when the output ended with no stop string: a token with no text of its own is content too)."""
+        self.released += len(text)
+        sent = [entry for start, entry in self.unsent if everything or start < self.released]
+        self.unsent = self.unsent[len(sent) :]
+        return sent
+
     def finish(self, reason: str) -> Done:
         """Deliver the text held back (an incomplete character at the end); the Done to deliver last."""
         if not self.stream.stopped:
             tail = self.stream.finish()
-            if tail:
-                self.job.deliver(Delta(tail, -1))
+            sent = self._sent(tail, everything=True)
+            if tail or sent:
+                self.job.deliver(Delta(tail, -1, sent))
         return Done(reason, len(self.job.prompt_ids), len(self.new))
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many tokens a and b share from the start."""
+    n, limit = 0, min(len(a), len(b))
+    while n < limit and a[n] == b[n]:
+        n += 1
+    return n
+
+
+@dataclass
+class Kept:
+    ids: list[int]  # the tokens whose keys and values `cache` holds, one per position
+    cache: KVCache  # batch of one; nobody writes to it once kept
+
+
+class Prefixes:
+    """The keys and values of the last few conversations, for prompts that continue one of them.
+
+    At most `entries` conversations and `max_tokens` cached positions in all; the least recently used goes
+    first. A conversation that continues a kept one replaces it (its ids start with the kept ids). `take` copies
+    the longest kept prefix of a prompt into a new cache, so kept caches never change and two clients that
+    continue one conversation in different ways both find it.
+    """
+
+    def __init__(self, model, entries: int = 8, max_tokens: int = 8192):
+        if entries < 1 or max_tokens < 1:
+            raise ValueError(f"Prefixes needs entries >= 1 and max_tokens >= 1, got {entries} and {max_tokens}")
+        self.model, self.entries, self.max_tokens = model, entries, max_tokens
+        self.kept: list[Kept] = []  # least recently used first
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(entry.ids) for entry in self.kept)
+
+    def take(self, prompt_ids: list[int]) -> tuple[KVCache, int]:
+        """A new cache holding the keys and values of the longest kept prefix of prompt_ids (at most all but its
+        last token, which must run to give logits), with room for the whole prompt; and that prefix's length."""
+        best, n = None, 0
+        for entry in self.kept:
+            shared = min(common_prefix(entry.ids, prompt_ids), len(prompt_ids) - 1)
+            if shared > n:
+                best, n = entry, shared
+        cache = self.model.new_cache()
+        if best is None:
+            return cache, 0
+        self.kept.remove(best)
+        self.kept.append(best)  # the most recently used
+        for layer, source in zip(cache, best.cache):
+            B, H, _, d = source.k.shape
+            layer.k = source.k.new_empty((B, H, len(prompt_ids) + 1, d))
+            layer.v = source.v.new_empty(layer.k.shape)
+            layer.k[:, :, :n], layer.v[:, :, :n] = source.k[:, :, :n], source.v[:, :, :n]
+            layer.length = n
+        return cache, n
+
+    def keep(self, ids: list[int], cache: KVCache) -> None:
+        """Keep `cache` (batch of one), which holds the keys and values of `ids`; it must not change afterwards."""
+        if len(ids) != cache.length:
+            raise ValueError(f"the cache holds {cache.length} positions but {len(ids)} token ids came with it")
+        if not ids:
+            return
+        for entry in self.kept:
+            if entry.ids[: len(ids)] == ids:  # already kept, within a conversation that went further
+                self.kept.remove(entry)
+                self.kept.append(entry)
+                return
+        self.kept = [entry for entry in self.kept if ids[: len(entry.ids)] != entry.ids]  # what `ids` continues
+        self.kept.append(Kept(list(ids), cache))
+        while self.kept and (len(self.kept) > self.entries or self.tokens > self.max_tokens):
+            self.kept.pop(0)
 
 
 IDLE_WAKE_S = 0.25  # how often an idle engine looks up from its queue (for Ctrl-C on the main thread)
 
 
 class Engine:
-    """Continuous batching on one thread. A new request is prefilled alone (B=1, reusing the cached prefix of the
-    previous conversation where it matches), then its keys and values join the batch cache, right-aligned to the
+    """Continuous batching on one thread. A new request is prefilled alone (B=1, reusing the longest cached prefix
+    among the last few conversations), then its keys and values join the batch cache, right-aligned to the
     batch's current column with the columns before it masked. Each step feeds one token per active row, with
     per-row positions and masks, and samples each row with its own settings; a finished row leaves the batch."""
 
-    def __init__(self, model, tokenizer, max_queue: int = 16, max_batch: int = 32, start: bool = True):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        max_queue: int = 16,
+        max_batch: int = 32,
+        start: bool = True,
+        prefix_entries: int = 8,
+        prefix_tokens: int = 8192,
+    ):
         self.model, self.tokenizer, self.max_queue, self.max_batch = model, tokenizer, max_queue, max_batch
         self.device = next(model.parameters()).device
         self.jobs: queue.Queue[Job | None] = queue.Queue()
         self.pending = 0  # jobs waiting or running
         self.lock = threading.Lock()
-        self.prefix = PrefixCache(model) if hasattr(model, "new_cache") else None
+        self.prefixes = Prefixes(model, prefix_entries, prefix_tokens)  # the last few conversations' caches
         self.rows: list[Row] = []
         self.cache = None  # KVCache over the active rows, (B, Hkv, L, d) per layer
         self.mask: torch.Tensor | None = None  # (B, L) bool: the column holds one of the row's tokens
@@ -205,16 +307,16 @@ class Engine:
     def _prefill(self, job: Job) -> None:
         """Run the prompt alone, take its first token, and put its keys and values into the batch."""
         ids = torch.tensor([job.prompt_ids], device=self.device)  # (1, T)
-        self.reused = self.prefix.reuse(job.prompt_ids)
-        forward = Forward(self.model, ids, None, self.prefix.cache, 1)
+        cache, self.reused = self.prefixes.take(job.prompt_ids)
+        forward = Forward(self.model, ids, None, cache, 1)
         logits = forward.prefill(ids)  # (1, V)
-        self.prefix.record(job.prompt_ids)
+        self.prefixes.keep(job.prompt_ids, cache)  # the prompt alone, until its reply is done
         row = Row(job, self.tokenizer, logits.shape[-1], self.device)
         done = row.take(logits)
         if done is not None:
             self._end(job, done)
             return
-        self._join(row, self.prefix.cache, len(job.prompt_ids))
+        self._join(row, cache, len(job.prompt_ids))
 
     def _join(self, row: Row, cache, n: int) -> None:
         """Copy the row's n cached positions into the batch, right-aligned with the batch's columns."""
@@ -278,20 +380,19 @@ class Engine:
             self._leave(finished)
 
     def _keep_conversation(self, i: int) -> None:
-        """Copy row i's keys and values (prompt and reply) into the prefix cache, so that a request continuing
-        this conversation runs only its new tokens."""
+        """Copy row i's keys and values (prompt and reply) out of the batch and keep them, so that a request
+        continuing this conversation runs only its new tokens."""
         row, start = self.rows[i], int(self.mask[i].long().argmax())  # the row's first column
         fed = row.job.prompt_ids + row.new[:-1]  # the last new token was never fed
         length = self.cache.length
         if length - start != len(fed):
             return
-        for layer, target in zip(self.cache, self.prefix.cache):
-            target.k, target.v = (
-                layer.k[i : i + 1, :, start:length].clone(),
-                layer.v[i : i + 1, :, start:length].clone(),
-            )
+        kept = self.model.new_cache()
+        for layer, target in zip(self.cache, kept):
+            target.k = layer.k[i : i + 1, :, start:length].clone()
+            target.v = layer.v[i : i + 1, :, start:length].clone()
             target.length = length - start
-        self.prefix.record(fed)
+        self.prefixes.keep(fed, kept)
 
     def _leave(self, indices: list[int]) -> None:
         """Drop rows (their jobs have ended); then drop the leading columns no remaining row uses."""

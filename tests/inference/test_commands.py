@@ -1,13 +1,15 @@
-"""The `generate` and `chat` commands on a tiny random Llama with SmolLM2's tokenizer (HF folder)."""
+"""The `generate` and `chat` commands on a tiny random Llama with SmolLM2's tokenizer (HF folder, GGUF file)."""
 
+import dataclasses
 import io
 import json
 
+import damoxing.inference.streaming
 from damoxing.cli import main
 from damoxing.inference import GenerationConfig
 from damoxing.inference.session import ChatSession
 from damoxing.inference.streaming import generate_text
-from damoxing.recipes.generate import chat_loop, load_for_generation
+from damoxing.recipes.generate import chat_loop, generate_deltas, load_for_generation
 
 
 def test_generate_streams_the_greedy_continuation(tiny_chat_dir, capsys):
@@ -101,3 +103,57 @@ def test_chat_command_reads_stdin(tiny_chat_dir, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO("Hi\n/exit\n"))
     assert main(["chat", str(tiny_chat_dir), "--max-new-tokens", "4"]) == 0
     assert capsys.readouterr().out.startswith("> ")
+
+
+class Steps:
+    """Counts the tokens generated so far (wraps streaming's generate_stream)."""
+
+    def __init__(self, generate_stream):
+        self.generate_stream, self.count = generate_stream, 0
+
+    def __call__(self, *args, **kwargs):
+        for step in self.generate_stream(*args, **kwargs):
+            self.count += 1
+            yield step
+
+
+class Stdout(io.StringIO):
+    """Notes every non-empty write, and how many tokens had been generated when it came."""
+
+    def __init__(self, steps: Steps):
+        super().__init__()
+        self.steps, self.writes = steps, []
+
+    def write(self, text: str) -> int:
+        if text:
+            self.writes.append((text, self.steps.count))
+        return super().write(text)
+
+
+def test_generate_and_chat_on_a_gguf_file(tiny_chat_dir, tiny_chat_gguf, monkeypatch):
+    """The commands read the model, tokenizer, chat template and stop token from a GGUF file, and `generate`
+    streams: each delta is written as soon as its token is generated. (Opening the file's 49152-token
+    vocabulary takes seconds, so the GGUF file is read by the two commands only; the same model saved as a
+    folder, tiny_chat_dir, gives the expected output.)"""
+    model, tokenizer, config = load_for_generation(tiny_chat_dir, {"max_new_tokens": 8, "temperature": 0.0})
+    deltas = list(generate_deltas(model, tokenizer, "Hello there", config))
+    assert len(deltas) > 1
+    steps = Steps(damoxing.inference.streaming.generate_stream)
+    monkeypatch.setattr(damoxing.inference.streaming, "generate_stream", steps)
+
+    stdout = Stdout(steps)
+    monkeypatch.setattr("sys.stdout", stdout)
+    assert main(["generate", str(tiny_chat_gguf), "Hello there", "--max-new-tokens", "8", "--temperature", "0"]) == 0
+    assert [text for text, _ in stdout.writes] == deltas + ["\n"]  # one write per delta, the same as the folder's
+    # ... each as soon as its token came: the first after 1 token, the second after 2, ...
+    assert [count for _, count in stdout.writes[:-1]] == list(range(1, len(deltas) + 1))
+
+    session = ChatSession(model, tokenizer, dataclasses.replace(config, max_new_tokens=4))
+    expected = io.StringIO()
+    chat_loop(session, io.StringIO("Hi\nHow are you?\n/exit\n"), expected)
+    monkeypatch.setattr("sys.stdin", io.StringIO("Hi\nHow are you?\n/exit\n"))
+    stdout = Stdout(steps)
+    monkeypatch.setattr("sys.stdout", stdout)
+    assert main(["chat", str(tiny_chat_gguf), "--max-new-tokens", "4", "--temperature", "0"]) == 0
+    assert stdout.getvalue() == expected.getvalue()  # the chat template and the stop token came from the file
+    assert stdout.getvalue().count("> ") == 3 and len(session.messages) == 4

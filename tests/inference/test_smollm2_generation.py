@@ -36,11 +36,11 @@ def models(smollm2_gguf, tokenizer, tmp_path_factory):
     return prepare_for_decoding(ours.double()), hf
 
 
-def theirs(hf, **settings):
+def theirs(hf, prompt=PROMPT, **settings):
     with torch.no_grad():
         return hf.generate(
-            PROMPT,
-            attention_mask=torch.ones_like(PROMPT),
+            prompt,
+            attention_mask=torch.ones_like(prompt),
             max_new_tokens=NEW,
             do_sample=False,
             pad_token_id=EOS,
@@ -65,14 +65,29 @@ def test_greedy_matches_transformers(models, settings):
     assert got[0, PROMPT.shape[1] :].tolist() == expected[0, PROMPT.shape[1] :].tolist()
 
 
-def test_beam_search_matches_transformers(models):
+def test_beam_search_matches_transformers(models, tokenizer):
+    """4 beams over 32 new tokens on both sides: no stop token, so that no beam ends early and every one of the
+    32 steps ranks the 4 x vocabulary candidates. The prompt (the chat template's own system message, then the
+    question) is one where 4 beams answer otherwise than 2 beams and than greedy decoding, so that the check
+    sees the search itself (with PROMPT, 2 beams already give the tokens of 4)."""
     ours, hf = models
-    expected = theirs(hf, eos_token_id=EOS, num_beams=4)
-    got = generate(
-        ours, PROMPT, GenerationConfig(max_new_tokens=NEW, num_beams=4, stop_token_ids=(EOS,), pad_token_id=EOS)
+    prompt = torch.tensor(
+        [
+            tokenizer.encode(
+                tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}]),
+                add_special_tokens=False,
+            )
+        ]
     )
-    assert got.tolist() == expected.tolist()
-    assert EOS in got[0, PROMPT.shape[1] :].tolist()  # the best hypothesis finished with the stop token
+    T = prompt.shape[1]
+    expected = theirs(hf, prompt, eos_token_id=None, num_beams=4)
+    got = generate(ours, prompt, GenerationConfig(max_new_tokens=NEW, num_beams=4, stop_token_ids=()))
+    assert got.shape == expected.shape == (1, T + NEW)
+    assert got[0, T:].tolist() == expected[0, T:].tolist()
+    assert got[0, :T].tolist() == prompt[0].tolist()
+    for beams in (1, 2):
+        other = generate(ours, prompt, GenerationConfig(max_new_tokens=NEW, num_beams=beams, stop_token_ids=()))
+        assert other[0, T:].tolist() != got[0, T:].tolist(), f"{beams} beam(s) give the same tokens as 4"
 
 
 def test_streamed_reply_is_the_decoded_reply(models, tokenizer):

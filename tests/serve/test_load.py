@@ -14,10 +14,13 @@ import pytest
 import damoxing
 from damoxing.inference import GenerationConfig
 from damoxing.inference.streaming import generate_text
+from damoxing.serve.engine import Delta, common_prefix
 
 from .conftest import http, running_server
 
 openai = pytest.importorskip("openai")
+
+SEEDS = (3, 4, 5)  # the interleaved conversations' sampling seeds, one per turn
 
 
 def rss_mb() -> float:
@@ -122,23 +125,47 @@ def test_sixty_four_clients_against_a_queue_of_sixteen_get_429_and_the_server_ke
     assert http(f"{url}/v1/chat/completions", chat_body(1))[0] == 200
 
 
-def test_a_client_that_disconnects_stops_its_generation(tiny_server):
-    url, app = tiny_server
-    engine = app.state.engine
-    body = {**chat_body(3, max_tokens=64), "stream": True, "min_p": 0.0}
-    request = urllib.request.Request(
-        f"{url}/v1/chat/completions", data=json.dumps(body).encode(), headers={"content-type": "application/json"}
-    )
-    steps = engine.steps
-    response = urllib.request.urlopen(request, timeout=60)
-    response.readline()  # the first event arrived: the job is running
-    response.close()
-    deadline = time.monotonic() + 10
-    while engine.pending and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert engine.pending == 0 and engine.rows == []
-    # the job left early... unless the model chose to stop on its own: then it ran fewer than 64 steps anyway
-    assert engine.steps - steps < 64
+def test_a_client_that_disconnects_stops_its_generation(tiny_chat_dir):
+    """The client asks for 2000 tokens and leaves after the first text arrives: the engine ends the job without
+    an answer (no Done) within a few steps, far fewer than the 1999 the whole answer takes."""
+    import torch
+
+    from damoxing.serve.app import ServeOptions
+
+    max_tokens = 2000
+    options = ServeOptions(str(tiny_chat_dir), model_name="tiny", max_tokens=max_tokens, dtype=torch.float64)
+    with running_server(options) as (url, app):
+        engine = app.state.engine
+        jobs, events = [], []
+        submit = engine.submit
+
+        def recording(job):  # note the job and every event the engine delivers to it
+            deliver = job.deliver
+            job.deliver = lambda event: (events.append(event), deliver(event))
+            jobs.append(job)
+            submit(job)
+
+        engine.submit = recording
+        body = {**chat_body(3, max_tokens=max_tokens), "stream": True, "min_p": 0.0}
+        request = urllib.request.Request(
+            f"{url}/v1/chat/completions", data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+        )
+        steps = engine.steps
+        response = urllib.request.urlopen(request, timeout=60)
+        for line in response:  # until the first text: the job is decoding
+            if line.startswith(b"data: ") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
+                break
+        response.close()
+        deadline = time.monotonic() + 60
+        while (engine.pending or engine.rows) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert engine.pending == 0 and engine.rows == []
+        ran = engine.steps - steps
+        assert len(jobs) == 1 and jobs[0].cancelled.is_set()
+        # ended by the cancel: a job that ends on its own (a stop token, a stop string, its 2000 tokens) gets a Done
+        ends = [e for e in events if not isinstance(e, Delta)]
+        assert events and not ends, f"the job ran to its end after the client left: {ends}"
+        assert ran < max_tokens // 4, f"{ran} decode steps after the client left"
 
 
 def test_a_request_that_times_out_gets_504(tiny_chat_dir):
@@ -153,6 +180,13 @@ def test_a_request_that_times_out_gets_504(tiny_chat_dir):
         assert status == 504 and body["error"]["code"] == "timeout"
 
 
+def kept_conversation(engine, prompt_ids: list[int]) -> list[int]:
+    """The token ids of the one conversation the (idle) engine keeps that starts with prompt_ids."""
+    found = [entry.ids for entry in engine.prefixes.kept if entry.ids[: len(prompt_ids)] == prompt_ids]
+    assert len(found) == 1, f"{len(found)} kept conversations start with this prompt"
+    return found[0]
+
+
 def test_a_continued_conversation_runs_only_its_new_tokens(tiny_server, tiny_chat_dir):
     url, app = tiny_server
     engine = app.state.engine
@@ -165,23 +199,51 @@ def test_a_continued_conversation_runs_only_its_new_tokens(tiny_server, tiny_cha
     # the engine kept the conversation's keys and values: the prompt and every reply token it fed back
     usage = first["usage"]
     prompt_ids = tokenizer.encode(tokenizer.apply_chat_template(messages), add_special_tokens=False)
-    assert len(engine.prefix.ids) == engine.prefix.cache.length == usage["total_tokens"] - 1
-    assert engine.prefix.ids[: len(prompt_ids)] == prompt_ids
+    kept = kept_conversation(engine, prompt_ids)
+    assert len(kept) == usage["total_tokens"] - 1  # all but the last reply token, which was never fed
     messages += [first["choices"][0]["message"], {"role": "user", "content": "And the sky?"}]
     status, _, second = http(
         f"{url}/v1/chat/completions", {"model": "tiny", "messages": messages, "max_tokens": 4, "temperature": 0}
     )
     assert status == 200
-    # the first turn's prompt (and its reply, as far as its tokens come back the same) came from the cache; the
-    # prompt's final "\n" may merge with the reply's first characters when the template renders the reply anew
-    assert engine.reused >= usage["prompt_tokens"] - 1
-    assert (
-        second["usage"]["prompt_tokens"] - engine.reused
-        <= len(tokenizer.encode("And the sky?", add_special_tokens=False)) + first["usage"]["completion_tokens"] + 10
-    )
+    prompt = tokenizer.encode(tokenizer.apply_chat_template(messages), add_special_tokens=False)
+    assert second["usage"]["prompt_tokens"] == len(prompt)
+    # every token the new prompt shares with the kept conversation came from the cache, and nothing else: the
+    # model ran only the rest. This tiny model's reply is newlines, which the template renders anew as "\n\n\n\n"
+    # tokens merged with the prompt's final "\n", so here the two share the first prompt but for that "\n"
+    shared = common_prefix(prompt, kept)
+    assert engine.reused == shared >= len(prompt_ids) - 1
     # and the answer is the one a fresh run gives
     model = damoxing.load(tiny_chat_dir).double()
-    prompt = tokenizer.encode(tokenizer.apply_chat_template(messages), add_special_tokens=False)
     assert second["choices"][0]["message"]["content"] == generate_text(
         model, tokenizer, prompt, GenerationConfig(max_new_tokens=4, stop_token_ids=(tokenizer.eos_id,))
     )
+
+
+def test_two_interleaved_conversations_each_run_only_their_new_tokens(tiny_server):
+    """Conversations A and B take turns (A1 B1 A2 B2 A3 B3): each continued request finds its own conversation
+    kept, B's turns in between did not push A's out, and the model runs only the tokens after it: the last reply
+    token (never fed), the template's end of turn and the new message. The replies are sampled with seeds whose
+    text re-tokenizes to the same tokens, so that the whole conversation so far can be reused."""
+    url, app = tiny_server
+    engine, tokenizer = app.state.engine, app.state.served.tokenizer
+    conversations = {
+        "A": [{"role": "user", "content": "Tell me about the sea, the waves and the ships that sail on it."}],
+        "B": [{"role": "user", "content": "What do you know about mountains, glaciers and the snow on them?"}],
+    }
+    kept: dict[str, list[int]] = {}
+    for turn in range(3):
+        for name, messages in conversations.items():
+            prompt = tokenizer.encode(tokenizer.apply_chat_template(messages), add_special_tokens=False)
+            body = {"model": "tiny", "messages": messages, "max_tokens": 8, "temperature": 1.0, "seed": SEEDS[turn]}
+            status, _, reply = http(f"{url}/v1/chat/completions", body)
+            assert status == 200, reply
+            assert reply["usage"]["prompt_tokens"] == len(prompt)
+            if turn:
+                before = kept[name]  # this conversation so far: its last prompt and all but its reply's last token
+                assert prompt[: len(before)] == before, "the reply's text re-tokenizes otherwise: choose other SEEDS"
+                assert engine.reused == len(before), (name, turn)
+            kept[name] = kept_conversation(engine, prompt)
+            assert len(kept[name]) == len(prompt) + reply["usage"]["completion_tokens"] - 1
+            messages += [reply["choices"][0]["message"], {"role": "user", "content": f"And then? ({turn})"}]
+    assert {tuple(ids) for ids in kept.values()} <= {tuple(entry.ids) for entry in engine.prefixes.kept}
