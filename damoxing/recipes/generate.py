@@ -29,6 +29,11 @@ def load_for_generation(path, settings: dict, dtype: str | None = None, quantize
     from ..models import Decoder
     from ..tokenizer import load_tokenizer
 
+    if quantized and not str(path).endswith(".gguf"):
+        raise UserError(
+            f"{path}: --quantized runs a .gguf file's blocks as they are stored; for a model folder, make an "
+            "int8 or int4 copy with `damoxing quantize MODEL OUT --method int4` and give that folder"
+        )
     model = load_model(path, dtype=dtype, quantized=quantized)
     if not isinstance(model, Decoder):
         raise UserError(

@@ -4,6 +4,8 @@ import dataclasses
 import io
 import json
 
+import torch
+
 import damoxing.inference.streaming
 from damoxing.cli import main
 from damoxing.inference import GenerationConfig
@@ -157,3 +159,19 @@ def test_generate_and_chat_on_a_gguf_file(tiny_chat_dir, tiny_chat_gguf, monkeyp
     assert main(["chat", str(tiny_chat_gguf), "--max-new-tokens", "4", "--temperature", "0"]) == 0
     assert stdout.getvalue() == expected.getvalue()  # the chat template and the stop token came from the file
     assert stdout.getvalue().count("> ") == 3 and len(session.messages) == 4
+
+
+def test_generate_casts_the_weights_with_dtype(tiny_chat_dir, capsys):
+    """--dtype bfloat16 decodes with bf16 weights (the fast float path on CPUs with native bf16): the text is that
+    of the same bf16 model in this process."""
+    argv = ["generate", str(tiny_chat_dir), "Hello there", "--max-new-tokens", "6", "--temperature", "0"]
+    assert main([*argv, "--dtype", "bfloat16"]) == 0
+    printed = capsys.readouterr().out
+    model, tokenizer, config = load_for_generation(tiny_chat_dir, {"max_new_tokens": 6, "temperature": 0.0}, "bfloat16")
+    assert model.embed.weight.dtype == torch.bfloat16
+    assert printed == "".join(generate_deltas(model, tokenizer, "Hello there", config)) + "\n"
+
+
+def test_quantized_needs_a_gguf_file(tiny_chat_dir, capsys):
+    assert main(["generate", str(tiny_chat_dir), "Hi", "--quantized"]) == 2
+    assert "damoxing quantize" in capsys.readouterr().err
