@@ -436,6 +436,7 @@ def _cmd_serve(args) -> None:
         max_tokens=args.max_tokens,
         request_timeout=args.request_timeout,
         dtype=args.dtype,
+        quantized=args.quantized,
     )
     app = create_app(options, engine_thread=False)
     print(f"serving {app.state.served.name} on http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
@@ -759,6 +760,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-tokens", type=int, default=2048, help="the most new tokens a request may ask for")
     sv.add_argument("--request-timeout", type=float, default=300.0, help="seconds a request may take")
     sv.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="cast the weights")
+    sv.add_argument(
+        "--quantized", action="store_true", help=".gguf: run its Q8_0/Q4_0/Q4_1 blocks as stored (int8/int4 kernels)"
+    )
     sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     sv.set_defaults(func=_cmd_serve)
 

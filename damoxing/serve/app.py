@@ -46,6 +46,7 @@ class ServeOptions:
     max_tokens: int = 2048  # the most new tokens one request may ask for
     request_timeout: float = 300.0  # seconds from arrival to the last token
     dtype: str | torch.dtype | None = None  # cast the weights ("bfloat16", ...; None: as stored, GGUF as float32)
+    quantized: bool = False  # a .gguf file: run its Q8_0 / Q4_0 / Q4_1 blocks as stored (int8 / int4 kernels)
 
 
 class APIError(Exception):
@@ -160,7 +161,8 @@ class Served:
                 self.model.to(options.dtype)
         else:
             self.meta = {}
-            self.model, self.tokenizer = load_model(path, dtype=options.dtype).eval(), load_tokenizer(path)
+            model = load_model(path, dtype=options.dtype, quantized=options.quantized and path.suffix == ".gguf")
+            self.model, self.tokenizer = model.eval(), load_tokenizer(path)
         self.can_generate = isinstance(self.model, Decoder)
         self.can_embed = isinstance(self.model, Encoder)
         self.can_classify = bool(self.meta)
