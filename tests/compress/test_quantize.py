@@ -165,8 +165,9 @@ def bf16(t: torch.Tensor) -> torch.Tensor:
 
 
 def kernel_planes(layer: Int8Linear) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, K) float64 weights of grouped int8's two int4 planes as the kernel holds them: code = 16 hi + lo, the
-    hi plane (hi - 8 + 8) * bf16(16 s), the lo plane (lo - 8) * bf16(s) + bf16(8 s) (see Int8Linear.pack)."""
+    """(N, K) float64 weights of grouped int8's two int4 planes as the kernel holds them (see Int8Linear.pack):
+    code = 16 h + l with h = code >> 4 in -8..7 and l = code & 15; the planes are h * bf16(16 s) and
+    (l - 8) * bf16(s) + bf16(8 s), bf16 being the kernel's copy of the scales and zeros."""
     s, group = layer.weight_scale.double(), layer.in_features // layer.groups
     per_weight = lambda t: t.repeat_interleave(group, dim=1)
     code = layer.weight.long()
