@@ -67,6 +67,16 @@ class _PastKV:
         return self.k, self.v
 
 
+class _PastCache(list):
+    """The _PastKV of every layer, with KVCache's `length` (the past positions, a symbolic size when traced) that
+    the decoder reads: with a plain list, torch.export's non-strict capture (the exporter's first try) failed and
+    it fell back to the strict one, which for SmolLM2-135M took 12 s more of a 62 s export."""
+
+    @property
+    def length(self):
+        return self[0].k.shape[2]
+
+
 class _DecoderWithPast(nn.Module):
     """The decoder with optimum's signature: (input_ids, attention_mask (B, P + T), position_ids, then each layer's
     past key and value) -> logits (B, T, V), then each layer's present key and value (B, Hkv, P + T, d)."""
@@ -76,7 +86,7 @@ class _DecoderWithPast(nn.Module):
         self.model = model
 
     def forward(self, input_ids, attention_mask, position_ids, *past):
-        cache = [_PastKV(past[i], past[i + 1]) for i in range(0, len(past), 2)]
+        cache = _PastCache(_PastKV(past[i], past[i + 1]) for i in range(0, len(past), 2))
         logits = self.model(input_ids, attention_mask, position_ids, cache=cache)
         return (logits, *[t for layer in cache for t in (layer.k, layer.v)])
 

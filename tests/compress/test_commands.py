@@ -1,4 +1,5 @@
-"""The commands end to end on a tiny fine-tuned classifier: quantize, prune, export, distil; then evaluate."""
+"""The commands end to end on a tiny fine-tuned classifier (and a tiny language model for distil): quantize, prune,
+export, distil; then evaluate."""
 
 from __future__ import annotations
 
@@ -87,3 +88,83 @@ def test_quantize_a_gguf_keeps_blocks_of_the_asked_width(q8_gguf, tmp_path, caps
     notes = json.loads(capsys.readouterr().out)["notes"]
     assert any("re-quantized to int4" in n for n in notes)
     assert damoxing.load(tmp_path / "int4").blocks[0].attn.q.kind == "int4/32"
+
+
+def test_distil_a_language_model_every_other_layer(tmp_path):
+    """A 4-layer decoder (trained 60 steps) teaches a 2-layer student (its layers 0 and 2) through `damoxing distil`:
+    the clm task is picked from the teacher's lm head, the student is saved as a language model that loads, and the
+    distillation objective (soft targets at T = 2 plus the next-token labels) falls on held-out text."""
+    import random
+    import types
+
+    from damoxing.compress.distill import student_from_teacher
+    from damoxing.io.checkpoint import save_model
+    from damoxing.models import Decoder
+    from damoxing.tasks import Distillation, get_task
+    from damoxing.tokenizer import Tokenizer
+
+    from .conftest import tiny_decoder
+
+    rng = random.Random(0)
+    words = [
+        "the",
+        "a",
+        "cat",
+        "dog",
+        "bird",
+        "sat",
+        "ran",
+        "flew",
+        "on",
+        "under",
+        "over",
+        "mat",
+        "tree",
+        "roof",
+        "and",
+        "then",
+        "quickly",
+        "slowly",
+    ]
+    for split, n in (("train", 200), ("valid", 40)):
+        lines = [" ".join(rng.choices(words, k=rng.randint(6, 12))) for _ in range(n)]
+        (tmp_path / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    tokenizer = Tokenizer.train_bpe([tmp_path / "train.txt"], vocab_size=300, min_frequency=1, model_max_length=64)
+    clm, seq = get_task("clm"), types.SimpleNamespace(data=types.SimpleNamespace(seq_len=32))
+    blocks, collate = clm.prepare(tokenizer, (tmp_path / "train.txt").read_text().splitlines(), seq)
+    teacher = tiny_decoder(vocab_size=tokenizer.vocab_size, layers=4, dropout=0.0).train()
+    optimizer = torch.optim.AdamW(teacher.parameters(), lr=3e-3)
+    for step in range(60):  # a teacher that knows the text a little, so that its soft targets carry something
+        batch = collate([blocks[(8 * step + i) % len(blocks)] for i in range(8)], None)
+        out = clm.loss(teacher, batch)
+        optimizer.zero_grad()
+        (out.losses["clm"] / int(clm.targets(batch)["clm"])).backward()
+        optimizer.step()
+    save_model(teacher.eval(), tokenizer, tmp_path / "teacher")
+    config = tmp_path / "distil-lm.yaml"
+    config.write_text(f"""
+teacher: {{path: {tmp_path / "teacher"}}}
+data: {{train: [{tmp_path / "train.txt"}], valid: [{tmp_path / "valid.txt"}], text_mode: line, seq_len: 32}}
+distill: {{temperature: 2.0, alpha: 0.5}}
+train: {{epochs: 2, batch_size: 8, lr: 3.0e-3, log_every: 10, warmup_steps: 0}}
+""")
+
+    task = Distillation(damoxing.load(tmp_path / "teacher"), clm, temperature=2.0, alpha=0.5)
+    held_out = collate(clm.prepare(tokenizer, (tmp_path / "valid.txt").read_text().splitlines(), seq)[0], None)
+
+    def objective(model) -> dict[str, float]:  # the Trainer's terms: summed over next tokens, per token
+        with torch.no_grad():
+            out = task.loss(model.eval(), held_out)
+        return {k: float(v) / int(clm.targets(held_out)["clm"]) for k, v in out.losses.items()}
+
+    before = objective(student_from_teacher(damoxing.load(tmp_path / "teacher")))
+    assert main(["distil", str(config), "--out", str(tmp_path / "run")]) == 0
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["student_layers"] == 2 and result["student_parameters"] < result["teacher_parameters"]
+    assert result["steps"] > 0 and "test_student" not in result  # language models: validation loss only
+    student = damoxing.load(tmp_path / "run" / "model")
+    assert isinstance(student, Decoder) and student.config.layers == 2
+    assert damoxing.load_tokenizer(tmp_path / "run" / "model").vocab_size == tokenizer.vocab_size
+    after = objective(student)
+    assert after["soft"] < before["soft"] and sum(after.values()) < sum(before.values())
+    assert result["valid"]["loss"] < sum(before.values())  # the run's own validation says so too
