@@ -134,6 +134,8 @@ def main() -> None:
             do_sample=False,
             pad_token_id=2,
         )
+        if importlib.util.find_spec("torchao"):  # what a transformers user would quantize with (CPU weight-only)
+            runners.update(torchao_runners(smollm, gguf_path, prompt, tokens))
     variants = {"damoxing fp32": fp32, "damoxing bf16": copy.deepcopy(fp32).to(torch.bfloat16)}
     for method in ("int8", "int4"):
         m = copy.deepcopy(fp32)
@@ -164,9 +166,45 @@ def main() -> None:
         row(name, tokens / seconds, base, ppl, base_ppl if model is not None else None, share)
     if not importlib.util.find_spec("llama_cpp"):
         print("llama.cpp: llama-cpp-python not installed (pip install llama-cpp-python, built from source)")
-    if importlib.util.find_spec("torchao"):
-        print("torchao: installed; its CPU int8/int4 paths call the same aten kernels (see compress/quantize.py)")
     fp32_loss(args.fp32_model, args.quick)
+
+
+def torchao_runners(smollm: Path, gguf_path: Path, prompt: torch.Tensor, tokens: int) -> dict:
+    """transformers' model with torchao's weight-only int8 (per channel) and int4 (groups of 32) on its Linears,
+    bf16 activations as its CPU kernels want; a row is left out, saying why, where torchao cannot run it here."""
+    import torchao
+    import transformers
+    from torchao.quantization import Int8WeightOnlyConfig, IntxWeightOnlyConfig, quantize_
+    from torchao.quantization.granularity import PerGroup
+
+    configs = {
+        "int8": Int8WeightOnlyConfig(),
+        "int4": IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(32)),
+    }
+    runners = {}
+    for name, config in configs.items():
+        try:
+            hf = transformers.AutoModelForCausalLM.from_pretrained(
+                str(smollm), gguf_file=gguf_path.name, dtype=torch.bfloat16
+            ).eval()
+            quantize_(hf, config)
+
+            def run(hf=hf):
+                with torch.no_grad():
+                    return hf.generate(
+                        prompt,
+                        attention_mask=torch.ones_like(prompt),
+                        max_new_tokens=tokens,
+                        min_new_tokens=tokens,
+                        do_sample=False,
+                        pad_token_id=2,
+                    )
+
+            run()  # fails here, not in the timed rounds, where torchao has no CPU path for it
+            runners[f"transformers + torchao {torchao.__version__} {name}"] = run
+        except Exception as error:  # noqa: BLE001 - a row that cannot run is reported, the others go on
+            print(f"torchao {name}: not run here ({type(error).__name__}: {str(error)[:120]})")
+    return runners
 
 
 def _seconds(fn) -> float:
