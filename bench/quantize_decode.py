@@ -126,14 +126,7 @@ def main() -> None:
         hf = transformers.AutoModelForCausalLM.from_pretrained(
             str(smollm), gguf_file=gguf_path.name, dtype=torch.float32
         ).eval()
-        runners["transformers fp32"] = lambda: hf.generate(
-            prompt,
-            attention_mask=torch.ones_like(prompt),
-            max_new_tokens=tokens,
-            min_new_tokens=tokens,
-            do_sample=False,
-            pad_token_id=2,
-        )
+        runners["transformers fp32"] = lambda: hf_greedy(hf, prompt, tokens)
         if importlib.util.find_spec("torchao"):  # what a transformers user would quantize with (CPU weight-only)
             runners.update(torchao_runners(smollm, gguf_path, prompt, tokens))
     variants = {"damoxing fp32": fp32, "damoxing bf16": copy.deepcopy(fp32).to(torch.bfloat16)}
@@ -169,6 +162,19 @@ def main() -> None:
     fp32_loss(args.fp32_model, args.quick)
 
 
+@torch.no_grad()
+def hf_greedy(hf, prompt: torch.Tensor, tokens: int) -> torch.Tensor:
+    """transformers' generate: greedy, exactly `tokens` new tokens."""
+    return hf.generate(
+        prompt,
+        attention_mask=torch.ones_like(prompt),
+        max_new_tokens=tokens,
+        min_new_tokens=tokens,
+        do_sample=False,
+        pad_token_id=2,
+    )
+
+
 def torchao_runners(smollm: Path, gguf_path: Path, prompt: torch.Tensor, tokens: int) -> dict:
     """transformers' model with torchao's weight-only int8 (per channel) and int4 (groups of 32) on its Linears,
     bf16 activations as its CPU kernels want; a row is left out, saying why, where torchao cannot run it here."""
@@ -190,15 +196,7 @@ def torchao_runners(smollm: Path, gguf_path: Path, prompt: torch.Tensor, tokens:
             quantize_(hf, config)
 
             def run(hf=hf):
-                with torch.no_grad():
-                    return hf.generate(
-                        prompt,
-                        attention_mask=torch.ones_like(prompt),
-                        max_new_tokens=tokens,
-                        min_new_tokens=tokens,
-                        do_sample=False,
-                        pad_token_id=2,
-                    )
+                return hf_greedy(hf, prompt, tokens)
 
             run()  # fails here, not in the timed rounds, where torchao has no CPU path for it
             runners[f"transformers + torchao {torchao.__version__} {name}"] = run

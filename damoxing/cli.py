@@ -462,8 +462,8 @@ def _cmd_serve(args) -> None:
         web.join(timeout=10)
 
 
-def _generation_arguments(parser: argparse.ArgumentParser) -> None:
-    """Decoding settings; those not given keep the checkpoint's (generation_config.json, GGUF metadata)."""
+def _weights_arguments(parser: argparse.ArgumentParser) -> None:
+    """How a decoder's weights are loaded (generate, chat, serve)."""
     parser.add_argument(
         "--dtype",
         default=None,
@@ -473,6 +473,11 @@ def _generation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quantized", action="store_true", help=".gguf: run its Q8_0/Q4_0/Q4_1 blocks as stored (int8/int4 kernels)"
     )
+
+
+def _generation_arguments(parser: argparse.ArgumentParser) -> None:
+    """Decoding settings; those not given keep the checkpoint's (generation_config.json, GGUF metadata)."""
+    _weights_arguments(parser)
     parser.add_argument("--max-new-tokens", type=int, default=None)
     parser.add_argument("--temperature", type=float, default=None, help="0: greedy; > 0: sampling")
     parser.add_argument("--top-k", type=int, default=None)
@@ -759,10 +764,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-prompt-tokens", type=int, default=4096)
     sv.add_argument("--max-tokens", type=int, default=2048, help="the most new tokens a request may ask for")
     sv.add_argument("--request-timeout", type=float, default=300.0, help="seconds a request may take")
-    sv.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="cast the weights")
-    sv.add_argument(
-        "--quantized", action="store_true", help=".gguf: run its Q8_0/Q4_0/Q4_1 blocks as stored (int8/int4 kernels)"
-    )
+    _weights_arguments(sv)
     sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     sv.set_defaults(func=_cmd_serve)
 
