@@ -52,6 +52,10 @@ class TrainConfig:
     eval_precision: str = "train"  # train: evaluate under the training precision | fp32: always in full precision
     eval_batches: int = 0  # limit evaluation to this many batches; 0 = all
     save_every: int = 0  # steps between checkpoints; 0 = only at the end
+    # a checkpoint for an evaluation that improved is written at once only this long after the last write;
+    # until then it is held in memory and written at the end, on Ctrl-C, when the time is up or with the next one
+    save_minutes: float = 10.0
+    reuse_memory: bool = True  # keep freed memory for reuse (glibc): no fresh pages faulted in every step
     keep_last: int = 2  # checkpoints kept besides the best
     metric: str = "loss"  # evaluation metric for the best checkpoint and early stopping
     metric_mode: str = "min"  # min | max
@@ -79,6 +83,7 @@ class TrainConfig:
             "eval_every",
             "eval_batches",
             "save_every",
+            "save_minutes",
             "warmup_steps",
             "patience",
             "clip_grad",

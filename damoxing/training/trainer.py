@@ -55,7 +55,10 @@ from . import distributed, state
 from .config import TrainConfig
 from .flops import device_peak, mfu
 from .logs import RunLog
+from .memory import reuse_freed_memory
 from .optim import build_optimizer, lr_at, set_lr
+
+HOLD_BYTES = 2 << 30  # weights + optimiser state up to this size may be held in memory (train.save_minutes)
 
 
 class TaskModule(nn.Module):
@@ -123,6 +126,8 @@ class Trainer:
         self.config, self.run_dir = config, Path(run_dir)
         if config.lr is None:
             raise UserError("train.lr: give a learning rate (the fine-tuning recipe chooses one per method)")
+        if config.reuse_memory and next(model.parameters()).device.type == "cpu":
+            reuse_freed_memory()  # the large tensors of every step reuse memory instead of faulting pages in
         if config.threads is not None:  # train.threads; otherwise the process's setting stands (the recipes set
             torch.set_num_threads(config.threads)  # it to the physical cores, and a forked worker keeps its own)
         self.task = get_task(task, key="train.task")
@@ -146,12 +151,20 @@ class Trainer:
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.dtype = _autocast_dtype(config.precision, self.dist.device)
         self.scaler = torch.amp.GradScaler(self.dist.device.type, enabled=self.dtype == torch.float16)
+        # a fused Adam(W) takes the clipping coefficient as its `grad_scale` (the attribute GradScaler sets for
+        # fused optimisers), so clipping costs no pass of its own; fp16 needs that attribute for its scale
+        # (a float32 number: float64 weights keep the exact coefficient of the separate pass)
+        fused = self.optimizer.defaults.get("fused") is True
+        narrow = all(p.dtype != torch.float64 for p in self.params)
+        self._clip_in_step = fused and narrow and not self.scaler.is_enabled() and not self.sharded
         if config.compile:
             self.runner = torch.compile(self.runner)
         # progress: optimiser steps done, data position (epoch, micro-batch), best evaluation so far
         self.step, self.epoch, self.batch_index, self.tokens_seen = 0, 0, 0, 0
         self.best = {"value": None, "step": -1, "bad_evals": 0}
         self._batches, self._saved_step = None, None
+        # a checkpoint held in memory (train.save_minutes) and when one was last written
+        self._held, self._written_at = None, time.perf_counter()
 
     # ------------------------------------------------------------------ the loop
     def fit(self, resume: bool | str | Path = False) -> dict:
@@ -223,6 +236,7 @@ class Trainer:
             else:
                 in_a_row, skipped = in_a_row + 1, skipped + 1
                 self._non_finite(terms, norm, in_a_row, log)  # raises when the run must stop
+            self.optimizer.grad_scale = None
             self.scaler.update()  # fp16: lowers the scale after an overflow
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
@@ -256,10 +270,14 @@ class Trainer:
                 log.log(self.step, "eval", last_eval)
                 improved = self._track_best(last_eval)
                 stop = distributed.broadcast_flag(bool(c.patience) and self.best["bad_evals"] >= c.patience, d)
-                if improved or stop or (c.save_every and self.step % c.save_every == 0) or at_end:
+                if stop or (c.save_every and self.step % c.save_every == 0) or at_end:
                     self._checkpoint(best=improved)
+                elif improved:
+                    self._checkpoint(best=True, hold=True)  # in memory until train.save_minutes have passed
             elif (c.save_every and self.step % c.save_every == 0) or at_end:
                 self._checkpoint()
+            if self._held is not None and time.perf_counter() - self._written_at >= 60 * c.save_minutes:
+                self._write_held()
             t0 += time.perf_counter() - paused  # evaluation and checkpoints do not count against tokens/s
             if c.max_minutes:
                 out_of_time = distributed.broadcast_flag(time.perf_counter() - started > 60 * c.max_minutes, d)
@@ -343,8 +361,11 @@ class Trainer:
         """The global gradient norm (FSDP: over every shard); gradients are clipped to train.clip_grad if set."""
         grads = [p.grad for p in self.params if p.grad is not None]
         norm = nn.utils.get_total_norm(grads)
-        if self.config.clip_grad:
-            nn.utils.clip_grads_with_norm_(self.params, self.config.clip_grad, norm)
+        clip = self.config.clip_grad
+        if clip and self._clip_in_step:  # the fused step divides the gradients as it reads them: one pass less
+            self.optimizer.grad_scale = ((norm.float() + 1e-6) / clip).clamp(min=1.0)  # clip_grad_norm_'s coefficient
+        elif clip:
+            nn.utils.clip_grads_with_norm_(self.params, clip, norm)
         return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # FSDP: a sharded norm
 
     def _step_flags(self, loss: torch.Tensor, norm: float, ctrl_c: bool) -> tuple[bool, bool]:
@@ -357,6 +378,9 @@ class Trainer:
     def _non_finite(self, terms: dict, norm: float, in_a_row: int, log: RunLog) -> None:
         """A step with a non-finite loss or gradient norm was not applied: stop, or go on (see the docstring)."""
         c, loss = self.config, float(sum(terms.values()))
+        fatal = in_a_row >= c.max_skipped_steps or (not self.scaler.is_enabled() and c.nonfinite == "stop")
+        if fatal and self._held is not None:
+            self._write_held()  # the best weights so far are not lost with the run
         what, at = (f"loss ({loss})" if not math.isfinite(loss) else f"gradient norm ({norm})"), self.step + 1
         advice = f"lower train.lr, set train.clip_grad, or train in precision bf16 or fp32; {self._last_saved()}"
         if self.scaler.is_enabled():  # fp16: the GradScaler skips an overflowing step and lowers its scale
@@ -404,8 +428,15 @@ class Trainer:
         bad = torch.stack([~torch.isfinite(p.detach()).all() for p in local]).sum().double().cpu()
         return float(distributed.all_sum({"bad": bad}, self.dist)["bad"]) == 0
 
-    def _checkpoint(self, best: bool = False) -> Path | None:
-        """Save RUN/step-N (rank 0; collective under FSDP); never non-finite weights. Returns the folder."""
+    def _checkpoint(self, best: bool = False, hold: bool = False) -> Path | None:
+        """Save RUN/step-N (rank 0; collective under FSDP); never non-finite weights. Returns the folder.
+
+        `hold`: the checkpoint of an evaluation that improved. Unless train.save_minutes have passed since the
+        last write, it is kept in memory instead (a copy of the weights and the training state, replacing an
+        older held one: that one is no longer the best) and written when the time is up, with the next written
+        checkpoint, at the end or on Ctrl-C; a kill -9 loses it, as it loses any step after the last write.
+        Short runs then write once at the end instead of once per epoch. Not under torchrun, nor for states
+        above HOLD_BYTES."""
         d = self.dist
         if not self._weights_finite():
             raise UserError(
@@ -413,6 +444,20 @@ class Trainer:
                 f"was saved; lower train.lr, check train.weight_decay and train.clip_grad; "
                 f"{self._last_saved()}"
             )
+        if hold and self._can_hold() and time.perf_counter() - self._written_at < 60 * self.config.save_minutes:
+            self._held = {
+                "step": self.step,
+                "weights": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                "training_state": copy.deepcopy(self._training_state(self.optimizer.state_dict())),
+                "best": {"metric": self.config.metric, "value": self.best["value"]},
+            }
+            return None
+        if self._held is not None:
+            if self._held["step"] == self.step:
+                best = True  # the held checkpoint is this very step's, written now
+            elif not best:
+                self._write_held()  # still the best: written before this one
+            self._held = None  # else this step is better: the held one is no longer needed
         optimizer_state = self.optimizer.state_dict() if not self.sharded else None
         if self.sharded:  # gather the full weights and optimiser state on rank 0 (every rank takes part)
             model_state, optimizer_state = distributed.full_state(self.runner, self.optimizer)
@@ -420,29 +465,59 @@ class Trainer:
                 self.full_model.load_state_dict({k.removeprefix("model."): v for k, v in model_state.items()})
         path = None
         if d.main:
-            training_state = {
-                "step": self.step,
-                "epoch": self.epoch,
-                "batch_index": self.batch_index,
-                "tokens_seen": self.tokens_seen,
-                "world": d.world,
-                "best": dict(self.best),
-                "optimizer": optimizer_state,
-                "scaler": self.scaler.state_dict(),
-                "rng": state.rng_state(),
-            }
             path = state.save_checkpoint(
                 self.run_dir,
                 self.step,
                 self.save,
-                training_state,
+                self._training_state(optimizer_state),
                 self.run_config,
                 self.config.keep_last,
                 best={"metric": self.config.metric, "value": self.best["value"]} if best else None,
             )
-        self._saved_step = self.step
+        self._saved_step, self._written_at = self.step, time.perf_counter()
         distributed.barrier(d)
         return path
+
+    def _training_state(self, optimizer_state: dict | None) -> dict:
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_index": self.batch_index,
+            "tokens_seen": self.tokens_seen,
+            "world": self.dist.world,
+            "best": dict(self.best),
+            "optimizer": optimizer_state,
+            "scaler": self.scaler.state_dict(),
+            "rng": state.rng_state(),
+        }
+
+    def _can_hold(self) -> bool:
+        """A checkpoint may be held in memory: one process, and weights + optimiser state within HOLD_BYTES."""
+        if self.dist.enabled:
+            return False
+        tensors = list(self.model.state_dict().values()) + [
+            t for s in self.optimizer.state.values() for t in s.values() if torch.is_tensor(t)
+        ]
+        return sum(t.numel() * t.element_size() for t in tensors) <= HOLD_BYTES
+
+    def _write_held(self) -> None:
+        """Write the checkpoint held in memory: its weights go into the model for `save`, then back."""
+        held, self._held = self._held, None
+        now = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(held["weights"])
+        try:
+            state.save_checkpoint(
+                self.run_dir,
+                held["step"],
+                self.save,
+                held["training_state"],
+                self.run_config,
+                self.config.keep_last,
+                best=held["best"],
+            )
+        finally:
+            self.model.load_state_dict(now)
+        self._written_at = time.perf_counter()
 
     def _save_interrupted(self) -> str:
         """Ctrl-C: save where we are; the message says where, or why not."""
