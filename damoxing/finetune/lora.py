@@ -32,6 +32,7 @@ from torch import nn
 
 from ..atomic import atomic_open, atomic_path
 from ..errors import CheckpointError, ConfigError
+from ..layers.dropout import Dropout
 from ..models.swap import matches, swap_modules
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -50,7 +51,7 @@ class LoRALinear(nn.Module):
         self.scaling = alpha / rank
         self.weight = base.weight  # the same Parameter objects: frozen, keys unchanged
         self.bias = base.bias
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = Dropout(dropout) if dropout > 0 else nn.Identity()
         factory = {"device": base.weight.device, "dtype": base.weight.dtype}
         self.lora_a = nn.Linear(self.in_features, rank, bias=False, **factory)  # A: (r, in)
         self.lora_b = nn.Linear(rank, self.out_features, bias=False, **factory)  # B: (out, r)

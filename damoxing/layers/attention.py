@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.torch_version import TorchVersion
 
+from .dropout import dropout
 from .positions import apply_rotary
 
 SDPA_GQA = TorchVersion(torch.__version__) >= "2.5"  # scaled_dot_product_attention(enable_gqa=True)
@@ -189,8 +190,10 @@ class MultiHeadAttention(nn.Module):
             mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
         p = self.dropout if self.training else 0.0
 
-        if self.record_probs:
-            out = self._attend_recording(q, k, v, mask, is_causal, p)
+        if self.record_probs or (p > 0.0 and q.device.type == "cpu"):
+            # recording the probabilities, or training on a CPU: SDPA's CPU kernel would drop scores one
+            # Bernoulli draw at a time; the same math with layers.dropout's mask costs a quarter of it
+            out = self._attend_math(q, k, v, mask, is_causal, p)
         elif grouped:  # each group of query heads reads its key/value head in place: no copies
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal, scale=self.scale, enable_gqa=True
@@ -225,7 +228,9 @@ class MultiHeadAttention(nn.Module):
             qk = apply_rotary(qk, *rope)  # queries and keys rotated in one go
         return qk[:, : self.heads], qk[:, self.heads :], v  # (B, H, T, d), (B, Hkv, T, d), (B, Hkv, T, d)
 
-    def _attend_recording(self, q, k, v, mask, is_causal, p):
+    def _attend_math(self, q, k, v, mask, is_causal, p):
+        if k.shape[1] != q.shape[1]:  # grouped query heads: each key/value head serves heads / kv_heads of them
+            k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
         scores = (q @ k.transpose(-2, -1)) * (self.head_dim**-0.5 if self.scale is None else self.scale)  # (B, H, T, S)
         if is_causal:
             mask = causal_mask(q.shape[2], k.shape[2], q.device)
@@ -234,5 +239,6 @@ class MultiHeadAttention(nn.Module):
         elif mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
         probs = scores.to(torch.promote_types(scores.dtype, torch.float32)).softmax(-1).to(q.dtype)  # fp32+
-        self.probs = probs.detach()
-        return F.dropout(probs, p) @ v
+        if self.record_probs:
+            self.probs = probs.detach()
+        return dropout(probs, p) @ v

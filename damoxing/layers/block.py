@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .attention import LayerKV, MultiHeadAttention
+from .dropout import Dropout
 
 
 class _Block(nn.Module):
@@ -29,7 +30,7 @@ class _Block(nn.Module):
         self.norm1, self.attn = norm1, attn
         self.norm_cross, self.cross_attn = norm_cross, cross_attn
         self.norm2, self.mlp = norm2, mlp
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
 
 class PreNormBlock(_Block):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .dropout import Dropout
 from .losses import linear_cross_entropy
 from .mlp import ACTIVATIONS
 
@@ -78,7 +79,7 @@ class SequenceHead(nn.Module):
 
     def __init__(self, dim: int, num_outputs: int, dropout: float = 0.1, bias: bool = True):
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.classifier = nn.Linear(dim, num_outputs, bias=bias)
 
     def forward(self, hidden: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
@@ -90,7 +91,7 @@ class TokenHead(nn.Module):
 
     def __init__(self, dim: int, num_outputs: int, dropout: float = 0.1):
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.classifier = nn.Linear(dim, num_outputs)
 
     def forward(self, hidden: torch.Tensor, pooled: torch.Tensor | None = None) -> torch.Tensor:

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..config import check, check_choice, check_positive, check_range
 from ..layers import NoHead, SequenceHead
+from ..layers.dropout import Dropout
 from .base import ModelBase, init_weights
 
 CNN_HEADS = ("none", "sequence")
@@ -86,7 +87,7 @@ class FullyConnected(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, dropout: float):
         super().__init__()
         self.fc = nn.Linear(in_dim, out_dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(F.relu(self.fc(x)))

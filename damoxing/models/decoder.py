@@ -31,6 +31,7 @@ from ..layers import (
     padding_mask,
     pool,
 )
+from ..layers.dropout import Dropout
 from ..layers.mlp import ACTIVATIONS
 from .base import ModelBase, check_layer_heads, init_weights
 
@@ -107,7 +108,7 @@ class Decoder(ModelBase):
         else:
             self.positions = None
         self.rope = RotaryEmbedding(head_dim, c.rope_base) if c.position == "rope" else None
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
         self.blocks = nn.ModuleList(
             PreNormBlock(
                 attn=MultiHeadAttention(

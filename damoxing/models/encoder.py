@@ -27,6 +27,7 @@ from ..layers import (
     padding_mask,
     pool,
 )
+from ..layers.dropout import Dropout
 from ..layers.mlp import ACTIVATIONS
 from .base import ModelBase, check_layer_heads, init_weights
 
@@ -85,7 +86,7 @@ class Embeddings(nn.Module):
             self.positions = None  # rotary: applied inside attention
         self.segments = nn.Embedding(c.type_vocab_size, c.dim) if c.type_vocab_size else None
         self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps)
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
 
     def forward(self, input_ids, token_type_ids, position_ids) -> torch.Tensor:
         x = self.tokens(input_ids)  # (B, T, C)

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..config import check, check_choice, check_positive, check_range
 from ..layers import NoHead, SequenceHead
+from ..layers.dropout import Dropout
 from ..layers.mlp import ACTIVATIONS
 from .base import ModelBase, init_weights
 
@@ -63,7 +64,7 @@ class Dense(nn.Module):
         self.fc = nn.Linear(in_dim, out_dim, bias=not batch_norm)
         self.norm = nn.BatchNorm1d(out_dim) if batch_norm else nn.Identity()
         self.act = ACTIVATIONS[activation]
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in) -> (B, out)
         return self.dropout(self.act(self.norm(self.fc(x))))

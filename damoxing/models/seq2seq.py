@@ -43,6 +43,7 @@ from ..layers import (
     padding_mask,
     pool,
 )
+from ..layers.dropout import Dropout
 from ..layers.mlp import ACTIVATIONS
 from .base import ModelBase, init_weights
 
@@ -151,7 +152,7 @@ class Stack(nn.Module):
             for _ in range(layers)
         )
         self.norm = make_norm(c.norm, c.dim, c.norm_eps) if c.norm_position == "pre" else None
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
 
     def finish(self, x: torch.Tensor) -> torch.Tensor:
         """After the last block: the final norm of pre-norm stacks, then dropout (T5)."""

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..config import check, check_choice, check_positive, check_range
 from ..layers import MLP, MultiHeadAttention, NoHead, PatchEmbedding, PreNormBlock, SequenceHead, sinusoidal_2d_table
+from ..layers.dropout import Dropout
 from ..layers.mlp import ACTIVATIONS
 from .base import ModelBase, init_weights
 
@@ -89,7 +90,7 @@ class Embeddings(nn.Module):
         else:  # fixed, not saved: the class token's position is zero (MAE)
             table = torch.cat([torch.zeros(int(c.class_token), c.dim), sinusoidal_2d_table(side, side, c.dim)])
             self.register_buffer("positions", table[None], persistent=False)
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
         self.image_size = c.image_size
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
