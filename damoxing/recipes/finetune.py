@@ -41,6 +41,7 @@ from ..finetune.config import FinetuneRunConfig, default_pooling, load_finetune_
 from ..finetune.features import cached_features, default_cache_dir, fit_linear_head
 from ..finetune.lora import load_adapters, merge_lora, save_adapters
 from ..finetune.methods import layerwise_param_groups, prepare
+from ..finetune.rows import merge_seen_rows, train_seen_rows
 from ..io.checkpoint import load_into, load_model
 from ..io.finetuned import save_finetuned
 from ..models import create_model, family_of, model_config
@@ -418,31 +419,38 @@ def _train(
         save, load = save_adapters, load_adapters
     else:
         save, load = (lambda m, folder: save_finetuned(m, tokenizer, folder, meta)), load_into
-    groups = None  # the Trainer's decay / no-decay groups
-    if ft.method == "full" and ft.layerwise_lr_decay < 1.0:  # groups with an lr_scale per depth
-        groups = layerwise_param_groups(model, tc.lr, ft.layerwise_lr_decay, tc.weight_decay)
-    trainer = Trainer(
-        model,
-        task,
-        train_batches,
-        tc,
-        out,
-        eval_data=valid_batches,
-        save=save,
-        load=load,
-        run_config=to_dict(cfg),
-        param_groups=groups,
-    )
-    fit = trainer.fit(resume=tc.resume)
-    best, kept = fit["best"], state.best_checkpoint(out)
-    how = f"valid {tc.metric} {best['value']:.4f}" if best["value"] is not None else ""
-    if valid_batches is None:
-        _log(verbose, f"no validation data: the last model (step {fit['step']}) is kept")
-    elif kept is None:
-        _log(verbose, f"kept the last model (step {fit['step']}): no evaluation chose a best one")
-    elif best["step"] != fit["step"]:
-        (load_adapters if ft.method == "lora" else load_into)(model, kept)
-        _log(verbose, f"kept the best model: step {best['step']} of {fit['step']} ({how}, train.metric)")
-    else:
-        _log(verbose, f"kept the last model (step {fit['step']}): it is the best ({how}, train.metric)")
+    try:
+        if ft.method == "full":  # only the token rows the training data holds can move (finetune/rows.py)
+            train_seen_rows(
+                model, torch.tensor([t for e in train_ex for t in e.get("input_ids", ())], dtype=torch.long)
+            )
+        groups = None  # the Trainer's decay / no-decay groups
+        if ft.method == "full" and ft.layerwise_lr_decay < 1.0:  # groups with an lr_scale per depth
+            groups = layerwise_param_groups(model, tc.lr, ft.layerwise_lr_decay, tc.weight_decay)
+        trainer = Trainer(
+            model,
+            task,
+            train_batches,
+            tc,
+            out,
+            eval_data=valid_batches,
+            save=save,
+            load=load,
+            run_config=to_dict(cfg),
+            param_groups=groups,
+        )
+        fit = trainer.fit(resume=tc.resume)
+        best, kept = fit["best"], state.best_checkpoint(out)
+        how = f"valid {tc.metric} {best['value']:.4f}" if best["value"] is not None else ""
+        if valid_batches is None:
+            _log(verbose, f"no validation data: the last model (step {fit['step']}) is kept")
+        elif kept is None:
+            _log(verbose, f"kept the last model (step {fit['step']}): no evaluation chose a best one")
+        elif best["step"] != fit["step"]:
+            (load_adapters if ft.method == "lora" else load_into)(model, kept)
+            _log(verbose, f"kept the best model: step {best['step']} of {fit['step']} ({how}, train.metric)")
+        else:
+            _log(verbose, f"kept the last model (step {fit['step']}): it is the best ({how}, train.metric)")
+    finally:
+        merge_seen_rows(model)  # plain embeddings again, whatever happened
     return fit

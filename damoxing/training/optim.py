@@ -24,7 +24,8 @@ def decay_flags(model: nn.Module) -> dict[int, bool]:
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
             if id(p) not in flags:
-                flags[id(p)] = not (isinstance(module, NO_DECAY_MODULES) or name == "bias" or p.ndim < 2)
+                no_decay = isinstance(module, NO_DECAY_MODULES) or getattr(module, "no_weight_decay", False)
+                flags[id(p)] = not (no_decay or name == "bias" or p.ndim < 2)
     return flags
 
 
