@@ -82,7 +82,9 @@ def hf_side(model_dir: Path, train: list[dict], test: list[dict], labels: list[s
         num_train_epochs=args.epochs,
         seed=seed,
         use_cpu=True,
-        save_strategy="no",
+        # its default save_strategy ("steps") writes a checkpoint at the end of training, as damoxing does;
+        # --hf-no-save turns it off (the setting of the first figures)
+        save_strategy="no" if args.hf_no_save else "steps",
         report_to=[],
         logging_strategy="no",
         disable_tqdm=True,
@@ -134,6 +136,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=5e-5, help="both sides (the HF Trainer's default and damoxing's)")
+    p.add_argument("--hf-no-save", action="store_true", help="the HF Trainer writes no checkpoint at the end")
     p.add_argument("--json", default=None, help="also write every round to this JSON file")
     p.add_argument("--quick", action="store_true", help=f"a short smoke run (make bench): {QUICK}")
     args = p.parse_args()
@@ -154,7 +157,7 @@ def main() -> None:
             test_csv = write_csv(args.work / f"{name}-test.csv", test)
             layout = layout_of(model_dir, train, args)
             for i, seed in enumerate(seeds):
-                sides = ["hf", "damoxing"] if (len(rounds) + i) % 2 == 0 else ["damoxing", "hf"]  # alternate
+                sides = ["hf", "damoxing"] if len(rounds) % 2 == 0 else ["damoxing", "hf"]  # alternate
                 row = {"set": name, "seed": seed, "first": sides[0], "layout": layout}
                 for side in sides:
                     if side == "hf":
