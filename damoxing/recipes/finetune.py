@@ -200,7 +200,9 @@ def _finetune(
     # model: a fresh head (an encoder's sequence head brings a pooler if the checkpoint had none), then the
     # task's pooling (the method's default unless set)
     torch.manual_seed(cfg.train.seed)  # the new head's initialisation
+    had_pooler = getattr(model, "pooler", None) is not None
     model.reset_head(task.num_outputs(labels), task.head)
+    fresh_pooler = not had_pooler and getattr(model, "pooler", None) is not None
     model.labels = list(labels.names) if labels is not None else ["score"]
     pooling, line = default_pooling(ft.method, ft.pooling, getattr(model, "config", None))
     chosen += [line] if line else []
@@ -208,6 +210,17 @@ def _finetune(
         if not hasattr(model.config, "pooling"):
             raise ConfigError(f"finetune.pooling: a {type(model).__name__} has no pooling choice; remove the key")
         model.config = dataclasses.replace(model.config, pooling=pooling)
+    if fresh_pooler and ft.method != "full" and model.config.pooling == "pooler":
+        # the checkpoint had no pooler (a masked-LM one): a method that freezes the body would leave it random
+        if ft.pooling is not None:
+            raise ConfigError(
+                "finetune.pooling: pooler reads a pooler this checkpoint does not have (a masked-LM checkpoint); "
+                f"method {ft.method} would leave the fresh one random and untrained. Use finetune.pooling: mean "
+                "or cls, or finetune.method: full, which trains it."
+            )
+        pooling = "mean"
+        model.config = dataclasses.replace(model.config, pooling=pooling)
+        chosen.append(f"pooling mean (the checkpoint has no pooler, and {ft.method} would not train a new one)")
     cfg = dataclasses.replace(cfg, finetune=dataclasses.replace(ft, pooling=pooling))  # config.yaml: what ran
     ft = cfg.finetune
     _log(verbose, f"method {ft.method}: " + "; ".join(chosen))

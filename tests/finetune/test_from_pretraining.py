@@ -76,3 +76,24 @@ def test_a_classifier_fine_tuned_from_a_masked_lm_checkpoint_saves_resumes_and_r
     resumed_from_step_2(
         tmp_path / "straight", lambda run: finetune(cfg, run, overrides=["train.resume=auto"], verbose=False)
     )
+
+
+def test_lora_and_head_on_a_pooler_less_checkpoint_never_read_a_random_pooler(tokenizer, tmp_path):
+    import pytest
+
+    from damoxing.errors import ConfigError
+
+    folder = _pretrained(tmp_path, tokenizer)
+    data = {
+        "train": write_csv(tmp_path / "train.csv", make_rows(48, 1)),
+        "valid": write_csv(tmp_path / "valid.csv", make_rows(12, 2)),
+    }
+    cfg = config(data, "lora", pooling="pooler")
+    cfg["model"] = {"path": str(folder)}
+    cfg["train"].update(epochs=1, batch_size=8, plot=False, tensorboard=False)
+    with pytest.raises(ConfigError, match="finetune.pooling: pooler reads a pooler this checkpoint does not have"):
+        finetune(cfg, tmp_path / "asked", verbose=False)
+    del cfg["finetune"]["pooling"]  # lora's default keeps the model's pooling: [CLS] through a pooler it lacks
+    result = finetune(cfg, tmp_path / "default", verbose=False)
+    assert result.model.config.pooling == "mean"  # chosen instead, and recorded in what ran
+    assert yaml.safe_load((tmp_path / "default" / "config.yaml").read_text())["finetune"]["pooling"] == "mean"
