@@ -434,9 +434,8 @@ def _train(
         save, load = (lambda m, folder: save_finetuned(m, tokenizer, folder, meta)), load_into
     try:
         if ft.method == "full":  # only the token rows the training data holds can move (finetune/rows.py)
-            train_seen_rows(
-                model, torch.tensor([t for e in train_ex for t in e.get("input_ids", ())], dtype=torch.long)
-            )
+            seen = {t for e in train_ex for t in e.get("input_ids", ())}  # each id once, not every token
+            train_seen_rows(model, torch.tensor(sorted(seen), dtype=torch.long))
         groups = None  # the Trainer's decay / no-decay groups
         if ft.method == "full" and ft.layerwise_lr_decay < 1.0:  # groups with an lr_scale per depth
             groups = layerwise_param_groups(model, tc.lr, ft.layerwise_lr_decay, tc.weight_decay)
