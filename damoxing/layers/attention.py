@@ -14,6 +14,11 @@ from .dropout import dropout
 from .positions import apply_rotary
 
 SDPA_GQA = TorchVersion(torch.__version__) >= "2.5"  # scaled_dot_product_attention(enable_gqa=True)
+# Training on a CPU over at most this many keys, the scores computed as plain matrix products and a softmax
+# are faster than SDPA's CPU kernel, forward and backward (2 cores, AVX2; bench/attention_kernels.py): ViT-tiny
+# (50 keys, 16-wide heads) 0.66x its time, 65 keys x 64 wide 0.85x, 64 keys with a padding mask 0.93x; at 128
+# keys with a padding mask SDPA wins (1.13x), at 256 by 1.9x. Not for causal attention (not measured).
+SHORT_KEYS = 64
 
 
 def cache_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
@@ -190,9 +195,11 @@ class MultiHeadAttention(nn.Module):
             mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
         p = self.dropout if self.training else 0.0
 
-        if self.record_probs or (p > 0.0 and q.device.type == "cpu"):
-            # recording the probabilities, or training on a CPU: SDPA's CPU kernel would drop scores one
-            # Bernoulli draw at a time; the same math with layers.dropout's mask costs a quarter of it
+        on_cpu, training = q.device.type == "cpu", torch.is_grad_enabled()
+        if self.record_probs or (on_cpu and p > 0.0) or (on_cpu and training and S <= SHORT_KEYS and not self.causal):
+            # recording the probabilities; or training on a CPU with dropout, where SDPA's CPU kernel would drop
+            # scores one Bernoulli draw at a time (the same math with layers.dropout's mask costs a quarter of
+            # it), or over few keys, where its kernel is slower than the plain products (SHORT_KEYS)
             out = self._attend_math(q, k, v, mask, is_causal, p)
         elif grouped:  # each group of query heads reads its key/value head in place: no copies
             out = F.scaled_dot_product_attention(
@@ -231,7 +238,8 @@ class MultiHeadAttention(nn.Module):
     def _attend_math(self, q, k, v, mask, is_causal, p):
         if k.shape[1] != q.shape[1]:  # grouped query heads: each key/value head serves heads / kv_heads of them
             k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
-        scores = (q @ k.transpose(-2, -1)) * (self.head_dim**-0.5 if self.scale is None else self.scale)  # (B, H, T, S)
+        scale = self.head_dim**-0.5 if self.scale is None else self.scale
+        scores = (q * scale) @ k.transpose(-2, -1)  # (B, H, T, S); scaling the queries is the smaller product
         if is_causal:
             mask = causal_mask(q.shape[2], k.shape[2], q.device)
         if mask is not None and mask.dtype != torch.bool:

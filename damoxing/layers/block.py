@@ -1,6 +1,8 @@
 """Transformer blocks assembled from injected attention, feed-forward and norm modules.
 
 PreNormBlock (GPT-2, Llama):  x + attn(norm1(x)),  x + mlp(norm2(x))
+    `queries=n` computes the first n positions only (all positions still serve as keys and values): what a
+    ViT's last block needs when its head reads the class token alone. The same values, a fraction of the work.
 PostNormBlock (BERT, the original Transformer): norm1(x + attn(x)),  norm2(x + mlp(x))
 An optional cross-attention sub-layer (encoder-decoder models) sits between the two; it reads the encoder
 output (`context`) or, when decoding step by step, its keys and values computed once (`context_kv`).
@@ -44,8 +46,16 @@ class PreNormBlock(_Block):
         context_mask: torch.Tensor | None = None,
         position_bias: torch.Tensor | None = None,  # (1 | B, H, T, S) added to the self-attention scores
         context_kv: tuple[torch.Tensor, torch.Tensor] | None = None,  # the cross-attention keys, values
+        queries: int | None = None,  # compute positions [0, queries) only; None: all
     ) -> torch.Tensor:
-        x = x + self.dropout(self.attn(self.norm1(x), mask=mask, rope=rope, cache=cache, position_bias=position_bias))
+        h = self.norm1(x)
+        if queries is None:
+            attended = self.attn(h, mask=mask, rope=rope, cache=cache, position_bias=position_bias)
+        else:  # the first positions ask, every position answers: non-causal self-attention without positions
+            if rope is not None or cache is not None or position_bias is not None or self.attn.causal:
+                raise ValueError("queries= needs non-causal attention without rope, a cache or a position bias")
+            x, attended = x[:, :queries], self.attn(h[:, :queries], context=h, mask=mask)  # (B, queries, C)
+        x = x + self.dropout(attended)
         if self.cross_attn is not None:
             x = x + self.dropout(self.cross_attn(self.norm_cross(x), context=context, mask=context_mask, kv=context_kv))
         return x + self.mlp(self.norm2(x))

@@ -136,11 +136,14 @@ class ViT(ModelBase):
             return SequenceHead(self.config.dim, num_outputs, self.config.classifier_dropout)
         return NoHead()
 
-    def forward_features(self, pixel_values: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) normalised pixels
+    def forward_features(self, pixel_values: torch.Tensor, tokens: int | None = None) -> torch.Tensor:
+        """(B, C, H, W) normalised pixels -> (B, T, C) states; `tokens=n`: the first n tokens only, exactly as
+        they are among all T (the last block computes just those rows: all a class-token head reads)."""
         x = self.embed(pixel_values)  # (B, T, C), T = [CLS] + patches
-        for block in self.blocks:
-            x = block(x)  # (B, T, C): every token sees every other, no mask
-        return self.norm(x)
+        for i, block in enumerate(self.blocks):
+            last = i == len(self.blocks) - 1
+            x = block(x, queries=tokens if last else None)  # (B, T, C): every token sees every other, no mask
+        return self.norm(x)  # (B, T or tokens, C)
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, C) -> (B, C) as chosen by config.pooling ('mean' averages the patches, not [CLS])."""
@@ -153,5 +156,12 @@ class ViT(ModelBase):
     def forward_head(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(hidden, self.pool(hidden))
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(pixel_values))
+    def head_tokens(self) -> int | None:
+        """How many leading tokens the head reads: 1 when it reads the class token alone (cls or pooler
+        pooling, a sequence head, no attention maps being recorded), else None (all of them)."""
+        recording = any(block.attn.record_probs for block in self.blocks)
+        reads_cls = self.config.pooling in ("cls", "pooler") and isinstance(self.head, SequenceHead)
+        return 1 if reads_cls and not recording else None
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, num_labels)
+        return self.forward_head(self.forward_features(pixel_values, tokens=self.head_tokens()))

@@ -28,7 +28,7 @@ from ..data.processors import ImageProcessor
 from ..data.transforms import mixup
 from ..errors import ConfigError
 from ..evaluation.metrics import ImageClassificationMetrics
-from .base import PROBABILITY_DIGITS, SupervisedTask, TaskOutput, accuracy, as_paths
+from .base import PROBABILITY_DIGITS, SupervisedTask, TaskOutput, accuracy, as_paths, model_inputs
 
 
 class ImageClassification(SupervisedTask):
@@ -137,6 +137,11 @@ class ImageClassification(SupervisedTask):
         return repr((pixels, record.get("label"))).encode()
 
     # ----- training
+    def outputs(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        """(B, labels) logits through the model's own forward: a ViT whose head reads the class token
+        computes its last block for that token alone (models/vit.py, `head_tokens`)."""
+        return model(**model_inputs(model, batch))
+
     def loss(self, model, batch: dict) -> TaskOutput:
         logits = self.outputs(model, batch).float()  # (B, labels)
         y = batch["labels"]

@@ -186,3 +186,59 @@ def test_recorded_attention_probabilities_sum_to_one_and_match_the_fast_path(mak
     torch.testing.assert_close(fast, slow, rtol=0, atol=F64_TOL)
     model.record_attention(False)
     assert all(m.probs is None for m in mods)
+
+
+def test_training_over_few_keys_takes_the_plain_products_and_equals_sdpa(monkeypatch):
+    """Training on a CPU over <= SHORT_KEYS keys computes scores, softmax and values as plain products (faster
+    than SDPA's CPU kernel there); outputs and gradients equal SDPA's, padding mask included (float64)."""
+    from damoxing.layers import attention
+
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(32, 4).double()
+    x = torch.randn(3, 10, 32, dtype=torch.float64)
+    keep = torch.ones(3, 10, dtype=torch.bool)
+    keep[1, 6:] = False
+    mask = keep[:, None, None, :]
+    calls = []
+    plain = attention.MultiHeadAttention._attend_math
+    monkeypatch.setattr(attention.MultiHeadAttention, "_attend_math", lambda *a: calls.append(1) or plain(*a))
+
+    def run():
+        out = attn(x, mask=mask)
+        grads = torch.autograd.grad((out * torch.arange(32, dtype=out.dtype)).sum(), list(attn.parameters()))
+        return out, grads
+
+    out, grads = run()
+    assert calls == [1]  # the plain products
+    monkeypatch.setattr(attention, "SHORT_KEYS", 0)
+    ref, ref_grads = run()
+    assert calls == [1]  # SDPA this time
+    torch.testing.assert_close(out, ref, rtol=0, atol=F64_TOL)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=0, atol=F64_TOL)
+
+
+def test_a_pre_norm_block_asked_for_its_first_positions_computes_exactly_those():
+    """`queries=n`: the first n rows of the full block's output, and the same gradients from a loss on them."""
+    from torch import nn
+
+    from damoxing.layers import MLP, PreNormBlock
+
+    torch.manual_seed(0)
+    block = PreNormBlock(MultiHeadAttention(32, 4), MLP(32, 64), nn.LayerNorm(32), nn.LayerNorm(32)).double()
+    x = torch.randn(2, 9, 32, dtype=torch.float64)
+    keep = torch.ones(2, 9, dtype=torch.bool)
+    keep[1, 7:] = False
+    mask = keep[:, None, None, :]
+    full = block(x, mask=mask)[:, :2]
+    part = block(x, mask=mask, queries=2)
+    assert part.shape == (2, 2, 32)
+    torch.testing.assert_close(part, full, rtol=0, atol=F64_TOL)
+    weights = torch.randn(2, 2, 32, dtype=torch.float64)
+    g_full = torch.autograd.grad((full * weights).sum(), list(block.parameters()))
+    g_part = torch.autograd.grad((part * weights).sum(), list(block.parameters()))
+    for a, b in zip(g_part, g_full):
+        torch.testing.assert_close(a, b, rtol=0, atol=F64_TOL)
+    causal = PreNormBlock(MultiHeadAttention(32, 4, causal=True), MLP(32, 64), nn.LayerNorm(32), nn.LayerNorm(32))
+    with pytest.raises(ValueError, match="non-causal"):
+        causal(x.float(), queries=2)

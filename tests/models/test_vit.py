@@ -163,3 +163,32 @@ def test_an_image_model_without_its_processor_file_says_so(tmp_path):
         CheckpointError, match="no preprocessor_config.json in .*an image model needs its image processor"
     ):
         load_processor(tmp_path / "hf")
+
+
+VIT_TINY = {"image_size": 28, "patch_size": 7, "channels": 1, "dim": 32, "layers": 2, "heads": 4, "mlp_dim": 64}
+
+
+def test_a_class_token_head_computes_the_last_block_for_that_token_alone():
+    """ViT.forward with a [CLS] head runs the last block for the class token only (`head_tokens`): the same
+    logits and gradients as the head over all tokens' features (float64); mean pooling and attention maps
+    keep every token."""
+    torch.manual_seed(0)
+    model = create_model(ViTConfig(**VIT_TINY, head="sequence", num_labels=3)).double().train()
+    x = pixels()
+    assert model.head_tokens() == 1
+    fast = model(x)
+    full = model.forward_head(model.forward_features(x))
+    assert model.forward_features(x, tokens=1).shape == (3, 1, 32)
+    torch.testing.assert_close(fast, full, rtol=0, atol=1e-10)
+    g_fast = torch.autograd.grad(fast.square().sum(), list(model.parameters()), allow_unused=True)
+    g_full = torch.autograd.grad(full.square().sum(), list(model.parameters()), allow_unused=True)
+    for a, b in zip(g_fast, g_full):
+        if b is None:
+            assert a is None or a.abs().max() == 0
+        else:
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+    model.record_attention(True)
+    assert model.head_tokens() is None  # attention maps need every row of the last layer
+    model.record_attention(False)
+    mean = create_model(ViTConfig(**VIT_TINY, head="sequence", pooling="mean", num_labels=3))
+    assert mean.head_tokens() is None
