@@ -16,8 +16,8 @@ from .positions import apply_rotary
 SDPA_GQA = TorchVersion(torch.__version__) >= "2.5"  # scaled_dot_product_attention(enable_gqa=True)
 # Training on a CPU over at most this many keys, the scores computed as plain matrix products and a softmax
 # are faster than SDPA's CPU kernel, forward and backward (2 cores, AVX2; bench/attention_kernels.py): ViT-tiny
-# (50 keys, 16-wide heads) 0.66x its time, 65 keys x 64 wide 0.85x, 64 keys with a padding mask 0.93x; at 128
-# keys with a padding mask SDPA wins (1.13x), at 256 by 1.9x. Not for causal attention (not measured).
+# (50 keys, 16-wide heads) 0.70x its time, 65 keys x 64 wide 0.90x, 64 keys with a padding mask 0.94x; at 128
+# keys with a padding mask SDPA wins (1.27x), at 256 by 1.9x. Not for causal attention (not measured).
 SHORT_KEYS = 64
 
 
