@@ -140,10 +140,10 @@ class ViT(ModelBase):
         """(B, C, H, W) normalised pixels -> (B, T, C) states; `tokens=n`: the first n tokens only, exactly as
         they are among all T (the last block computes just those rows: all a class-token head reads)."""
         x = self.embed(pixel_values)  # (B, T, C), T = [CLS] + patches
-        for i, block in enumerate(self.blocks):
-            last = i == len(self.blocks) - 1
-            x = block(x, queries=tokens if last else None)  # (B, T, C): every token sees every other, no mask
-        return self.norm(x)  # (B, T or tokens, C)
+        for block in self.blocks[:-1]:
+            x = block(x)  # (B, T, C): every token sees every other, no mask
+        x = self.blocks[-1](x, queries=tokens)  # (B, T or tokens, C)
+        return self.norm(x)
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, C) -> (B, C) as chosen by config.pooling ('mean' averages the patches, not [CLS])."""
