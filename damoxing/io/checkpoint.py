@@ -206,7 +206,7 @@ def load_model(path: str | os.PathLike, dtype=None, quantized: bool = False) -> 
         hf.architecture_of(cfg, path / "config.json")  # unknown architecture: fail before reading weights
         raw, source = read_weights(path)
         config, arch, labels = hf.config_from_hf(cfg, path / "config.json", keys=list(raw))
-        state, unknown = hf.state_from_hf(raw, arch)
+        state, unknown = hf.state_from_hf(raw, arch, config)
         if unknown:  # transformers ignores these too (e.g. BERT's next-sentence head in a BertForMaskedLM file)
             warnings.warn(
                 f"{source}: ignored {len(unknown)} weights a {arch} does not use: "
@@ -277,7 +277,7 @@ def save_model(model: torch.nn.Module, tokenizer, path: str | os.PathLike, dtype
     ours = {k: v.detach() for k, v in model.state_dict().items() if k not in tied}
     state = {
         k: v.to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous().clone()
-        for k, v in hf.state_to_hf(ours, arch).items()
+        for k, v in hf.state_to_hf(ours, arch, config).items()
     }
     with atomic_dir(path) as tmp:
         with open(tmp / "config.json", "w", encoding="utf-8") as f:

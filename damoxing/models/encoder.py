@@ -32,6 +32,7 @@ from ..layers.mlp import ACTIVATIONS
 from .base import ModelBase, check_layer_heads, init_weights
 
 ENCODER_HEADS = ("none", "mlm", "pretraining", "sequence", "token")
+POOLER_ACTIVATIONS = {"tanh": torch.tanh, **ACTIVATIONS}
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class EncoderConfig:
     attention_dropout: float = 0.1
     pad_id: int = 0
     pooler: bool = True  # BERT's dense + tanh layer over [CLS]
+    pooler_activation: str = "tanh"  # tanh (BERT) | the activations: RoFormer's classification head uses gelu
     pooling: str = "pooler"  # pooler | cls | mean: what sequence heads see
     head: str = "none"
     num_labels: int = 2
@@ -66,6 +68,7 @@ class EncoderConfig:
         check_choice("model.position", self.position, ("learned", "sinusoidal", "rope"))
         check_choice("model.activation", self.activation, tuple(ACTIVATIONS))
         check_choice("model.pooling", self.pooling, ("pooler", "cls", "mean"))
+        check_choice("model.pooler_activation", self.pooler_activation, tuple(POOLER_ACTIVATIONS))
         check(self.pooling != "pooler" or self.pooler, "model.pooling", "'pooler' needs model.pooler: true.")
         check_choice("model.head", self.head, ENCODER_HEADS)
         for key in ("dropout", "attention_dropout", "classifier_dropout"):
@@ -170,7 +173,9 @@ class Encoder(ModelBase):
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, C) -> (B, C) as chosen by config.pooling."""
         pooled = pool(hidden, attention_mask, self.config.pooling)
-        return torch.tanh(self.pooler(pooled)) if self.config.pooling == "pooler" else pooled
+        if self.config.pooling != "pooler":
+            return pooled
+        return POOLER_ACTIVATIONS[self.config.pooler_activation](self.pooler(pooled))  # (B, C)
 
     def forward_head(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None):
         return self.head(hidden, self.pool(hidden, attention_mask))

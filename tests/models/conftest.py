@@ -22,6 +22,23 @@ def llama_float32_tolerance(layers: int, dim: int, length: int, outputs: torch.T
     return ((2 * layers + 1) * (dim / 2 + 3) + layers * (length + 2)) * EPS32 * outputs.abs().max().item()
 
 
+def rope_float32_tolerance(layers: int, length: int, outputs: torch.Tensor) -> float:
+    """What float32 rope tables move a float64 comparison by: each layer's angles (<= length rad) rotate q and k
+    by <= (length + 2) eps32 (RoFormer: transformers' table is float32, our inverse frequencies are)."""
+    return layers * (length + 2) * EPS32 * outputs.abs().max().item()
+
+
+def hf_roformer(transformers, cls="RoFormerForMaskedLM", **extra):
+    torch.manual_seed(0)
+    config = transformers.RoFormerConfig(**TINY, embedding_size=32, max_position_embeddings=64, **extra)
+    model = getattr(transformers, cls)(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "LayerNorm" in name:
+                p.uniform_(0.5, 1.5)
+    return model
+
+
 def save_hf(model, folder):
     model.eval().save_pretrained(folder)
     return folder

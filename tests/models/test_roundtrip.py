@@ -12,7 +12,7 @@ import torch
 import damoxing
 from damoxing import DecoderConfig, EncoderConfig, create_model
 
-from .conftest import F64_TOL, hf_bert, hf_gpt2, hf_llama, llama_float32_tolerance
+from .conftest import F64_TOL, hf_bert, hf_gpt2, hf_llama, hf_roformer, llama_float32_tolerance, rope_float32_tolerance
 
 IDS = torch.randint(1, 96, (2, 12), generator=torch.Generator().manual_seed(0))
 MASK = torch.ones_like(IDS)
@@ -30,6 +30,7 @@ LLAMA = dict(
     mlp_bias=False,
     max_positions=64,
 )
+ROFORMER = dict(SMALL, position="rope", pooler_activation="gelu", classifier_dropout=0.0)
 
 
 def randomised(model):
@@ -66,10 +67,13 @@ def assert_same(a, b, atol=F64_TOL):
 
 
 def tolerance(config, outputs) -> float:
-    """F64_TOL, or for Llama the bound on transformers' float32 RMSNorm and rope (conftest)."""
+    """F64_TOL, or for Llama the bound on transformers' float32 RMSNorm and rope, for RoFormer on its float32
+    rope table (conftest)."""
+    first = outputs[0] if isinstance(outputs, tuple) else outputs
+    if isinstance(config, EncoderConfig) and config.position == "rope":
+        return F64_TOL + rope_float32_tolerance(config.layers, IDS.shape[1], first)
     if getattr(config, "norm", None) != "rmsnorm":
         return F64_TOL
-    first = outputs[0] if isinstance(outputs, tuple) else outputs
     return llama_float32_tolerance(config.layers, config.dim, IDS.shape[1], first)
 
 
@@ -77,6 +81,11 @@ OURS = {
     "BertForPreTraining": EncoderConfig(**SMALL, head="pretraining"),
     "BertForSequenceClassification": EncoderConfig(**SMALL, head="sequence", num_labels=3),
     "BertForTokenClassification": EncoderConfig(**SMALL, head="token", num_labels=5, pooler=False, pooling="cls"),
+    "RoFormerForMaskedLM": EncoderConfig(**ROFORMER, head="mlm", pooler=False, pooling="cls"),
+    "RoFormerForSequenceClassification": EncoderConfig(**ROFORMER, head="sequence", num_labels=3),
+    "RoFormerForTokenClassification": EncoderConfig(
+        **ROFORMER, head="token", num_labels=5, pooler=False, pooling="cls"
+    ),
     "GPT2LMHeadModel": DecoderConfig(**SMALL, max_positions=64),
     "GPT2ForSequenceClassification": DecoderConfig(**SMALL, max_positions=64, head="sequence", pad_id=0),
     "LlamaForCausalLM": DecoderConfig(**LLAMA),
@@ -112,6 +121,9 @@ HF = {
     "BertForPreTraining": lambda t: hf_bert(t),
     "BertModel": lambda t: hf_bert(t, "BertModel"),
     "BertForSequenceClassification": lambda t: hf_bert(t, "BertForSequenceClassification", num_labels=3),
+    "RoFormerForMaskedLM": lambda t: hf_roformer(t),
+    "RoFormerModel": lambda t: hf_roformer(t, "RoFormerModel"),
+    "RoFormerForSequenceClassification": lambda t: hf_roformer(t, "RoFormerForSequenceClassification", num_labels=3),
     "GPT2LMHeadModel": lambda t: hf_gpt2(t),
     "GPT2ForSequenceClassification": lambda t: hf_gpt2(t, "GPT2ForSequenceClassification", pad_token_id=0),
     "LlamaForCausalLM": lambda t: hf_llama(t),

@@ -1,14 +1,14 @@
 """Hugging Face <-> damoxing, one file per architecture (`bert.py`, `gpt2.py`, `llama.py`, `vit.py`, `t5.py`,
-`marian.py`), each an `HFMap`.
+`marian.py`, `roformer.py`), each an `HFMap`.
 
 Families transformers has no class for (`cnn.py`, `mlp.py`, ViTs without a class token) keep the folder
 layout under damoxing's own model types (`native.py`).
 
     arch = architecture_of(config_json, source)        # the registered architecture a config.json names
     config, arch, labels = config_from_hf(config_json, source, keys)
-    ours, unknown = state_from_hf(hf_state, arch)      # HF key names and layouts -> ours
+    ours, unknown = state_from_hf(hf_state, arch, config)   # HF key names and layouts -> ours
     arch = architecture_for(our_config)                # the architecture a model is saved as
-    hf_state = state_to_hf(our_state, arch); config_json = config_to_hf(our_config, labels, dtype)
+    hf_state = state_to_hf(our_state, arch, our_config); config_json = config_to_hf(our_config, labels, dtype)
 
 A new architecture is one new file with a `MAP`, added to `MAPS` below: it registers its model type and
 each of its head architectures; registering a name twice is an error.
@@ -20,13 +20,14 @@ import torch
 
 from ...config import Registry
 from ...errors import CheckpointError
-from . import bert, cnn, gpt2, llama, marian, mlp, t5, vit
+from . import bert, cnn, gpt2, llama, marian, mlp, roformer, t5, vit
 from .base import HFMap, labels_of, rename, template
 
 MODEL_TYPES = Registry("Hugging Face model type")  # model_type -> HFMap
 ARCHITECTURES = Registry("Hugging Face architecture")  # architecture -> (HFMap, our head kind)
 MAPS = (
     bert.MAP,
+    roformer.MAP,
     gpt2.MAP,
     llama.MAP,
     t5.MAP,
@@ -78,13 +79,14 @@ def config_from_hf(cfg: dict, source, keys=()) -> tuple[object, str, list[str] |
     return config, arch, names
 
 
-def state_from_hf(state: dict, arch: str) -> tuple[dict, list[str]]:
+def state_from_hf(state: dict, arch: str, config=None) -> tuple[dict, list[str]]:
     """HF state dict -> ours. The base model's keys may come with their prefix (`bert.`) or without.
+    `config`: ours, from `config_from_hf` (RoFormer needs its head size to reorder the query and key rows).
 
     Returns (our state, HF keys that map to nothing and are not known buffers).
     """
     m, _ = ARCHITECTURES.get(arch)
-    state = m.from_hf({k.removeprefix(m.prefix): v for k, v in state.items()})
+    state = m.from_hf({k.removeprefix(m.prefix): v for k, v in state.items()}, config)
     ours, unknown = rename(state, m.weight_map(arch))
     return ours, [k for k in unknown if not m.ignored.search(k)]
 
@@ -102,14 +104,14 @@ def hf_name(our_name: str, arch: str) -> str:
     return m.display(name.replace("{}", i) if i is not None else name)
 
 
-def state_to_hf(state: dict, arch: str) -> dict:
-    """Our state dict (tied copies already removed) -> HF names and layouts."""
+def state_to_hf(state: dict, arch: str, config=None) -> dict:
+    """Our state dict (tied copies already removed) -> HF names and layouts; `config`: the model's."""
     m, _ = ARCHITECTURES.get(arch)
     inverse = {v: k for k, v in m.weight_map(arch, _save_prefix(m, arch)).items()}
     out, unknown = rename({k: v for k, v in state.items() if m.keep_on_save(arch, k)}, inverse)
     if unknown:
         raise CheckpointError(f"cannot save as {arch}: no Hugging Face name for {', '.join(unknown[:5])}")
-    return m.to_hf(out)
+    return m.to_hf(out, config)
 
 
 def stored(our_name: str, arch: str) -> bool:

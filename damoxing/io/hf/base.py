@@ -25,7 +25,7 @@ ACT_FROM_HF = {
 ACT_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu", "silu": "silu"}
 
 
-def _same(state: dict) -> dict:
+def _same(state: dict, config=None) -> dict:
     return state
 
 
@@ -41,8 +41,10 @@ class HFMap:
     config_to_hf: Callable  # (our config) -> config.json fields of this model type
     architecture_for: Callable  # (our config) -> architecture name, or None when not this model type
     ignored: re.Pattern = re.compile(r"(?!)")  # keys that hold no weights of ours (buffers, tied copies)
-    from_hf: Callable[[dict], dict] = _same  # key/tensor fix-ups before renaming (GPT-2 unfuses c_attn)
-    to_hf: Callable[[dict], dict] = _same  # their inverse, after renaming back
+    # (state, our config) -> state: key/tensor fix-ups before renaming (GPT-2 unfuses c_attn); to_hf: their
+    # inverse, after renaming back
+    from_hf: Callable[[dict, object], dict] = _same
+    to_hf: Callable[[dict, object], dict] = _same
     keep_on_save: Callable[[str, str], bool] = lambda arch, name: True  # (architecture, our key): stored?
     display: Callable[[str], str] = lambda name: name  # an HF key as error messages show it
     base_architecture: str = field(default="")  # the head-less architecture, for config.json without one

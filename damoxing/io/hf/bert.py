@@ -54,7 +54,7 @@ HEADS = {
 IGNORED = re.compile(r"(^|\.)position_ids$|^cls\.predictions\.decoder\.(weight|bias)$")
 
 
-def from_hf(state: dict) -> dict:
+def from_hf(state: dict, config=None) -> dict:
     """Names of the original TensorFlow BERT checkpoints: LayerNorm gamma/beta."""
     return {
         re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", k)): v
@@ -92,12 +92,14 @@ def config_from_hf(cfg: dict, head: str, num_labels: int, keys, source) -> Encod
 
 
 def architecture_for(c) -> str | None:
-    if not isinstance(c, EncoderConfig):
+    if not isinstance(c, EncoderConfig) or c.position == "rope":  # rotary positions: RoFormer (roformer.py)
         return None
     if c.position != "learned" or not c.type_vocab_size:
-        no_save("BERT needs position: learned and type_vocab_size > 0")
+        no_save("BERT needs position: learned (or rope, saved as RoFormer) and type_vocab_size > 0")
     if c.head in ("pretraining", "sequence") and c.pooling != "pooler":
         no_save(f"BERT's {c.head} head reads the pooler; this model uses pooling: {c.pooling}")
+    if c.head in ("pretraining", "sequence") and c.pooler_activation != "tanh":
+        no_save(f"BERT's pooler is dense + tanh; this model's pooler_activation is {c.pooler_activation}")
     return {head: arch for arch, (head, _) in HEADS.items()}[c.head]
 
 

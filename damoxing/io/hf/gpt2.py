@@ -45,7 +45,7 @@ IGNORED = re.compile(r"(^|\.)(masked_bias|position_ids)$|^h\.\d+\.attn\.bias$") 
 CONV1D = re.compile(r"\.(c_attn|c_proj|c_fc)\.weight$")
 
 
-def unfuse(state: dict) -> dict:
+def unfuse(state: dict, config=None) -> dict:
     """Transpose the Conv1D weights to (out, in); split c_attn into c_attn.q/k/v."""
     out = {}
     for name, t in state.items():
@@ -59,7 +59,7 @@ def unfuse(state: dict) -> dict:
     return out
 
 
-def fuse(state: dict) -> dict:
+def fuse(state: dict, config=None) -> dict:
     """Inverse of `unfuse`."""
     out = {}
     for name, t in state.items():

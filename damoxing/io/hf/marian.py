@@ -43,12 +43,12 @@ HEADS = {
 IGNORED = re.compile(r"(^|\.)(encoder|decoder)\.(embed_positions|embed_tokens)\.weight$")  # tables, tied copies
 
 
-def from_hf(state: dict) -> dict:
+def from_hf(state: dict, config=None) -> dict:
     """final_logits_bias (1, V) -> (V,)."""
     return {k: v.reshape(-1) if k == "final_logits_bias" else v for k, v in state.items()}
 
 
-def to_hf(state: dict) -> dict:
+def to_hf(state: dict, config=None) -> dict:
     return {k: v.reshape(1, -1) if k == "final_logits_bias" else v for k, v in state.items()}
 
 

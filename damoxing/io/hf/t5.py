@@ -64,7 +64,7 @@ RELATIVE = re.compile(r"^(encoder|decoder)\.block\.0\.layer\.0\.SelfAttention\.r
 GATED_WO = re.compile(r"\.DenseReluDense\.wo\.")
 
 
-def from_hf(state: dict) -> dict:
+def from_hf(state: dict, config=None) -> dict:
     """Block 0's relative bias -> one per stack; `wo` of a gated MLP -> `wo_gated`."""
     gated = any(".DenseReluDense.wi_0." in k for k in state)
     out = {}
@@ -77,7 +77,7 @@ def from_hf(state: dict) -> dict:
     return out
 
 
-def to_hf(state: dict) -> dict:
+def to_hf(state: dict, config=None) -> dict:
     out = {}
     for name, tensor in state.items():
         stack = name.split(".")[0]

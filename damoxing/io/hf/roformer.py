@@ -1,0 +1,185 @@
+"""RoFormer (Su et al. 2021, the Chinese BERT with rotary positions): `RoFormerModel` and its heads <-> our
+encoder with `position: rope` (`models/encoder.py`).
+
+The layout is BERT's without the position table. Two differences are translated:
+- transformers rotates the channel pairs (2i, 2i + 1) of each head, we rotate (i, i + d/2) (layers/positions.py,
+  the Llama layout). Loading reorders each head's query and key rows (weights and biases) from the first order
+  to the second, saving reorders them back: every attention score stays the same. The fixed sinusoidal table
+  transformers keeps as `encoder.embed_positions.weight` is written on save and not read (ours is computed).
+- RoFormerForSequenceClassification's head is dense -> hidden_act -> out_proj over [CLS]: our pooler with
+  `pooler_activation` equal to `activation`, then the classifier (transformers also drops out before the dense
+  layer while training; we do not).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+
+from ...models.encoder import EncoderConfig
+from .base import ACT_TO_HF, HFMap, activation, layer_heads, no_save, per_block, unsupported
+from .bert import _mlm
+
+BASE = {
+    "embeddings.word_embeddings.weight": "embed.tokens.weight",
+    "embeddings.token_type_embeddings.weight": "embed.segments.weight",
+    "embeddings.LayerNorm.weight": "embed.norm.weight",
+    "embeddings.LayerNorm.bias": "embed.norm.bias",
+    **per_block(
+        (
+            ("attention.self.query", "attn.q"),
+            ("attention.self.key", "attn.k"),
+            ("attention.self.value", "attn.v"),
+            ("attention.output.dense", "attn.o"),
+            ("attention.output.LayerNorm", "norm1"),
+            ("intermediate.dense", "mlp.fc1"),
+            ("output.dense", "mlp.fc2"),
+            ("output.LayerNorm", "norm2"),
+        ),
+        hf_prefix="encoder.layer.{}.",
+    ),
+}
+SEQUENCE = {
+    "classifier.dense.weight": "pooler.weight",
+    "classifier.dense.bias": "pooler.bias",
+    "classifier.out_proj.weight": "head.classifier.weight",
+    "classifier.out_proj.bias": "head.classifier.bias",
+}
+TOKEN = {"classifier.weight": "head.classifier.weight", "classifier.bias": "head.classifier.bias"}
+HEADS = {
+    "RoFormerModel": ("none", {}),
+    "RoFormerForMaskedLM": ("mlm", _mlm("head")),
+    "RoFormerForSequenceClassification": ("sequence", SEQUENCE),
+    "RoFormerForTokenClassification": ("token", TOKEN),
+}
+POSITIONS = "encoder.embed_positions.weight"  # transformers' fixed sinusoidal table: ours is computed
+IGNORED = re.compile(r"(^|\.)encoder\.embed_positions\.weight$|^cls\.predictions\.decoder\.(weight|bias)$")
+ROTATED = re.compile(r"\.attention\.self\.(query|key)\.(weight|bias)$")
+BASE_ROPE = 10000.0  # transformers' RoFormer has no other
+
+
+def _pairs_to_halves(t: torch.Tensor, d: int) -> torch.Tensor:
+    """Rows (H * d, ...) in each head's order 0, 1, 2, ... d-1 (pairs (2i, 2i + 1)) -> 0, 2, 4, ..., 1, 3, 5, ..."""
+    return t.reshape(-1, d // 2, 2, *t.shape[1:]).transpose(1, 2).reshape(t.shape)
+
+
+def _halves_to_pairs(t: torch.Tensor, d: int) -> torch.Tensor:
+    """Inverse of `_pairs_to_halves`."""
+    return t.reshape(-1, 2, d // 2, *t.shape[1:]).transpose(1, 2).reshape(t.shape)
+
+
+def from_hf(state: dict, config: EncoderConfig) -> dict:
+    d = config.dim // config.heads
+    return {k: _pairs_to_halves(v, d) if ROTATED.search(k) else v for k, v in state.items()}
+
+
+def sinusoidal_table(positions: int, d: int) -> torch.Tensor:
+    """transformers' RoFormerSinusoidalPositionalEmbedding.create_weight: [sin | cos] of pos / 10000^(2i/d),
+    computed in float64 and rounded to float32, as it does."""
+    pos = torch.arange(positions, dtype=torch.float64)[:, None]
+    angles = pos / torch.tensor([math.pow(BASE_ROPE, 2 * i / d) for i in range(d // 2)], dtype=torch.float64)
+    return torch.cat([angles.sin(), angles.cos()], dim=1).float()  # (positions, d)
+
+
+def to_hf(state: dict, config: EncoderConfig) -> dict:
+    d = config.dim // config.heads
+    out = {k: _halves_to_pairs(v, d) if ROTATED.search(k) else v for k, v in state.items()}
+    prefix = "roformer." if any(k.startswith("roformer.") for k in out) else ""
+    out[prefix + POSITIONS] = sinusoidal_table(config.max_positions, d)
+    return out
+
+
+def config_from_hf(cfg: dict, head: str, num_labels: int, keys, source) -> EncoderConfig:
+    if cfg.get("embedding_size", cfg["hidden_size"]) != cfg["hidden_size"]:
+        unsupported(source, "embedding_size", cfg["embedding_size"], f"only hidden_size ({cfg['hidden_size']})")
+    if cfg.get("rotary_value"):
+        unsupported(source, "rotary_value", True, "rotary positions on queries and keys only")
+    if cfg.get("is_decoder"):
+        unsupported(source, "is_decoder", True, "RoFormer as an encoder only")
+    act = activation(cfg, source)
+    drop = cfg.get("hidden_dropout_prob", 0.1)
+    return EncoderConfig(
+        vocab_size=cfg["vocab_size"],
+        dim=cfg["hidden_size"],
+        layers=cfg["num_hidden_layers"],
+        heads=cfg["num_attention_heads"],
+        layer_heads=tuple(cfg.get("layer_heads") or ()),
+        mlp_dim=cfg["intermediate_size"],
+        max_positions=cfg.get("max_position_embeddings", 1536),
+        type_vocab_size=cfg.get("type_vocab_size", 2),
+        position="rope",
+        rope_base=BASE_ROPE,
+        activation=act,
+        norm_eps=cfg.get("layer_norm_eps", 1e-12),
+        dropout=drop,
+        attention_dropout=cfg.get("attention_probs_dropout_prob", 0.1),
+        pad_id=cfg.get("pad_token_id") or 0,
+        pooler=head == "sequence",
+        pooling="pooler" if head == "sequence" else "cls",
+        pooler_activation=act,
+        init_std=cfg.get("initializer_range", 0.02),
+        classifier_dropout=drop,
+        head=head,
+        num_labels=num_labels,
+    )
+
+
+def architecture_for(c) -> str | None:
+    if not isinstance(c, EncoderConfig) or c.position != "rope":
+        return None
+    if c.rope_base != BASE_ROPE or not c.type_vocab_size:
+        no_save(
+            f"RoFormer needs rope_base: {BASE_ROPE:g} and type_vocab_size > 0 (this model: {c.rope_base:g}, "
+            f"{c.type_vocab_size})"
+        )
+    if c.head == "pretraining":
+        no_save("RoFormer has no masked-LM + next-sentence architecture; pretrain with task masked_lm")
+    if c.head == "sequence" and (c.pooling != "pooler" or c.pooler_activation != c.activation):
+        no_save(
+            "RoFormer's sequence head is dense + activation over [CLS]: it needs pooling: pooler and "
+            f"pooler_activation: {c.activation} (this model: pooling {c.pooling}, pooler_activation "
+            f"{c.pooler_activation})"
+        )
+    return {head: arch for arch, (head, _) in HEADS.items()}[c.head]
+
+
+def config_to_hf(c: EncoderConfig) -> dict:
+    return dict(
+        hidden_size=c.dim,
+        embedding_size=c.dim,
+        num_hidden_layers=c.layers,
+        num_attention_heads=c.heads,
+        intermediate_size=c.mlp_dim,
+        hidden_act=ACT_TO_HF[c.activation],
+        hidden_dropout_prob=c.dropout,
+        attention_probs_dropout_prob=c.attention_dropout,
+        max_position_embeddings=c.max_positions,
+        type_vocab_size=c.type_vocab_size,
+        layer_norm_eps=c.norm_eps,
+        pad_token_id=c.pad_id,
+        rotary_value=False,
+        **layer_heads(c),
+    )
+
+
+def keep_on_save(arch: str, name: str) -> bool:
+    """Only the sequence head has a pooler (its dense layer); the other architectures store none."""
+    return arch == "RoFormerForSequenceClassification" or not name.startswith("pooler.")
+
+
+MAP = HFMap(
+    "roformer",
+    "roformer.",
+    BASE,
+    HEADS,
+    config_from_hf,
+    config_to_hf,
+    architecture_for,
+    IGNORED,
+    from_hf=from_hf,
+    to_hf=to_hf,
+    keep_on_save=keep_on_save,
+    base_architecture="RoFormerModel",
+)
