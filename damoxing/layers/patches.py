@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .positions import sinusoidal_table
@@ -11,7 +12,9 @@ from .positions import sinusoidal_table
 class PatchEmbedding(nn.Module):
     """(B, C, H, W) pixels -> (B, N, dim) patch vectors, N = (H / patch) * (W / patch).
 
-    A convolution with kernel = stride = patch size is a linear map of each flattened patch.
+    A convolution with kernel = stride = patch size is a linear map of each flattened patch: the weight is the
+    convolution's (dim, C, p, p), as checkpoints store it, and `forward` applies it as that linear map to the
+    patches cut out by a reshape (the same sums; on a CPU its backward is a fraction of the convolution's).
     """
 
     def __init__(self, channels: int, dim: int, patch_size: int):
@@ -20,8 +23,11 @@ class PatchEmbedding(nn.Module):
         self.proj = nn.Conv2d(channels, dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        x = self.proj(pixel_values)  # (B, dim, H / p, W / p)
-        return x.flatten(2).transpose(1, 2)  # (B, N, dim), patches in row-major order
+        B, C, H, W = pixel_values.shape
+        p = self.patch_size
+        patches = pixel_values.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5)  # (B, H/p, W/p, C, p, p)
+        patches = patches.reshape(B, (H // p) * (W // p), C * p * p)  # (B, N, C p p), patches in row-major order
+        return F.linear(patches, self.proj.weight.flatten(1), self.proj.bias)  # (B, N, dim)
 
 
 def sinusoidal_2d_table(rows: int, cols: int, dim: int, base: float = 10000.0) -> torch.Tensor:

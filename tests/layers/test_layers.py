@@ -242,3 +242,24 @@ def test_a_pre_norm_block_asked_for_its_first_positions_computes_exactly_those()
     causal = PreNormBlock(MultiHeadAttention(32, 4, causal=True), MLP(32, 64), nn.LayerNorm(32), nn.LayerNorm(32))
     with pytest.raises(ValueError, match="non-causal"):
         causal(x.float(), queries=2)
+
+
+def test_patch_embedding_is_the_convolution_it_stores():
+    """The patches cut out by a reshape and the convolution's weight as a linear map: the convolution's sums
+    (float64: only the order of 16-48 terms differs), inputs and weights alike, gradients included."""
+    from damoxing.layers import PatchEmbedding
+
+    torch.manual_seed(0)
+    for channels, patch, side in ((1, 4, 28), (3, 16, 32), (3, 2, 6)):
+        layer = PatchEmbedding(channels, 8, patch).double()
+        pixels = torch.randn(2, channels, side, side, dtype=torch.float64, requires_grad=True)
+        ours = layer(pixels)  # (B, N, dim)
+        conv = torch.nn.functional.conv2d(pixels, layer.proj.weight, layer.proj.bias, stride=patch)
+        theirs = conv.flatten(2).transpose(1, 2)  # (B, N, dim), row-major patches
+        assert ours.shape == (2, (side // patch) ** 2, 8)
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
+        g = torch.randn_like(ours)
+        grads = torch.autograd.grad(ours, (pixels, layer.proj.weight), g)
+        expected = torch.autograd.grad(theirs, (pixels, layer.proj.weight), g)
+        for a, b in zip(grads, expected):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
