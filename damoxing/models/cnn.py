@@ -113,6 +113,9 @@ class CNN(ModelBase):
                     nn.init.zeros_(m.bias)
         init_weights(self.fcs, c.init_std)
         init_weights(self.head, c.init_std)
+        # the convolution weights in channels-last layout: oneDNN's CPU convolutions then run channels-last, forward
+        # and backward (vgg-small: 162 against 194 ms a training step here); values and state dict are unchanged
+        self.to(memory_format=torch.channels_last)
 
     def make_head(self, kind: str, num_outputs: int) -> nn.Module:
         check_choice("model.head", kind, CNN_HEADS)
