@@ -7,7 +7,8 @@ in plain PyTorch with a plain loop (MLP, CNN) and against transformers' ViTForIm
 
 Both sides read the same pre-loaded images (Fashion-MNIST's IDX arrays, or MNIST 5k / random pixels when
 those are absent) through the same transforms (the ImageProcessor's random crop + flip, each example from its
-own generator), and run the same batch, precision, fused AdamW and gradient clipping. A step is: build the next
+own generator), and run the same batch, precision, fused AdamW and gradient clipping, in one process with the Trainer's
+memory setting (`training/memory.py`: freed memory kept for reuse, for both sides). A step is: build the next
 batch, forward, loss, backward, clip, optimiser step. Rounds alternate between the sides (bench/side_by_side.py).
 Targets (issue 13): at least 1.0x for the CNN and the MLP, 1.3x for the ViT.
 """
@@ -34,6 +35,7 @@ from damoxing.data.processors import ImageProcessor
 from damoxing.models import create_model, preset
 from damoxing.tasks import get_task
 from damoxing.training.batches import Batches
+from damoxing.training.memory import reuse_freed_memory
 
 FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 PRESETS = {"mlp": "mlp-base", "cnn": "vgg-small", "vit": "vit-tiny"}
@@ -120,6 +122,9 @@ def main() -> None:
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    # what damoxing's Trainer does on a CPU (train.reuse_memory): freed blocks stay in the heap. Process-wide, so
+    # both sides run with it (it takes the page faults of fresh allocations out of each step)
+    reuse_freed_memory()
     steps, rounds = (3, 2) if a.quick else (a.steps, a.rounds)
 
     data = records(a.quick)
