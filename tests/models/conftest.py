@@ -29,14 +29,8 @@ def rope_float32_tolerance(layers: int, length: int, outputs: torch.Tensor) -> f
 
 
 def hf_roformer(transformers, cls="RoFormerForMaskedLM", **extra):
-    torch.manual_seed(0)
-    config = transformers.RoFormerConfig(**TINY, embedding_size=32, max_position_embeddings=64, **extra)
-    model = getattr(transformers, cls)(config).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "LayerNorm" in name:
-                p.uniform_(0.5, 1.5)
-    return model
+    """A seeded random RoFormer (BERT with rotary positions), LayerNorms randomised as in `hf_bert`."""
+    return hf_bert(transformers, cls, config_class=transformers.RoFormerConfig, embedding_size=32, **extra)
 
 
 def save_hf(model, folder):
@@ -77,9 +71,9 @@ def hf_llama(transformers, cls="LlamaForCausalLM", **extra):
     return model
 
 
-def hf_bert(transformers, cls="BertForPreTraining", **extra):
+def hf_bert(transformers, cls="BertForPreTraining", config_class=None, **extra):
     torch.manual_seed(0)
-    config = transformers.BertConfig(**TINY, max_position_embeddings=64, **extra)
+    config = (config_class or transformers.BertConfig)(**TINY, max_position_embeddings=64, **extra)
     model = getattr(transformers, cls)(config).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():

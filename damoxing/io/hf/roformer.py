@@ -13,34 +13,19 @@ The layout is BERT's without the position table. Two differences are translated:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
 import torch
 
 from ...models.encoder import EncoderConfig
-from .base import ACT_TO_HF, HFMap, activation, layer_heads, no_save, per_block, unsupported
+from . import bert
+from .base import HFMap, no_save, unsupported
 from .bert import _mlm
 
-BASE = {
-    "embeddings.word_embeddings.weight": "embed.tokens.weight",
-    "embeddings.token_type_embeddings.weight": "embed.segments.weight",
-    "embeddings.LayerNorm.weight": "embed.norm.weight",
-    "embeddings.LayerNorm.bias": "embed.norm.bias",
-    **per_block(
-        (
-            ("attention.self.query", "attn.q"),
-            ("attention.self.key", "attn.k"),
-            ("attention.self.value", "attn.v"),
-            ("attention.output.dense", "attn.o"),
-            ("attention.output.LayerNorm", "norm1"),
-            ("intermediate.dense", "mlp.fc1"),
-            ("output.dense", "mlp.fc2"),
-            ("output.LayerNorm", "norm2"),
-        ),
-        hf_prefix="encoder.layer.{}.",
-    ),
-}
+# BERT's keys without its position table and pooler (RoFormerModel has neither)
+BASE = {k: v for k, v in bert.BASE.items() if k != "embeddings.position_embeddings.weight" and "pooler" not in k}
 SEQUENCE = {
     "classifier.dense.weight": "pooler.weight",
     "classifier.dense.bias": "pooler.bias",
@@ -92,37 +77,18 @@ def to_hf(state: dict, config: EncoderConfig) -> dict:
 
 
 def config_from_hf(cfg: dict, head: str, num_labels: int, keys, source) -> EncoderConfig:
+    """BERT's translation, then rotary positions and the classification head's activation."""
     if cfg.get("embedding_size", cfg["hidden_size"]) != cfg["hidden_size"]:
         unsupported(source, "embedding_size", cfg["embedding_size"], f"only hidden_size ({cfg['hidden_size']})")
     if cfg.get("rotary_value"):
         unsupported(source, "rotary_value", True, "rotary positions on queries and keys only")
     if cfg.get("is_decoder"):
         unsupported(source, "is_decoder", True, "RoFormer as an encoder only")
-    act = activation(cfg, source)
-    drop = cfg.get("hidden_dropout_prob", 0.1)
-    return EncoderConfig(
-        vocab_size=cfg["vocab_size"],
-        dim=cfg["hidden_size"],
-        layers=cfg["num_hidden_layers"],
-        heads=cfg["num_attention_heads"],
-        layer_heads=tuple(cfg.get("layer_heads") or ()),
-        mlp_dim=cfg["intermediate_size"],
-        max_positions=cfg.get("max_position_embeddings", 1536),
-        type_vocab_size=cfg.get("type_vocab_size", 2),
-        position="rope",
-        rope_base=BASE_ROPE,
-        activation=act,
-        norm_eps=cfg.get("layer_norm_eps", 1e-12),
-        dropout=drop,
-        attention_dropout=cfg.get("attention_probs_dropout_prob", 0.1),
-        pad_id=cfg.get("pad_token_id") or 0,
-        pooler=head == "sequence",
-        pooling="pooler" if head == "sequence" else "cls",
-        pooler_activation=act,
-        init_std=cfg.get("initializer_range", 0.02),
-        classifier_dropout=drop,
-        head=head,
-        num_labels=num_labels,
+    c = bert.config_from_hf(
+        {**cfg, "max_position_embeddings": cfg.get("max_position_embeddings", 1536)}, head, num_labels, keys, source
+    )
+    return dataclasses.replace(
+        c, position="rope", rope_base=BASE_ROPE, pooler_activation=c.activation, classifier_dropout=c.dropout
     )
 
 
@@ -146,22 +112,11 @@ def architecture_for(c) -> str | None:
 
 
 def config_to_hf(c: EncoderConfig) -> dict:
-    return dict(
-        hidden_size=c.dim,
-        embedding_size=c.dim,
-        num_hidden_layers=c.layers,
-        num_attention_heads=c.heads,
-        intermediate_size=c.mlp_dim,
-        hidden_act=ACT_TO_HF[c.activation],
-        hidden_dropout_prob=c.dropout,
-        attention_probs_dropout_prob=c.attention_dropout,
-        max_position_embeddings=c.max_positions,
-        type_vocab_size=c.type_vocab_size,
-        layer_norm_eps=c.norm_eps,
-        pad_token_id=c.pad_id,
-        rotary_value=False,
-        **layer_heads(c),
-    )
+    """BERT's fields without its position type and classifier dropout, and RoFormer's own two."""
+    fields = bert.config_to_hf(c)
+    for key in ("position_embedding_type", "classifier_dropout"):
+        del fields[key]
+    return {**fields, "embedding_size": c.dim, "rotary_value": False}
 
 
 def keep_on_save(arch: str, name: str) -> bool:
