@@ -14,15 +14,14 @@ The layout is BERT's without the position table. Two differences are translated:
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 
 import torch
 
+from ...layers.positions import sinusoidal_table
 from ...models.encoder import EncoderConfig
 from . import bert
 from .base import HFMap, no_save, unsupported
-from .bert import _mlm
 
 # BERT's keys without its position table and pooler (RoFormerModel has neither)
 BASE = {k: v for k, v in bert.BASE.items() if k != "embeddings.position_embeddings.weight" and "pooler" not in k}
@@ -32,12 +31,11 @@ SEQUENCE = {
     "classifier.out_proj.weight": "head.classifier.weight",
     "classifier.out_proj.bias": "head.classifier.bias",
 }
-TOKEN = {"classifier.weight": "head.classifier.weight", "classifier.bias": "head.classifier.bias"}
 HEADS = {
     "RoFormerModel": ("none", {}),
-    "RoFormerForMaskedLM": ("mlm", _mlm("head")),
+    "RoFormerForMaskedLM": ("mlm", bert._mlm("head")),
     "RoFormerForSequenceClassification": ("sequence", SEQUENCE),
-    "RoFormerForTokenClassification": ("token", TOKEN),
+    "RoFormerForTokenClassification": ("token", bert.CLASSIFIER),
 }
 POSITIONS = "encoder.embed_positions.weight"  # transformers' fixed sinusoidal table: ours is computed
 IGNORED = re.compile(r"(^|\.)encoder\.embed_positions\.weight$|^cls\.predictions\.decoder\.(weight|bias)$")
@@ -60,19 +58,12 @@ def from_hf(state: dict, config: EncoderConfig) -> dict:
     return {k: _pairs_to_halves(v, d) if ROTATED.search(k) else v for k, v in state.items()}
 
 
-def sinusoidal_table(positions: int, d: int) -> torch.Tensor:
-    """transformers' RoFormerSinusoidalPositionalEmbedding.create_weight: [sin | cos] of pos / 10000^(2i/d),
-    computed in float64 and rounded to float32, as it does."""
-    pos = torch.arange(positions, dtype=torch.float64)[:, None]
-    angles = pos / torch.tensor([math.pow(BASE_ROPE, 2 * i / d) for i in range(d // 2)], dtype=torch.float64)
-    return torch.cat([angles.sin(), angles.cos()], dim=1).float()  # (positions, d)
-
-
 def to_hf(state: dict, config: EncoderConfig) -> dict:
     d = config.dim // config.heads
     out = {k: _halves_to_pairs(v, d) if ROTATED.search(k) else v for k, v in state.items()}
     prefix = "roformer." if any(k.startswith("roformer.") for k in out) else ""
-    out[prefix + POSITIONS] = sinusoidal_table(config.max_positions, d)
+    # transformers' RoFormerSinusoidalPositionalEmbedding: [sin | cos] (the same float32 values)
+    out[prefix + POSITIONS] = sinusoidal_table(config.max_positions, d, BASE_ROPE, layout="halves")
     return out
 
 
